@@ -1,0 +1,118 @@
+"""SMTP replies: the only module that spells status codes.
+
+A reply has two audiences. The client gets ``code``, the enhanced code and a
+text in Vietnamese then English that names no internal mechanism; the log and
+the decision record get ``reason``, the detail. The class digit of the
+enhanced code is always derived from the basic code (maddy once sent
+``450 5.7.25``: a temporary reply with a permanent enhanced code).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class SmtpReply:
+    """A reply line: ``code`` (e.g. 550), ``detail`` (e.g. "7.1"), client text, internal reason."""
+
+    code: int
+    detail: str
+    text: str
+    reason: str = ""
+
+    @property
+    def enhanced(self) -> str:
+        """The RFC 3463 enhanced code, its class taken from the basic code."""
+        return f"{enhanced_class(self.code)}.{self.detail}"
+
+    @property
+    def temporary(self) -> bool:
+        return 400 <= self.code < 500
+
+    def __str__(self) -> str:
+        # One line only: a reply text never carries CR or LF (no reply splitting).
+        text = " ".join(self.text.split())
+        return f"{self.code} {self.enhanced} {text}"
+
+    def with_id(self, exchange_id: str) -> SmtpReply:
+        """The same reply with the exchange id an auditor can look up appended."""
+        return dataclasses.replace(self, text=f"{self.text} [{exchange_id}]")
+
+
+def enhanced_class(code: int) -> int:
+    """2, 4 or 5: the enhanced status class that goes with a basic reply code."""
+    if 200 <= code < 400:
+        return 2
+    if 400 <= code < 500:
+        return 4
+    if 500 <= code < 600:
+        return 5
+    raise ValueError(f"not an SMTP reply code: {code}")
+
+
+class Refusal(Exception):
+    """Raised by a stage to stop a message; ``reply`` says how."""
+
+    def __init__(self, reply: SmtpReply):
+        super().__init__(reply.reason or reply.text)
+        self.reply = reply
+
+
+class Reject(Refusal):
+    """The message's own fault: a 5xx reply."""
+
+
+class Defer(Refusal):
+    """Our fault or a temporary condition: a 4xx reply, the client tries again."""
+
+
+def _r(code: int, detail: str, vi: str, en: str) -> SmtpReply:
+    return SmtpReply(code, detail, f"{vi} / {en}")
+
+
+# Replies the protocol edge sends. Texts: Vietnamese first, then English.
+OK_SENDER = SmtpReply(250, "1.0", "OK")
+OK_RECIPIENT = SmtpReply(250, "1.5", "OK")
+TEMP_FAILURE = _r(451, "3.0", "Lỗi tạm thời của máy chủ, vui lòng gửi lại sau", "Temporary server error, please try again later")
+NO_STORAGE = _r(452, "3.1", "Máy chủ tạm thời hết chỗ lưu trữ", "Insufficient system storage, try again later")
+TOO_MANY_RECIPIENTS = _r(452, "5.3", "Quá nhiều người nhận trong một thư", "Too many recipients")
+TOO_MANY_CONNECTIONS = _r(421, "7.0", "Quá nhiều kết nối từ địa chỉ của bạn", "Too many connections from your address")
+TOO_MANY_COMMANDS = _r(421, "7.0", "Quá nhiều lệnh trong một phiên", "Too many commands in this session")
+IDLE_TIMEOUT = _r(421, "4.2", "Hết thời gian chờ", "Idle timeout, closing connection")
+SHUTTING_DOWN = _r(421, "3.2", "Máy chủ đang dừng", "Server shutting down, try again later")
+RELAY_DENIED = _r(550, "7.1", "Không chuyển tiếp thư tới người nhận này", "Relaying denied")
+CLIENT_NOT_ALLOWED = _r(554, "7.1", "Máy của bạn không được phép gửi thư qua cổng này", "Client host not allowed to use this service")
+BAD_ADDRESS = _r(553, "1.3", "Địa chỉ không hợp lệ", "Invalid address syntax")
+BAD_SENDER_ADDRESS = _r(553, "1.7", "Địa chỉ người gửi không hợp lệ", "Invalid sender address")
+SENDER_NOT_OWNED = _r(553, "7.1", "Tài khoản không được gửi thư với địa chỉ này", "Sender address not owned by the authenticated user")
+FROM_NOT_OWNED = _r(550, "7.1", "Tài khoản không được gửi thư với địa chỉ người gửi (From) này", "From address not owned by the authenticated user")
+AMBIGUOUS_AUTHOR = _r(550, "7.1", "Thư phải có đúng một trường From với đúng một địa chỉ", "The message must have exactly one From header with exactly one address")
+BAD_HEADER = _r(550, "6.0", "Phần đầu thư không hợp lệ", "Malformed message header")
+BARE_LINE_ENDING = _r(550, "5.2", "Thư chứa ký tự xuống dòng CR hoặc LF đơn lẻ", "Message contains a bare CR or LF (see RFC 5321 2.3.8)")
+LOOP_DETECTED = _r(554, "4.6", "Thư bị lặp vòng (quá nhiều trường Received)", "Mail loop detected: too many Received headers")
+MESSAGE_TOO_BIG = _r(552, "3.4", "Thư vượt quá dung lượng cho phép", "Message exceeds the size limit")
+LINE_TOO_LONG = _r(500, "6.0", "Dòng thư dài quá 998 ký tự", "Line too long (see RFC 5321 4.5.3.1.6)")
+COMMAND_TOO_LONG = _r(500, "5.2", "Lệnh quá dài", "Command line too long")
+AUTH_OK = SmtpReply(235, "7.0", "Authentication successful")
+AUTH_FAILED = _r(535, "7.8", "Sai tên đăng nhập hoặc mật khẩu", "Authentication credentials invalid")
+AUTH_REQUIRED = _r(530, "7.0", "Cần đăng nhập trước khi gửi thư", "Authentication required")
+DEFAULT_DEFER = _r(451, "7.1", "Thư tạm thời chưa được nhận, vui lòng gửi lại sau", "Message deferred, please try again later")
+DEFAULT_REJECT = _r(550, "7.1", "Thư bị từ chối theo chính sách của cơ quan", "Message rejected by policy")
+
+
+def queued(exchange_id: str) -> SmtpReply:
+    """The 250 after DATA: sent only once the message is durable."""
+    return SmtpReply(250, "0.0", f"OK: queued as {exchange_id}")
+
+
+# aiosmtpd sends some replies itself, without enhanced codes; the protocol edge
+# rewrites them (by their prefix) so every reply a client sees carries one.
+BUILTIN_REWRITES: tuple[tuple[str, SmtpReply], ...] = (
+    ("552 Error: message size exceeds", MESSAGE_TOO_BIG),
+    ("552 Error: Too much mail data", MESSAGE_TOO_BIG),
+    ("500 Line too long", LINE_TOO_LONG),
+    ("500 Command line too long", COMMAND_TOO_LONG),
+    ("530 5.7.0 Authentication required", AUTH_REQUIRED),
+    ("535 5.7.8 Authentication credentials invalid", AUTH_FAILED),
+)
