@@ -1,0 +1,50 @@
+"""Envelope address checks shared by the SMTP edge and the CLI.
+
+A recipient address is accepted only in its plain form: no ``%`` or ``!``
+routing (RFC 1123 "percent hack", UUCP bang paths), no quoted local part, no
+IP literal, no trailing dot. Those forms exist mostly to trick a relay into
+forwarding somewhere other than the domain it checked.
+"""
+
+from __future__ import annotations
+
+import email_validator
+
+
+def recipient(address: str) -> str | None:
+    """The normalised recipient address, or None when it is not a plain mailbox."""
+    if not address or any(ch in address for ch in '%!"\\[]') or address.startswith("@"):
+        return None
+    try:
+        valid = email_validator.validate_email(
+            address,
+            check_deliverability=False,
+            allow_smtputf8=True,
+            allow_quoted_local=False,
+            allow_domain_literal=False,
+            allow_display_name=False,
+        )
+    except email_validator.EmailNotValidError:
+        return None
+    return f"{valid.local_part}@{valid.domain.lower()}"
+
+
+def sender(address: str) -> str | None:
+    """The normalised MAIL FROM address ("" for the null sender), or None when invalid."""
+    if address in ("", "<>"):
+        return ""
+    try:
+        valid = email_validator.validate_email(
+            address,
+            check_deliverability=False,
+            allow_smtputf8=True,
+            allow_quoted_local=True,
+            allow_domain_literal=False,
+        )
+    except email_validator.EmailNotValidError:
+        return None
+    return f"{valid.local_part}@{valid.domain.lower()}"
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower()

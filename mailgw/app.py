@@ -1,0 +1,133 @@
+"""Wiring and lifecycle: load everything, start listeners and delivery, reload, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from mailgw import credentials, directory, settings, tls
+from mailgw.deliver import Deliverer
+from mailgw.model import Context
+from mailgw.receive import Edge, Handler, SmtpServer
+from mailgw.spool import Spool
+from mailgw.yamlfile import ConfigError, Problem
+
+log = logging.getLogger(__name__)
+
+
+def load_context(path: str) -> tuple[Context, list[Problem]]:
+    """Settings, directory and credentials, all valid, or ConfigError naming every problem.
+
+    Returns the warnings too, for ``mailgw check`` to print. Problems that do not
+    stop a running gateway (an expired temporary exception) are left to
+    ``directory.check``, which ``mailgw check`` runs as well.
+    """
+    s = settings.load(path)
+    problems: list[Problem] = []
+    parts: dict[str, Any] = {}
+    for name, loader, target in (
+        ("directory", directory.load, s.directory),
+        ("credentials", credentials.load, s.credentials),
+    ):
+        if target is None:
+            continue
+        try:
+            parts[name] = loader(target)
+        except ConfigError as e:
+            problems.extend(e.problems)
+    if any(not p.warning for p in problems):
+        raise ConfigError(problems)
+    return Context(settings=s, directory=parts["directory"], credentials=parts.get("credentials")), problems
+
+
+class Gateway:
+    """One running gateway: its listeners, its spool and its delivery worker."""
+
+    def __init__(self, settings_path: str):
+        self.settings_path = settings_path
+        self._ctx, _ = load_context(settings_path)
+        self.spool = Spool(self._ctx.settings.spool)
+        self.deliverer = Deliverer(self.spool, self.context)
+        self.edge = Edge(self.context, self.spool, on_queued=self.deliverer.notify)
+        self.servers: dict[str, asyncio.base_events.Server] = {}
+        self.addresses: dict[str, tuple[str, int]] = {}  # listener name -> bound address
+        self._delivery: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    def context(self) -> Context:
+        return self._ctx
+
+    async def start(self) -> None:
+        s = self._ctx.settings
+        waiting = await asyncio.to_thread(self.spool.recover)
+        log.info("mailgw starting: %s", s.effective())
+        log.info("spool %s: %d messages waiting", s.spool, waiting)
+        loop = asyncio.get_running_loop()
+        for listener in s.listeners:
+            context = tls.server_context(listener.tls, s.hostname) if listener.tls else None
+
+            def factory(l: Any = listener, c: Any = context) -> SmtpServer:
+                return SmtpServer(Handler(self.edge, l), self.edge, l, c)
+
+            server = await loop.create_server(factory, listener.host, listener.port, reuse_address=True)
+            self.servers[listener.name] = server
+            sock = server.sockets[0].getsockname()
+            self.addresses[listener.name] = (sock[0], sock[1])
+            log.info("listener %s (%s) on %s:%d%s", listener.name, listener.role, sock[0], sock[1], " with STARTTLS" if context else "")
+        self._delivery = loop.create_task(self.deliverer.run())
+
+    def reload(self) -> bool:
+        """Load the files again; keep the running set if anything is wrong (SIGHUP)."""
+        try:
+            ctx, warnings = load_context(self.settings_path)
+        except ConfigError as e:
+            log.error("reload failed; keeping the running configuration:\n%s", e)
+            return False
+        old = self._ctx.settings
+        if ctx.settings.listeners != old.listeners or ctx.settings.spool != old.spool:
+            log.warning("reload: listener and spool changes take effect only after a restart")
+        for w in warnings:
+            log.warning("%s", w)
+        self._ctx = ctx
+        log.info("reloaded: %s", ctx.settings.effective())
+        return True
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def serve_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        await self.start()
+        await self._stop.wait()
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Stop accepting, let open transactions finish (bounded), finish running deliveries."""
+        log.info("draining: no new connections")
+        for server in self.servers.values():
+            server.close()
+        deadline = loop_time() + self._ctx.settings.limits.drain_timeout
+        while loop_time() < deadline and any(_in_transaction(s) for s in self.edge.sessions):
+            await asyncio.sleep(0.05)
+        for session in list(self.edge.sessions):
+            await session.shutdown()
+        for server in self.servers.values():
+            await server.wait_closed()
+        self.deliverer.stop()
+        if self._delivery is not None:
+            await self._delivery
+        log.info("stopped")
+
+
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def _in_transaction(session: SmtpServer) -> bool:
+    env = session.envelope
+    return env is not None and bool(env.mail_from)

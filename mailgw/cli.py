@@ -1,0 +1,209 @@
+"""The `mailgw` command (CONTRACT section 1). Exit: 0 ok, 1 invalid input or failed check, 2 usage."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import getpass
+import json
+import logging
+import sys
+import time
+from typing import Any, Sequence
+
+from mailgw import __version__
+from mailgw.yamlfile import ConfigError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_usage(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    from mailgw.settings import default_path
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=default_path(), help="settings file (default: $MAILGW_CONFIG, else ./gateway.yaml)")
+    p = argparse.ArgumentParser(prog="mailgw", description="SMTP gateway for official documents of state agencies", parents=[common])
+    p.add_argument("--version", action="version", version=f"mailgw {__version__}")
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    s = sub.add_parser("serve", parents=[common], help="run the gateway")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("check", parents=[common], help="validate settings, directory and policies")
+    s.set_defaults(func=cmd_check)
+
+    q = sub.add_parser("queue", parents=[common], help="inspect and manage the spool")
+    qs = q.add_subparsers(metavar="ACTION")
+    s = qs.add_parser("list", parents=[common], help="list queued and held messages")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_queue_list)
+    for action, text in (("show", "one message"), ("hold", "quarantine a queued message"), ("release", "release a held message"), ("delete", "delete a message (no DSN)")):
+        s = qs.add_parser(action, parents=[common], help=text)
+        s.add_argument("id")
+        s.set_defaults(func=cmd_queue_action, action=action)
+    s = qs.add_parser("flush", parents=[common], help="retry every queued message now")
+    s.set_defaults(func=cmd_queue_flush)
+    q.set_defaults(func=lambda a: _usage(q))
+
+    d = sub.add_parser("directory", parents=[common], help="the official directory")
+    ds = d.add_subparsers(metavar="ACTION")
+    s = ds.add_parser("check", parents=[common], help="validate the directory")
+    s.set_defaults(func=cmd_directory_check)
+    d.set_defaults(func=lambda a: _usage(d))
+
+    s = sub.add_parser("passwd", parents=[common], help="print an argon2 hash for the credentials file")
+    s.add_argument("login")
+    s.set_defaults(func=cmd_passwd)
+    return p
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_usage(sys.stderr)
+    return 2
+
+
+def _setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # aiosmtpd logs every command at INFO ("mail.log"); keep that for DEBUG only,
+    # and drop its warning about its own deprecated attribute.
+    smtp_log = logging.getLogger("mail.log")
+    smtp_log.setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+    smtp_log.addFilter(lambda record: "login_data is deprecated" not in record.getMessage())
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mailgw.app import Gateway
+    from mailgw.settings import load
+
+    _setup_logging(load(args.config).log_level)
+
+    async def run() -> None:
+        gateway = Gateway(args.config)
+        await gateway.serve_forever()
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from mailgw import directory
+    from mailgw.app import load_context
+
+    ctx, warnings = load_context(args.config)
+    problems = sorted(set(warnings) | set(directory.check(ctx.settings.directory)))
+    for p in problems:
+        print(p, file=sys.stderr)
+    if any(not p.warning for p in problems):
+        return 1
+    print(f"{args.config}: OK")
+    return 0
+
+
+def cmd_directory_check(args: argparse.Namespace) -> int:
+    from mailgw import directory, settings
+
+    path = settings.load(args.config).directory
+    problems = directory.check(path)
+    for p in problems:
+        print(p, file=sys.stderr)
+    if any(not p.warning for p in problems):
+        return 1
+    print(f"{path}: OK")
+    return 0
+
+
+def _spool(args: argparse.Namespace) -> Any:
+    from mailgw import settings
+    from mailgw.spool import Spool
+
+    return Spool(settings.load(args.config).spool)
+
+
+def cmd_queue_list(args: argparse.Namespace) -> int:
+    spool = _spool(args)
+    rows = []
+    now = time.time()
+    for e in spool.entries():
+        env = e.meta.get("envelope", {})
+        pending = [r for r, s in e.state.get("rcpts", {}).items() if s.get("status") == "pending"] if e.state else env.get("rcpts", [])
+        last = next((s.get("reply") for s in e.state.get("rcpts", {}).values() if s.get("reply")), "") if e.state else ""
+        rows.append({
+            "id": e.id, "state": "held" if e.where == "hold" else "queued", "size": e.size,
+            "age": int(now - env.get("received_at", now)), "from": env.get("mail_from", ""),
+            "rcpts": env.get("rcpts", []), "pending": pending, "attempts": e.state.get("attempts", 0),
+            "next_try": e.state.get("next_try", 0.0), "last_reply": last,
+        })
+    if args.json:
+        for r in rows:
+            print(json.dumps(r, ensure_ascii=False))
+        return 0
+    if not rows:
+        print("queue empty")
+        return 0
+    print(f"{'ID':<26} {'STATE':<7} {'SIZE':>9} {'AGE':>8} {'TRIES':>5}  FROM -> RCPTS")
+    for r in rows:
+        print(f"{r['id']:<26} {r['state']:<7} {r['size']:>9} {_age(r['age']):>8} {r['attempts']:>5}  <{r['from']}> -> {', '.join(r['pending'])}")
+        if r["last_reply"]:
+            print(f"{'':<26} last: {r['last_reply']}")
+    return 0
+
+
+def cmd_queue_action(args: argparse.Namespace) -> int:
+    spool = _spool(args)
+    try:
+        if args.action == "show":
+            entry, data = spool.read(args.id)
+            head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+            print(json.dumps({"id": entry.id, "state": entry.where, "size": entry.size, "meta": entry.meta, "delivery": entry.state}, ensure_ascii=False, indent=2))
+            print("\n" + head)
+            return 0
+        done = {"hold": spool.hold, "release": spool.release, "delete": spool.delete}[args.action](args.id)
+    except (FileNotFoundError, ValueError):
+        done = False
+    if not done:
+        print(f"mailgw queue {args.action}: no such message {args.id!r}" + (" in the queue" if args.action == "hold" else ""), file=sys.stderr)
+        return 1
+    print(f"{args.id}: {args.action} done")
+    return 0
+
+
+def cmd_queue_flush(args: argparse.Namespace) -> int:
+    n = _spool(args).flush()
+    print(f"{n} queued messages due now")
+    return 0
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    from mailgw.credentials import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"password for {args.login}: ")
+        if getpass.getpass("again: ") != password:
+            print("passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        print("empty password refused", file=sys.stderr)
+        return 1
+    print(f'  {args.login}: "{hash_password(password)}"')
+    return 0
+
+
+def _age(seconds: int) -> str:
+    return str(datetime.timedelta(seconds=seconds))

@@ -1,0 +1,245 @@
+"""Delivery workers: take due messages from the spool, send them, retry, bounce once.
+
+Per recipient: a success settles it; a permanent failure (5xx) settles it and
+puts it in a DSN; a temporary failure leaves it pending, retried after
+``retry_min`` doubling up to ``retry_max`` (Postfix's backoff) until the
+queue ``lifetime`` is over, when it fails too. A message is removed from the
+spool only when every recipient is settled and its DSN, if any, is itself
+safely spooled. The DSN is announced in the delivery state before it is
+spooled, under an id derived from the original's, so a crash at any point
+gives neither a lost nor a second DSN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from typing import Any, Callable
+
+from mailgw import dsn, transports
+from mailgw.model import Context
+from mailgw.settings import Route
+from mailgw.spool import QUEUED, Spool, SpoolError
+
+log = logging.getLogger(__name__)
+
+PENDING, SENT, FAILED = "pending", "sent", "failed"
+
+
+class Deliverer:
+    """Schedules and runs delivery attempts for the messages in one spool."""
+
+    def __init__(self, spool: Spool, context: Callable[[], Context], *, on_event: Callable[[dict[str, Any]], None] | None = None):
+        self.spool = spool
+        self.context = context
+        self.on_event = on_event or _log_event
+        self._due: dict[str, float] = {}  # queued message id -> when to try next
+        self._active: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._last_scan = 0.0
+
+    def notify(self, msg_id: str) -> None:
+        """A message was just spooled: try it now."""
+        self._due[msg_id] = 0.0
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Start no new attempt; ``run`` returns once the running ones finish."""
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            self._schedule()
+            self._wake.clear()
+            await self._sleep()
+        if self._active:
+            await asyncio.gather(*self._active.values(), return_exceptions=True)
+
+    async def run_until_empty(self, timeout: float = 30.0) -> None:
+        """Deliver until no queued message is due or running (tests, `queue flush` in the foreground)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._last_scan = 0.0
+            self._schedule()
+            if not self._active:
+                now = time.time()
+                if not any(t <= now for t in self._due.values()):
+                    return
+            await asyncio.sleep(0.01)
+        raise TimeoutError("queue not empty in time")
+
+    # --- scheduling ------------------------------------------------------
+
+    def _schedule(self) -> None:
+        settings = self.context().settings
+        now = time.time()
+        flush = self.spool.take_flush_request()
+        if flush or now - self._last_scan >= settings.queue.scan_interval:
+            self._rescan(reload_all=flush)
+            self._last_scan = now
+        for msg_id, when in sorted(self._due.items(), key=lambda kv: kv[1]):
+            if len(self._active) >= settings.queue.concurrency:
+                break
+            if when > now:
+                break
+            if msg_id not in self._active:
+                task = asyncio.get_running_loop().create_task(self._attempt(msg_id))
+                self._active[msg_id] = task
+                task.add_done_callback(lambda t, m=msg_id: self._finished(m, t))
+
+    def _rescan(self, *, reload_all: bool) -> None:
+        """Pick up messages spooled or released by someone else; forget held or deleted ones."""
+        present = set(self.spool.ids(QUEUED))
+        for msg_id in list(self._due):
+            if msg_id not in present and msg_id not in self._active:
+                del self._due[msg_id]
+        for msg_id in present:
+            if reload_all or msg_id not in self._due:
+                self._due[msg_id] = float(self.spool.load_state(msg_id).get("next_try", 0.0))
+
+    def _finished(self, msg_id: str, task: asyncio.Task[None]) -> None:
+        self._active.pop(msg_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery of %s failed unexpectedly", msg_id, exc_info=task.exception())
+            retry = self.context().settings.queue.retry_min
+            self._due[msg_id] = time.time() + retry
+        self._wake.set()
+
+    async def _sleep(self) -> None:
+        settings = self.context().settings
+        now = time.time()
+        waits = [settings.queue.scan_interval]
+        pending = [t for m, t in self._due.items() if m not in self._active]
+        if pending and len(self._active) < settings.queue.concurrency:
+            waits.append(max(0.0, min(pending) - now))
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, min(waits)))
+        except asyncio.TimeoutError:
+            pass
+
+    # --- one attempt -----------------------------------------------------
+
+    async def _attempt(self, msg_id: str) -> None:
+        try:
+            entry, data = await asyncio.to_thread(self.spool.read, msg_id)
+        except FileNotFoundError:
+            self._due.pop(msg_id, None)  # held, deleted or delivered meanwhile
+            return
+        except SpoolError as e:
+            log.error("%s; moved to corrupt/", e)
+            self.spool.quarantine_corrupt(msg_id)
+            self._due.pop(msg_id, None)
+            return
+        if entry.where != QUEUED:
+            self._due.pop(msg_id, None)
+            return
+        ctx = self.context()
+        env = entry.meta["envelope"]
+        state = entry.state or _initial_state(env)
+        if state.get("dsn_pending"):
+            await self._spool_dsn(msg_id, state)
+
+        pending = [r for r, s in state["rcpts"].items() if s["status"] == PENDING]
+        results = await self._send(ctx, env["mail_from"], pending, data)
+
+        now = time.time()
+        expired = now >= env["received_at"] + ctx.settings.queue.lifetime
+        state["attempts"] = state.get("attempts", 0) + 1
+        failures: list[dsn.Failure] = []
+        for rcpt, result in results.items():
+            st = state["rcpts"][rcpt]
+            st["attempts"] += 1
+            st["reply"], st["remote"] = result.reply, result.remote
+            if result.ok:
+                st["status"] = SENT
+            elif result.permanent or expired:
+                st["status"] = FAILED
+                failures.append(dsn.Failure(rcpt, result.reply, result.remote, expired=not result.permanent))
+            self.on_event({
+                "id": msg_id, "rcpt": rcpt, "time": now, "attempt": st["attempts"],
+                "status": st["status"] if st["status"] != PENDING else "deferred",
+                "reply": result.reply, "remote": result.remote,
+            })
+
+        if failures and env["mail_from"]:  # never bounce a bounce (RFC 5321 6.1)
+            state["dsns"] = state.get("dsns", 0) + 1
+            state["dsn_pending"] = {
+                "id": f"{msg_id}-D{state['dsns']}",
+                "failures": [[f.rcpt, f.reply, f.remote, f.expired] for f in failures],
+            }
+            await asyncio.to_thread(self.spool.save_state, msg_id, state)
+            await self._spool_dsn(msg_id, state, original=data, sender=env["mail_from"], arrival=env["received_at"])
+
+        if all(s["status"] != PENDING for s in state["rcpts"].values()):
+            await asyncio.to_thread(self.spool.remove, msg_id)
+            self._due.pop(msg_id, None)
+            return
+        delay = min(ctx.settings.queue.retry_min * 2 ** (state["attempts"] - 1), ctx.settings.queue.retry_max)
+        # Try once more exactly when the lifetime ends, so the DSN is not late.
+        state["next_try"] = min(now + delay, env["received_at"] + ctx.settings.queue.lifetime)
+        await asyncio.to_thread(self.spool.save_state, msg_id, state)
+        self._due[msg_id] = state["next_try"]
+
+    async def _send(self, ctx: Context, mail_from: str, rcpts: list[str], data: bytes) -> dict[str, transports.Result]:
+        """Group recipients by route (and by domain for MX) and send each group."""
+        routes = ctx.settings.routes
+        groups: dict[tuple[Route, str], list[str]] = collections.defaultdict(list)
+        for rcpt in rcpts:
+            route = routes["local"] if ctx.directory.is_local(rcpt) else routes["remote"]
+            key = rcpt.rpartition("@")[2].lower() if route.kind == "mx" else ""
+            groups[(route, key)].append(rcpt)
+        results: dict[str, transports.Result] = {}
+        outcomes = await asyncio.gather(
+            *(
+                transports.deliver(route, mail_from, group, data, hostname=ctx.settings.hostname, timeouts=ctx.settings.queue)
+                for (route, _), group in groups.items()
+            ),
+            return_exceptions=True,
+        )
+        for ((route, _), group), outcome in zip(groups.items(), outcomes):
+            if isinstance(outcome, BaseException):
+                log.error("transport %s failed: %r", route, outcome, exc_info=outcome)
+                outcome = {r: transports.temporary(f"internal error: {type(outcome).__name__}") for r in group}
+            results.update(outcome)
+        return results
+
+    async def _spool_dsn(self, msg_id: str, state: dict[str, Any], *, original: bytes | None = None, sender: str = "", arrival: float = 0.0) -> None:
+        pending = state["dsn_pending"]
+        if original is None:  # resuming after a crash: read what we need again
+            entry, original = await asyncio.to_thread(self.spool.read, msg_id)
+            sender, arrival = entry.meta["envelope"]["mail_from"], entry.meta["envelope"]["received_at"]
+        ctx = self.context()
+        failures = [dsn.Failure(r, reply, remote, expired) for r, reply, remote, expired in pending["failures"]]
+        data = dsn.build(hostname=ctx.settings.hostname, original_id=msg_id, original_sender=sender, arrival=arrival, failures=failures, original=original)
+        meta = {
+            "envelope": {
+                "mail_from": "", "rcpts": [sender], "listener": "dsn", "role": "dsn", "client_ip": "",
+                "helo": "", "tls": None, "auth_user": None, "smtputf8": False, "received_at": time.time(),
+            },
+            "record": {"id": pending["id"], "dsn_for": msg_id},
+        }
+        await self.spool.put(pending["id"], meta, data)
+        state["dsn_pending"] = None
+        await asyncio.to_thread(self.spool.save_state, msg_id, state)
+        log.info("dsn id=%s for=%s to=<%s> rcpts=%d", pending["id"], msg_id, sender, len(failures))
+        self.notify(pending["id"])
+
+
+def _initial_state(env: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "attempts": 0,
+        "next_try": 0.0,
+        "dsns": 0,
+        "dsn_pending": None,
+        "rcpts": {r: {"status": PENDING, "attempts": 0, "reply": "", "remote": ""} for r in env["rcpts"]},
+    }
+
+
+def _log_event(event: dict[str, Any]) -> None:
+    log.info("delivery id=%s rcpt=<%s> attempt=%d status=%s remote=%s reply=%s",
+             event["id"], event["rcpt"], event["attempt"], event["status"], event["remote"], event["reply"])
+

@@ -1,0 +1,111 @@
+"""Shared value types on a message's path: Envelope, Message, Decision."""
+
+from __future__ import annotations
+
+import dataclasses
+import email.message
+import email.parser
+import email.policy
+import os
+import time
+from typing import Any
+
+
+@dataclasses.dataclass
+class Envelope:
+    """What the SMTP session told us about one message."""
+
+    mail_from: str  # "" for the null sender <>
+    rcpts: list[str]
+    listener: str
+    role: str  # mx | relay | submission
+    client_ip: str
+    helo: str = ""
+    tls: str | None = None  # negotiated protocol, e.g. "TLSv1.3"
+    auth_user: str | None = None
+    smtputf8: bool = False
+    received_at: float = dataclasses.field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Envelope:
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+
+@dataclasses.dataclass
+class Decision:
+    """What the policy decided, and which rule decided it (CONTRACT section 5)."""
+
+    decision: str = "accept"  # accept | reject | quarantine | defer
+    rule: str = "default"
+    mode: str = "enforce"
+    matched: list[str] = dataclasses.field(default_factory=list)
+    tags: list[str] = dataclasses.field(default_factory=list)
+    reply: str = ""
+    headers: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # to add to the message
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["headers"] = [list(h) for h in self.headers]
+        return d
+
+
+@dataclasses.dataclass
+class Message:
+    """One message on its way through the pipeline.
+
+    ``raw`` is the message as received (CRLF line endings, dot-stuffing undone).
+    Stages add facts; only the final stage changes the bytes, through
+    ``prepend`` (header lines added at the top, most recent first).
+    """
+
+    id: str
+    envelope: Envelope
+    raw: bytes
+    facts: dict[str, Any] = dataclasses.field(default_factory=dict)
+    decision: Decision = dataclasses.field(default_factory=Decision)
+    prepend: list[bytes] = dataclasses.field(default_factory=list)
+    _headers: email.message.EmailMessage | None = dataclasses.field(default=None, repr=False)
+    _parsed: email.message.EmailMessage | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def headers(self) -> email.message.EmailMessage:
+        """The header section only (cheap: the body is not parsed)."""
+        if self._headers is None:
+            parser = email.parser.BytesHeaderParser(policy=email.policy.default)
+            self._headers = parser.parsebytes(self.raw)  # type: ignore[assignment]
+        assert self._headers is not None
+        return self._headers
+
+    @property
+    def parsed(self) -> email.message.EmailMessage:
+        """The whole MIME tree, parsed on first use (stages that read the body share it)."""
+        if self._parsed is None:
+            parser = email.parser.BytesParser(policy=email.policy.default)
+            self._parsed = parser.parsebytes(self.raw)  # type: ignore[assignment]
+        assert self._parsed is not None
+        return self._parsed
+
+    def final_bytes(self) -> bytes:
+        """The bytes that will be queued and sent: added headers, then the message."""
+        return b"".join(self.prepend) + self.raw
+
+
+def new_id() -> str:
+    """A sortable, unique exchange id: milliseconds since the epoch, then randomness."""
+    ms = time.time_ns() // 1_000_000
+    return f"{ms:011x}{os.urandom(5).hex()}".upper()
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What the stages may consult: the settings and data in force for this message.
+
+    A reload builds a new Context; a message keeps the one it started with.
+    """
+
+    settings: Any  # mailgw.settings.Settings
+    directory: Any  # mailgw.directory.Directory
+    credentials: Any = None  # mailgw.credentials.Credentials, when a submission listener exists

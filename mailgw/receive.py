@@ -1,0 +1,334 @@
+"""The SMTP edge: aiosmtpd sessions for the mx, relay and submission listeners.
+
+Translates SMTP into our types and back, and nothing else: the decision is
+the pipeline's, durability is the spool's. The order at DATA is the one
+promise of the gateway: pipeline, then decision record, then (for accepted
+and quarantined mail) the durable spool, and only then the 250.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import collections
+import logging
+import ssl
+from typing import Any, Awaitable, Callable
+
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope as SmtpEnvelope, Session as SmtpSession
+
+from mailgw import addresses, pipeline, record, replies
+from mailgw.model import Context, Envelope, Message, new_id
+from mailgw.replies import Refusal, SmtpReply
+from mailgw.settings import Listener
+from mailgw.spool import Spool
+
+log = logging.getLogger(__name__)
+
+MAX_AUTH_FAILURES = 3  # per session, then 421: slows down password guessing
+
+
+class Edge:
+    """What every listener shares: the context in force, the spool, the recorder."""
+
+    def __init__(
+        self,
+        context: Callable[[], Context],
+        spool: Spool,
+        *,
+        on_queued: Callable[[str], None] = lambda msg_id: None,
+        recorder: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    ):
+        self.context = context
+        self.spool = spool
+        self.on_queued = on_queued
+        self.recorder = recorder or _log_record
+        self.connections: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.sessions: set[SmtpServer] = set()
+
+    async def accept(self, message: Message, ctx: Context) -> str:
+        """Run one message through the pipeline and return the reply for DATA."""
+        settings = ctx.settings
+        if self.spool.free_bytes() < _min_free(settings) + 2 * len(message.raw):
+            return _final(message, replies.NO_STORAGE)
+        try:
+            await asyncio.to_thread(pipeline.run, message, ctx)
+        except Refusal as refusal:
+            reply = _final(message, refusal.reply)
+            message.decision.decision = "defer" if refusal.reply.temporary else "reject"
+            if message.decision.rule == "default":
+                message.decision.rule = "smtp"  # refused by the protocol checks, not by a policy rule
+            # A refusal is recorded before its reply is sent.
+            await self.recorder(record.build(message, ctx, reply))
+            return reply
+        decision = message.decision
+        if decision.decision in ("reject", "defer"):
+            default = replies.DEFAULT_REJECT if decision.decision == "reject" else replies.DEFAULT_DEFER
+            reply = decision.reply or _final(message, default)
+            await self.recorder(record.build(message, ctx, reply))
+            return reply
+        reply = str(replies.queued(message.id))
+        meta = {
+            "envelope": message.envelope.to_json(),
+            "record": record.build(message, ctx, reply),
+        }
+        await self.spool.put(message.id, meta, message.final_bytes(), held=decision.decision == "quarantine")
+        await self.recorder(meta["record"])
+        if decision.decision != "quarantine":
+            self.on_queued(message.id)
+        return reply
+
+
+def _final(message: Message, reply: SmtpReply) -> str:
+    """A refusal's text ends with the exchange id, so a clerk can quote it to IT."""
+    return str(reply.with_id(message.id))
+
+
+def _min_free(settings: Any) -> int:
+    return settings.limits.min_free_space or int(1.5 * settings.limits.message_size)
+
+
+async def _log_record(rec: dict[str, Any]) -> None:
+    d = rec["decision"]
+    log.info(
+        "exchange id=%s listener=%s client=%s from=<%s> rcpts=%d size=%d decision=%s rule=%s",
+        rec["id"], rec["listener"], rec["client_ip"], rec["mail_from"], len(rec["rcpts"]), rec["size"], d["decision"], d["rule"],
+    )
+
+
+class Handler:
+    """aiosmtpd hooks for one listener."""
+
+    def __init__(self, edge: Edge, listener: Listener):
+        self.edge = edge
+        self.listener = listener
+
+    async def handle_MAIL(self, server: SmtpServer, session: SmtpSession, envelope: SmtpEnvelope, address: str, options: list[str]) -> str:
+        ctx = self.edge.context()
+        if self.listener.role == "relay" and not self.listener.trusts(server.client_ip):
+            return str(replies.CLIENT_NOT_ALLOWED)
+        sender = addresses.sender(address)
+        if sender is None:
+            return str(replies.BAD_SENDER_ADDRESS)
+        if self.listener.role == "submission":
+            login = session.auth_data
+            if not sender or not ctx.directory.may_send_as(login, sender):
+                return str(replies.SENDER_NOT_OWNED)
+        if self.edge.spool.free_bytes() < _min_free(ctx.settings):
+            return str(replies.NO_STORAGE)
+        # aiosmtpd tests mail_from for truth: keep "<>" for the null sender until DATA.
+        envelope.mail_from = sender or "<>"
+        envelope.mail_options.extend(options)
+        return str(replies.OK_SENDER)
+
+    async def handle_RCPT(self, server: SmtpServer, session: SmtpSession, envelope: SmtpEnvelope, address: str, options: list[str]) -> str:
+        ctx = self.edge.context()
+        if len(envelope.rcpt_tos) >= ctx.settings.limits.recipients:
+            return str(replies.TOO_MANY_RECIPIENTS)
+        rcpt = addresses.recipient(address)
+        if self.listener.role == "mx":
+            # Whatever the trick, mx delivers only to our own domains.
+            if rcpt is None or not ctx.directory.is_local(rcpt):
+                return str(replies.RELAY_DENIED)
+        elif rcpt is None:
+            return str(replies.BAD_ADDRESS)
+        envelope.rcpt_tos.append(rcpt)
+        envelope.rcpt_options.extend(options)
+        return str(replies.OK_RECIPIENT)
+
+    async def handle_DATA(self, server: SmtpServer, session: SmtpSession, envelope: SmtpEnvelope) -> str:
+        ctx = self.edge.context()
+        login = session.auth_data if session.authenticated else None
+        env = Envelope(
+            mail_from="" if envelope.mail_from == "<>" else str(envelope.mail_from),
+            rcpts=list(envelope.rcpt_tos),
+            listener=self.listener.name,
+            role=self.listener.role,
+            client_ip=server.client_ip,
+            helo=session.host_name or "",
+            tls=server.tls_version,
+            auth_user=login,
+            smtputf8=bool(envelope.smtp_utf8),
+        )
+        message = Message(new_id(), env, bytes(envelope.original_content or b""))
+        return await self.edge.accept(message, ctx)
+
+    async def handle_exception(self, error: Exception) -> str:
+        # Our fault, never the client's: a temporary reply that names nothing internal.
+        log.error("SMTP session error: %r", error, exc_info=error)
+        return str(replies.TEMP_FAILURE)
+
+    # AUTH mechanisms replace aiosmtpd's built-in ones so the password hash
+    # (argon2, deliberately slow) is checked in a thread, not on the event loop.
+
+    async def auth_PLAIN(self, server: SmtpServer, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            data = await server.challenge_auth("")
+            if data is MISSING:
+                return AuthResult(success=False)
+        else:
+            data = _b64(args[1])
+            if data is None:
+                await server.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        parts = bytes(data).split(b"\x00")
+        if len(parts) != 3:
+            await server.push("501 5.5.2 Can't split auth value")
+            return AuthResult(success=False, handled=True)
+        return await self._check(server, parts[1], parts[2])
+
+    async def auth_LOGIN(self, server: SmtpServer, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            login = await server.challenge_auth("Username:")
+            if login is MISSING:
+                return AuthResult(success=False)
+        else:
+            login = _b64(args[1])
+            if login is None:
+                await server.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        password = await server.challenge_auth("Password:")
+        if password is MISSING:
+            return AuthResult(success=False)
+        return await self._check(server, bytes(login), bytes(password))
+
+    async def _check(self, server: SmtpServer, login_b: bytes, password_b: bytes) -> AuthResult:
+        ctx = self.edge.context()
+        try:
+            login, password = login_b.decode("utf-8"), password_b.decode("utf-8")
+        except UnicodeDecodeError:
+            return await self._failed(server)
+        creds = ctx.credentials
+        if creds is None or not await asyncio.to_thread(creds.verify, login, password):
+            return await self._failed(server)
+        return AuthResult(success=True, auth_data=login.lower())
+
+    async def _failed(self, server: SmtpServer) -> AuthResult:
+        server.auth_failures += 1
+        if server.auth_failures >= MAX_AUTH_FAILURES:
+            await server.push(str(replies.AUTH_FAILED))
+            server.close_after_reply()
+            return AuthResult(success=False, handled=True)
+        return AuthResult(success=False)
+
+
+def _b64(text: str) -> bytes | None:
+    try:
+        return base64.b64decode(text.encode(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+class SmtpServer(SMTP):
+    """aiosmtpd's protocol with the limits a public MX needs and enhanced codes on every reply."""
+
+    def __init__(self, handler: Handler, edge: Edge, listener: Listener, tls_context: ssl.SSLContext | None):
+        ctx = edge.context()
+        limits = ctx.settings.limits
+        submission = listener.role == "submission"
+        super().__init__(
+            handler,
+            hostname=ctx.settings.hostname,
+            ident="mailgw",
+            data_size_limit=limits.message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            tls_context=tls_context,
+            require_starttls=False,
+            timeout=limits.idle_timeout,
+            auth_required=submission,
+            auth_require_tls=True,
+            # mx and relay take no logins: advertise no AUTH at all there.
+            auth_exclude_mechanism=None if submission else ["PLAIN", "LOGIN"],
+        )
+        self.edge = edge
+        self.listener = listener
+        self.client_ip = ""
+        self.auth_failures = 0
+        self._commands_left = limits.commands
+        self._connections_per_ip = limits.connections_per_ip
+        self._counted = False
+        self._refused = False
+        self._closing = False
+        for name, method in list(self._smtp_methods.items()):
+            self._smtp_methods[name] = self._counted_command(method)
+
+    @property
+    def tls_version(self) -> str | None:
+        if self._tls_protocol is None or self.transport is None:
+            return None
+        obj = self.transport.get_extra_info("ssl_object")
+        return obj.version() if obj is not None else "TLS"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.transport is None:  # the TCP connection, not the TLS layer after STARTTLS
+            peer = transport.get_extra_info("peername")
+            self.client_ip = str(peer[0]) if peer else ""
+            key = (self.listener.name, self.client_ip)
+            if self.edge.connections[key] >= self._connections_per_ip:
+                self._refused = True
+                log.warning("%s: too many connections from %s", self.listener.name, self.client_ip)
+                transport.write(str(replies.TOO_MANY_CONNECTIONS).encode() + b"\r\n")  # type: ignore[attr-defined]
+                transport.close()
+                return
+            self.edge.connections[key] += 1
+            self._counted = True
+            self.edge.sessions.add(self)
+        super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:
+            super().data_received(data)
+
+    def eof_received(self) -> bool | None:
+        if self._refused:
+            return None
+        return super().eof_received()
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
+        if self._counted:
+            key = (self.listener.name, self.client_ip)
+            self.edge.connections[key] -= 1
+            if self.edge.connections[key] <= 0:
+                del self.edge.connections[key]
+            self._counted = False
+            self.edge.sessions.discard(self)
+        super().connection_lost(error)
+
+    async def push(self, status: Any) -> None:
+        if isinstance(status, str):
+            for prefix, reply in replies.BUILTIN_REWRITES:
+                if status.startswith(prefix):
+                    status = str(reply)
+                    break
+        await super().push(status)
+        if self._closing and self.transport is not None:
+            self.transport.close()
+
+    def close_after_reply(self) -> None:
+        self._closing = True
+
+    def _timeout_cb(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(str(replies.IDLE_TIMEOUT).encode() + b"\r\n")  # type: ignore[attr-defined]
+        super()._timeout_cb()
+
+    def _counted_command(self, method: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+        async def counted(arg: Any) -> None:
+            self._commands_left -= 1
+            if self._commands_left < 0:
+                self.close_after_reply()
+                await self.push(str(replies.TOO_MANY_COMMANDS))
+                return
+            await method(arg)
+
+        return counted
+
+    async def shutdown(self) -> None:
+        """Tell an idle client we are going away (SIGTERM drain)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(str(replies.SHUTTING_DOWN).encode() + b"\r\n")  # type: ignore[attr-defined]
+            self.transport.close()

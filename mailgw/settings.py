@@ -1,0 +1,408 @@
+"""Gateway settings: gateway.yaml read strictly into frozen dataclasses, with defaults.
+
+Built-in defaults first, then the file; every problem is reported as
+``FILE:LINE: message``. Paths in the file are relative to the file itself.
+The keys named in CONTRACT.md section 2 are fixed; the others are documented in
+the README and in the demo gateway.yaml.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import socket
+from typing import Any
+
+from mailgw import yamlfile
+from mailgw.yamlfile import Checker, YList, YMap
+
+ROLES = ("mx", "relay", "submission")
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsFiles:
+    cert: str
+    key: str
+    self_signed: bool = False  # create a self-signed pair at start if missing (demo only)
+
+
+@dataclasses.dataclass(frozen=True)
+class Listener:
+    name: str
+    role: str
+    host: str
+    port: int
+    trusted_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    tls: TlsFiles | None = None
+
+    def trusts(self, ip: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+        return any(addr in net for net in self.trusted_networks)
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """Where delivery goes: ``smtp`` (host, port), ``mx`` (DNS lookup) or ``maildir`` (path)."""
+
+    kind: str
+    host: str = ""
+    port: int = 25
+    path: str = ""
+
+    def __str__(self) -> str:
+        if self.kind == "smtp":
+            return f"smtp://{self.host}:{self.port}"
+        if self.kind == "maildir":
+            return f"maildir:{self.path}"
+        return "mx"
+
+
+@dataclasses.dataclass(frozen=True)
+class DkimKey:
+    domain: str
+    selector: str
+    key: str
+    algorithm: str = ""  # from the key file when empty
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueSettings:
+    retry_min: float = 300.0  # Postfix minimal_backoff_time
+    retry_max: float = 4000.0  # Postfix maximal_backoff_time
+    lifetime: float = 5 * 86400.0  # Postfix maximal_queue_lifetime
+    scan_interval: float = 1.0  # how often the spool is rescanned for due and released messages
+    concurrency: int = 20  # messages delivered at once
+    connect_timeout: float = 30.0
+    command_timeout: float = 300.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    message_size: int = 10 * 1024 * 1024  # 552 above this
+    recipients: int = 100  # per message; 452 for the next (RFC 5321 4.5.3.1.8 minimum)
+    commands: int = 1000  # per session; 421 and close above this
+    idle_timeout: float = 300.0  # seconds without a command; 421 and close
+    connections_per_ip: int = 20  # concurrent, per listener; 421 above this
+    max_received: int = 50  # Received headers; more means a loop (Postfix hopcount_limit)
+    min_free_space: int = 0  # bytes; 0 means 1.5 x message_size, as Postfix does
+    drain_timeout: float = 30.0  # SIGTERM: how long open sessions may finish
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    file: str
+    hostname: str
+    node: str
+    directory: str
+    policies: str
+    database: str
+    spool: str
+    credentials: str | None
+    listeners: tuple[Listener, ...]
+    routes: dict[str, Route]
+    dkim: tuple[DkimKey, ...]
+    tls: TlsFiles | None
+    queue: QueueSettings
+    limits: Limits
+    log_level: str = "INFO"
+
+    def effective(self) -> str:
+        """The effective settings as one log line (chasquid's LogConfig)."""
+        ls = ", ".join(f"{l.name}={l.role}@{l.host}:{l.port}{'+tls' if l.tls else ''}" for l in self.listeners)
+        return (
+            f"hostname={self.hostname} node={self.node} listeners=[{ls}] "
+            f"routes=local:{self.routes['local']},remote:{self.routes['remote']} spool={self.spool} "
+            f"database={_redact_url(self.database)} queue={dataclasses.asdict(self.queue)} "
+            f"limits={dataclasses.asdict(self.limits)}"
+        )
+
+
+_TOP_KEYS = {
+    "hostname", "node", "directory", "policies", "database", "spool", "credentials",
+    "listeners", "routes", "dkim", "tls", "queue", "limits", "log_level",
+}
+
+
+def default_path() -> str:
+    """``$MAILGW_CONFIG``, else ``./gateway.yaml`` (CONTRACT section 1)."""
+    return os.environ.get("MAILGW_CONFIG") or "gateway.yaml"
+
+
+def load(path: str) -> Settings:
+    """Read and validate a settings file; raise ConfigError with every problem found."""
+    data = yamlfile.load(path)
+    c = Checker(path)
+    if not isinstance(data, YMap):
+        c.error(None, None, "the settings file must be a mapping")
+        c.raise_if_errors()
+    base = os.path.dirname(os.path.abspath(path))
+
+    def rel(value: str) -> str:
+        return value if os.path.isabs(value) else os.path.normpath(os.path.join(base, value))
+
+    c.keys(data, _TOP_KEYS, required=("hostname", "directory", "policies", "database", "spool", "listeners", "routes"))
+    hostname = c.typed(data, "hostname", str, "localhost")
+    if hostname and not _HOSTNAME.fullmatch(hostname):
+        c.error(data, "hostname", f"hostname {hostname!r} is not a valid host name")
+    node = c.typed(data, "node", str, hostname or socket.gethostname())
+    directory = rel(c.typed(data, "directory", str, "directory.yaml"))
+    policies = rel(c.typed(data, "policies", str, "policies"))
+    database = c.typed(data, "database", str, "sqlite:///var/mailgw.db")
+    database = _rel_sqlite(database, base)
+    spool = rel(c.typed(data, "spool", str, "var/spool"))
+    credentials = c.typed(data, "credentials", str)
+    credentials = rel(credentials) if credentials else None
+    log_level = c.typed(data, "log_level", str, "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        c.error(data, "log_level", "log_level must be one of DEBUG, INFO, WARNING, ERROR")
+
+    tls = _tls(c, data, "tls", rel)
+    listeners = _listeners(c, data, rel, tls)
+    if any(l.role == "submission" for l in listeners) and not credentials:
+        c.error(data, "listeners", "a submission listener needs a 'credentials' file (logins and password hashes)")
+    routes = _routes(c, data, rel)
+    dkim = _dkim(c, data, rel)
+    queue = _queue(c, data)
+    limits = _limits(c, data)
+    c.raise_if_errors()
+    return Settings(
+        file=os.path.abspath(path), hostname=hostname, node=node, directory=directory, policies=policies,
+        database=database, spool=spool, credentials=credentials, listeners=tuple(listeners), routes=routes,
+        dkim=tuple(dkim), tls=tls, queue=queue, limits=limits, log_level=log_level,
+    )
+
+
+_HOSTNAME = re.compile(r"(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
+
+
+def _rel_sqlite(url: str, base: str) -> str:
+    """Make a relative SQLite path relative to the settings file, like every other path."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+        return prefix + os.path.normpath(os.path.join(base, url[len(prefix):]))
+    return url
+
+
+def _redact_url(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)
+
+
+def _tls(c: Checker, m: YMap, key: str, rel: Any) -> TlsFiles | None:
+    if key not in m:
+        return None
+    t = c.mapping(m[key], m, key, key)
+    if t is None:
+        return None
+    c.keys(t, ("cert", "key", "self_signed"), required=("cert", "key"), what="tls")
+    cert, pkey = c.typed(t, "cert", str), c.typed(t, "key", str)
+    self_signed = c.typed(t, "self_signed", bool, False)
+    if not cert or not pkey:
+        return None
+    files = TlsFiles(rel(cert), rel(pkey), self_signed)
+    if not self_signed:
+        for k, p in (("cert", files.cert), ("key", files.key)):
+            if not os.path.isfile(p):
+                c.error(t, k, f"{k} file {p} does not exist")
+    return files
+
+
+def _listeners(c: Checker, data: YMap, rel: Any, tls: TlsFiles | None) -> list[Listener]:
+    items = data.get("listeners")
+    if not isinstance(items, YList) or not items:
+        c.error(data, "listeners", "'listeners' must be a non-empty list")
+        return []
+    out: list[Listener] = []
+    seen_names: dict[str, int] = {}
+    seen_addrs: dict[tuple[str, int], int] = {}
+    for i, item in enumerate(items):
+        m = c.mapping(item, items, i, "a listener")
+        if m is None:
+            continue
+        c.keys(m, ("name", "role", "listen", "trusted_networks", "tls"), required=("name", "role", "listen"), what="a listener")
+        name = c.typed(m, "name", str, "")
+        role = c.typed(m, "role", str, "")
+        if name in seen_names:
+            c.error(m, "name", f"duplicate listener name {name!r} (first at line {seen_names[name]})")
+        seen_names[name] = m.line_of("name")
+        if role and role not in ROLES:
+            c.error(m, "role", f"unknown role {role!r} (one of: {', '.join(ROLES)})")
+        host, port = _hostport(c, m, "listen")
+        if (host, port) in seen_addrs and port != 0:
+            c.error(m, "listen", f"address {host}:{port} already used (line {seen_addrs[(host, port)]})")
+        seen_addrs[(host, port)] = m.line_of("listen")
+        nets: list[Any] = []
+        raw_nets = c.typed(m, "trusted_networks", YList, YList())
+        for j, n in enumerate(raw_nets):
+            try:
+                nets.append(ipaddress.ip_network(str(n), strict=False))
+            except ValueError:
+                c.error(raw_nets, j, f"{n!r} is not a network (like 10.0.0.0/8)")
+        if role == "relay" and not nets:
+            c.error(m, None, f"relay listener {name!r} needs 'trusted_networks' (it would serve nobody)")
+        if role != "relay" and "trusted_networks" in m:
+            c.error(m, "trusted_networks", f"'trusted_networks' applies to relay listeners only, not {role!r}")
+        own_tls = _tls(c, m, "tls", rel) if "tls" in m else tls
+        if role == "submission" and own_tls is None:
+            c.error(m, None, f"submission listener {name!r} needs TLS (AUTH is never offered in plain text): set 'tls'")
+        out.append(Listener(name, role, host, port, tuple(nets), own_tls))
+    return out
+
+
+def _hostport(c: Checker, m: YMap, key: str) -> tuple[str, int]:
+    value = m.get(key)
+    if not isinstance(value, str):
+        c.error(m, key, f"{key!r} must be HOST:PORT")
+        return "", 0
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        c.error(m, key, f"{key!r} must be HOST:PORT, not {value!r}")
+        return "", 0
+    return host, int(port)
+
+
+def _routes(c: Checker, data: YMap, rel: Any) -> dict[str, Route]:
+    r = c.mapping(data.get("routes"), data, "routes", "'routes'") if "routes" in data else None
+    out = {"local": Route("mx"), "remote": Route("mx")}
+    if r is None:
+        return out
+    c.keys(r, ("local", "remote"), required=("local", "remote"), what="routes")
+    for key in ("local", "remote"):
+        value = c.typed(r, key, str)
+        if value is None:
+            continue
+        route = parse_route(value, rel)
+        if route is None:
+            c.error(r, key, f"route {value!r} must be 'mx', 'smtp://HOST:PORT' or 'maildir:PATH'")
+        else:
+            out[key] = route
+    return out
+
+
+def parse_route(value: str, rel: Any = lambda p: p) -> Route | None:
+    if value == "mx":
+        return Route("mx")
+    if value.startswith("maildir:") and len(value) > len("maildir:"):
+        return Route("maildir", path=rel(value[len("maildir:"):]))
+    m = re.fullmatch(r"smtp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?/?", value)
+    if m:
+        port = int(m.group(2) or 25)
+        if port <= 65535:
+            return Route("smtp", host=m.group(1).strip("[]"), port=port)
+    return None
+
+
+def _dkim(c: Checker, data: YMap, rel: Any) -> list[DkimKey]:
+    if "dkim" not in data or data["dkim"] is None:
+        return []
+    items = data["dkim"]
+    if not isinstance(items, YList):
+        c.error(data, "dkim", "'dkim' must be a list of {domain, selector, key}")
+        return []
+    out = []
+    for i, item in enumerate(items):
+        m = c.mapping(item, items, i, "a dkim key")
+        if m is None:
+            continue
+        c.keys(m, ("domain", "selector", "key", "algorithm"), required=("domain", "selector", "key"), what="a dkim key")
+        domain, selector, key = c.typed(m, "domain", str, ""), c.typed(m, "selector", str, ""), c.typed(m, "key", str, "")
+        algorithm = c.typed(m, "algorithm", str, "")
+        if algorithm and algorithm not in ("rsa", "ed25519"):
+            c.error(m, "algorithm", "algorithm must be 'rsa' or 'ed25519'")
+        out.append(DkimKey(domain.lower(), selector, rel(key) if key else "", algorithm))
+    return out
+
+
+def _queue(c: Checker, data: YMap) -> QueueSettings:
+    if "queue" not in data:
+        return QueueSettings()
+    q = c.mapping(data["queue"], data, "queue", "'queue'")
+    if q is None:
+        return QueueSettings()
+    fields = {f.name: f.default for f in dataclasses.fields(QueueSettings)}
+    c.keys(q, fields, what="queue")
+    values: dict[str, Any] = {}
+    for key in ("retry_min", "retry_max", "lifetime", "scan_interval", "connect_timeout", "command_timeout"):
+        if key in q:
+            values[key] = _duration(c, q, key)
+    if "concurrency" in q:
+        values["concurrency"] = _positive_int(c, q, "concurrency")
+    out = QueueSettings(**{k: v for k, v in values.items() if v is not None})
+    if out.retry_max < out.retry_min:
+        c.error(q, "retry_max", "retry_max must not be shorter than retry_min")
+    return out
+
+
+def _limits(c: Checker, data: YMap) -> Limits:
+    if "limits" not in data:
+        return Limits()
+    m = c.mapping(data["limits"], data, "limits", "'limits'")
+    if m is None:
+        return Limits()
+    c.keys(m, {f.name for f in dataclasses.fields(Limits)}, what="limits")
+    values: dict[str, Any] = {}
+    for key in ("message_size", "min_free_space"):
+        if key in m:
+            values[key] = _size(c, m, key)
+    for key in ("recipients", "commands", "connections_per_ip", "max_received"):
+        if key in m:
+            values[key] = _positive_int(c, m, key)
+    for key in ("idle_timeout", "drain_timeout"):
+        if key in m:
+            values[key] = _duration(c, m, key)
+    return Limits(**{k: v for k, v in values.items() if v is not None})
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds from ``30s``, ``5m``, ``4h``, ``5d``, ``200ms`` or a plain number of seconds."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if value >= 0 else None
+    if isinstance(value, str):
+        m = _DURATION.fullmatch(value.strip())
+        if m:
+            return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    return None
+
+
+def _duration(c: Checker, m: YMap, key: str) -> float | None:
+    value = parse_duration(m[key])
+    if value is None:
+        c.error(m, key, f"{key!r} must be a duration like 30s, 5m, 4h or 5d, not {m[key]!r}")
+    return value
+
+
+_SIZE = re.compile(r"(\d+)\s*([KMG]i?B?|B)?", re.IGNORECASE)
+
+
+def _size(c: Checker, m: YMap, key: str) -> int | None:
+    value = m[key]
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        mm = _SIZE.fullmatch(value.strip())
+        if mm:
+            unit = (mm.group(2) or "B").upper()[0]
+            return int(mm.group(1)) * {"B": 1, "K": 1024, "M": 1024**2, "G": 1024**3}[unit]
+    c.error(m, key, f"{key!r} must be a size like 10M (K, M, G are powers of 1024), not {value!r}")
+    return None
+
+
+def _positive_int(c: Checker, m: YMap, key: str) -> int | None:
+    value = m[key]
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    c.error(m, key, f"{key!r} must be a whole number above 0, not {value!r}")
+    return None

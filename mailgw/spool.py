@@ -1,0 +1,265 @@
+"""The durable queue: messages on disk from the 250 until every recipient is settled.
+
+Layout under the spool directory (Postfix's queue states, as files):
+
+    tmp/      being written; anything here at start-up is a message never acknowledged
+    queue/ID  waiting for delivery (now or after a retry delay)
+    hold/ID   quarantined or held by an admin; never delivered until released
+    corrupt/  unreadable files, kept for an admin instead of deleted
+    state/ID.json  delivery progress of a message (absent: nothing tried yet)
+    flush     a marker the CLI touches to ask the delivery worker to retry everything now
+
+A message file is written once and never changed: a header line
+``MAILGW1 <n>``, then ``n`` bytes of JSON (envelope and decision record), a
+newline, then the message bytes. It is written in tmp/, fsync-ed, renamed into
+queue/ or hold/, and the directory is fsync-ed before ``put`` returns: only
+then may the client get its 250. Moving a file between queue/ and hold/ is one
+rename, so hold and release are atomic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from typing import Any, Iterator
+
+log = logging.getLogger(__name__)
+
+_MAGIC = b"MAILGW1 "
+QUEUED, HELD = "queue", "hold"
+
+
+class SpoolError(Exception):
+    """A message file cannot be read back."""
+
+
+@dataclasses.dataclass
+class Entry:
+    """One spooled message: its id, where it is, its metadata and delivery state."""
+
+    id: str
+    where: str  # queue | hold
+    meta: dict[str, Any]
+    state: dict[str, Any]
+    size: int
+
+    @property
+    def next_try(self) -> float:
+        return float(self.state.get("next_try", 0.0))
+
+
+class Spool:
+    """Durable message files under one directory (see the module docstring)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        for sub in ("tmp", QUEUED, HELD, "corrupt", "state"):
+            os.makedirs(os.path.join(path, sub), mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)  # messages are the agencies' mail: readable by the gateway only
+
+    # --- writing ---------------------------------------------------------
+
+    async def put(self, msg_id: str, meta: dict[str, Any], data: bytes, *, held: bool = False) -> None:
+        """Store a message durably; when this returns, a 250 may be sent."""
+        await asyncio.to_thread(self.put_sync, msg_id, meta, data, held=held)
+
+    def put_sync(self, msg_id: str, meta: dict[str, Any], data: bytes, *, held: bool = False) -> None:
+        _check_id(msg_id)
+        where = HELD if held else QUEUED
+        final = os.path.join(self.path, where, msg_id)
+        if os.path.exists(final) or os.path.exists(os.path.join(self.path, QUEUED if held else HELD, msg_id)):
+            return  # already stored: put is idempotent (a DSN re-created after a crash)
+        head = json.dumps(meta, ensure_ascii=False, separators=(",", ":")).encode()
+        tmp = os.path.join(self.path, "tmp", msg_id)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(_MAGIC + str(len(head)).encode() + b"\n" + head + b"\n")
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            _unlink(tmp)
+            raise
+        os.rename(tmp, final)
+        _fsync_dir(os.path.join(self.path, where))
+
+    def save_state(self, msg_id: str, state: dict[str, Any]) -> None:
+        """Replace the delivery state of a message (atomic rename, fsync-ed)."""
+        _check_id(msg_id)
+        final = os.path.join(self.path, "state", msg_id + ".json")
+        tmp = final + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(state, f, ensure_ascii=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, final)
+        _fsync_dir(os.path.dirname(final))
+
+    def remove(self, msg_id: str) -> None:
+        """Forget a message whose every recipient is settled."""
+        _check_id(msg_id)
+        for where in (QUEUED, HELD):
+            _unlink(os.path.join(self.path, where, msg_id))
+        _fsync_dir(os.path.join(self.path, QUEUED))
+        _unlink(os.path.join(self.path, "state", msg_id + ".json"))
+
+    # --- reading ---------------------------------------------------------
+
+    def ids(self, where: str = QUEUED) -> list[str]:
+        with os.scandir(os.path.join(self.path, where)) as it:
+            return sorted(e.name for e in it if e.is_file() and not e.name.startswith("."))
+
+    def locate(self, msg_id: str) -> str | None:
+        _check_id(msg_id)
+        for where in (QUEUED, HELD):
+            if os.path.exists(os.path.join(self.path, where, msg_id)):
+                return where
+        return None
+
+    def read(self, msg_id: str, *, with_data: bool = True) -> tuple[Entry, bytes]:
+        """The entry and (unless ``with_data`` is false) the message bytes."""
+        where = self.locate(msg_id)
+        if where is None:
+            raise FileNotFoundError(msg_id)
+        path = os.path.join(self.path, where, msg_id)
+        with open(path, "rb") as f:
+            first = f.readline(64)
+            if not first.startswith(_MAGIC) or not first.endswith(b"\n"):
+                raise SpoolError(f"{path}: not a mailgw spool file")
+            try:
+                n = int(first[len(_MAGIC):-1])
+                meta = json.loads(f.read(n))
+            except ValueError as e:
+                raise SpoolError(f"{path}: bad metadata: {e}") from None
+            if f.read(1) != b"\n":
+                raise SpoolError(f"{path}: bad metadata length")
+            data = f.read() if with_data else b""
+            size = os.fstat(f.fileno()).st_size - f.tell() if not with_data else len(data)
+        return Entry(msg_id, where, meta, self.load_state(msg_id), size), data
+
+    def load_state(self, msg_id: str) -> dict[str, Any]:
+        try:
+            with open(os.path.join(self.path, "state", msg_id + ".json"), encoding="utf-8") as f:
+                state: dict[str, Any] = json.load(f)
+                return state
+        except FileNotFoundError:
+            return {}
+        except ValueError:
+            log.error("spool: state of %s unreadable; delivery restarts from scratch", msg_id)
+            return {}
+
+    def entries(self, where: str | None = None) -> Iterator[Entry]:
+        for w in (where,) if where else (QUEUED, HELD):
+            for msg_id in self.ids(w):
+                try:
+                    yield self.read(msg_id, with_data=False)[0]
+                except FileNotFoundError:
+                    continue  # delivered or moved meanwhile
+                except SpoolError as e:
+                    log.error("spool: %s", e)
+
+    # --- admin -----------------------------------------------------------
+
+    def hold(self, msg_id: str) -> bool:
+        return self._move(msg_id, QUEUED, HELD)
+
+    def release(self, msg_id: str) -> bool:
+        moved = self._move(msg_id, HELD, QUEUED)
+        if moved:
+            state = self.load_state(msg_id)
+            if state:
+                state["next_try"] = 0.0
+                self.save_state(msg_id, state)
+            self.request_flush()
+        return moved
+
+    def delete(self, msg_id: str) -> bool:
+        if self.locate(msg_id) is None:
+            return False
+        self.remove(msg_id)
+        return True
+
+    def flush(self) -> int:
+        """Make every queued message due now; returns how many."""
+        n = 0
+        for msg_id in self.ids(QUEUED):
+            state = self.load_state(msg_id)
+            if state.get("next_try", 0) > time.time():
+                state["next_try"] = 0.0
+                self.save_state(msg_id, state)
+            n += 1
+        self.request_flush()
+        return n
+
+    def request_flush(self) -> None:
+        with open(os.path.join(self.path, "flush"), "w"):
+            pass
+
+    def take_flush_request(self) -> bool:
+        try:
+            os.unlink(os.path.join(self.path, "flush"))
+            return True
+        except FileNotFoundError:
+            return False
+
+    def quarantine_corrupt(self, msg_id: str) -> None:
+        for where in (QUEUED, HELD):
+            src = os.path.join(self.path, where, msg_id)
+            if os.path.exists(src):
+                os.replace(src, os.path.join(self.path, "corrupt", msg_id))
+
+    # --- start-up --------------------------------------------------------
+
+    def recover(self) -> int:
+        """Clean up after a crash; return how many messages wait in queue/ and hold/.
+
+        Files in tmp/ were never renamed, so their sender never got a 250:
+        they are removed. State files without a message are leftovers of a
+        message removed just before the crash.
+        """
+        for name in os.listdir(os.path.join(self.path, "tmp")):
+            _unlink(os.path.join(self.path, "tmp", name))
+        present = set(self.ids(QUEUED)) | set(self.ids(HELD))
+        for name in os.listdir(os.path.join(self.path, "state")):
+            if name.removesuffix(".json").removesuffix(".json.tmp") not in present:
+                _unlink(os.path.join(self.path, "state", name))
+        return len(present)
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.path).free
+
+    def _move(self, msg_id: str, src: str, dst: str) -> bool:
+        _check_id(msg_id)
+        try:
+            os.rename(os.path.join(self.path, src, msg_id), os.path.join(self.path, dst, msg_id))
+        except FileNotFoundError:
+            return False
+        _fsync_dir(os.path.join(self.path, dst))
+        return True
+
+
+def _check_id(msg_id: str) -> None:
+    # Ids come from the CLI too: never let one name a path outside the spool.
+    if not msg_id or not all(ch.isalnum() or ch in "-_" for ch in msg_id):
+        raise ValueError(f"not a message id: {msg_id!r}")
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

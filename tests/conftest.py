@@ -1,0 +1,135 @@
+"""Shared fixtures: a recording next hop, TLS certificates, and the real gateway on port 0."""
+
+from __future__ import annotations
+
+import shutil
+
+import aiosmtplib
+import ssl
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import pytest
+import trustme
+import yaml
+
+from mailgw.app import Gateway
+from mailgw.credentials import hash_password
+from tests.sink import Sink
+
+REPO = Path(__file__).resolve().parent.parent
+PASSWORD = "mật-khẩu-thử-nghiệm"  # non-ASCII on purpose: AUTH carries UTF-8
+LOGIN = "vanthu.sotttt@binhthuan.gov.vn"
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def password_hash() -> str:
+    return hash_password(PASSWORD)
+
+
+@pytest.fixture
+def client_tls(ca: trustme.CA) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    return ctx
+
+
+def write_config(tmp_path: Path, sink_port: int, ca: trustme.CA, password_hash: str, **overrides: Any) -> Path:
+    """A settings file in ``tmp_path`` with every listener on a free port and routes to the sink."""
+    cert = ca.issue_cert("localhost", "127.0.0.1", "mailgw.test")
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    shutil.copy(REPO / "directory.yaml", tmp_path / "directory.yaml")
+    (tmp_path / "credentials.yaml").write_text(yaml.safe_dump({"users": {LOGIN: password_hash}}))
+    (tmp_path / "policies").mkdir(exist_ok=True)
+    settings: dict[str, Any] = {
+        "hostname": "mailgw.test",
+        "directory": "directory.yaml",
+        "policies": "policies",
+        "database": "sqlite:///mailgw.db",
+        "spool": "spool",
+        "credentials": "credentials.yaml",
+        "listeners": [
+            {"name": "mx", "role": "mx", "listen": "127.0.0.1:0"},
+            {"name": "relay", "role": "relay", "listen": "127.0.0.1:0", "trusted_networks": ["127.0.0.0/8"]},
+            {"name": "submission", "role": "submission", "listen": "127.0.0.1:0"},
+        ],
+        "routes": {"local": f"smtp://127.0.0.1:{sink_port}", "remote": f"smtp://127.0.0.1:{sink_port}"},
+        "tls": {"cert": "cert.pem", "key": "key.pem"},
+        "queue": {"retry_min": "200ms", "retry_max": "1s", "lifetime": "5d", "scan_interval": "100ms", "connect_timeout": "5s", "command_timeout": "10s"},
+        "limits": {"idle_timeout": "30s"},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(settings.get(key), dict):
+            settings[key] = {**settings[key], **value}
+        else:
+            settings[key] = value
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(settings, allow_unicode=True))
+    return path
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[Sink]:
+    s = Sink()
+    await s.start()
+    yield s
+    await s.stop()
+
+
+GatewayFactory = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def make_gateway(tmp_path: Path, sink: Sink, ca: trustme.CA, password_hash: str) -> AsyncIterator[GatewayFactory]:
+    started: list[Gateway] = []
+
+    async def make(**overrides: Any) -> Gateway:
+        path = write_config(tmp_path, sink.port, ca, password_hash, **overrides)
+        gw = Gateway(str(path))
+        await gw.start()
+        started.append(gw)
+        return gw
+
+    yield make
+    for gw in started:
+        await gw.drain()
+
+
+@pytest.fixture
+async def gateway(make_gateway: GatewayFactory) -> Gateway:
+    return await make_gateway()
+
+
+def port(gw: Gateway, listener: str) -> int:
+    return gw.addresses[listener][1]
+
+
+def message(
+    subject: str = "Giấy mời họp giao ban",
+    sender: str = "vanthu.sotttt@binhthuan.gov.vn",
+    to: str = "vanthu.snv@binhthuan.gov.vn",
+    body: str = "Kính gửi các đơn vị,\r\nXin mời dự họp.\r\n",
+    extra_headers: str = "",
+) -> bytes:
+    """A small, well-formed UTF-8 message with CRLF line endings."""
+    from email.header import Header
+
+    return (
+        f"From: {sender}\r\nTo: {to}\r\nSubject: {Header(subject, 'utf-8').encode()}\r\n"
+        f"Date: Sat, 21 Nov 2026 09:00:00 +0700\r\nMessage-ID: <{abs(hash(subject + body))}@test>\r\n"
+        f"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
+        f"{extra_headers}\r\n{body}"
+    ).encode("utf-8")
+
+
+async def send(gw: Gateway, listener: str, raw: bytes, sender: str, rcpts: list[str], **kw: Any) -> Any:
+    """Send with aiosmtplib; plain text unless a ``tls_context`` is given."""
+    if "tls_context" not in kw:
+        kw["start_tls"] = False
+    return await aiosmtplib.send(raw, sender=sender, recipients=rcpts, hostname="127.0.0.1", port=port(gw, listener), **kw)

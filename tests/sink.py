@@ -1,0 +1,69 @@
+"""A recording downstream SMTP server for the tests (the next hop of the gateway)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Callable
+
+from aiosmtpd.smtp import SMTP
+
+
+@dataclasses.dataclass
+class Received:
+    mail_from: str
+    rcpts: list[str]
+    data: bytes
+
+
+class Sink:
+    """Accepts mail and remembers it; ``rcpt_reply``/``data_reply`` script failures."""
+
+    def __init__(self) -> None:
+        self.messages: list[Received] = []
+        self.rcpt_reply: Callable[[str], str | None] = lambda rcpt: None
+        self.data_reply: Callable[[list[str]], str | None] = lambda rcpts: None
+        self.server: asyncio.base_events.Server | None = None
+        self.port = 0
+        self.arrived = asyncio.Event()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: SMTP(self, hostname="sink.test", enable_SMTPUTF8=True, decode_data=False), "127.0.0.1", 0
+        )
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self.server:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def handle_RCPT(self, server, session, envelope, address, options):  # noqa: ANN001
+        reply = self.rcpt_reply(address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+        reply = self.data_reply(envelope.rcpt_tos)
+        if reply:
+            return reply
+        self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+        self.arrived.set()
+        return "250 2.0.0 OK sink"
+
+    def to(self, rcpt: str) -> list[Received]:
+        return [m for m in self.messages if rcpt in m.rcpts]
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not predicate():
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError("timed out waiting for the sink")
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), 0.05)
+            except asyncio.TimeoutError:
+                pass

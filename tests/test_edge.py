@@ -1,0 +1,229 @@
+"""The SMTP edge over real sockets: relay protection, limits, bad input, clear replies."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiosmtplib
+import pytest
+
+from mailgw import pipeline
+from tests.conftest import message, port, send
+from tests.dialog import Dialog
+
+LOCAL = "vanthu.snv@binhthuan.gov.vn"
+
+
+# --- mx never relays ----------------------------------------------------------
+
+RELAY_PROBES = [
+    "victim@example.com",
+    "victim%example.com@binhthuan.gov.vn",  # percent hack
+    "example.com!victim@binhthuan.gov.vn",  # bang path
+    "@binhthuan.gov.vn:victim@example.com",  # source route: aiosmtpd drops the route
+    '"victim@example.com"@binhthuan.gov.vn',  # quoted @
+    "victim@[127.0.0.1]",  # IP literal
+    "victim@binhthuan.gov.vn.",  # trailing dot
+    "victim@binhthuan.gov.vn.example.com",  # our domain inside another
+    "victim@binhthuan-gov.vn",
+    "victim@example.com@binhthuan.gov.vn",
+]
+
+
+@pytest.mark.parametrize("rcpt", RELAY_PROBES)
+async def test_mx_refuses_every_relay_trick(gateway, sink, rcpt):
+    d = await Dialog.open(port(gateway, "mx"))
+    assert (await d.reply())[0] == 220
+    await d.cmd("EHLO probe.example.com")
+    assert (await d.cmd("MAIL FROM:<spammer@example.com>"))[0] == 250
+    code, text = await d.cmd(f"RCPT TO:<{rcpt}>")
+    assert code in (550, 553), text
+    if code == 550:
+        assert text.startswith("5.7.1")
+    assert (await d.cmd("DATA"))[0] == 503  # no recipient was accepted
+    await d.close()
+
+
+async def test_mx_accepts_local_recipient_and_delivers(gateway, sink):
+    await send(gateway, "mx", message(), "someone@example.com", [LOCAL])
+    await sink.wait_for(lambda: sink.to(LOCAL))
+    got = sink.to(LOCAL)[0]
+    assert got.mail_from == "someone@example.com"
+    first = got.data.split(b"\r\n")[0]
+    assert first.startswith(b"Received: from ") and b"by mailgw.test (mailgw) with ESMTP id " in got.data
+
+
+async def test_relay_serves_only_trusted_networks(make_gateway, sink):
+    gw = await make_gateway(listeners=[{"name": "relay", "role": "relay", "listen": "127.0.0.1:0", "trusted_networks": ["127.0.0.2/32"]}])
+    d = await Dialog.open(port(gw, "relay"), local_addr=("127.0.0.1", 0))
+    assert (await d.reply())[0] == 220
+    await d.cmd("EHLO outsider")
+    code, text = await d.cmd("MAIL FROM:<a@example.com>")
+    assert (code, text[:5]) == (554, "5.7.1")
+    await d.close()
+    trusted = await Dialog.open(port(gw, "relay"), local_addr=("127.0.0.2", 0))
+    await trusted.envelope("vanthu.sotttt@binhthuan.gov.vn", ["friend@example.com"])
+    await trusted.close()
+
+
+# --- bad input: smuggling, authorship, loops ----------------------------------
+
+SMUGGLING = [
+    b"\n.\n",
+    b"\n.\r\n",
+    b"\r.\r\n",
+    b"\r\n.\n",
+    b"\r\n.\r",
+    b"\n",
+    b"\r",
+]
+
+
+@pytest.mark.parametrize("fake_end", SMUGGLING)
+async def test_bare_line_endings_are_rejected_and_nothing_is_smuggled(gateway, sink, fake_end):
+    d = await Dialog.open(port(gateway, "relay"))
+    await d.envelope("vanthu.sotttt@binhthuan.gov.vn", [LOCAL])
+    assert (await d.cmd("DATA"))[0] == 354
+    smuggled = b"MAIL FROM:<ceo@binhthuan.gov.vn>\r\nRCPT TO:<smuggled@binhthuan.gov.vn>\r\nDATA\r\nFrom: ceo@binhthuan.gov.vn\r\n\r\nsmuggled\r\n"
+    d.send(message() + b"line" + fake_end + smuggled + b".\r\n")
+    code, text = await d.reply()
+    assert (code, text[:5]) == (550, "5.5.2"), text
+    assert "[" in text and text.endswith("]")  # the exchange id a clerk can quote
+    await d.cmd("QUIT")
+    await d.close()
+    await asyncio.sleep(0.3)
+    assert not sink.to("smuggled@binhthuan.gov.vn")
+    assert not sink.messages
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        "From: a@binhthuan.gov.vn\r\nFrom: b@example.com\r\n",  # two From headers
+        "From: a@binhthuan.gov.vn, b@example.com\r\n",  # two addresses
+        "From: undisclosed-recipients:;\r\n",  # a group, no address
+        "Sender: a@binhthuan.gov.vn\r\n",  # no From at all
+        "From: not an address\r\n",
+        "From: <a@binhthuan.gov.vn\r\n",
+    ],
+)
+async def test_ambiguous_author_is_rejected_at_data(gateway, sink, headers):
+    raw = f"{headers}To: {LOCAL}\r\nSubject: x\r\n\r\nbody\r\n".encode()
+    with pytest.raises(aiosmtplib.SMTPDataError) as err:
+        await send(gateway, "relay", raw, "a@binhthuan.gov.vn", [LOCAL])
+    assert err.value.code == 550 and err.value.message.startswith("5.7.1")
+    assert not sink.messages
+
+
+async def test_mail_loop_is_refused(gateway, sink):
+    hops = "".join(f"Received: from h{i} by h{i + 1}; Sat, 21 Nov 2026 09:00:00 +0700\r\n" for i in range(50))
+    with pytest.raises(aiosmtplib.SMTPDataError) as err:
+        await send(gateway, "relay", message(extra_headers=hops), "a@binhthuan.gov.vn", [LOCAL])
+    assert (err.value.code, err.value.message[:5]) == (554, "5.4.6")
+
+
+# --- limits ------------------------------------------------------------------
+
+async def test_message_size_limit(make_gateway, sink):
+    gw = await make_gateway(limits={"message_size": "20K"})
+    d = await Dialog.open(port(gw, "relay"))
+    await d.envelope("a@binhthuan.gov.vn", [LOCAL])
+    assert (await d.cmd("DATA"))[0] == 354
+    d.send(message(body="x" * 900 + "\r\n") * 1 + (b"y" * 900 + b"\r\n") * 40 + b".\r\n")
+    code, text = await d.reply()
+    assert (code, text[:5]) == (552, "5.3.4")
+    code, _ = await d.cmd("MAIL FROM:<a@binhthuan.gov.vn> SIZE=999999")
+    assert code == 552
+    await d.close()
+    assert not sink.messages
+
+
+async def test_line_too_long(gateway, sink):
+    d = await Dialog.open(port(gateway, "relay"))
+    await d.envelope("a@binhthuan.gov.vn", [LOCAL])
+    assert (await d.cmd("DATA"))[0] == 354
+    d.send(message() + b"z" * 5000 + b"\r\n.\r\n")
+    code, text = await d.reply()
+    assert code == 500 and text.startswith("5.6.0")
+    await d.close()
+
+
+async def test_recipient_limit(make_gateway):
+    gw = await make_gateway(limits={"recipients": 3})
+    d = await Dialog.open(port(gw, "relay"))
+    await d.envelope("a@binhthuan.gov.vn", [f"r{i}@binhthuan.gov.vn" for i in range(3)])
+    code, text = await d.cmd("RCPT TO:<r4@binhthuan.gov.vn>")
+    assert (code, text[:5]) == (452, "4.5.3")
+    await d.close()
+
+
+async def test_command_limit_closes_session(make_gateway):
+    gw = await make_gateway(limits={"commands": 5})
+    d = await Dialog.open(port(gw, "relay"))
+    assert (await d.reply())[0] == 220
+    for _ in range(5):
+        assert (await d.cmd("NOOP"))[0] == 250
+    code, text = await d.cmd("NOOP")
+    assert (code, text[:5]) == (421, "4.7.0")
+    assert await d.closed()
+    await d.close()
+
+
+async def test_idle_timeout(make_gateway):
+    gw = await make_gateway(limits={"idle_timeout": "300ms"})
+    d = await Dialog.open(port(gw, "relay"))
+    assert (await d.reply())[0] == 220
+    code, text = await d.reply(timeout=5)
+    assert (code, text[:5]) == (421, "4.4.2")
+    assert await d.closed()
+    await d.close()
+
+
+async def test_connections_per_ip(make_gateway):
+    gw = await make_gateway(limits={"connections_per_ip": 2})
+    first = [await Dialog.open(port(gw, "mx")) for _ in range(2)]
+    for d in first:
+        assert (await d.reply())[0] == 220
+    third = await Dialog.open(port(gw, "mx"))
+    code, text = await third.reply()
+    assert (code, text[:5]) == (421, "4.7.0")
+    assert await third.closed()
+    await third.close()
+    await first[0].cmd("QUIT")
+    await first[0].close()
+    await asyncio.sleep(0.1)
+    again = await Dialog.open(port(gw, "mx"))
+    assert (await again.reply())[0] == 220  # the slot was given back
+    for d in (first[1], again):
+        await d.close()
+
+
+async def test_disk_nearly_full_gives_452_before_any_250(make_gateway, sink):
+    gw = await make_gateway(limits={"min_free_space": 10**18})
+    d = await Dialog.open(port(gw, "relay"))
+    assert (await d.reply())[0] == 220
+    await d.cmd("EHLO c")
+    code, text = await d.cmd("MAIL FROM:<a@binhthuan.gov.vn>")
+    assert (code, text[:5]) == (452, "4.3.1")
+    await d.close()
+
+
+async def test_our_own_fault_is_451_without_internals(gateway, sink, monkeypatch):
+    def broken(message, ctx):
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(pipeline, "STAGES", pipeline.STAGES + (broken,))
+    with pytest.raises(aiosmtplib.SMTPDataError) as err:
+        await send(gateway, "relay", message(), "a@binhthuan.gov.vn", [LOCAL])
+    assert err.value.code == 451 and err.value.message.startswith("4.3.0")
+    assert "RuntimeError" not in err.value.message and "secret" not in err.value.message
+    assert not sink.messages
+
+
+async def test_every_builtin_reply_has_an_enhanced_code(gateway):
+    d = await Dialog.open(port(gateway, "relay"))
+    assert (await d.reply())[0] == 220
+    await d.cmd("EHLO c")
+    code, text = await d.cmd("MAIL FROM:<" + "a" * 600 + "@binhthuan.gov.vn>")
+    assert code == 500 and text[:5] in ("5.5.2", "5.5.6")
+    await d.close()
