@@ -207,10 +207,10 @@ class Handler:
     async def _failed(self, server: SmtpServer) -> AuthResult:
         server.auth_failures += 1
         if server.auth_failures >= MAX_AUTH_FAILURES:
-            await server.push(str(replies.AUTH_FAILED))
             server.close_after_reply()
+            await server.push(str(replies.AUTH_FAILED))
             return AuthResult(success=False, handled=True)
-        return AuthResult(success=False)
+        return AuthResult(success=False, handled=False)  # aiosmtpd then replies 535
 
 
 def _b64(text: str) -> bytes | None:

@@ -50,7 +50,8 @@ class Sink:
         reply = self.data_reply(envelope.rcpt_tos)
         if reply:
             return reply
-        self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+        mail_from = "" if envelope.mail_from == "<>" else envelope.mail_from
+        self.messages.append(Received(mail_from, list(envelope.rcpt_tos), envelope.original_content))
         self.arrived.set()
         return "250 2.0.0 OK sink"
 

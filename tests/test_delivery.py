@@ -1,0 +1,113 @@
+"""Queue and delivery: retries after 4xx, exactly one DSN after 5xx, never a bounce of a bounce."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+
+import aiosmtplib
+import pytest
+
+from tests.conftest import message, port, send
+from tests.dialog import Dialog
+
+SENDER = "vanthu.sotttt@binhthuan.gov.vn"
+
+
+async def test_250_only_after_the_message_is_on_disk_and_queue_empties(gateway, sink):
+    response = await send(gateway, "relay", message(), SENDER, ["a@example.com", "b@binhthuan.gov.vn"])
+    reply = response[1]
+    assert reply.startswith("2.0.0 OK: queued as ")
+    await sink.wait_for(lambda: len(sink.messages) >= 1)
+    await gateway.deliverer.run_until_empty()
+    assert gateway.spool.ids() == []
+    rcpts = sorted(r for m in sink.messages for r in m.rcpts)
+    assert rcpts == ["a@example.com", "b@binhthuan.gov.vn"]
+
+
+async def test_temporary_failures_are_retried_until_the_next_hop_recovers(gateway, sink):
+    sink.data_reply = lambda rcpts: "451 4.3.0 try later"
+    for i in range(5):
+        await send(gateway, "relay", message(subject=f"thư {i}"), SENDER, [f"r{i}@binhthuan.gov.vn"])
+    # Let a couple of attempts fail, then recover.
+    import asyncio
+
+    await asyncio.sleep(0.6)
+    assert not sink.messages
+    states = [gateway.spool.load_state(i) for i in gateway.spool.ids()]
+    assert len(states) == 5 and all(s["attempts"] >= 1 for s in states)
+    assert all("451" in s["rcpts"][next(iter(s["rcpts"]))]["reply"] for s in states)
+    sink.data_reply = lambda rcpts: None
+    await sink.wait_for(lambda: len(sink.messages) == 5, timeout=15)
+    await gateway.deliverer.run_until_empty()
+    assert gateway.spool.ids() == []
+    assert not [m for m in sink.messages if m.mail_from == ""]  # no DSN for a temporary failure
+
+
+async def test_permanent_failure_sends_exactly_one_dsn(gateway, sink):
+    sink.rcpt_reply = lambda rcpt: "550 5.1.1 no such user" if rcpt.startswith("bad") else None
+    await send(gateway, "relay", message(subject="Báo cáo tháng"), SENDER, ["bad1@example.com", "bad2@example.com", "good@example.com"])
+    await sink.wait_for(lambda: any(m.mail_from == "" for m in sink.messages))
+    await gateway.deliverer.run_until_empty()
+    dsns = [m for m in sink.messages if m.mail_from == ""]
+    assert len(dsns) == 1
+    dsn = dsns[0]
+    assert dsn.rcpts == [SENDER]
+    parsed = email.message_from_bytes(dsn.data, policy=email.policy.default)
+    assert parsed.get_content_type() == "multipart/report"
+    assert parsed.get_param("report-type") == "delivery-status"
+    status = next(p for p in parsed.walk() if p.get_content_type() == "message/delivery-status")
+    text = status.as_string()
+    assert "Final-Recipient: rfc822; bad1@example.com" in text and "Final-Recipient: rfc822; bad2@example.com" in text
+    assert "Status: 5.1.1" in text and "good@example.com" not in text
+    notice = next(p for p in parsed.walk() if p.get_content_type() == "text/plain").get_content()
+    assert notice.index("KHÔNG gửi được") < notice.index("could NOT be delivered")  # Vietnamese first
+    assert b"Xin m\xe1\xbb\x9di d\xe1\xbb\xb1 h\xe1\xbb\x8dp" not in dsn.data  # the body is not returned
+    assert [m.rcpts for m in sink.messages if m.mail_from == SENDER] == [["good@example.com"]]
+
+
+async def test_a_bounce_is_never_bounced(gateway, sink):
+    sink.rcpt_reply = lambda rcpt: "550 5.1.1 no such user"
+    d = await Dialog.open(port(gateway, "mx"))
+    await d.envelope("", ["gone@binhthuan.gov.vn"])
+    assert (await d.cmd("DATA"))[0] == 354
+    code, _ = await d.cmd(message(sender="MAILER-DAEMON@example.com") + b".\r\n")
+    assert code == 250
+    await d.close()
+    import asyncio
+
+    await asyncio.sleep(0.3)
+    await gateway.deliverer.run_until_empty()
+    assert sink.messages == []
+    assert gateway.spool.ids() == []
+
+
+async def test_queue_lifetime_expiry_sends_one_dsn(make_gateway, sink):
+    gw = await make_gateway(queue={"lifetime": "1s"})
+    sink.data_reply = lambda rcpts: None if rcpts == [SENDER] else "421 4.4.2 busy"
+    await send(gw, "relay", message(), SENDER, ["slow@example.com"])
+    await sink.wait_for(lambda: any(m.mail_from == "" for m in sink.messages), timeout=15)
+    await gw.deliverer.run_until_empty()
+    dsns = [m for m in sink.messages if m.mail_from == ""]
+    assert len(dsns) == 1 and b"Status: 4.4.7" in dsns[0].data
+    assert gw.spool.ids() == []
+
+
+async def test_quarantined_messages_wait_until_released(gateway, sink):
+    response = await send(gateway, "relay", message(), SENDER, ["held@example.com"])
+    msg_id = response[1].rsplit(" ", 1)[1]
+    # A delivery may already have happened; hold a second one immediately via the spool.
+    sink.data_reply = lambda rcpts: "451 4.3.0 later"
+    response = await send(gateway, "relay", message(subject="hai"), SENDER, ["held2@example.com"])
+    second = response[1].rsplit(" ", 1)[1]
+    assert msg_id != second
+    import asyncio
+
+    await asyncio.sleep(0.3)
+    assert gateway.spool.hold(second)
+    sink.data_reply = lambda rcpts: None
+    await asyncio.sleep(0.6)
+    assert not sink.to("held2@example.com")
+    assert gateway.spool.locate(second) == "hold"
+    assert gateway.spool.release(second)
+    await sink.wait_for(lambda: sink.to("held2@example.com"))

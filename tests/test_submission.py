@@ -1,0 +1,108 @@
+"""The submission listener: AUTH only over TLS, argon2 passwords, sender bound to the login."""
+
+from __future__ import annotations
+
+import aiosmtplib
+import pytest
+
+from tests.conftest import LOGIN, PASSWORD, message, port, send
+from tests.dialog import Dialog
+
+
+async def _client(gw, client_tls) -> aiosmtplib.SMTP:
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port(gw, "submission"), start_tls=True, tls_context=client_tls)
+    await client.connect()
+    await client.ehlo()
+    return client
+
+
+async def test_no_auth_offered_or_accepted_in_plain_text(gateway):
+    d = await Dialog.open(port(gateway, "submission"))
+    assert (await d.reply())[0] == 220
+    code, features = await d.cmd("EHLO c")
+    assert "AUTH" not in features and "STARTTLS" in features
+    code, text = await d.cmd("AUTH PLAIN AHZhbnRodS5zb3R0dHRAYmluaHRodWFuLmdvdi52bgB4")
+    assert code == 538 or code >= 500  # encryption required
+    code, text = await d.cmd("MAIL FROM:<vanthu.sotttt@binhthuan.gov.vn>")
+    assert (code, text[:5]) == (530, "5.7.0")
+    await d.close()
+
+
+async def test_login_and_send_over_tls(gateway, sink, client_tls):
+    client = await _client(gateway, client_tls)
+    assert "PLAIN" in client.server_auth_methods or "plain" in [m.lower() for m in client.server_auth_methods]
+    await client.login(LOGIN, PASSWORD)
+    errors, reply = await client.sendmail(LOGIN, ["friend@mic.gov.vn"], message(sender=LOGIN))
+    assert errors == {} and reply.startswith("2.0.0 OK: queued as")
+    await client.quit()
+    await sink.wait_for(lambda: sink.to("friend@mic.gov.vn"))
+    data = sink.to("friend@mic.gov.vn")[0].data
+    assert b"with ESMTPSA id" in data and b"(using TLSv1." in data
+
+
+@pytest.mark.parametrize("password", ["wrong", "", PASSWORD.upper()])
+async def test_wrong_password_is_refused(gateway, client_tls, password):
+    client = await _client(gateway, client_tls)
+    with pytest.raises(aiosmtplib.SMTPAuthenticationError) as err:
+        await client.login(LOGIN, password)
+    assert err.value.code == 535
+    client.close()
+
+
+async def test_unknown_login_is_refused(gateway, client_tls):
+    client = await _client(gateway, client_tls)
+    with pytest.raises(aiosmtplib.SMTPAuthenticationError):
+        await client.login("nobody@binhthuan.gov.vn", PASSWORD)
+    client.close()
+
+
+async def test_repeated_failures_close_the_session(gateway, client_tls):
+    client = await _client(gateway, client_tls)
+    for _ in range(2):
+        with pytest.raises(aiosmtplib.SMTPAuthenticationError):
+            await client.auth_plain(LOGIN, "guess")
+    with pytest.raises((aiosmtplib.SMTPAuthenticationError, aiosmtplib.SMTPServerDisconnected)):
+        await client.auth_plain(LOGIN, "guess")
+    with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+        await client.noop()
+    client.close()
+
+
+async def test_mail_from_must_belong_to_the_login(gateway, sink, client_tls):
+    client = await _client(gateway, client_tls)
+    await client.login(LOGIN, PASSWORD)
+    with pytest.raises(aiosmtplib.SMTPSenderRefused) as err:
+        await client.mail("giamdoc@binhthuan.gov.vn")
+    assert err.value.code == 553 and err.value.message.startswith("5.7.1")
+    client.close()
+
+
+async def test_from_header_must_belong_to_the_login(gateway, sink, client_tls):
+    client = await _client(gateway, client_tls)
+    await client.login(LOGIN, PASSWORD)
+    with pytest.raises(aiosmtplib.SMTPDataError) as err:
+        await client.sendmail(LOGIN, ["friend@mic.gov.vn"], message(sender="giamdoc@binhthuan.gov.vn"))
+    assert err.value.code == 550 and err.value.message.startswith("5.7.1")
+    client.close()
+    assert not sink.messages
+
+
+async def test_mx_and_relay_offer_no_auth(gateway, client_tls):
+    for listener in ("mx", "relay"):
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port(gateway, listener), start_tls=True, tls_context=client_tls)
+        await client.connect()
+        assert not client.supports_extension("auth")
+        await client.quit()
+
+
+async def test_starttls_injection_is_ignored(gateway, sink, client_tls):
+    """CVE-2024-34083: commands pipelined with STARTTLS must not run inside TLS."""
+    d = await Dialog.open(port(gateway, "relay"))
+    assert (await d.reply())[0] == 220
+    await d.cmd("EHLO c")
+    d.send(b"STARTTLS\r\nMAIL FROM:<injected@example.com>\r\n")
+    code, _ = await d.reply()
+    assert code == 220
+    await d.close()
+    # Whatever happened after, no MAIL command was taken from the plaintext buffer.
+    assert not [m for m in sink.messages if m.mail_from == "injected@example.com"]
