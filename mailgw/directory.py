@@ -202,9 +202,22 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
+def _about_domain(message: str) -> str:
+    """Reword the validator's message about an address's domain as one about a domain."""
+    for old, new in (
+        ("The part after the @-sign", "The domain"),
+        ("After the @-sign, periods", "Periods"),
+        ("too long after the @-sign", "too long"),
+        ("An email address cannot end with a period", "A domain cannot end with a period"),
+        ("An email address cannot have two periods", "A domain cannot have two periods"),
+    ):
+        message = message.replace(old, new)
+    return message
+
+
 def _domain_of(address: str) -> str | None:
-    _, at, domain = address.strip().rpartition("@")
-    return canonical_domain(domain) if at else None
+    local, at, domain = address.strip().rpartition("@")
+    return canonical_domain(domain) if at and local else None
 
 
 def _ancestors(domain: str) -> Iterator[str]:
@@ -450,14 +463,18 @@ class _Reader(Checker):
                 self.error(items, i, f"an official suffix must be a string, not {_kind(item)}")
                 continue
             # Written with or without the leading dot; matched on a label boundary either way.
-            domain = self._domain(item[1:] if item.startswith(".") else item, items, i, "official suffix")
+            text = item[1:] if item.startswith(".") else item
+            if "." not in text.strip("."):
+                self.error(
+                    items, i, f"official suffix {item!r} is a whole top-level domain: every address under it would count as official"
+                )
+                continue
+            domain = self._domain(text, items, i, "official suffix", repr(item))
             if domain is None:
                 continue
             if domain in out:
                 self.error(items, i, f"official suffix {item!r} is listed twice")
                 continue
-            if "." not in domain:
-                self.warn(items, i, f"official suffix {item!r} is a whole top-level domain: every address under it counts as official")
             out.append(domain)
         return tuple(out)
 
@@ -473,7 +490,12 @@ class _Reader(Checker):
             m = self.mapping(item, items, i, "an agency")
             if m is None:
                 continue
-            self.keys(m, ("code", "name", "name_en", "organ_code", "domains", "units", "mailboxes"), required=("code", "name", "domains"), what="an agency")
+            self.keys(
+                m,
+                ("code", "name", "name_en", "organ_code", "domains", "units", "mailboxes"),
+                required=("code", "name", "domains"),
+                what="an agency",
+            )
             code = self._code(m, "code", "agency code")
             if code is not None:
                 if code in seen:
@@ -484,7 +506,7 @@ class _Reader(Checker):
             domains = [d for d, _ in self._domains(m, "domains", required=True)]
             units = self._units(m)
             agency = Agency(
-                code=code or f"<line {m.line}>",
+                code=code or "?",
                 name=self._text(m, "name") or "",
                 name_en=self.typed(m, "name_en", str),
                 organ_code=self._organ_code(m),
@@ -564,18 +586,20 @@ class _Reader(Checker):
                 if unit is None:
                     known = ", ".join(units) or "none"
                     self.error(where, keys[2], f"unknown unit {unit_code!r} in agency {agency.code!r} (units: {known})")
+            clerks += roles is not None and "clerk" in roles
             if address is None or roles is None or not name:
                 continue
             line = where.line_of(keys[0])
             if address in out:
                 self.error(where, keys[0], f"duplicate mailbox {address} (first at line {lines[address]})")
                 continue
-            if not any(d in agency.domains for d in _ancestors(address[address.rindex("@") + 1 :])):
-                self.error(where, keys[0], f"mailbox {address} is not under a domain of agency {agency.code!r} ({', '.join(agency.domains)})")
+            # With no valid domain the agency's own entry is already in error: say it once.
+            if agency.domains and not any(d in agency.domains for d in _ancestors(address[address.rindex("@") + 1 :])):
+                domains = ", ".join(agency.domains)
+                self.error(where, keys[0], f"mailbox {address} is not under a domain of agency {agency.code!r} ({domains})")
                 continue
             out[address] = Mailbox(address, name, agency, unit, roles)
             lines[address] = line
-            clerks += "clerk" in roles
         return clerks
 
     def _partners(self, root: YMap, local_domains: set[str]) -> list[Partner]:
@@ -633,7 +657,9 @@ class _Reader(Checker):
             pins.append(DkimPin(domain, selector))
         return pins
 
-    def _exceptions(self, root: YMap, agencies: dict[str, Agency], official: tuple[set[str], set[str], set[str]]) -> list[TemporaryException]:
+    def _exceptions(
+        self, root: YMap, agencies: dict[str, Agency], official: tuple[set[str], set[str], set[str]]
+    ) -> list[TemporaryException]:
         exceptions: list[TemporaryException] = []
         items = self._list(root, "exceptions")
         if items is None:
@@ -643,7 +669,12 @@ class _Reader(Checker):
             m = self.mapping(item, items, i, "a temporary exception")
             if m is None:
                 continue
-            self.keys(m, ("address", "until", "name", "reason", "agency"), required=("address", "until", "name", "reason"), what="a temporary exception")
+            self.keys(
+                m,
+                ("address", "until", "name", "reason", "agency"),
+                required=("address", "until", "name", "reason"),
+                what="a temporary exception",
+            )
             text = self.typed(m, "address", str)
             address = self._address(text, m, "address") if text is not None else None
             until = self._date(m, "until")
@@ -695,7 +726,9 @@ class _Reader(Checker):
                 self.warn(m, "until", f"delegation of {text} ended on {until.isoformat()}; it no longer counts")
             note = self.typed(m, "note", str)
             targets = self._list(m, "send_as")
-            for j, target_text in enumerate(targets or ()):
+            if targets is None:
+                continue
+            for j, target_text in enumerate(targets):
                 if not isinstance(target_text, str):
                     self.error(targets, j, f"send_as must list addresses, not {_kind(target_text)}")
                     continue
@@ -710,24 +743,25 @@ class _Reader(Checker):
                     if (login, target) in lines:
                         self.error(targets, j, f"{login} may already send as {target} (line {lines[login, target]})")
                         continue
-                    lines[login, target] = targets.line_of(j)  # type: ignore[union-attr]
+                    lines[login, target] = targets.line_of(j)
                     delegations.append(Delegation(login, target, until, note))
         return delegations
 
     # --- values ---
 
     def _list(self, m: YMap, key: str) -> YList | None:
-        return self.typed(m, key, YList)
+        value: YList | None = self.typed(m, key, YList)
+        return value
 
     def _text(self, m: YMap, key: str) -> str | None:
-        value = self.typed(m, key, str)
+        value: str | None = self.typed(m, key, str)
         if value is not None and not value.strip():
             self.error(m, key, f"{key!r} must not be empty")
             return None
         return value.strip() if value is not None else None
 
     def _code(self, m: YMap, key: str, what: str) -> str | None:
-        value = self.typed(m, key, str)
+        value: str | None = self.typed(m, key, str)
         if value is not None and not _CODE.match(value):
             self.error(m, key, f"invalid {what} {value!r}: lowercase letters, digits, '-' and '_', at most 32")
             return None
@@ -743,7 +777,7 @@ class _Reader(Checker):
         return None
 
     def _organ_code(self, m: YMap) -> str | None:
-        code = self.typed(m, "organ_code", str)
+        code: str | None = self.typed(m, "organ_code", str)
         if code is None:
             return None
         if not _ORGAN_CODE.match(code):
@@ -787,12 +821,13 @@ class _Reader(Checker):
             out.append((domain, i))
         return out
 
-    def _domain(self, text: str, where: YMap | YList, key: Any, what: str) -> str | None:
+    def _domain(self, text: str, where: YMap | YList, key: Any, what: str, written: str | None = None) -> str | None:
         try:
             # The validator checks domains only as part of an address.
-            return validate_email(f"postmaster@{text}", check_deliverability=False).ascii_domain
+            ascii_domain: str = validate_email(f"postmaster@{text}", check_deliverability=False).ascii_domain
+            return ascii_domain
         except EmailNotValidError as e:
-            self.error(where, key, f"invalid {what} {text!r}: {e}")
+            self.error(where, key, f"invalid {what} {written or repr(text)}: {_about_domain(str(e))}")
             return None
 
     def _address(self, text: str, where: YMap | YList, key: Any) -> str | None:
