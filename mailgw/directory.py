@@ -485,6 +485,8 @@ class _Reader(Checker):
         items = self._list(root, "agencies")
         if items is None:
             return agencies, mailboxes
+        if not items:
+            self.error(root, "agencies", "'agencies' must list at least one agency: their domains are the local domains")
         seen: dict[str, int] = {}
         for i, item in enumerate(items):
             m = self.mapping(item, items, i, "an agency")
@@ -614,9 +616,10 @@ class _Reader(Checker):
                 continue
             self.keys(m, ("name", "name_en", "organ_code", "domains", "dkim"), required=("name", "domains"), what="a partner")
             domains: list[str] = []
-            domain_list = self._list(m, "domains")
-            for domain, index in self._domains(m, "domains", required=True):
-                line = domain_list.line_of(index) if domain_list is not None else m.line
+            listed = self._domains(m, "domains", required=True)
+            domain_list = m["domains"]  # a list whenever a domain was read from it
+            for domain, index in listed:
+                line = domain_list.line_of(index)
                 local_root = next((d for d in _ancestors(domain) if d in local_domains), None)
                 if local_root is not None:
                     self.error(domain_list, index, f"partner domain {domain} is under the local domain {local_root}: it is already local")
@@ -626,10 +629,10 @@ class _Reader(Checker):
                     domain_lines[domain] = line
                 domains.append(domain)
             pins = self._pins(m, domains)
-            name = self._text(m, "name")
+            name, name_en, organ_code = self._text(m, "name"), self.typed(m, "name_en", str), self._organ_code(m)
             if name is None:
                 continue
-            partners.append(Partner(name, self.typed(m, "name_en", str), self._organ_code(m), tuple(domains), tuple(pins)))
+            partners.append(Partner(name, name_en, organ_code, tuple(domains), tuple(pins)))
         return partners
 
     def _pins(self, partner: YMap, domains: list[str]) -> list[DkimPin]:
