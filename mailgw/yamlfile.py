@@ -25,6 +25,7 @@ import yaml
 _FAST_LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STR_TAG = "tag:yaml.org,2002:str"
 
+
 @dataclasses.dataclass(frozen=True, order=True)
 class Problem:
     """One thing wrong in an input file, printed as ``FILE:LINE: message``."""
