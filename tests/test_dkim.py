@@ -281,6 +281,13 @@ async def test_malformed_signature_is_permerror_and_the_others_still_count():
     assert report.aligned_pass
 
 
+async def test_oversized_header_list_is_refused_before_any_work():
+    names = b":".join([b"from"] + [b"x-filler-%d" % i for i in range(150)])
+    bad = b"DKIM-Signature: v=1; a=rsa-sha256; d=example.gov.vn; s=nokey; h=" + names + b"; bh=AAAA; b=AAAA\r\n"
+    report = await verify(bad + LETTER, FileResolver.from_text("nokey._domainkey.example.gov.vn. TIMEOUT"))
+    assert _verdicts(report) == [("nokey", "permerror", "h= lists more than 100 header fields")]
+
+
 async def test_unsigned_and_unparsable_messages():
     report = await verify(LETTER, _zone())
     assert report.signatures == () and report.status == "none" and not report.aligned_pass

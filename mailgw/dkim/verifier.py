@@ -37,6 +37,7 @@ PublicKey = Union[rsa.RSAPublicKey, ed25519.Ed25519PublicKey]
 MAX_SIGNATURES = 5  # each costs a DNS query and a signature check (OpenDKIM issue #271)
 MIN_RSA_BITS = 1024  # RFC 8301: shorter keys never verify
 CLOCK_SKEW = 300  # seconds of leeway for t= and x=
+MAX_SIGNED_HEADERS = 100  # h= entries; each costs a scan of the header (real signers list under 50)
 
 _DNS_NAME = re.compile(rb"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*$")
 _KEY_TYPES = {canon.RSA_SHA256: b"rsa", canon.ED25519_SHA256: b"ed25519"}
@@ -145,6 +146,8 @@ def _parse_signature(field: tuple[bytes, bytes], now: float) -> _Signature:
     include = canon.split_header_list(tags[b"h"])
     if b"from" not in include:
         raise _Invalid(PERMERROR, "From is not signed")
+    if len(include) > MAX_SIGNED_HEADERS:
+        raise _Invalid(PERMERROR, f"h= lists more than {MAX_SIGNED_HEADERS} header fields")
     if b"q" in tags and b"dns/txt" not in [q.strip().lower() for q in tags[b"q"].split(b":")]:
         raise _Invalid(PERMERROR, "unsupported query method")
     identity_domain = None
