@@ -172,6 +172,8 @@ async def test_second_from_above_a_once_signed_from_fails():
     assert _verdicts(await verify(signed, _zone())) == [("rsa", "pass", "")]
     forged = signed.replace(b"From: Van thu", b"From: Attacker <boss@example.gov.vn>\r\nFrom: Van thu")
     assert _verdicts(await verify(forged, _zone())) == [("rsa", "fail", "unsigned From header added")]
+    below = signed.replace(b"To: x@", b"From: Attacker <boss@example.gov.vn>\r\nTo: x@")
+    assert [s.result for s in (await verify(below, _zone())).signatures] == ["fail"]
 
 
 async def test_l_tag_signature_never_counts_even_when_it_passes():
