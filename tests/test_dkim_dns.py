@@ -1,0 +1,133 @@
+"""The resolvers DKIM verification asks for keys: the answers file, and dnspython against a real (local) DNS server."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+import pytest
+
+from mailgw.dkim import SigningKey, load_key, sign, txt_record, verify
+from mailgw.dnsanswers import DnsResolver, DnsTemporaryError, FileResolver
+
+DATA = Path(__file__).parent / "data" / "dkim"
+DOMAIN = "example.gov.vn"
+LETTER = (DATA / "messages" / "official-letter.eml").read_bytes()
+
+
+async def test_answers_file(tmp_path):
+    path = tmp_path / "answers.zone"
+    path.write_text(
+        "; comments and blank lines are skipped\n"
+        "\n"
+        'a._domainkey.Example.COM TXT "v=DKIM1; k=ed25519; p=abc"\n'
+        'b._domainkey.example.com. 300 IN TXT "v=DKIM1; " "k=rsa; p=MIIB" "AQAB"\n'
+        'b._domainkey.example.com. IN TXT "second record"\n'
+        'q._domainkey.example.com. TXT "with \\"quotes\\" and \\059 escapes"\n'
+        "slow._domainkey.example.com. TIMEOUT\n"
+        "broken._domainkey.example.com. SERVFAIL\n"
+    )
+    resolver = FileResolver.from_file(path)
+    assert await resolver.txt("a._domainkey.example.com.") == [b"v=DKIM1; k=ed25519; p=abc"]
+    assert await resolver.txt("B._DOMAINKEY.example.com") == [b"v=DKIM1; k=rsa; p=MIIBAQAB", b"second record"]
+    assert await resolver.txt("q._domainkey.example.com") == [b'with "quotes" and ; escapes']
+    assert await resolver.txt("absent._domainkey.example.com") == []
+    with pytest.raises(DnsTemporaryError, match="timeout"):
+        await resolver.txt("slow._domainkey.example.com")
+    with pytest.raises(DnsTemporaryError, match="SERVFAIL"):
+        await resolver.txt("broken._domainkey.example.com")
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("a.example.com. MX 10 mx.example.com.", r"<text>:2: expected TXT, TIMEOUT or SERVFAIL, not 'MX'"),
+    ('a.example.com. TXT "unterminated', r"<text>:2: bad TXT data"),
+    ("a.example.com. TIMEOUT 5", r"<text>:2: nothing may follow TIMEOUT"),
+])
+def test_answers_file_errors_name_the_line(line, message):
+    with pytest.raises(ValueError, match=message):
+        FileResolver.from_text("; first line\n" + line)
+
+
+class _DnsServer(asyncio.DatagramProtocol):
+    """A tiny authoritative server on 127.0.0.1: TXT answers, SERVFAIL, or silence (for timeouts)."""
+
+    def __init__(self, records: dict[str, list[list[bytes]]], servfail: set[str], silent: set[str]):
+        self.records, self.servfail, self.silent = records, servfail, silent
+        self.queries: list[str] = []
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        query = dns.message.from_wire(data)
+        name = query.question[0].name.to_text().lower()
+        self.queries.append(name)
+        if name in self.silent:
+            return
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.AA
+        if name in self.servfail:
+            response.set_rcode(dns.rcode.SERVFAIL)
+        elif name in self.records:
+            rrset = dns.rrset.from_text_list(name, 300, dns.rdataclass.IN, dns.rdatatype.TXT, [
+                " ".join('"' + s.decode() + '"' for s in strings) for strings in self.records[name]])
+            response.answer.append(rrset)
+        else:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        self.transport.sendto(response.to_wire(), addr)
+
+
+@pytest.fixture
+async def dns_server():
+    ed = txt_record(DOMAIN, "ed", load_key(DATA / "keys" / "ed25519.pem"))
+    rsa = txt_record(DOMAIN, "rsa", load_key(DATA / "keys" / "rsa2048.pem"))
+
+    def strings(record: str) -> list[bytes]:
+        return [s.encode() for s in record.split(' IN TXT "', 1)[1].rstrip('"').split('" "')]
+
+    server = _DnsServer(
+        records={f"ed._domainkey.{DOMAIN}.": [strings(ed)], f"rsa._domainkey.{DOMAIN}.": [strings(rsa)]},
+        servfail={"broken._domainkey.example.gov.vn."},
+        silent={"slow._domainkey.example.gov.vn."},
+    )
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(lambda: server, local_addr=("127.0.0.1", 0))
+    server.port = transport.get_extra_info("sockname")[1]
+    yield server
+    transport.close()
+
+
+async def test_dnspython_resolver_answers(dns_server):
+    resolver = DnsResolver(["127.0.0.1"], port=dns_server.port, timeout=2.0)
+    (record,) = await resolver.txt(f"rsa._domainkey.{DOMAIN}.")
+    assert record.startswith(b"v=DKIM1; k=rsa; p=MIIB") and len(record) > 255  # strings joined
+    assert await resolver.txt(f"absent._domainkey.{DOMAIN}.") == []
+    with pytest.raises(DnsTemporaryError, match="SERVFAIL"):
+        await resolver.txt(f"broken._domainkey.{DOMAIN}.")
+
+
+async def test_dnspython_resolver_times_out(dns_server):
+    resolver = DnsResolver(["127.0.0.1"], port=dns_server.port, timeout=0.3)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(DnsTemporaryError, match="timeout"):
+        await resolver.txt(f"slow._domainkey.{DOMAIN}.")
+    assert asyncio.get_running_loop().time() - started < 2
+
+
+async def test_verify_through_dns(dns_server):
+    keys = [SigningKey.from_file(DOMAIN, sel, DATA / "keys" / f) for sel, f in (("rsa", "rsa2048.pem"), ("ed", "ed25519.pem"))]
+    slow = SigningKey.from_file(DOMAIN, "slow", DATA / "keys" / "ed25519.pem")
+    signed = sign(LETTER, keys + [slow, keys[0]]) + LETTER
+    report = await verify(signed, DnsResolver(["127.0.0.1"], port=dns_server.port, timeout=0.3))
+    assert [(s.s, s.result) for s in report.signatures] == [
+        ("rsa", "pass"), ("ed", "pass"), ("slow", "temperror"), ("rsa", "pass")]
+    assert report.aligned_pass
+    # One query per distinct key, however many signatures use it (dnspython
+    # retries the silent server within its time limit).
+    assert dns_server.queries.count(f"rsa._domainkey.{DOMAIN}.") == 1
