@@ -64,7 +64,21 @@ def _parser() -> argparse.ArgumentParser:
     ds = d.add_subparsers(metavar="ACTION")
     s = ds.add_parser("check", parents=[common], help="validate the directory")
     s.set_defaults(func=cmd_directory_check)
+    s = ds.add_parser("publish", parents=[common], help="publish the list of official addresses")
+    s.add_argument("--format", choices=("html", "csv"), required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_directory_publish)
     d.set_defaults(func=lambda a: _usage(d))
+
+    k = sub.add_parser("dkim", parents=[common], help="DKIM keys")
+    ks = k.add_subparsers(metavar="ACTION")
+    s = ks.add_parser("keygen", parents=[common], help="make a key pair and print the DNS TXT record")
+    s.add_argument("--domain", required=True)
+    s.add_argument("--selector", required=True)
+    s.add_argument("--algorithm", choices=("ed25519", "rsa"), default="ed25519")
+    s.add_argument("--key-dir", help="where to write the key (default: keys/ beside the settings file)")
+    s.set_defaults(func=cmd_dkim_keygen)
+    k.set_defaults(func=lambda a: _usage(k))
 
     s = sub.add_parser("passwd", parents=[common], help="print an argon2 hash for the credentials file")
     s.add_argument("login")
@@ -124,6 +138,36 @@ def cmd_directory_check(args: argparse.Namespace) -> int:
     if any(not p.warning for p in problems):
         return 1
     print(f"{path}: OK")
+    return 0
+
+
+def cmd_directory_publish(args: argparse.Namespace) -> int:
+    from mailgw import directory, publish, settings
+
+    d = directory.load(settings.load(args.config).directory)
+    text = publish.publish_html(d) if args.format == "html" else publish.publish_csv(d)
+    with open(args.out, "w", encoding="utf-8", newline="" if args.format == "csv" else None) as f:
+        f.write(text)
+    print(f"{args.out}: {len(d.mailboxes)} mailboxes of {len(d.agencies)} agencies")
+    return 0
+
+
+def cmd_dkim_keygen(args: argparse.Namespace) -> int:
+    import os
+
+    from mailgw.dkim import keygen
+
+    key_dir = args.key_dir or os.path.join(os.path.dirname(os.path.abspath(args.config)), "keys")
+    try:
+        path, record = keygen(args.domain, args.selector, args.algorithm, key_dir)
+    except FileExistsError as e:
+        print(f"mailgw dkim keygen: {e.filename} exists; a published key is never overwritten", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        print(f"mailgw dkim keygen: {e}", file=sys.stderr)
+        return 1
+    print(f"# private key written to {path} (mode 0600); publish this record in DNS:")
+    print(record)
     return 0
 
 
