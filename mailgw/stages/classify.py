@@ -254,14 +254,23 @@ def classify(msg: email.message.EmailMessage, *, limits: ClassifyLimits = Classi
 # --- sources -------------------------------------------------------------------
 
 
+def _raw_headers(msg: email.message.Message, name: str) -> list[str]:
+    """A header's values as received: the parsed forms replace raw 8-bit bytes with U+FFFD."""
+    wanted = name.lower()
+    try:
+        raw = [str(v) for k, v in msg.raw_items() if k.lower() == wanted]
+    except Exception:
+        try:
+            raw = [str(v) for v in msg.get_all(name) or []]
+        except Exception:
+            raw = []
+    return [" ".join(v.split()) for v in raw]
+
+
 def _header_values(msg: email.message.Message, names: tuple[str, ...]) -> list[str]:
     out: list[str] = []
     for name in names:
-        try:
-            values = msg.get_all(name) or []
-        except Exception:
-            continue
-        for value in values:
+        for value in _raw_headers(msg, name):
             text = vtext.decode_header(value).strip()
             if text:
                 out.append(text[:200])
@@ -312,13 +321,10 @@ def _header_level(value: str, levels: tuple[str, ...], words: dict[str, str]) ->
 
 
 def _subject(msg: email.message.Message) -> str:
-    try:
-        raw = msg.get("Subject")
-    except Exception:
+    raw = _raw_headers(msg, "Subject")
+    if not raw:
         return ""
-    if raw is None:
-        return ""
-    return vtext.strip_prefixes(" ".join(vtext.decode_header(raw).split()))
+    return vtext.strip_prefixes(" ".join(vtext.decode_header(raw[0]).split()))
 
 
 def _read_subject(msg: email.message.Message, state: _State) -> None:

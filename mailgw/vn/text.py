@@ -53,6 +53,10 @@ def decode_header(value: object) -> str:
         text = str(value) if value is not None else ""
     except Exception:  # a malformed header object: nothing to read
         return ""
+    if any("\udc80" <= c <= "\udcff" for c in text):
+        # Raw 8-bit bytes in a header (kept by the parser as surrogate escapes): UTF-8,
+        # else Windows-1258, else latin-1, as for a body without a charset.
+        text = decode_bytes(text.encode("utf-8", "surrogateescape"))
     if "=?" not in text:
         return nfc(text)
     try:
@@ -61,7 +65,10 @@ def decode_header(value: object) -> str:
         return nfc(text)
     out: list[str] = []
     for chunk, charset in parts:
-        if isinstance(chunk, bytes):
+        if isinstance(chunk, bytes) and charset is None:
+            # decode_header returns the plain parts beside encoded words as raw-unicode-escape bytes.
+            out.append(chunk.decode("raw-unicode-escape", errors="replace"))
+        elif isinstance(chunk, bytes):
             out.append(decode_bytes(chunk, charset))
         else:
             out.append(chunk)
