@@ -36,7 +36,7 @@ class ReadLimits:
 
     max_bytes: int = 15 * 1024 * 1024       # the attachment itself
     max_seconds: float = 0.25               # CPU time of the calling thread
-    max_chars: int = 3000                   # text kept from page one
+    max_chars: int = 1500                   # text kept from page one (its head: number, stamps, title)
     max_unpacked_bytes: int = 20 * 1024 * 1024  # a DOCX's main part, or a PDF stream, decompressed
 
 
