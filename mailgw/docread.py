@@ -1,0 +1,242 @@
+"""First-page text of PDF and DOCX attachments, for the classify stage, within byte and time budgets.
+
+The classifier needs only the head of page one: the "Số: ..." line, the secrecy
+and urgency stamps, the title. Attachments come from anyone, so every read is
+bounded: a file over the byte budget is not opened; reading stops at the time
+budget (CPU time of the calling thread, so a busy machine does not fail benign
+files), at the character budget, or at the end of page one; and decompression is
+capped. A file that is skipped or cut short says so in ``FirstPage.skipped``,
+which the classifier reports in its evidence. Nothing here raises.
+
+PDF: pypdf (pure Python, so a hostile file cannot corrupt memory), with its
+resource limits tightened for the call through ``pypdf.apply_configuration`` and
+a deadline checked on every content-stream operator. DOCX: the main part is
+streamed with lxml's ``iterparse`` (entities off, no network) straight from the
+zip, and parsing stops at the first page break. python-docx was measured at
+7.7 ms per small document against 0.6 ms here, and it loads every part of the
+package into memory, which is the wrong shape for hostile input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import posixpath
+import time
+import zipfile
+from typing import IO, Any
+
+_W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+_OFFICE_DOC = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadLimits:
+    """Budgets for reading one attachment's first page."""
+
+    max_bytes: int = 15 * 1024 * 1024       # the attachment itself
+    max_seconds: float = 0.25               # CPU time of the calling thread
+    max_chars: int = 1500                   # text kept from page one (its head: number, stamps, title)
+    max_unpacked_bytes: int = 20 * 1024 * 1024  # a DOCX's main part, or a PDF stream, decompressed
+
+
+@dataclasses.dataclass(frozen=True)
+class FirstPage:
+    """The text read from page one, and why reading stopped early, if it did."""
+
+    kind: str                 # "pdf" or "docx"
+    text: str
+    skipped: str | None = None  # reason, in English, when the file was not read (or not to the end)
+
+
+class _Stop(Exception):
+    """Raised inside a parser callback to end reading; ``reason`` None means enough text."""
+
+    def __init__(self, reason: str | None):
+        super().__init__(reason or "enough")
+        self.reason = reason
+
+
+def sniff(data: bytes, filename: str = "", content_type: str = "") -> str | None:
+    """"pdf" or "docx" when the bytes are one (by content, not by name), else None."""
+    if data[:1024].lstrip(b"\x00\t\r\n\x0c ").startswith(b"%PDF-") or b"%PDF-" in data[:1024]:
+        return "pdf"
+    if data[:4] == b"PK\x03\x04":
+        lowered = filename.lower()
+        if lowered.endswith((".docx", ".docm", ".dotx")) or "wordprocessingml" in content_type:
+            return "docx"
+        # A zip named anything: it is a DOCX if it has a main Word part.
+        if b"word/document" in data[:65536] or b"word/" in data[-65536:]:
+            return "docx"
+    return None
+
+
+def first_page(data: bytes, kind: str, limits: ReadLimits = ReadLimits()) -> FirstPage:
+    """The first-page text of a PDF or DOCX held in ``data``; never raises."""
+    if len(data) > limits.max_bytes:
+        return FirstPage(kind, "", f"{len(data)} bytes, over the {limits.max_bytes}-byte budget")
+    deadline = time.thread_time() + limits.max_seconds
+    try:
+        if kind == "pdf":
+            return _pdf(data, limits, deadline)
+        if kind == "docx":
+            return _docx(data, limits, deadline)
+        return FirstPage(kind, "", f"unsupported kind {kind!r}")
+    except _Stop as stop:
+        return FirstPage(kind, "", stop.reason or "stopped")
+    except RecursionError:
+        return FirstPage(kind, "", "structure nested too deeply")
+    except MemoryError:
+        return FirstPage(kind, "", "out of memory while reading")
+    except Exception as exc:  # a damaged or hostile file: report it, never fail the message
+        return FirstPage(kind, "", f"unreadable: {type(exc).__name__}: {str(exc)[:120]}")
+
+
+def _pdf(data: bytes, limits: ReadLimits, deadline: float) -> FirstPage:
+    import pypdf
+
+    cap = limits.max_unpacked_bytes
+    with pypdf.apply_configuration(
+        zlib_maximum_output_length=cap, lzw_maximum_output_length=cap,
+        run_length_maximum_output_length=cap, brotli_maximum_output_length=cap,
+        array_based_stream_maximum_output_length=cap, image_maximum_buffer_size=cap,
+        stream_decoding_work_maximum_length=4 * cap, maximum_declared_stream_length=cap,
+        jbig2dec_binary=None,               # never start an external program for an attachment
+        stream_parsing_work_maximum_count=400_000,
+        page_tree_maximum_entries=20_000, page_tree_maximum_depth=32,
+        xform_maximum_invocations_per_extraction=200,
+        disable_legacy_handling=True,
+    ):
+        reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
+        if reader.is_encrypted:
+            # An empty user password opens many "protected" PDFs; anything else stays closed.
+            try:
+                if not reader.decrypt(""):
+                    return FirstPage("pdf", "", "encrypted")
+            except Exception:
+                return FirstPage("pdf", "", "encrypted")
+        _check(deadline)
+        if len(reader.pages) == 0:
+            return FirstPage("pdf", "", "no pages")
+        page = reader.pages[0]
+        _check(deadline)
+        pieces: list[str] = []
+        count = [0]
+
+        def on_operator(op: bytes, args: Any, cm: Any, tm: Any) -> None:
+            if time.thread_time() > deadline:
+                raise _Stop("time budget reached")
+
+        def on_text(text: str, cm: Any, tm: Any, font_dict: Any, font_size: Any) -> None:
+            if text:
+                pieces.append(text)
+                count[0] += len(text)
+                if count[0] >= limits.max_chars:
+                    raise _Stop(None)
+
+        reason: str | None = None
+        try:
+            page.extract_text(visitor_operand_before=on_operator, visitor_text=on_text)
+        except _Stop as stop:
+            reason = stop.reason
+        text = "".join(pieces)[: limits.max_chars]
+        return FirstPage("pdf", text, _partial(reason, text))
+
+
+def _partial(reason: str | None, text: str) -> str | None:
+    if reason is None:
+        return None
+    return f"{reason} after {len(text)} characters" if text else reason
+
+
+def _check(deadline: float) -> None:
+    if time.thread_time() > deadline:
+        raise _Stop("time budget reached")
+
+
+class _Bounded(io.RawIOBase):
+    """A read-only stream that fails past ``limit`` bytes, whatever the zip header claims."""
+
+    def __init__(self, raw: IO[bytes], limit: int, deadline: float):
+        self._raw = raw
+        self._left = limit
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        _check(self._deadline)
+        chunk = self._raw.read(min(len(buffer), 65536))
+        if len(chunk) > self._left:
+            raise _Stop("decompressed size over budget")
+        self._left -= len(chunk)
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def _main_part(archive: zipfile.ZipFile) -> str:
+    """The main document part's name, from the package relationships (usually word/document.xml)."""
+    try:
+        info = archive.getinfo("_rels/.rels")
+        if info.file_size <= 64 * 1024:
+            from lxml import etree
+
+            root = etree.fromstring(archive.read(info), etree.XMLParser(
+                resolve_entities=False, no_network=True, load_dtd=False))
+            for rel in root:
+                if rel.get("Type") == _OFFICE_DOC and rel.get("Target"):
+                    target = posixpath.normpath(rel.get("Target", "").lstrip("/"))
+                    if target in archive.NameToInfo:
+                        return target
+    except Exception:
+        pass
+    return "word/document.xml"
+
+
+def _docx(data: bytes, limits: ReadLimits, deadline: float) -> FirstPage:
+    from lxml import etree
+
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    name = _main_part(archive)
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        return FirstPage("docx", "", "no main document part")
+    if info.file_size > limits.max_unpacked_bytes:
+        return FirstPage("docx", "", f"main part {info.file_size} bytes unpacked, over the budget")
+    pieces: list[str] = []
+    count = 0
+    reason: str | None = None
+    with archive.open(info) as member:
+        stream = io.BufferedReader(_Bounded(member, limits.max_unpacked_bytes, deadline))
+        events = etree.iterparse(stream, events=("start", "end"), resolve_entities=False,
+                                 no_network=True, load_dtd=False, huge_tree=False, remove_comments=True)
+        try:
+            for event, el in events:
+                tag = el.tag
+                if event == "start":
+                    if tag == _W + "br" and el.get(_W + "type") == "page" and count:
+                        raise _Stop(None)
+                    if tag == _W + "lastRenderedPageBreak" and count:
+                        raise _Stop(None)
+                    continue
+                if tag == _W + "t":
+                    text = el.text or ""
+                    pieces.append(text)
+                    count += len(text)
+                elif tag in (_W + "br", _W + "cr"):
+                    pieces.append("\n")
+                elif tag == _W + "tab":
+                    pieces.append("\t")
+                elif tag in (_W + "p", _W + "tc"):
+                    pieces.append("\n")
+                    el.clear()
+                if count >= limits.max_chars:
+                    raise _Stop(None)
+                if len(pieces) % 256 == 0:
+                    _check(deadline)
+        except _Stop as stop:
+            reason = stop.reason
+    text = "".join(pieces)[: limits.max_chars]
+    return FirstPage("docx", text, _partial(reason, text))

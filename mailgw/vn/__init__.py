@@ -1,0 +1,1 @@
+"""Vietnamese text and official-document conventions, used by the classify stage."""

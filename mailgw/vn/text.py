@@ -1,0 +1,197 @@
+"""Text helpers for the classify stage: decoding, NFC, folding and subject clean-up.
+
+Every function here returns text of the same length as its input where it says so
+(``fold``, ``tone_key``): the classifier finds a cue in one form and reports the
+span of the original text, so the forms must stay aligned character by character.
+"""
+
+from __future__ import annotations
+
+import codecs
+import email.header
+import html.parser
+import re
+import types
+import unicodedata
+
+# Vietnamese mail still arrives in Windows-1258 from old clients; latin-1 never fails.
+_FALLBACK_CHARSETS = ("utf-8", "cp1258", "latin-1")
+
+
+def nfc(text: str) -> str:
+    """The NFC form: macOS file names and some clients send NFD (decomposed marks)."""
+    return unicodedata.normalize("NFC", text)
+
+
+def decode_bytes(data: bytes, charset: str | None = None) -> str:
+    """Text from bytes: the declared charset if it works, else UTF-8, Windows-1258, latin-1."""
+    candidates: list[str] = []
+    if charset:
+        name = charset.strip().strip('"').lower()
+        try:
+            candidates.append(codecs.lookup(name).name)
+        except LookupError:
+            pass
+    for fallback in _FALLBACK_CHARSETS:
+        if fallback not in candidates:
+            candidates.append(fallback)
+    for name in candidates:
+        try:
+            return nfc(data.decode(name))
+        except (UnicodeDecodeError, LookupError):
+            continue
+    return nfc(data.decode("utf-8", errors="replace"))  # not reached: latin-1 decodes anything
+
+
+def decode_header(value: object) -> str:
+    """A header value as text, RFC 2047 encoded words decoded, NFC; never raises.
+
+    ``email.policy.default`` already decodes, but ``compat32`` messages and
+    encoded words inside parameters (Outlook's ``name="=?UTF-8?B?...?="``) do not.
+    """
+    try:
+        text = str(value) if value is not None else ""
+    except Exception:  # a malformed header object: nothing to read
+        return ""
+    if any("\udc80" <= c <= "\udcff" for c in text):
+        # Raw 8-bit bytes in a header (kept by the parser as surrogate escapes): UTF-8,
+        # else Windows-1258, else latin-1, as for a body without a charset.
+        text = decode_bytes(text.encode("utf-8", "surrogateescape"))
+    if "=?" not in text:
+        return nfc(text)
+    try:
+        parts = email.header.decode_header(text)
+    except Exception:
+        return nfc(text)
+    out: list[str] = []
+    for chunk, charset in parts:
+        if isinstance(chunk, bytes) and charset is None:
+            # decode_header returns the plain parts beside encoded words as raw-unicode-escape bytes.
+            out.append(chunk.decode("raw-unicode-escape", errors="replace"))
+        elif isinstance(chunk, bytes):
+            out.append(decode_bytes(chunk, charset))
+        else:
+            out.append(chunk)
+    # decode_header keeps the whitespace between an encoded word and plain text
+    # in the plain chunk, and drops it between two encoded words (RFC 2047 6.2).
+    return nfc("".join(out))
+
+
+def _fold_table() -> types.MappingProxyType[int, str]:
+    table: dict[int, str] = {ord("đ"): "d", ord("Đ"): "D"}
+    for block in (range(0xC0, 0x250), range(0x1E00, 0x1F00)):
+        for cp in block:
+            decomposed = unicodedata.normalize("NFD", chr(cp))
+            if len(decomposed) > 1 and decomposed[0].isascii():
+                table[cp] = decomposed[0]
+    return types.MappingProxyType(table)
+
+
+_FOLD = _fold_table()
+
+
+def fold(text: str) -> str:
+    """ASCII-folded copy, same length: marks stripped, đ/Đ to d/D (for text typed without diacritics)."""
+    return text.translate(_FOLD)
+
+
+def lower(text: str) -> str:
+    """Lower case without changing the length (``"İ".lower()`` has two characters)."""
+    low = text.lower()
+    if len(low) == len(text):
+        return low
+    return "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+
+
+def _tone_pairs() -> types.MappingProxyType[str, str]:
+    # "hoả"/"hỏa", "thoả"/"thỏa", "uỷ"/"ủy": both placements are in use. Map each
+    # pair to the mark-on-first-vowel spelling; cues go through the same mapping,
+    # so which spelling is "right" does not matter, only that both agree.
+    pairs: dict[str, str] = {}
+    for first, second in (("o", "a"), ("o", "e"), ("u", "y")):
+        for mark in ("\u0300", "\u0301", "\u0303", "\u0309", "\u0323"):
+            on_second = nfc(first + second + mark)
+            on_first = nfc(first + mark + second)
+            pairs[on_second] = on_first
+    return types.MappingProxyType(pairs)
+
+
+_TONE_PAIRS = _tone_pairs()
+_TONE_RE = re.compile("|".join(sorted(_TONE_PAIRS)))
+
+
+def tone_key(text: str) -> str:
+    """Lower-case NFC text with one tone placement (Hỏa = Hoả), same length as ``text``."""
+    low = lower(text)
+    return _TONE_RE.sub(lambda m: _TONE_PAIRS[m.group(0)], low)
+
+
+def tone_case(text: str) -> str:
+    """``text`` with one tone placement but its case kept (stamps are recognised by case)."""
+    low = lower(text)
+    out: list[str] | None = None
+    for m in _TONE_RE.finditer(low):
+        if out is None:
+            out = list(text)
+        for i, ch in enumerate(_TONE_PAIRS[m.group(0)]):
+            pos = m.start() + i
+            out[pos] = ch.upper() if text[pos].isupper() else ch
+    return text if out is None else "".join(out)
+
+
+_PREFIX_RE = re.compile(
+    r"^\s*(?:"
+    r"(?:re|tl|fw|fwd|chuyển\s+tiếp|chuyen\s+tiep|trả\s+lời|tra\s+loi)\s*(?:\[\d+\]|\(\d+\))?\s*[:：]"
+    r"|\[\s*external\s*\]|\(\s*external\s*\)"
+    r")\s*",
+    re.IGNORECASE,
+)
+
+
+def strip_prefixes(subject: str) -> str:
+    """The subject without reply/forward markers: RE:, TL:, FW:, Fwd:, Chuyển tiếp:, [EXTERNAL]."""
+    text = subject.strip()
+    for _ in range(32):  # "RE: RE: Fwd: ..." chains; bounded for hostile input
+        stripped = _PREFIX_RE.sub("", text, count=1)
+        if stripped == text:
+            break
+        text = stripped
+    return text
+
+
+class _HtmlText(html.parser.HTMLParser):
+    _BLOCK = frozenset({"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "td", "th", "title"})
+    _SKIP = frozenset({"script", "style", "head"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skipping = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._SKIP:
+            self._skipping += 1
+        elif tag in self._BLOCK:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._SKIP:
+            self._skipping = max(0, self._skipping - 1)
+        elif tag in self._BLOCK:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skipping:
+            self.parts.append(data)
+
+
+def html_to_text(markup: str) -> str:
+    """Visible text of an HTML body, one line per block element; never raises."""
+    parser = _HtmlText()
+    try:
+        parser.feed(markup)
+        parser.close()
+    except Exception:  # html.parser is lenient; this is for the unforeseen
+        pass
+    lines = ("".join(parser.parts)).splitlines()
+    return "\n".join(" ".join(line.split()) for line in lines if line.strip())
