@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("check", parents=[common], help="validate settings, directory and policies")
     s.set_defaults(func=cmd_check)
 
+    s = sub.add_parser("classify", parents=[common], help="the classification of one message")
+    s.add_argument("file")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_classify)
+
     q = sub.add_parser("queue", parents=[common], help="inspect and manage the spool")
     qs = q.add_subparsers(metavar="ACTION")
     s = qs.add_parser("list", parents=[common], help="list queued and held messages")
@@ -125,6 +130,23 @@ def cmd_check(args: argparse.Namespace) -> int:
     if any(not p.warning for p in problems):
         return 1
     print(f"{args.config}: OK")
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    import email
+    import email.policy
+
+    from mailgw.stages.classify import classify, explain
+
+    try:
+        with open(args.file, "rb") as f:
+            msg = email.message_from_binary_file(f, policy=email.policy.default)
+    except OSError as e:
+        print(f"{args.file}:0: cannot read: {e.strerror}", file=sys.stderr)
+        return 1
+    c = classify(msg)  # type: ignore[arg-type]
+    print(json.dumps(c.to_json(), ensure_ascii=False) if args.json else explain(c))
     return 0
 
 

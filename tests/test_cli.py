@@ -71,3 +71,13 @@ def test_dkim_keygen_writes_a_private_key_and_prints_the_record(config, tmp_path
     assert 's2026._domainkey.binhthuan.gov.vn. IN TXT "v=DKIM1; k=rsa; p=' in run.stdout
     again = mailgw("dkim", "keygen", "--domain", "binhthuan.gov.vn", "--selector", "s2026", "--config", str(config))
     assert again.returncode == 1 and "never overwritten" in again.stderr
+
+
+def test_classify_command_prints_the_contract_json():
+    fixture = sorted((REPO / "tests" / "data" / "classify").glob("*.eml"))[0]
+    expected = json.loads(fixture.with_suffix(".expected.json").read_text())
+    run = mailgw("classify", str(fixture), "--json")
+    assert run.returncode == 0, run.stderr
+    got = json.loads(run.stdout)
+    assert set(got) == {"category", "doc_type", "doc_number", "secrecy", "secrecy_strength", "declassified", "urgency", "confidence", "evidence"}
+    assert got["category"] == expected["category"] == "meeting_invitation"

@@ -111,3 +111,15 @@ async def test_quarantined_messages_wait_until_released(gateway, sink):
     assert gateway.spool.locate(second) == "hold"
     assert gateway.spool.release(second)
     await sink.wait_for(lambda: sink.to("held2@example.com"))
+
+
+async def test_the_decision_record_carries_the_classification(gateway, sink):
+    sink.data_reply = lambda rcpts: "451 4.3.0 later"  # keep it in the spool to read its record
+    response = await send(gateway, "relay", message(subject="Kế hoạch số 112/KH-STTTT triển khai chuyển đổi số"), SENDER, ["vanthu.snv@binhthuan.gov.vn"])
+    msg_id = response[1].rsplit(" ", 1)[1]
+    entry, _ = gateway.spool.read(msg_id)
+    record = entry.meta["record"]
+    assert record["classification"]["category"] == "plan"
+    assert record["classification"]["doc_number"] == "112/KH-STTTT"
+    assert record["direction"] == "internal" and record["decision"]["decision"] == "accept"
+    assert record["sender"]["agency"] == "sotttt" and record["directory_version"]

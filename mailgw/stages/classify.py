@@ -32,6 +32,8 @@ subject's), so opening the file would change nothing.
 
 from __future__ import annotations
 
+from mailgw.model import Context, Message
+
 import dataclasses
 import email.message
 import re
@@ -714,3 +716,8 @@ def explain(c: Classification) -> str:
         lines.append("Căn cứ / Evidence: không có dấu hiệu văn bản / no official-document cue found")
     return "\n".join(lines)
 
+
+
+def run(message: Message, ctx: Context) -> None:
+    """Pipeline stage: the classification becomes a fact of the message and of its record."""
+    message.facts["classification"] = classify(message.parsed).to_json()
