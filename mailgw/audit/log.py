@@ -232,7 +232,7 @@ class AuditLog:
         existing: dict[str, str] = {}
         for ids in _chunks([p.id for p in prepared]):
             existing.update(conn.execute(
-                select(Exchange.id, Exchange.content_hash).where(Exchange.id.in_(ids))).tuples().all())
+                select(Exchange.id, Exchange.content_hash).where(Exchange.id.in_(ids))).all())
         new = []
         for p in prepared:
             if p.id not in existing:
@@ -271,7 +271,7 @@ class AuditLog:
         for ids in _chunks(sorted({k[0] for k in keys})):
             q = select(Delivery.exchange_id, Delivery.recipient, Delivery.attempt, Delivery.status).where(
                 Delivery.exchange_id.in_(ids))
-            seen.update(tuple(r) for r in conn.execute(q).tuples())  # type: ignore[misc]
+            seen.update(tuple(r) for r in conn.execute(q))  # type: ignore[misc]
         new = [clean[k] for k in keys if k not in seen]
         if not new:
             return
