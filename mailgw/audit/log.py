@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mailgw.audit import chain as ch
-from mailgw.audit.schema import ACCESS_CHAIN, GENESIS, Checkpoint, Delivery, Exchange, Head, Recipient, RuleHit
+from mailgw.audit.schema import ACCESS_CHAIN, GENESIS, AgencyHit, Checkpoint, Delivery, Exchange, Head, Recipient, RuleHit
 from mailgw.audit.store import IMMEDIATE, open_engine
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class Derived:
     columns: dict[str, Any]
     recipients: list[dict[str, Any]]
     rules: list[str]
+    agencies: list[str]
 
 
 def utc(value: dt.datetime | str) -> dt.datetime:
@@ -114,7 +115,11 @@ def derive(record: Mapping[str, Any]) -> Derived:
     rules = {r for r in decision.get("matched") or [] if r}
     if decision.get("rule"):
         rules.add(decision["rule"])
-    return Derived(columns, list(recipients.values()), sorted(_cut(r, 128) for r in rules))  # type: ignore[misc]
+    agencies = {r["agency"] for r in recipients.values() if r["agency"]}
+    if columns["sender_agency"]:
+        agencies.add(columns["sender_agency"])
+    return Derived(columns, list(recipients.values()), sorted({_cut(r, 128) for r in rules}),  # type: ignore[misc]
+                   sorted(agencies))
 
 
 @dataclasses.dataclass
@@ -242,7 +247,7 @@ class AuditLog:
         if not new:
             return
         seq, prev = lock_head(conn, self._node)
-        rows, recipients, rules, checkpoints = [], [], [], []
+        rows, recipients, rules, agencies, checkpoints = [], [], [], [], []
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         for p in new:
             seq += 1
@@ -251,6 +256,8 @@ class AuditLog:
                          "body": p.body, "content_hash": p.content_hash, "prev_hash": prev, "hash": h})
             recipients += [{**r, "exchange_id": p.id} for r in p.derived.recipients]
             rules += [{"exchange_id": p.id, "rule": r, "time": p.derived.columns["time"]} for r in p.derived.rules]
+            agencies += [{"exchange_id": p.id, "agency": a, "time": p.derived.columns["time"]}
+                         for a in p.derived.agencies]
             if seq % self._every == 0:
                 checkpoints.append({"chain": self._node, "seq": seq, "hash": h, "kind": "periodic",
                                     "time": now, "pruned": 0})
@@ -260,6 +267,8 @@ class AuditLog:
             conn.execute(insert(Recipient), recipients)
         if rules:
             conn.execute(insert(RuleHit), rules)
+        if agencies:
+            conn.execute(insert(AgencyHit), agencies)
         if checkpoints:
             conn.execute(insert(Checkpoint), checkpoints)
         set_head(conn, self._node, seq, prev)

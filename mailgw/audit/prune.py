@@ -16,7 +16,7 @@ import datetime as dt
 from sqlalchemy import Connection, Engine, delete, func, insert, select
 
 from mailgw.audit.log import lock_head
-from mailgw.audit.schema import ACCESS_CHAIN, Checkpoint, Delivery, Exchange, Recipient, RuleHit
+from mailgw.audit.schema import ACCESS_CHAIN, AgencyHit, Checkpoint, Delivery, Exchange, Recipient, RuleHit
 from mailgw.audit.store import IMMEDIATE
 from mailgw.audit.verify import Problem, verify_engine
 
@@ -68,6 +68,7 @@ def _prune_chain(conn: Connection, name: str, before: dt.datetime) -> Pruned | N
     gone = select(Exchange.id).where(Exchange.node == name, Exchange.seq <= cut)
     conn.execute(delete(Recipient).where(Recipient.exchange_id.in_(gone)))
     conn.execute(delete(RuleHit).where(RuleHit.exchange_id.in_(gone)))
+    conn.execute(delete(AgencyHit).where(AgencyHit.exchange_id.in_(gone)))
     removed = conn.execute(delete(Exchange).where(Exchange.node == name, Exchange.seq <= cut)).rowcount
     removed += conn.execute(delete(Delivery).where(Delivery.node == name, Delivery.seq <= cut)).rowcount
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)

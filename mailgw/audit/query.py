@@ -14,10 +14,10 @@ import json
 import re
 from typing import Any, Iterator, Mapping
 
-from sqlalchemy import Connection, Select, and_, or_, select
+from sqlalchemy import Connection, Select, and_, exists, or_, select
 
 from mailgw.audit.log import doc_key, utc
-from mailgw.audit.schema import Delivery, Exchange, Recipient, RuleHit
+from mailgw.audit.schema import AgencyHit, Delivery, Exchange, Recipient, RuleHit
 
 VN_TZ = dt.timezone(dt.timedelta(hours=7), "ICT")
 DEFAULT_LIMIT = 100
@@ -103,38 +103,47 @@ def parse_when(value: str | dt.datetime, end: bool, now: dt.datetime | None = No
         raise FilterError(f"not a date, a date-time or a span like 7d: {text!r}") from None
 
 
-def statement(f: Filters, columns: Any = None) -> Select[Any]:
-    """The SELECT for the filters, newest first; each filter can use an index whose second column is time."""
+def statement(f: Filters, columns: Any = None, after: tuple[dt.datetime, str] | None = None) -> Select[Any]:
+    """The SELECT for the filters, newest first, continuing after ``after`` (time, id) when given.
+
+    Each filter has an index whose second column is the time, so the database
+    can walk one index newest first and stop at the limit. When a filter lives
+    in a child table (recipient, agency, rule), the query is driven from that
+    table's index, unless a sender or a number/symbol is given: those are
+    selective enough that walking the exchange table is cheaper.
+    """
+    children = [(Recipient, Recipient.address, f.recipient), (AgencyHit, AgencyHit.agency, f.agency),
+                (RuleHit, RuleHit.rule, f.rule)]
+    children = [c for c in children if c[2] is not None]
+    drive = children[0] if children and not (f.sender or f.doc_number) else None
     stmt = select(columns if columns is not None else Exchange)
-    cond = []
+    if drive:
+        table, column, value = drive
+        time_col, id_col = table.time, table.exchange_id
+        stmt = stmt.select_from(table).join(Exchange, Exchange.id == table.exchange_id)
+        cond = [column == value]
+    else:
+        time_col, id_col = Exchange.time, Exchange.id
+        cond = []
     if f.since:
-        cond.append(Exchange.time >= f.since)
+        cond.append(time_col >= f.since)
     if f.until:
-        cond.append(Exchange.time < f.until)
-    for col, value in ((Exchange.sender, f.sender), (Exchange.category, f.category),
-                       (Exchange.decision, f.decision)):
-        if value is not None:
-            cond.append(col == value)
+        cond.append(time_col < f.until)
+    if after is not None:
+        # Keyset paging: stable and cheap on any backend, unlike OFFSET.
+        cond.append(or_(time_col < after[0], and_(time_col == after[0], id_col < after[1])))
+    for col, v in ((Exchange.sender, f.sender), (Exchange.category, f.category),
+                   (Exchange.decision, f.decision)):
+        if v is not None:
+            cond.append(col == v)
     if f.doc_number:
         cond.append(Exchange.doc_key == doc_key(f.doc_number))
-
-    def child(table: Any, column: Any, value: str) -> Any:
-        sub = [column == value]
-        if f.since:
-            sub.append(table.time >= f.since)
-        if f.until:
-            sub.append(table.time < f.until)
-        return Exchange.id.in_(select(table.exchange_id).where(*sub))
-
-    if f.recipient:
-        cond.append(child(Recipient, Recipient.address, f.recipient))
-    if f.rule:
-        cond.append(child(RuleHit, RuleHit.rule, f.rule))
-    if f.agency:
-        cond.append(or_(Exchange.sender_agency == f.agency, child(Recipient, Recipient.agency, f.agency)))
+    for table, column, value in children:
+        if drive is None or table is not drive[0]:
+            cond.append(exists().where(table.exchange_id == Exchange.id, column == value))
     if cond:
         stmt = stmt.where(and_(*cond))
-    stmt = stmt.order_by(Exchange.time.desc(), Exchange.id.desc())
+    stmt = stmt.order_by(time_col.desc(), id_col.desc())
     if f.limit:
         stmt = stmt.limit(f.limit)
     return stmt
@@ -176,10 +185,7 @@ def iter_export(conn: Connection, f: Filters, batch: int = 1000) -> Iterator[dic
     remaining = f.limit
     while remaining is None or remaining > 0:
         size = batch if remaining is None else min(batch, remaining)
-        stmt = statement(dataclasses.replace(f, limit=size))
-        if last is not None:
-            # Keyset paging: stable and cheap on any backend, unlike OFFSET.
-            stmt = stmt.where(or_(Exchange.time < last[0], and_(Exchange.time == last[0], Exchange.id < last[1])))
+        stmt = statement(dataclasses.replace(f, limit=size), after=last)
         rows = conn.execute(stmt).all()
         if not rows:
             return

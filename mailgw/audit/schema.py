@@ -74,7 +74,6 @@ class Exchange(Base):
         UniqueConstraint("node", "seq"),
         Index("ix_audit_exchange_time", "time"),
         Index("ix_audit_exchange_sender_time", "sender", "time"),
-        Index("ix_audit_exchange_agency_time", "sender_agency", "time"),
         Index("ix_audit_exchange_category_time", "category", "time"),
         Index("ix_audit_exchange_decision_time", "decision", "time"),
         Index("ix_audit_exchange_doc_key", "doc_key"),
@@ -95,10 +94,19 @@ class Recipient(Base):
     local: Mapped[bool | None] = mapped_column(Boolean)
     time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=False))
 
-    __table_args__ = (
-        Index("ix_audit_recipient_address_time", "address", "time"),
-        Index("ix_audit_recipient_agency_time", "agency", "time"),
-    )
+    __table_args__ = (Index("ix_audit_recipient_address_time", "address", "time"),)
+
+
+class AgencyHit(Base):
+    """An agency taking part in an exchange, as sender or recipient: what ``--agency`` searches."""
+
+    __tablename__ = "audit_agency"
+
+    exchange_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agency: Mapped[str] = mapped_column(String(255), primary_key=True)
+    time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=False))
+
+    __table_args__ = (Index("ix_audit_agency_agency_time", "agency", "time"),)
 
 
 class RuleHit(Base):

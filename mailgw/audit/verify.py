@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine, select
 from mailgw.audit import chain as ch
 from mailgw.audit.log import derive
 from mailgw.audit.schema import (
-    ACCESS_CHAIN, GENESIS, Access, Checkpoint, Delivery, Exchange, Head, Recipient, RuleHit,
+    ACCESS_CHAIN, GENESIS, Access, AgencyHit, Checkpoint, Delivery, Exchange, Head, Recipient, RuleHit,
 )
 from mailgw.audit.store import open_engine
 
@@ -193,14 +193,19 @@ def _exchange_entries(conn: Connection, name: str, start: int) -> Iterator[_Entr
         for x_id, rule in conn.execute(select(RuleHit.exchange_id, RuleHit.rule).where(
                 RuleHit.exchange_id.in_(ids))):
             rules.setdefault(x_id, []).append(rule)
+        agencies: dict[str, list[str]] = {}
+        for x_id, agency in conn.execute(select(AgencyHit.exchange_id, AgencyHit.agency).where(
+                AgencyHit.exchange_id.in_(ids))):
+            agencies.setdefault(x_id, []).append(agency)
         for r in rows:
             yield _Entry(int(r.seq), ch.KIND_EXCHANGE, f"exchange {r.id}",
-                         _check_exchange(r, recipients.get(r.id, []), sorted(rules.get(r.id, []))),
+                         _check_exchange(r, recipients.get(r.id, []), sorted(rules.get(r.id, [])),
+                                         sorted(agencies.get(r.id, []))),
                          r.prev_hash, r.hash, r.content_hash)
         last = int(rows[-1].seq)
 
 
-def _check_exchange(r: Any, recipients: list[dict[str, Any]], rules: list[str]) -> str | None:
+def _check_exchange(r: Any, recipients: list[dict[str, Any]], rules: list[str], agencies: list[str]) -> str | None:
     if ch.sha256_text(r.record) != r.content_hash:
         return "its decision record was changed after it was logged"
     record = json.loads(r.record)
@@ -221,6 +226,8 @@ def _check_exchange(r: Any, recipients: list[dict[str, Any]], rules: list[str]) 
         return "its recipient rows no longer match its record"
     if rules != d.rules:
         return "its rule rows no longer match its record"
+    if agencies != d.agencies:
+        return "its agency rows no longer match its record"
     return None
 
 

@@ -1,8 +1,8 @@
-"""Exchange log tables: exchanges, recipients, rule hits, deliveries, chain heads, checkpoints, auditor access.
+"""Exchange log tables: exchanges, recipients, agencies, rule hits, deliveries, chain heads, checkpoints, auditor access.
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 02:21:45.740896
+Create Date: 2026-11-21 02:25:48.983874
 
 """
 from typing import Sequence, Union
@@ -32,6 +32,13 @@ def upgrade() -> None:
     sa.Column('hash', sa.String(length=64), nullable=False),
     sa.PrimaryKeyConstraint('seq', name=op.f('pk_audit_access'))
     )
+    op.create_table('audit_agency',
+    sa.Column('exchange_id', sa.String(length=64), nullable=False),
+    sa.Column('agency', sa.String(length=255), nullable=False),
+    sa.Column('time', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('exchange_id', 'agency', name=op.f('pk_audit_agency'))
+    )
+    op.create_index('ix_audit_agency_agency_time', 'audit_agency', ['agency', 'time'], unique=False)
     op.create_table('audit_checkpoint',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('chain', sa.String(length=255), nullable=False),
@@ -82,7 +89,6 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_exchange')),
     sa.UniqueConstraint('node', 'seq', name=op.f('uq_audit_exchange_node_seq'))
     )
-    op.create_index('ix_audit_exchange_agency_time', 'audit_exchange', ['sender_agency', 'time'], unique=False)
     op.create_index('ix_audit_exchange_category_time', 'audit_exchange', ['category', 'time'], unique=False)
     op.create_index('ix_audit_exchange_decision_time', 'audit_exchange', ['decision', 'time'], unique=False)
     op.create_index('ix_audit_exchange_doc_key', 'audit_exchange', ['doc_key'], unique=False)
@@ -106,7 +112,6 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('exchange_id', 'address', name=op.f('pk_audit_recipient'))
     )
     op.create_index('ix_audit_recipient_address_time', 'audit_recipient', ['address', 'time'], unique=False)
-    op.create_index('ix_audit_recipient_agency_time', 'audit_recipient', ['agency', 'time'], unique=False)
     op.create_table('audit_rule_hit',
     sa.Column('exchange_id', sa.String(length=64), nullable=False),
     sa.Column('rule', sa.String(length=128), nullable=False),
@@ -120,7 +125,6 @@ def downgrade() -> None:
     """Downgrade schema."""
     op.drop_index('ix_audit_rule_hit_rule_time', table_name='audit_rule_hit')
     op.drop_table('audit_rule_hit')
-    op.drop_index('ix_audit_recipient_agency_time', table_name='audit_recipient')
     op.drop_index('ix_audit_recipient_address_time', table_name='audit_recipient')
     op.drop_table('audit_recipient')
     op.drop_table('audit_head')
@@ -130,9 +134,10 @@ def downgrade() -> None:
     op.drop_index('ix_audit_exchange_doc_key', table_name='audit_exchange')
     op.drop_index('ix_audit_exchange_decision_time', table_name='audit_exchange')
     op.drop_index('ix_audit_exchange_category_time', table_name='audit_exchange')
-    op.drop_index('ix_audit_exchange_agency_time', table_name='audit_exchange')
     op.drop_table('audit_exchange')
     op.drop_index('ix_audit_delivery_exchange', table_name='audit_delivery')
     op.drop_table('audit_delivery')
     op.drop_table('audit_checkpoint')
+    op.drop_index('ix_audit_agency_agency_time', table_name='audit_agency')
+    op.drop_table('audit_agency')
     op.drop_table('audit_access')
