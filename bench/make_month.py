@@ -69,7 +69,7 @@ def generate(month: str, count: int, seed: int = 1, node: str = "gw1", id_prefix
     end = (dt.datetime(year + mon // 12, mon % 12 + 1, 1, tzinfo=dt.timezone.utc) - dt.timedelta(hours=7))
     span = (end - start).total_seconds()
     times = sorted(rnd.random() * span for _ in range(count))
-    waiting: list[tuple[str, str, str, str | None]] = []  # inbound awaiting an answer: msgid, sender, local rcpt, doc
+    waiting: list[tuple[str, str, dict[str, Any]]] = []  # inbound awaiting an answer: msgid, sender, local rcpt
     cats, weights = zip(*CATEGORIES)
     for i, offset in enumerate(times):
         t = start + dt.timedelta(seconds=offset)
@@ -95,7 +95,7 @@ def generate(month: str, count: int, seed: int = 1, node: str = "gw1", id_prefix
             sender, s_agency, s_unit = _local(rnd)
             s_official, exception = True, False
             if rnd.random() < 0.002:
-                sender, exception = rnd.choice(EXCEPTIONS), True
+                sender, s_agency, s_unit, exception = EXCEPTIONS[0], "SYT", "VP", True
             if direction == "internal":
                 a, ag, un = _local(rnd)
                 recipients = [{"address": a, "agency": ag, "unit": un, "official": True, "local": True}]
@@ -105,9 +105,10 @@ def generate(month: str, count: int, seed: int = 1, node: str = "gw1", id_prefix
                                "official": p in PARTNERS, "local": False}]
                 if waiting and rnd.random() < 0.5:
                     j = rnd.randrange(len(waiting))
-                    msgid, asker, local_rcpt, _doc = waiting.pop(j)
+                    msgid, asker, local_rcpt = waiting.pop(j)
                     in_reply_to = msgid
-                    sender = local_rcpt
+                    sender, s_agency, s_unit = local_rcpt["address"], local_rcpt["agency"], local_rcpt["unit"]
+                    exception = False
                     recipients = [{"address": asker, "agency": "PARTNER" if asker in PARTNERS else None,
                                    "unit": None, "official": asker in PARTNERS, "local": False}]
         doc_number = None
@@ -150,7 +151,7 @@ def generate(month: str, count: int, seed: int = 1, node: str = "gw1", id_prefix
             matched.append(rule)
         msgid = f"<{xid.lower()}@{sender.split('@')[1]}>"
         if direction == "inbound" and decision == "accept" and rnd.random() < 0.6:
-            waiting.append((msgid, sender, recipients[0]["address"], doc_number))
+            waiting.append((msgid, sender, recipients[0]))
             if len(waiting) > 5000:
                 waiting.pop(0)
         tls = "TLSv1.3" if rnd.random() < (0.85 if direction == "inbound" else 0.98) else None
