@@ -1,0 +1,201 @@
+"""Reading the exchange log: the filters auditors search and export by, and one exchange's history.
+
+Dates: a bare date (``2025-03-01``) is a day in Vietnam time (UTC+7, the
+time auditors work in); ``--until`` with a bare date includes that whole day.
+A date and time without a zone is UTC. ``7d``, ``12h``, ``30m``, ``2w`` count
+back from now. Stored times and printed times are UTC.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import re
+from typing import Any, Iterator, Mapping
+
+from sqlalchemy import Connection, Select, and_, exists, or_, select
+
+from mailgw.audit.log import doc_key, utc
+from mailgw.audit.schema import AgencyHit, Delivery, Exchange, Recipient, RuleHit
+
+VN_TZ = dt.timezone(dt.timedelta(hours=7), "ICT")
+DEFAULT_LIMIT = 100
+_RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+FILTER_NAMES = ("since", "until", "sender", "recipient", "agency", "category", "decision", "rule",
+                "doc_number", "limit")
+
+
+class FilterError(ValueError):
+    """A filter value that cannot be understood (a usage error, exit status 2)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Filters:
+    """The audit filters of CONTRACT section 1, parsed; ``None`` means "not filtered"."""
+
+    since: dt.datetime | None = None  # naive UTC, inclusive
+    until: dt.datetime | None = None  # naive UTC, exclusive
+    sender: str | None = None
+    recipient: str | None = None
+    agency: str | None = None
+    category: str | None = None
+    decision: str | None = None
+    rule: str | None = None
+    doc_number: str | None = None
+    limit: int | None = None
+
+    @classmethod
+    def parse(cls, values: Mapping[str, Any] | None, now: dt.datetime | None = None,
+              default_limit: int | None = None) -> Filters:
+        """Filters from plain values as the command line gives them (strings, ``--limit`` an int)."""
+        values = {k: v for k, v in (values or {}).items() if v is not None and v != ""}
+        unknown = set(values) - set(FILTER_NAMES)
+        if unknown:
+            raise FilterError(f"unknown filter(s): {', '.join(sorted(unknown))}")
+        limit = values.get("limit", default_limit)
+        if limit is not None:
+            try:
+                limit = int(limit)
+            except (TypeError, ValueError):
+                raise FilterError(f"--limit: not a number: {limit!r}") from None
+            if limit <= 0:
+                raise FilterError("--limit must be positive")
+        def low(k: str) -> str | None:
+            return str(values[k]).strip().lower() if k in values else None
+        def keep(k: str) -> str | None:
+            return str(values[k]).strip() if k in values else None
+        return cls(
+            since=parse_when(values["since"], end=False, now=now) if "since" in values else None,
+            until=parse_when(values["until"], end=True, now=now) if "until" in values else None,
+            sender=low("sender"), recipient=low("recipient"), agency=keep("agency"),
+            category=keep("category"), decision=low("decision"), rule=keep("rule"),
+            doc_number=keep("doc_number"), limit=limit,
+        )
+
+    def as_args(self) -> dict[str, Any]:
+        """The filters as plain values, for the access log."""
+        return {k: (v.isoformat() if isinstance(v, dt.datetime) else v)
+                for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+def parse_when(value: str | dt.datetime, end: bool, now: dt.datetime | None = None) -> dt.datetime:
+    """A filter time as naive UTC: ISO date (Vietnam day), ISO date-time (UTC unless zoned), or ``7d``."""
+    if isinstance(value, dt.datetime):
+        return utc(value)
+    text = str(value).strip()
+    m = _RELATIVE.match(text)
+    if m:
+        base = utc(now) if now else dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        return base - dt.timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        try:
+            day = dt.date.fromisoformat(text)
+        except ValueError:
+            raise FilterError(f"not a date: {text!r}") from None
+        if end:
+            day += dt.timedelta(days=1)
+        return utc(dt.datetime.combine(day, dt.time(), VN_TZ))
+    try:
+        return utc(dt.datetime.fromisoformat(text))
+    except ValueError:
+        raise FilterError(f"not a date, a date-time or a span like 7d: {text!r}") from None
+
+
+def statement(f: Filters, columns: Any = None, after: tuple[dt.datetime, str] | None = None) -> Select[Any]:
+    """The SELECT for the filters, newest first, continuing after ``after`` (time, id) when given.
+
+    Each filter has an index whose second column is the time, so the database
+    can walk one index newest first and stop at the limit. When a filter lives
+    in a child table (recipient, agency, rule), the query is driven from that
+    table's index, unless a sender or a number/symbol is given: those are
+    selective enough that walking the exchange table is cheaper.
+    """
+    children = [(Recipient, Recipient.address, f.recipient), (AgencyHit, AgencyHit.agency, f.agency),
+                (RuleHit, RuleHit.rule, f.rule)]
+    children = [c for c in children if c[2] is not None]
+    drive = children[0] if children and not (f.sender or f.doc_number) else None
+    stmt = select(columns if columns is not None else Exchange)
+    if drive:
+        table, column, value = drive
+        time_col, id_col = table.time, table.exchange_id
+        stmt = stmt.select_from(table).join(Exchange, Exchange.id == table.exchange_id)
+        cond = [column == value]
+    else:
+        time_col, id_col = Exchange.time, Exchange.id
+        cond = []
+    if f.since:
+        cond.append(time_col >= f.since)
+    if f.until:
+        cond.append(time_col < f.until)
+    if after is not None:
+        # Keyset paging: stable and cheap on any backend, unlike OFFSET.
+        cond.append(or_(time_col < after[0], and_(time_col == after[0], id_col < after[1])))
+    for col, v in ((Exchange.sender, f.sender), (Exchange.category, f.category),
+                   (Exchange.decision, f.decision)):
+        if v is not None:
+            cond.append(col == v)
+    if f.doc_number:
+        cond.append(Exchange.doc_key == doc_key(f.doc_number))
+    for table, column, value in children:
+        if drive is None or table is not drive[0]:
+            cond.append(exists().where(table.exchange_id == Exchange.id, column == value))
+    if cond:
+        stmt = stmt.where(and_(*cond))
+    stmt = stmt.order_by(time_col.desc(), id_col.desc())
+    if f.limit:
+        stmt = stmt.limit(f.limit)
+    return stmt
+
+
+def search(conn: Connection, f: Filters) -> list[Any]:
+    """The exchanges matching ``f``, newest first, at most ``f.limit``."""
+    return conn.execute(statement(f)).all()
+
+
+def deliveries(conn: Connection, exchange_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Delivery history per exchange id, oldest first."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for i in range(0, len(exchange_ids), 500):
+        rows = conn.execute(select(Delivery).where(Delivery.exchange_id.in_(exchange_ids[i:i + 500]))
+                            .order_by(Delivery.time, Delivery.attempt, Delivery.seq))
+        for d in rows:
+            out.setdefault(d.exchange_id, []).append({
+                "recipient": d.recipient, "time": _z(d.time), "status": d.status, "reply": d.reply,
+                "attempt": d.attempt, "node": d.node, "seq": d.seq})
+    return out
+
+
+def full_record(x: Exchange, history: list[dict[str, Any]] | None = None,
+                with_body: bool = False) -> dict[str, Any]:
+    """The decision record as logged, with where it sits in its chain and (optionally) its deliveries."""
+    rec: dict[str, Any] = json.loads(x.record)
+    rec["audit"] = {"node": x.node, "seq": x.seq, "hash": x.hash, "body_archived": x.body is not None}
+    if with_body and x.body is not None:
+        rec["body"] = x.body
+    if history is not None:
+        rec["deliveries"] = history
+    return rec
+
+
+def iter_export(conn: Connection, f: Filters, batch: int = 1000) -> Iterator[dict[str, Any]]:
+    """Every matching record with its deliveries, newest first, read in batches (constant memory)."""
+    last: tuple[dt.datetime, str] | None = None
+    remaining = f.limit
+    while remaining is None or remaining > 0:
+        size = batch if remaining is None else min(batch, remaining)
+        stmt = statement(dataclasses.replace(f, limit=size), after=last)
+        rows = conn.execute(stmt).all()
+        if not rows:
+            return
+        history = deliveries(conn, [r.id for r in rows])
+        for r in rows:
+            yield full_record(r, history.get(r.id, []))
+        last = (rows[-1].time, rows[-1].id)
+        if remaining is not None:
+            remaining -= len(rows)
+
+
+def _z(t: dt.datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
