@@ -123,3 +123,15 @@ async def test_the_decision_record_carries_the_classification(gateway, sink):
     assert record["classification"]["doc_number"] == "112/KH-STTTT"
     assert record["direction"] == "internal" and record["decision"]["decision"] == "accept"
     assert record["sender"]["agency"] == "sotttt" and record["directory_version"]
+
+
+async def test_maildir_route_delivers_one_file_per_recipient(make_gateway, sink, tmp_path):
+    gw = await make_gateway(routes={"local": "maildir:mail/local", "remote": "maildir:mail/remote"})
+    await send(gw, "relay", message(), SENDER, ["vanthu.snv@binhthuan.gov.vn", "friend@mic.gov.vn"])
+    await gw.deliverer.run_until_empty()
+    local = list((tmp_path / "mail" / "local" / "vanthu.snv@binhthuan.gov.vn" / "new").iterdir())
+    remote = list((tmp_path / "mail" / "remote" / "friend@mic.gov.vn" / "new").iterdir())
+    assert len(local) == 1 and len(remote) == 1
+    data = local[0].read_bytes()
+    assert data.startswith(b"Received: from ") and b"\r\n" not in data  # local line endings in Maildir
+    assert not sink.messages and gw.spool.ids() == []
