@@ -168,9 +168,8 @@ class Handler:
             if data is MISSING:
                 return AuthResult(success=False)
         else:
-            data = _b64(args[1])
+            data = await _initial_response(server, args[1])
             if data is None:
-                await server.push("501 5.5.2 Can't decode base64")
                 return AuthResult(success=False, handled=True)
         parts = bytes(data).split(b"\x00")
         if len(parts) != 3:
@@ -184,9 +183,8 @@ class Handler:
             if login is MISSING:
                 return AuthResult(success=False)
         else:
-            login = _b64(args[1])
+            login = await _initial_response(server, args[1])
             if login is None:
-                await server.push("501 5.5.2 Can't decode base64")
                 return AuthResult(success=False, handled=True)
         password = await server.challenge_auth("Password:")
         if password is MISSING:
@@ -213,10 +211,12 @@ class Handler:
         return AuthResult(success=False, handled=False)  # aiosmtpd then replies 535
 
 
-def _b64(text: str) -> bytes | None:
+async def _initial_response(server: SmtpServer, text: str) -> bytes | None:
+    """The base64 initial response of AUTH, or None after telling the client it is not base64."""
     try:
         return base64.b64decode(text.encode(), validate=True)
     except (binascii.Error, ValueError):
+        await server.push("501 5.5.2 Can't decode base64")
         return None
 
 

@@ -41,7 +41,7 @@ def build(message: Message, ctx: Context, reply: str) -> dict[str, Any]:
         "attachments": message.facts.get("attachments", []),
         "decision": message.decision.to_json() | {"reply": reply},
         "policy_version": message.facts.get("policy_version"),
-        "directory_version": getattr(directory, "version", None),
+        "directory_version": directory.version,
     }
     return record
 
@@ -70,13 +70,13 @@ def _headers(message: Message) -> dict[str, Any]:
 
 
 def _party(directory: Any, address: str) -> dict[str, Any]:
-    info: dict[str, Any] = {"address": address, "local": directory.is_local(address), "official": directory.is_official(address)}
-    mailbox = getattr(directory, "mailbox", None)
-    box = mailbox(address) if mailbox else None
-    agency = getattr(directory, "agency_of", None)
-    ag = agency(address) if agency else None
-    info["agency"] = getattr(ag, "code", None)
-    info["unit"] = getattr(getattr(box, "unit", None), "code", None)
-    exception_for = getattr(directory, "exception_for", None)
-    info["exception"] = bool(exception_for(address)) if exception_for else False
-    return info
+    box = directory.mailbox(address)
+    agency = directory.agency_of(address)
+    return {
+        "address": address,
+        "local": directory.is_local(address),
+        "official": directory.is_official(address),
+        "agency": agency.code if agency else None,
+        "unit": box.unit.code if box and box.unit else None,
+        "exception": directory.exception_for(address) is not None,
+    }
