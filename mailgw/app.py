@@ -7,7 +7,7 @@ import logging
 import signal
 from typing import Any
 
-from mailgw import credentials, directory, settings, tls
+from mailgw import credentials, directory, dnsanswers, settings, tls
 from mailgw.deliver import Deliverer
 from mailgw.model import Context
 from mailgw.receive import Edge, Handler, SmtpServer
@@ -30,6 +30,7 @@ def load_context(path: str) -> tuple[Context, list[Problem]]:
     for name, loader, target in (
         ("directory", directory.load, s.directory),
         ("credentials", credentials.load, s.credentials),
+        ("resolver", dnsanswers.load, s.dns),
     ):
         if target is None:
             continue
@@ -39,7 +40,9 @@ def load_context(path: str) -> tuple[Context, list[Problem]]:
             problems.extend(e.problems)
     if any(not p.warning for p in problems):
         raise ConfigError(problems)
-    return Context(settings=s, directory=parts["directory"], credentials=parts.get("credentials")), problems
+    return Context(
+        settings=s, directory=parts["directory"], credentials=parts.get("credentials"), resolver=parts.get("resolver")
+    ), problems
 
 
 class Gateway:

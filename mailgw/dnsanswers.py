@@ -149,6 +149,27 @@ class FileResolver:
         return list(entry.records)
 
 
+def load(dns: object) -> TxtResolver:
+    """The resolver the settings' ``dns:`` section asks for (mailgw.settings.DnsSettings).
+
+    Raises ConfigError with ``FILE:LINE:`` problems when the answers file is bad.
+    """
+    from mailgw.yamlfile import ConfigError, Problem
+
+    answers = getattr(dns, "answers", None)
+    if answers:
+        try:
+            return FileResolver.from_file(answers)
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError([Problem(answers, 0, f"cannot read the DNS answers file: {e}")]) from e
+        except ValueError as e:
+            where, _, message = str(e).rpartition(": ")
+            file, _, line = where.rpartition(":")
+            raise ConfigError([Problem(file or answers, int(line) if line.isdigit() else 0, message)]) from e
+    return DnsResolver(getattr(dns, "nameservers", ()) or None, port=getattr(dns, "port", 53),
+                       timeout=getattr(dns, "timeout", 5.0))
+
+
 def _split_word(text: str) -> tuple[str, str]:
     parts = text.split(None, 1)
     if not parts:

@@ -109,3 +109,4 @@ class Context:
     settings: Any  # mailgw.settings.Settings
     directory: Any  # mailgw.directory.Directory
     credentials: Any = None  # mailgw.credentials.Credentials, when a submission listener exists
+    resolver: Any = None  # mailgw.dnsanswers resolver (DnsResolver or FileResolver), from settings `dns:`

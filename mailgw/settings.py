@@ -96,6 +96,16 @@ class Limits:
 
 
 @dataclasses.dataclass(frozen=True)
+class DnsSettings:
+    """Where DNS answers come from: the system resolver, given servers, or a local answers file."""
+
+    answers: str | None = None  # zone-file lines (mailgw.dnsanswers.FileResolver): tests, air-gapped rigs
+    nameservers: tuple[str, ...] = ()  # empty: /etc/resolv.conf
+    port: int = 53
+    timeout: float = 5.0  # seconds for one whole lookup, retries included
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     file: str
     hostname: str
@@ -112,6 +122,7 @@ class Settings:
     queue: QueueSettings
     limits: Limits
     log_level: str = "INFO"
+    dns: DnsSettings = dataclasses.field(default_factory=lambda: DnsSettings())
 
     def effective(self) -> str:
         """The effective settings as one log line (chasquid's LogConfig)."""
@@ -126,7 +137,7 @@ class Settings:
 
 _TOP_KEYS = {
     "hostname", "node", "directory", "policies", "database", "spool", "credentials",
-    "listeners", "routes", "dkim", "tls", "queue", "limits", "log_level",
+    "listeners", "routes", "dkim", "tls", "queue", "limits", "log_level", "dns",
 }
 
 
@@ -171,11 +182,13 @@ def load(path: str) -> Settings:
     dkim = _dkim(c, data, rel)
     queue = _queue(c, data)
     limits = _limits(c, data)
+    dns = _dns(c, data, rel)
     c.raise_if_errors()
     return Settings(
         file=os.path.abspath(path), hostname=hostname, node=node, directory=directory, policies=policies,
         database=database, spool=spool, credentials=credentials, listeners=tuple(listeners), routes=routes,
         dkim=tuple(dkim), tls=tls, queue=queue, limits=limits, log_level=log_level,
+        dns=dns,
     )
 
 
@@ -318,6 +331,36 @@ def _dkim(c: Checker, data: YMap, rel: Any) -> list[DkimKey]:
             c.error(m, "algorithm", "algorithm must be 'rsa' or 'ed25519'")
         out.append(DkimKey(domain.lower(), selector, rel(key) if key else "", algorithm))
     return out
+
+
+def _dns(c: Checker, data: YMap, rel: Any) -> DnsSettings:
+    if "dns" not in data:
+        return DnsSettings()
+    m = c.mapping(data["dns"], data, "dns", "'dns'")
+    if m is None:
+        return DnsSettings()
+    c.keys(m, ("answers", "nameservers", "port", "timeout"), what="dns")
+    answers = c.typed(m, "answers", str)
+    if answers and not os.path.isfile(rel(answers)):
+        c.error(m, "answers", f"DNS answers file {rel(answers)} does not exist")
+    servers: list[str] = []
+    if "nameservers" in m:
+        items = m["nameservers"]
+        if not isinstance(items, YList) or not all(isinstance(x, str) for x in items):
+            c.error(m, "nameservers", "nameservers must be a list of IP addresses")
+        else:
+            for i, x in enumerate(items):
+                try:
+                    ipaddress.ip_address(x)
+                    servers.append(x)
+                except ValueError:
+                    c.error(items, i, f"nameserver {x!r} is not an IP address")
+    if answers and servers:
+        c.error(m, "answers", "give either an answers file or nameservers, not both")
+    port = _positive_int(c, m, "port") if "port" in m else 53
+    timeout = _duration(c, m, "timeout") if "timeout" in m else 5.0
+    return DnsSettings(answers=rel(answers) if answers else None, nameservers=tuple(servers), port=port or 53,
+                       timeout=timeout or 5.0)
 
 
 def _queue(c: Checker, data: YMap) -> QueueSettings:

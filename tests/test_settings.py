@@ -48,3 +48,30 @@ def test_usage_error_exits_2():
 @pytest.mark.parametrize("value,seconds", [("30s", 30), ("5m", 300), ("4h", 14400), ("5d", 432000), ("200ms", 0.2), (90, 90)])
 def test_durations(value, seconds):
     assert settings.parse_duration(value) == pytest.approx(seconds)
+
+
+def test_dns_answers_file_gives_a_file_resolver(tmp_path, ca, password_hash):
+    import asyncio
+
+    from mailgw.app import load_context
+    from mailgw.dnsanswers import FileResolver
+    from tests.conftest import write_config
+
+    (tmp_path / "answers.zone").write_text('sel._domainkey.example.vn. IN TXT "v=DKIM1; p=abc"\n')
+    path = write_config(tmp_path, 2526, ca, password_hash, dns={"answers": "answers.zone", "timeout": "2s"})
+    ctx, _ = load_context(path)
+    assert isinstance(ctx.resolver, FileResolver)
+    assert ctx.settings.dns.timeout == 2.0
+    assert asyncio.run(ctx.resolver.txt("sel._domainkey.example.vn")) == [b"v=DKIM1; p=abc"]
+
+
+def test_bad_dns_answers_line_is_reported_with_its_line(tmp_path, ca, password_hash):
+    from mailgw.app import load_context
+    from mailgw.yamlfile import ConfigError
+    from tests.conftest import write_config
+
+    (tmp_path / "answers.zone").write_text("# ok\nexample.vn. IN CNAME other.vn.\n")
+    path = write_config(tmp_path, 2526, ca, password_hash, dns={"answers": "answers.zone"})
+    with pytest.raises(ConfigError) as e:
+        load_context(path)
+    assert f"{tmp_path / 'answers.zone'}:2: expected TXT" in str(e.value)
