@@ -1,0 +1,987 @@
+#!/usr/bin/env python3
+"""mailgw against Postfix + OpenDKIM on the same machine, side by side, on loopback only.
+
+Run from the repository root (as root: it installs Debian packages and runs Postfix):
+
+    python3 bench/postfix_vs_mailgw.py            # the full table (a few minutes)
+    python3 bench/postfix_vs_mailgw.py --quick    # a tiny load, to see that everything works
+    python3 bench/postfix_vs_mailgw.py --two-nodes   # also two mailgw nodes side by side
+
+What it sets up, under one temporary directory, all on 127.0.0.1:
+
+- a recording sink: ``smtp-sink -c`` (Debian's postfix package); its running
+  counter is read from its output, so every figure is counted at the sink;
+- a private Postfix instance (its own config_directory and queue_directory,
+  started with ``postfix -c DIR start``, no postmulti) relaying everything to
+  the sink, with an OpenDKIM milter signing every message (RSA-2048);
+- mailgw (``python -m mailgw serve``) with the same next hop, the same key in
+  its ``dkim:`` settings, its fsync-ed spool and its audit database on SQLite.
+
+Both are driven with the same load: ``smtp-source`` (5 KB synthetic bodies) and
+a Python asyncio client (aiosmtplib, one process of its own) sending realistic
+messages: 5 KB of Vietnamese text, and 200 KB with a PDF attachment, at 1, 5
+and 20 concurrent sessions. For each case it prints messages per second end to
+end (from the start of the load until the sink has counted every message),
+p50/p99 time from end-of-DATA to the 250 (Python client only), the peak memory
+(sum of RSS of every process of each system, sampled every 50 ms) and the ratio
+mailgw/Postfix. It checks that the sink received every message, no more, no
+less. It installs ``postfix``, ``opendkim`` and ``opendkim-tools`` with
+apt-get when they are missing, and stops every process it started on exit,
+even on failure.
+
+Exit status: 0 the table was printed and every message arrived; 1 a check
+failed; 3 the packages are missing and cannot be installed (not root, no
+apt-get): the test suite skips on that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+ROOT = Path(__file__).resolve().parent.parent
+EXIT_CANNOT_INSTALL = 3
+RUN_BASE = Path("/var/lib/mailgw-bench")  # one run-* directory per run, removed at the end
+PACKAGES = ("postfix", "opendkim", "opendkim-tools")
+DOMAIN = "binhthuan.gov.vn"
+SELECTOR = "bench"
+SENDER = "vanthu.sotttt@binhthuan.gov.vn"
+RECIPIENT = "vanthu@hanoi.gov.vn"  # official, not local: the relay listener's remote route
+
+
+# --- bootstrap: the interpreter that has mailgw ---------------------------------
+
+
+def _ensure_interpreter() -> None:
+    """Re-run under the repository's .venv when this Python lacks mailgw's dependencies (a fresh clone)."""
+    try:
+        import aiosmtplib  # noqa: F401
+        import yaml  # noqa: F401
+
+        import mailgw  # noqa: F401
+        return
+    except ImportError:
+        pass
+    venv = ROOT / ".venv"
+    python = venv / "bin" / "python"
+    if os.environ.get("MAILGW_BENCH_REEXEC"):
+        sys.exit(f"bench: {python} still lacks mailgw's dependencies; run: {python} -m pip install -e '{ROOT}'")
+    if not python.exists():
+        print(f"bench: creating {venv} with mailgw installed (once)", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", str(ROOT)], check=True)
+    os.environ["MAILGW_BENCH_REEXEC"] = "1"
+    os.execv(str(python), [str(python), *sys.argv])
+
+
+# --- Debian packages -------------------------------------------------------------
+
+
+class CannotInstall(Exception):
+    """Postfix/OpenDKIM are missing and this machine cannot install them."""
+
+
+def ensure_packages() -> None:
+    if os.geteuid() != 0:
+        raise CannotInstall("not root: Postfix's master must start as root, and apt-get needs root")
+    missing = [tool for tool in ("smtp-sink", "smtp-source", "postfix", "opendkim", "opendkim-genkey") if not _which(tool)]
+    if not missing:
+        return
+    if not shutil.which("apt-get"):
+        raise CannotInstall(f"{', '.join(missing)} missing and no apt-get on this machine")
+    print(f"bench: installing {' '.join(PACKAGES)} from Debian", file=sys.stderr)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    # Postfix asks what kind of mail server this is: none; we run a private instance only.
+    subprocess.run(["debconf-set-selections"], input=b"postfix postfix/main_mailer_type select No configuration\n", check=True)
+    # Do not let the packages start the system's own postfix/opendkim: policy-rc.d says no,
+    # unless the machine already has one (container images do), which is left as it is.
+    policy = Path("/usr/sbin/policy-rc.d")
+    ours = not policy.exists()
+    if ours:
+        policy.write_text("#!/bin/sh\n# mailgw bench: no daemon starts while packages install\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]
+        if subprocess.run(install, env=env, stdout=subprocess.DEVNULL).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL)
+            if subprocess.run(install, env=env, stdout=subprocess.DEVNULL).returncode != 0:
+                raise CannotInstall("apt-get install " + " ".join(PACKAGES) + " failed")
+    finally:
+        if ours:
+            policy.unlink(missing_ok=True)
+    still = [tool for tool in missing if not _which(tool)]
+    if still:
+        raise CannotInstall(f"still missing after apt-get: {', '.join(still)}")
+
+
+def _which(tool: str) -> str | None:
+    return shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin")
+
+
+# --- processes -------------------------------------------------------------------
+
+
+class Rig:
+    """Everything started for one benchmark; ``close`` stops all of it, by pid."""
+
+    def __init__(self, keep: bool = False):
+        # Not under /tmp: OpenDKIM refuses a configuration or key on a path others can write,
+        # and the spools must be on a real disk (not tmpfs) for fsync to cost what it costs.
+        RUN_BASE.mkdir(mode=0o755, parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix="run-", dir=RUN_BASE))
+        self.dir.chmod(0o755)  # Postfix's daemons run as user postfix and must reach their queue
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.postfix_etc: Path | None = None
+        self.keep = keep
+
+    def spawn(self, argv: list[str], *, log: str, **kw: Any) -> subprocess.Popen[bytes]:
+        out = open(self.dir / log, "ab")
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kw)
+        out.close()
+        self.procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        if self.postfix_etc is not None:
+            master = _master_pid(self.postfix_etc)
+            subprocess.run([_which("postfix") or "postfix", "-c", str(self.postfix_etc), "stop"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+            if master:
+                tree = [master, *_descendants(master)]
+                if not _wait_gone(tree, 10):
+                    for pid in tree:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                children = _descendants(proc.pid)
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                for pid in children:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+        if not self.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _children_map() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        kids.setdefault(ppid, []).append(int(entry))
+    return kids
+
+
+def _descendants(pid: int) -> list[int]:
+    kids = _children_map()
+    out, todo = [], [pid]
+    while todo:
+        for child in kids.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _wait_gone(pids: list[int], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(os.path.exists(f"/proc/{p}") for p in pids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30.0, what: str = "") -> None:
+    """Until something answers with an SMTP greeting on ``port``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what or proc.args} exited with status {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                if s.recv(100).startswith(b"220"):
+                    s.sendall(b"QUIT\r\n")
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{what or port}: no SMTP greeting on port {port} after {timeout:.0f} s")
+
+
+class PeakMemory:
+    """Samples the summed RSS of a set of process trees in a thread; ``peak_mb`` once stopped."""
+
+    def __init__(self, roots: list[int], period: float = 0.05):
+        self.roots = roots
+        self.period = period
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PeakMemory:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def _sample(self) -> None:
+        kids = _children_map()
+        pids, todo = set(), list(self.roots)
+        while todo:
+            pid = todo.pop()
+            if pid in pids:
+                continue
+            pids.add(pid)
+            todo.extend(kids.get(pid, []))
+        self.peak_kb = max(self.peak_kb, sum(_rss_kb(p) for p in pids))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            self._sample()
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak_kb / 1024
+
+
+# --- the sink --------------------------------------------------------------------
+
+
+class Sink:
+    """``smtp-sink -c``: its running counter (``mesg=N``) is the count of messages received."""
+
+    def __init__(self, rig: Rig, port: int):
+        self.rig, self.port = rig, port
+        self.out = rig.dir / f"sink-{port}.out"
+        argv = [_which("smtp-sink") or "smtp-sink", "-u", "postfix", "-c", f"127.0.0.1:{port}", "1024"]
+        out = open(self.out, "wb")
+        self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        out.close()
+        rig.procs.append(self.proc)
+        wait_port(port, self.proc, what="smtp-sink")
+
+    def count(self) -> int:
+        with open(self.out, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 200))
+            tail = f.read()
+        i = tail.rfind(b"mesg=")
+        if i < 0:
+            return 0
+        digits = tail[i + 5:].split(b"\r", 1)[0].split(b"\n", 1)[0]
+        return int(digits) if digits.isdigit() else 0
+
+
+class DumpSink:
+    """``smtp-sink -d``: one file per message, to look at what each system sent."""
+
+    def __init__(self, rig: Rig, port: int):
+        self.dir = rig.dir / "dump"
+        self.dir.mkdir()
+        shutil.chown(self.dir, "postfix")  # smtp-sink writes there after dropping to that user
+        argv = [_which("smtp-sink") or "smtp-sink", "-u", "postfix", "-d", f"{self.dir}/m.", f"127.0.0.1:{port}", "64"]
+        self.proc = rig.spawn(argv, log="dumpsink.log")
+        wait_port(port, self.proc, what="smtp-sink -d")
+
+    def messages(self) -> list[bytes]:
+        return [p.read_bytes() for p in sorted(self.dir.iterdir())]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+# --- the DKIM key ----------------------------------------------------------------
+
+
+def make_key(rig: Rig) -> Path:
+    """An RSA-2048 key made by opendkim-genkey, used by both OpenDKIM and mailgw."""
+    keydir = rig.dir / "dkim"
+    keydir.mkdir()
+    subprocess.run([_which("opendkim-genkey") or "opendkim-genkey", "-b", "2048", "-d", DOMAIN, "-s", SELECTOR, "-D", str(keydir)], check=True)
+    key = keydir / f"{SELECTOR}.private"
+    key.chmod(0o600)
+    return key
+
+
+def txt_value(rig: Rig) -> str:
+    text = (rig.dir / "dkim" / f"{SELECTOR}.txt").read_text()
+    return "".join(text.split('"')[1::2])
+
+
+# --- Postfix + OpenDKIM ----------------------------------------------------------
+
+MASTER_CF = """\
+# service type  private unpriv  chroot  wakeup  maxproc command
+{listen} inet  n       -       n       -       -       smtpd
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+local     unix  -       n       n       -       -       local
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+MAIN_CF = """\
+compatibility_level = 3.6
+queue_directory = {queue}
+data_directory = {data}
+command_directory = /usr/sbin
+daemon_directory = /usr/lib/postfix/sbin
+meta_directory = /etc/postfix
+shlib_directory = /usr/lib/postfix
+mail_owner = postfix
+setgid_group = postdrop
+maillog_file = {log}
+myhostname = postfix.bench.test
+mydomain = bench.test
+myorigin = $myhostname
+mydestination =
+local_recipient_maps =
+alias_maps =
+alias_database =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+relayhost = [127.0.0.1]:{sink}
+smtp_tls_security_level = none
+smtpd_tls_security_level = none
+smtpd_milters = {milter}
+milter_default_action = tempfail
+message_size_limit = 20971520
+biff = no
+"""
+
+OPENDKIM_CONF = """\
+Syslog                  no
+Mode                    s
+Background              no
+Socket                  {milter}
+PidFile                 {dir}/opendkim.pid
+Domain                  {domain}
+Selector                {selector}
+KeyFile                 {key}
+Canonicalization        relaxed/relaxed
+SignatureAlgorithm      rsa-sha256
+InternalHosts           127.0.0.0/8
+UMask                   000
+"""
+
+
+@dataclasses.dataclass
+class System:
+    name: str
+    ports: list[int]  # where clients send (one per node)
+    roots: list[int]  # process trees whose memory counts
+
+
+def start_postfix(rig: Rig, key: Path, sink_port: int) -> System:
+    base = rig.dir / "postfix"
+    etc, queue, data = base / "etc", base / "queue", base / "data"
+    for d in (etc, queue, data):
+        d.mkdir(parents=True)
+    shutil.chown(data, "postfix", "postfix")
+    port = free_port()
+    # A UNIX socket, as Debian's own opendkim configuration uses.
+    milter = rig.dir / "opendkim.sock"
+    (etc / "master.cf").write_text(MASTER_CF.format(listen=f"127.0.0.1:{port}"))
+    (etc / "main.cf").write_text(MAIN_CF.format(queue=queue, data=data, log=base / "postfix.log", sink=sink_port, milter=f"unix:{milter}"))
+    conf = rig.dir / "opendkim.conf"
+    conf.write_text(OPENDKIM_CONF.format(milter=f"local:{milter}", dir=rig.dir, domain=DOMAIN, selector=SELECTOR, key=key))
+    dkim = rig.spawn([_which("opendkim") or "opendkim", "-f", "-x", str(conf)], log="opendkim.log")
+    _wait_path(milter, dkim, "opendkim")
+    postfix = _which("postfix") or "postfix"
+    check = subprocess.run([postfix, "-c", str(etc), "check"], capture_output=True, text=True)
+    if check.returncode != 0:
+        raise RuntimeError(f"postfix check failed: {check.stderr.strip()}")
+    rig.postfix_etc = etc
+    started = subprocess.run([postfix, "-c", str(etc), "start"], capture_output=True, text=True)
+    if started.returncode != 0:
+        raise RuntimeError(f"postfix start failed: {started.stderr.strip()}")
+    wait_port(port, what="postfix smtpd")
+    master = _master_pid(etc)
+    if not master:
+        raise RuntimeError("postfix started but its master.pid is missing")
+    return System("Postfix+OpenDKIM", [port], [master, dkim.pid])
+
+
+def _master_pid(etc: Path) -> int | None:
+    queue = None
+    for line in (etc / "main.cf").read_text().splitlines():
+        if line.startswith("queue_directory"):
+            queue = line.split("=", 1)[1].strip()
+    try:
+        return int((Path(queue or "") / "pid" / "master.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _wait_path(path: Path, proc: subprocess.Popen[bytes], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {proc.returncode}")
+        if path.exists():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what}: no socket {path} after {timeout:.0f} s")
+
+
+# --- mailgw ----------------------------------------------------------------------
+
+
+def start_mailgw(rig: Rig, key: Path, sink_port: int, *, name: str = "mailgw", database: str = "sqlite:///audit.db",
+                 workers: int | None = None) -> System:
+    import yaml
+
+    home = rig.dir / name
+    home.mkdir()
+    shutil.copy(ROOT / "directory.yaml", home / "directory.yaml")
+    policies = home / "policies"
+    if (ROOT / "policies").is_dir():
+        shutil.copytree(ROOT / "policies", policies)
+    else:
+        policies.mkdir()
+    port = free_port()
+    settings: dict[str, Any] = {
+        "hostname": f"{name}.bench.test",
+        "node": name,
+        "directory": "directory.yaml",
+        "policies": "policies",
+        "database": database,
+        "spool": "spool",
+        "listeners": [{"name": "relay", "role": "relay", "listen": f"127.0.0.1:{port}", "trusted_networks": ["127.0.0.0/8"]}],
+        "routes": {"local": f"smtp://127.0.0.1:{sink_port}", "remote": f"smtp://127.0.0.1:{sink_port}"},
+        "dkim": [{"domain": DOMAIN, "selector": SELECTOR, "key": str(key)}],
+        "limits": {"connections_per_ip": 200},
+    }
+    if workers:
+        settings["workers"] = workers
+    path = home / "gateway.yaml"
+    path.write_text(yaml.safe_dump(settings, allow_unicode=True, sort_keys=False))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = rig.spawn([sys.executable, "-m", "mailgw", "serve", "--config", str(path)], log=f"{name}.log", cwd=str(home), env=env)
+    wait_port(port, proc, what=f"mailgw {name}")
+    return System(name, [port], [proc.pid])
+
+
+# --- messages --------------------------------------------------------------------
+
+VN_PARAGRAPHS = [
+    "Thực hiện Kế hoạch số 112/KH-UBND ngày 15/01/2026 của Ủy ban nhân dân tỉnh về chuyển đổi số năm 2026, "
+    "Sở Thông tin và Truyền thông đề nghị các cơ quan, đơn vị triển khai các nội dung sau đây.",
+    "Một là, rà soát hạ tầng kỹ thuật, bảo đảm an toàn thông tin cho hệ thống quản lý văn bản và điều hành; "
+    "báo cáo kết quả về Sở trước ngày 30/3/2026 để tổng hợp, báo cáo Ủy ban nhân dân tỉnh.",
+    "Hai là, cử cán bộ đầu mối phụ trách chuyển đổi số tham dự lớp tập huấn do Sở tổ chức; "
+    "danh sách gửi qua hệ thống quản lý văn bản, đồng thời gửi thư điện tử về địa chỉ của Văn phòng Sở.",
+    "Ba là, tiếp tục sử dụng chữ ký số trong gửi, nhận văn bản điện tử giữa các cơ quan hành chính nhà nước "
+    "trên địa bàn tỉnh, không gửi văn bản giấy đối với các văn bản đã được ký số theo quy định.",
+    "Trong quá trình thực hiện, nếu có khó khăn, vướng mắc, đề nghị các cơ quan, đơn vị phản ánh kịp thời "
+    "về Sở Thông tin và Truyền thông (qua Phòng Bưu chính, Viễn thông và Công nghệ thông tin) để được hướng dẫn.",
+]
+
+HEADERS = (
+    "From: =?utf-8?b?{name}?= <{sender}>\r\n"
+    "To: {rcpt}\r\n"
+    "Subject: =?utf-8?b?{subject}?=\r\n"
+    "Date: Mon, 16 Mar 2026 08:30:00 +0700\r\n"
+    "Message-ID: <@@ID@@@binhthuan.gov.vn>\r\n"
+    "MIME-Version: 1.0\r\n"
+)
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def vn_text(size: int) -> str:
+    lines = ["Kính gửi: Các cơ quan chuyên môn thuộc Ủy ban nhân dân tỉnh,", ""]
+    i = 0
+    while len("\r\n".join(lines).encode()) < size:
+        p = VN_PARAGRAPHS[i % len(VN_PARAGRAPHS)]
+        words, line = p.split(), ""
+        for w in words:  # lines under 78 characters, as a mail client would write them
+            if len(line) + len(w) + 1 > 76:
+                lines.append(line)
+                line = w
+            else:
+                line = f"{line} {w}".strip()
+        lines += [line, ""]
+        i += 1
+    lines += ["Trân trọng./.", "", "Văn phòng Sở Thông tin và Truyền thông tỉnh Bình Thuận"]
+    return "\r\n".join(lines)
+
+
+def message_text5k() -> bytes:
+    head = HEADERS.format(
+        name=_b64("Văn thư Sở TTTT"), sender=SENDER, rcpt=RECIPIENT,
+        subject=_b64("V/v triển khai Kế hoạch chuyển đổi số năm 2026"),
+    )
+    head += "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+    body = vn_text(5 * 1024 - len(head.encode()) - 300)
+    return (head + body + "\r\n").encode()
+
+
+def pdf_bytes(size: int) -> bytes:
+    """A real one-page PDF: a text first page (a plan, with its number) and an incompressible image."""
+    text = (
+        "BT /F1 12 Tf 72 760 Td (UBND TINH BINH THUAN) Tj 0 -16 Td (SO THONG TIN VA TRUYEN THONG) Tj "
+        "0 -16 Td (So: 25/KH-STTTT) Tj 0 -32 Td (KE HOACH) Tj 0 -16 Td "
+        "(Trien khai chuyen doi so nam 2026) Tj ET"
+    ).encode()
+    side = int((size * 0.97) ** 0.5)
+    pixels = os.urandom(side * side)  # random: like a scanned stamp, it does not compress
+    objs = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> /XObject << /Im1 6 0 R >> >> >>",
+        b"",  # the content stream, below: its /Length must be exact
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceGray /BitsPerComponent 8 /Length %d >>\nstream\n"
+        % (side, side, len(pixels)) + pixels + b"\nendstream",
+    ]
+    content = text + b"\nq 200 0 0 200 200 300 cm /Im1 Do Q\n"
+    objs[3] = b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream"
+    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for i, obj in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % i + obj + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    return bytes(out)
+
+
+def message_pdf200k() -> bytes:
+    boundary = "=_mailgw_bench_7c1f"
+    head = HEADERS.format(
+        name=_b64("Văn thư Sở TTTT"), sender=SENDER, rcpt=RECIPIENT,
+        subject=_b64("Kế hoạch số 25/KH-STTTT triển khai chuyển đổi số năm 2026"),
+    )
+    head += f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'
+    text = vn_text(2000)
+    pdf = base64.encodebytes(pdf_bytes(145 * 1024)).decode().replace("\n", "\r\n")
+    parts = (
+        f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{text}\r\n"
+        f"--{boundary}\r\nContent-Type: application/pdf; name=\"25-KH-STTTT.pdf\"\r\n"
+        f"Content-Disposition: attachment; filename=\"25-KH-STTTT.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{pdf}"
+        f"--{boundary}--\r\n"
+    )
+    return (head + parts).encode()
+
+
+MESSAGES = {"text5k": message_text5k, "pdf200k": message_pdf200k}
+
+
+# --- the Python client (runs in a process of its own) ----------------------------
+
+
+async def _client(ports: list[int], kind: str, count: int, concurrency: int) -> dict[str, Any]:
+    import aiosmtplib
+
+    template = MESSAGES[kind]()
+    latencies: list[float] = []
+    errors: list[str] = []
+    left = [count]
+    serial = [0]
+
+    async def session(port: int) -> None:
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=120, local_hostname="client.bench.test")
+        await smtp.connect()
+        # The time the last bytes of DATA (the final ".\r\n") were handed to the socket.
+        eod = [0.0]
+        protocol = smtp.protocol
+        assert protocol is not None
+        write = protocol.write
+
+        def timed_write(data: bytes) -> None:
+            write(data)
+            if data.endswith(b"\r\n.\r\n"):
+                eod[0] = time.perf_counter()
+
+        protocol.write = timed_write  # type: ignore[method-assign]
+        try:
+            while left[0] > 0:
+                left[0] -= 1
+                serial[0] += 1
+                raw = template.replace(b"@@ID@@", b"%d.%d.%d" % (os.getpid(), port, serial[0]))
+                try:
+                    await smtp.mail(SENDER)
+                    await smtp.rcpt(RECIPIENT)
+                    await smtp.data(raw)
+                    latencies.append(time.perf_counter() - eod[0])
+                except aiosmtplib.SMTPResponseException as e:
+                    errors.append(f"{e.code} {e.message}")
+                    await smtp.rset()
+        finally:
+            with contextlib.suppress(Exception):
+                await smtp.quit()
+
+    print("ready", flush=True)
+    sys.stdin.readline()  # "go"
+    started = time.perf_counter()
+    results = await asyncio.gather(*(session(ports[i % len(ports)]) for i in range(concurrency)), return_exceptions=True)
+    errors += [repr(r) for r in results if isinstance(r, BaseException)]
+    return {"elapsed": time.perf_counter() - started, "latencies": latencies, "errors": errors[:5], "error_count": len(errors)}
+
+
+def client_main(args: argparse.Namespace) -> None:
+    result = asyncio.run(_client(args.ports, args.kind, args.count, args.sessions))
+    print(json.dumps(result), flush=True)
+
+
+# --- one run ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RunResult:
+    rate: float  # messages per second, counted at the sink
+    p50: float | None  # ms, end-of-DATA to 250
+    p99: float | None
+    peak_mb: float
+    received: int
+    expected: int
+    errors: int
+
+    @property
+    def complete(self) -> bool:
+        return self.received == self.expected and self.errors == 0
+
+
+def run_load(rig: Rig, sink: Sink, system: System, load: str, concurrency: int, count: int, timeout: float) -> RunResult:
+    base = sink.count()
+    latencies: list[float] = []
+    errors = 0
+    with PeakMemory(system.roots) as memory:
+        if load == "smtp-source":
+            per = _split(concurrency, len(system.ports))
+            counts = _split(count, len(system.ports))
+            t0 = time.perf_counter()
+            sources = [
+                subprocess.Popen(
+                    [_which("smtp-source") or "smtp-source", "-s", str(s), "-m", str(m), "-l", "5120", "-d",
+                     "-f", SENDER, "-t", RECIPIENT, "-S", "Bao cao tuan", f"127.0.0.1:{port}"],
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                )
+                for port, s, m in zip(system.ports, per, counts) if m
+            ]
+            rig.procs.extend(sources)
+            t1 = _wait_count(sink, base + count, timeout, sources)
+            for src in sources:
+                out = src.communicate(timeout=timeout)[0]
+                if src.returncode != 0:
+                    errors += 1
+                    print(f"bench: smtp-source: {out.decode(errors='replace').strip()[:300]}", file=sys.stderr)
+        else:
+            client = subprocess.Popen(
+                [sys.executable, __file__, "--client", "--kind", load, "--count", str(count), "--sessions", str(concurrency),
+                 "--ports", *map(str, system.ports)],
+                stdout=subprocess.PIPE, stdin=subprocess.PIPE, stderr=None,
+            )
+            rig.procs.append(client)
+            assert client.stdout is not None and client.stdin is not None
+            if client.stdout.readline().strip() != b"ready":
+                raise RuntimeError("the Python client did not start")
+            t0 = time.perf_counter()
+            client.stdin.write(b"go\n")
+            client.stdin.flush()
+            t1 = _wait_count(sink, base + count, timeout, [client])
+            out = client.communicate(timeout=timeout)[0]
+            result = json.loads(out.decode().strip().splitlines()[-1])
+            latencies = result["latencies"]
+            errors += result["error_count"]
+            for e in result["errors"]:
+                print(f"bench: {system.name} {load}: {e}", file=sys.stderr)
+        time.sleep(0.3)  # anything beyond the count would be a duplicate: give it a moment to show
+    received = sink.count() - base
+    elapsed = (t1 or time.perf_counter()) - t0
+    lat = sorted(latencies)
+    return RunResult(
+        rate=min(received, count) / elapsed if elapsed > 0 else 0.0,
+        p50=_pct(lat, 50), p99=_pct(lat, 99), peak_mb=memory.peak_mb,
+        received=received, expected=count, errors=errors,
+    )
+
+
+def _split(n: int, parts: int) -> list[int]:
+    return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
+
+
+def _pct(values: list[float], p: int) -> float | None:
+    if not values:
+        return None
+    k = min(len(values) - 1, max(0, round(p / 100 * len(values) + 0.5) - 1))
+    return values[k] * 1000
+
+
+def _wait_count(sink: Sink, target: int, timeout: float, loaders: list[subprocess.Popen[bytes]]) -> float | None:
+    """The moment the sink's count reached ``target``; None on timeout or when the loaders gave up short."""
+    deadline = time.perf_counter() + timeout
+    gave_up_at: float | None = None
+    while time.perf_counter() < deadline:
+        if sink.count() >= target:
+            return time.perf_counter()
+        if all(p.poll() is not None for p in loaders):
+            gave_up_at = gave_up_at or time.perf_counter()
+            if time.perf_counter() - gave_up_at > 10:  # the queues had time to drain: something is lost
+                return None
+        time.sleep(0.005)
+    return None
+
+
+# --- the checks before the load --------------------------------------------------
+
+
+def signing_check(rig: Rig, dump: DumpSink, systems: list[System]) -> dict[str, str]:
+    """Send one realistic message through each system to the dump sink; say who signed it."""
+    import smtplib
+
+    raw = MESSAGES["text5k"]()
+    for system in systems:
+        for port in system.ports:
+            tag = f"check-{system.name}-{port}".encode()
+            with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+                s.sendmail(SENDER, [RECIPIENT], raw.replace(b"@@ID@@", tag))
+    want = sum(len(s.ports) for s in systems)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(dump.messages()) < want:
+        time.sleep(0.05)
+    found = {}
+    for system in systems:
+        mine = [m for m in dump.messages() if f"check-{system.name}-".encode() in m]
+        if not mine:
+            found[system.name] = "NOT RECEIVED"
+        elif all(b"\nDKIM-Signature:" in m.split(b"\n\n", 1)[0] and f"d={DOMAIN}".encode() in m for m in mine):
+            found[system.name] = "signed (DKIM-Signature d=" + DOMAIN + ")"
+        else:
+            found[system.name] = "NOT signed"
+    return found
+
+
+# --- the table -------------------------------------------------------------------
+
+
+LOADS = {
+    "smtp-source": "smtp-source, 5 KB",
+    "text5k": "Python, 5 KB Vietnamese text",
+    "pdf200k": "Python, 200 KB with a PDF",
+}
+
+
+def _counts(quick: bool) -> dict[tuple[str, int], int]:
+    if quick:
+        return {(load, c): 10 for load in LOADS for c in (1, 5)}
+    out = {}
+    for load in LOADS:
+        for c in (1, 5, 20):
+            big = load == "pdf200k"
+            out[(load, c)] = {1: 150 if big else 400, 5: 300 if big else 1500, 20: 400 if big else 3000}[c]
+    return out
+
+
+def _fmt(v: float | None, digits: int = 0) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def print_table(rows: list[tuple[str, int, int, dict[str, RunResult]]], names: list[str]) -> None:
+    ref = names[0]
+    head = f"{'load':<30} {'conc':>4} {'msgs':>5} | "
+    head += " | ".join(f"{n[:16]:<16} {'msg/s':>7} {'p50ms':>6} {'p99ms':>6} {'RSS MB':>6}" for n in names)
+    head += " | " + " ".join(f"{'ratio ' + n[:10]:>16}" for n in names[1:])
+    print(head)
+    print("-" * len(head))
+    for load, conc, count, results in rows:
+        line = f"{LOADS[load]:<30} {conc:>4} {count:>5} | "
+        cells = []
+        for n in names:
+            r = results.get(n)
+            if r is None:
+                cells.append(f"{'':<16} {'-':>7} {'-':>6} {'-':>6} {'-':>6}")
+                continue
+            flag = "" if r.complete else f" LOST {r.expected - r.received}" if r.received < r.expected else f" DUP {r.received - r.expected}"
+            cells.append(f"{flag.strip():<16} {r.rate:>7.0f} {_fmt(r.p50, 1):>6} {_fmt(r.p99, 1):>6} {r.peak_mb:>6.0f}")
+        line += " | ".join(cells)
+        ratios = []
+        for n in names[1:]:
+            a, b = results.get(n), results.get(ref)
+            ratios.append(f"{a.rate / b.rate:>16.2f}" if a and b and b.rate else f"{'-':>16}")
+        line += " | " + " ".join(ratios)
+        print(line)
+
+
+def machine() -> str:
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    postfix = subprocess.run([_which("postconf") or "postconf", "-d", "-h", "mail_version"], capture_output=True, text=True).stdout.strip()
+    return (f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()} {platform.release()}, "
+            f"Postfix {postfix}, OpenDKIM {_opendkim_version()}")
+
+
+def _opendkim_version() -> str:
+    out = subprocess.run([_which("opendkim") or "opendkim", "-V"], capture_output=True, text=True).stdout
+    return out.split("\n", 1)[0].split()[-1] if out else "?"
+
+
+# --- main ------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a tiny load (10 messages per case, 1 and 5 sessions)")
+    parser.add_argument("--two-nodes", action="store_true", help="also run two mailgw nodes (own ports, own spool) and report their combined throughput")
+    parser.add_argument("--workers", type=int, default=0, help="mailgw serving processes (the 'workers:' setting); 0 leaves it unset")
+    parser.add_argument("--loads", nargs="*", choices=list(LOADS), default=list(LOADS))
+    parser.add_argument("--concurrency", nargs="*", type=int, help="override the session counts (default 1 5 20; quick: 1 5)")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every message count")
+    parser.add_argument("--only", choices=("postfix", "mailgw"), help="run one system only (profiling)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, spools, configs)")
+    parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--kind", help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--sessions", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--ports", type=int, nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.client:
+        client_main(args)
+        return 0
+
+    try:
+        ensure_packages()
+    except CannotInstall as e:
+        print(f"bench: cannot run: {e}", file=sys.stderr)
+        return EXIT_CANNOT_INSTALL
+
+    rig = Rig(keep=args.keep)
+    print(f"bench: directory {rig.dir}", file=sys.stderr)
+    # SIGTERM (a test's timeout, a CI cancel) unwinds through the finally below like Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        return _bench(rig, args)
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        rig.close()
+
+
+def _bench(rig: Rig, args: argparse.Namespace) -> int:
+    key = make_key(rig)
+    sink_port = free_port()
+    dump = DumpSink(rig, sink_port)  # first the dump sink, to see who signs; then the counting one
+    systems: list[System] = []
+    if args.only != "mailgw":
+        systems.append(start_postfix(rig, key, sink_port))
+    if args.only != "postfix":
+        systems.append(start_mailgw(rig, key, sink_port, workers=args.workers or None))
+    if args.two_nodes:
+        a = start_mailgw(rig, key, sink_port, name="node-a", workers=args.workers or None)
+        b = start_mailgw(rig, key, sink_port, name="node-b", workers=args.workers or None)
+        systems.append(System("mailgw x2 nodes", a.ports + b.ports, a.roots + b.roots))
+    signing = signing_check(rig, dump, systems)
+    dump.stop()
+    sink = Sink(rig, sink_port)
+
+    counts = _counts(args.quick)
+    concs = args.concurrency or sorted({c for _, c in counts})
+    rows: list[tuple[str, int, int, dict[str, RunResult]]] = []
+    ok = True
+    for load in args.loads:
+        for conc in concs:
+            count = max(conc, int(counts.get((load, conc), max(counts.values())) * args.scale))
+            results: dict[str, RunResult] = {}
+            for system in systems:
+                timeout = 30 + count / 5
+                r = run_load(rig, sink, system, load, conc, count, timeout)
+                results[system.name] = r
+                ok &= r.complete
+                print(f"bench: {system.name:<18} {LOADS[load]:<30} c={conc:<3} {r.rate:7.0f} msg/s"
+                      f"  p50={_fmt(r.p50, 1)} p99={_fmt(r.p99, 1)} ms  RSS={r.peak_mb:.0f} MB  sink {r.received}/{r.expected}",
+                      file=sys.stderr)
+            rows.append((load, conc, count, results))
+
+    print()
+    print(f"Machine: {machine()}")
+    print("Signing check (one message each, at the sink): " + "; ".join(f"{n}: {v}" for n, v in signing.items()))
+    print("msg/s: end to end, counted at the sink; p50/p99: end-of-DATA to 250 (Python client); RSS: peak sum of all processes")
+    print()
+    print_table(rows, [s.name for s in systems])
+    if not ok:
+        print("\nbench: FAILED: the sink did not receive every message exactly once (see LOST/DUP above)")
+        return 1
+    print("\nEvery message arrived at the sink exactly once.")
+    return 0
+
+
+if __name__ == "__main__":
+    if "--client" not in sys.argv:
+        _ensure_interpreter()
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""The Postfix comparison bench runs end to end on a tiny load and prints its table.
+
+Not a timed test: it checks only that every part starts, that every message
+reaches the sink exactly once and that the table has a row per case. It needs
+root (Postfix's master starts as root; apt-get installs the packages when they
+are missing) and skips with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "postfix_vs_mailgw.py"
+CANNOT_INSTALL = 3  # the script's exit status when Postfix/OpenDKIM cannot be installed
+
+
+def test_quick_bench_prints_the_table() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the Postfix bench needs root (Postfix's master starts as root, apt-get installs it)")
+    if not shutil.which("smtp-sink", path="/usr/sbin:/usr/bin") and not shutil.which("apt-get"):
+        pytest.skip("Postfix is not installed and there is no apt-get to install it")
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick"], capture_output=True, text=True, timeout=240, cwd=SCRIPT.parent.parent
+    )
+    if proc.returncode == CANNOT_INSTALL:
+        pytest.skip(proc.stderr.strip().splitlines()[-1])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "Every message arrived at the sink exactly once." in out
+    assert re.search(r"Signing check .*Postfix\+OpenDKIM: signed", out), out
+    header = next(line for line in out.splitlines() if line.startswith("load "))
+    assert "Postfix+OpenDKIM" in header and "mailgw" in header and "ratio" in header
+    for load in ("smtp-source, 5 KB", "Python, 5 KB Vietnamese text", "Python, 200 KB with a PDF"):
+        rows = [line for line in out.splitlines() if line.startswith(load)]
+        assert len(rows) == 2, (load, out)  # sessions 1 and 5
+        for row in rows:
+            _, postfix, mailgw, ratio = row.split("|")
+            for cell in (postfix, mailgw):
+                rate, p50, p99, rss = cell.split()  # no LOST/DUP flag in front
+                assert float(rate) > 0 and float(rss) > 0, row
+                if not load.startswith("smtp-source"):  # the Python client measures end-of-DATA to 250
+                    assert 0 < float(p50) <= float(p99), row
+            assert float(ratio) > 0, row
+    # everything it started is gone, and so is its directory
+    run_dir = re.search(r"bench: directory (\S+)", proc.stderr).group(1)
+    assert not Path(run_dir).exists()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            assert run_dir.encode() not in cmdline.read_bytes(), cmdline
+        except OSError:
+            continue
