@@ -218,15 +218,22 @@ def _wait_gone(pids: list[int], timeout: float) -> bool:
     return False
 
 
-def _rss_kb(pid: int) -> int:
+def _rss_kb_and_ticks(pid: int) -> tuple[int, int]:
+    """Resident set size in KB, and CPU time (user + system) in clock ticks."""
+    rss = ticks = 0
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
+                    rss = int(line.split()[1])
+                    break
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(b")") + 2:].split()
+        ticks = int(fields[11]) + int(fields[12])
+    except (OSError, ValueError, IndexError):
         pass
-    return 0
+    return rss, ticks
 
 
 def free_port() -> int:
@@ -252,18 +259,26 @@ def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: f
     raise RuntimeError(f"{what or port}: no SMTP greeting on port {port} after {timeout:.0f} s")
 
 
-class PeakMemory:
-    """Samples the summed RSS of a set of process trees in a thread; ``peak_mb`` once stopped."""
+class Usage:
+    """Samples a set of process trees in a thread: the peak of their summed RSS, and the CPU time they used.
+
+    CPU time is counted per process from its first sample to its last, so
+    processes that come and go (Postfix's daemons) are counted while they live.
+    """
 
     def __init__(self, roots: list[int], period: float = 0.05):
         self.roots = roots
         self.period = period
         self.peak_kb = 0
+        self._first: dict[int, int] = {}
+        self._last: dict[int, int] = {}
+        self._started = True
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> PeakMemory:
+    def __enter__(self) -> Usage:
         self._sample()
+        self._started = False  # processes born after this point count from zero
         self._thread.start()
         return self
 
@@ -281,7 +296,14 @@ class PeakMemory:
                 continue
             pids.add(pid)
             todo.extend(kids.get(pid, []))
-        self.peak_kb = max(self.peak_kb, sum(_rss_kb(p) for p in pids))
+        total = 0
+        for pid in pids:
+            rss, ticks = _rss_kb_and_ticks(pid)
+            total += rss
+            if ticks:
+                self._first.setdefault(pid, ticks if self._started else 0)
+                self._last[pid] = ticks
+        self.peak_kb = max(self.peak_kb, total)
 
     def _run(self) -> None:
         while not self._stop.wait(self.period):
@@ -290,6 +312,10 @@ class PeakMemory:
     @property
     def peak_mb(self) -> float:
         return self.peak_kb / 1024
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self._last[p] - self._first[p] for p in self._last) / os.sysconf("SC_CLK_TCK")
 
 
 # --- the sink --------------------------------------------------------------------
@@ -704,6 +730,7 @@ class RunResult:
     p50: float | None  # ms, end-of-DATA to 250
     p99: float | None
     peak_mb: float
+    cpu_ms: float  # CPU time of all the system's processes per message received
     received: int
     expected: int
     errors: int
@@ -713,11 +740,12 @@ class RunResult:
         return self.received == self.expected and self.errors == 0
 
 
-def run_load(rig: Rig, sink: Sink, system: System, load: str, concurrency: int, count: int, timeout: float) -> RunResult:
+def run_load(rig: Rig, sink: Sink, system: System, load: str, concurrency: int, count: int, timeout: float,
+             profile: Path | None = None) -> RunResult:
     base = sink.count()
     latencies: list[float] = []
     errors = 0
-    with PeakMemory(system.roots) as memory:
+    with Usage(system.roots) as usage, _profiling(rig, system, profile, f"{load}-c{concurrency}"):
         if load == "smtp-source":
             per = _split(concurrency, len(system.ports))
             counts = _split(count, len(system.ports))
@@ -763,9 +791,33 @@ def run_load(rig: Rig, sink: Sink, system: System, load: str, concurrency: int, 
     lat = sorted(latencies)
     return RunResult(
         rate=min(received, count) / elapsed if elapsed > 0 else 0.0,
-        p50=_pct(lat, 50), p99=_pct(lat, 99), peak_mb=memory.peak_mb,
+        p50=_pct(lat, 50), p99=_pct(lat, 99), peak_mb=usage.peak_mb, cpu_ms=usage.cpu_seconds * 1000 / max(1, received),
         received=received, expected=count, errors=errors,
     )
+
+
+@contextlib.contextmanager
+def _profiling(rig: Rig, system: System, out: Path | None, case: str) -> Iterator[None]:
+    """py-spy on every mailgw process for the length of one run (collapsed stacks, for flamegraph.pl or speedscope)."""
+    if out is None or not system.name.startswith("mailgw") or not shutil.which("py-spy"):
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    spies = [
+        subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--subprocesses", "--gil", "--rate", "250", "--format", "raw",
+                          "--output", str(out / f"{system.name}-{case}-{pid}.txt")],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for pid in system.roots
+    ]
+    rig.procs.extend(spies)
+    time.sleep(0.5)  # attached before the load starts
+    try:
+        yield
+    finally:
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                spy.wait(30)
 
 
 def _split(n: int, parts: int) -> list[int]:
@@ -851,7 +903,7 @@ def _fmt(v: float | None, digits: int = 0) -> str:
 def print_table(rows: list[tuple[str, int, int, dict[str, RunResult]]], names: list[str]) -> None:
     ref = names[0]
     head = f"{'load':<30} {'conc':>4} {'msgs':>5} | "
-    head += " | ".join(f"{n[:16]:<16} {'msg/s':>7} {'p50ms':>6} {'p99ms':>6} {'RSS MB':>6}" for n in names)
+    head += " | ".join(f"{n[:16]:<16} {'msg/s':>7} {'p50ms':>6} {'p99ms':>6} {'RSS MB':>6} {'CPUms':>5}" for n in names)
     head += " | " + " ".join(f"{'ratio ' + n[:10]:>16}" for n in names[1:])
     print(head)
     print("-" * len(head))
@@ -861,10 +913,10 @@ def print_table(rows: list[tuple[str, int, int, dict[str, RunResult]]], names: l
         for n in names:
             r = results.get(n)
             if r is None:
-                cells.append(f"{'':<16} {'-':>7} {'-':>6} {'-':>6} {'-':>6}")
+                cells.append(f"{'':<16} {'-':>7} {'-':>6} {'-':>6} {'-':>6} {'-':>5}")
                 continue
             flag = "" if r.complete else f" LOST {r.expected - r.received}" if r.received < r.expected else f" DUP {r.received - r.expected}"
-            cells.append(f"{flag.strip():<16} {r.rate:>7.0f} {_fmt(r.p50, 1):>6} {_fmt(r.p99, 1):>6} {r.peak_mb:>6.0f}")
+            cells.append(f"{flag.strip():<16} {r.rate:>7.0f} {_fmt(r.p50, 1):>6} {_fmt(r.p99, 1):>6} {r.peak_mb:>6.0f} {r.cpu_ms:>5.1f}")
         line += " | ".join(cells)
         ratios = []
         for n in names[1:]:
@@ -903,6 +955,7 @@ def main() -> int:
     parser.add_argument("--concurrency", nargs="*", type=int, help="override the session counts (default 1 5 20; quick: 1 5)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every message count")
     parser.add_argument("--only", choices=("postfix", "mailgw"), help="run one system only (profiling)")
+    parser.add_argument("--profile", type=Path, help="record py-spy profiles of mailgw (collapsed stacks) into this directory")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, spools, configs)")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--kind", help=argparse.SUPPRESS)
@@ -960,18 +1013,19 @@ def _bench(rig: Rig, args: argparse.Namespace) -> int:
             results: dict[str, RunResult] = {}
             for system in systems:
                 timeout = 30 + count / 5
-                r = run_load(rig, sink, system, load, conc, count, timeout)
+                r = run_load(rig, sink, system, load, conc, count, timeout, args.profile)
                 results[system.name] = r
                 ok &= r.complete
                 print(f"bench: {system.name:<18} {LOADS[load]:<30} c={conc:<3} {r.rate:7.0f} msg/s"
-                      f"  p50={_fmt(r.p50, 1)} p99={_fmt(r.p99, 1)} ms  RSS={r.peak_mb:.0f} MB  sink {r.received}/{r.expected}",
+                      f"  p50={_fmt(r.p50, 1)} p99={_fmt(r.p99, 1)} ms  RSS={r.peak_mb:.0f} MB  CPU={r.cpu_ms:.1f} ms/msg  sink {r.received}/{r.expected}",
                       file=sys.stderr)
             rows.append((load, conc, count, results))
 
     print()
     print(f"Machine: {machine()}")
     print("Signing check (one message each, at the sink): " + "; ".join(f"{n}: {v}" for n, v in signing.items()))
-    print("msg/s: end to end, counted at the sink; p50/p99: end-of-DATA to 250 (Python client); RSS: peak sum of all processes")
+    print("msg/s: end to end, counted at the sink; p50/p99: end-of-DATA to 250 (Python client); "
+          "RSS: peak sum over all the system's processes; CPUms: their CPU time per message")
     print()
     print_table(rows, [s.name for s in systems])
     if not ok:
