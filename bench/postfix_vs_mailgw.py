@@ -541,7 +541,9 @@ def start_mailgw(rig: Rig, key: Path, sink_port: int, *, name: str = "mailgw", d
         "listeners": [{"name": "relay", "role": "relay", "listen": f"127.0.0.1:{port}", "trusted_networks": ["127.0.0.0/8"]}],
         "routes": {"local": f"smtp://127.0.0.1:{sink_port}", "remote": f"smtp://127.0.0.1:{sink_port}"},
         "dkim": [{"domain": DOMAIN, "selector": SELECTOR, "key": str(key)}],
-        "limits": {"connections_per_ip": 200},
+        # One client sends everything, over sessions that stay open for the whole run (Postfix has
+        # no per-session command cap): raise the abuse limits that would cut them short.
+        "limits": {"connections_per_ip": 200, "commands": 1_000_000},
     }
     if workers:
         settings["workers"] = workers

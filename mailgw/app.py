@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import Any
+from typing import Any, Callable
 
 from mailgw import credentials, directory, dnsanswers, settings, tls
 from mailgw.deliver import Deliverer
@@ -46,14 +46,21 @@ def load_context(path: str) -> tuple[Context, list[Problem]]:
 
 
 class Gateway:
-    """One running gateway: its listeners, its spool and its delivery worker."""
+    """One running gateway: its listeners, its spool and its delivery worker.
 
-    def __init__(self, settings_path: str):
+    ``mode`` splits the work when the settings ask for several ``workers``
+    (mailgw.workers): ``receive`` runs the listeners only (on ports shared with
+    the other workers) and reports each queued id to ``on_queued``; ``deliver``
+    runs the spool recovery and delivery only. ``all`` is one process doing both.
+    """
+
+    def __init__(self, settings_path: str, *, mode: str = "all", on_queued: Callable[[str], None] | None = None):
         self.settings_path = settings_path
+        self.mode = mode
         self._ctx, _ = load_context(settings_path)
         self.spool = Spool(self._ctx.settings.spool)
         self.deliverer = Deliverer(self.spool, self.context)
-        self.edge = Edge(self.context, self.spool, on_queued=self.deliverer.notify)
+        self.edge = Edge(self.context, self.spool, on_queued=on_queued or self.deliverer.notify)
         self.servers: dict[str, asyncio.base_events.Server] = {}
         self.addresses: dict[str, tuple[str, int]] = {}  # listener name -> bound address
         self._delivery: asyncio.Task[None] | None = None
@@ -64,9 +71,18 @@ class Gateway:
 
     async def start(self) -> None:
         s = self._ctx.settings
-        waiting = await asyncio.to_thread(self.spool.recover)
-        log.info("mailgw starting: %s", s.effective())
-        log.info("spool %s: %d messages waiting", s.spool, waiting)
+        loop = asyncio.get_running_loop()
+        if self.mode != "receive":  # one process recovers, before any worker writes
+            waiting = await asyncio.to_thread(self.spool.recover)
+            log.info("mailgw starting: %s", s.effective())
+            log.info("spool %s: %d messages waiting", s.spool, waiting)
+        if self.mode != "deliver":
+            await self._listen()
+        if self.mode != "receive":
+            self._delivery = loop.create_task(self.deliverer.run())
+
+    async def _listen(self) -> None:
+        s = self._ctx.settings
         loop = asyncio.get_running_loop()
         for listener in s.listeners:
             context = tls.server_context(listener.tls, s.hostname) if listener.tls else None
@@ -74,12 +90,13 @@ class Gateway:
             def factory(l: Any = listener, c: Any = context) -> SmtpServer:
                 return SmtpServer(Handler(self.edge, l), self.edge, l, c)
 
-            server = await loop.create_server(factory, listener.host, listener.port, reuse_address=True)
+            server = await loop.create_server(
+                factory, listener.host, listener.port, reuse_address=True, reuse_port=self.mode == "receive"
+            )
             self.servers[listener.name] = server
             sock = server.sockets[0].getsockname()
             self.addresses[listener.name] = (sock[0], sock[1])
             log.info("listener %s (%s) on %s:%d%s", listener.name, listener.role, sock[0], sock[1], " with STARTTLS" if context else "")
-        self._delivery = loop.create_task(self.deliverer.run())
 
     def reload(self) -> bool:
         """Load the files again; keep the running set if anything is wrong (SIGHUP)."""

@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(metavar="COMMAND")
 
     s = sub.add_parser("serve", parents=[common], help="run the gateway")
+    # Set by the supervisor for its workers (settings 'workers' above 1; mailgw.workers), never by hand.
+    s.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
+    s.add_argument("--notify-fd", type=int, help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("check", parents=[common], help="validate settings, directory and policies")
@@ -109,11 +112,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from mailgw.app import Gateway
     from mailgw.settings import load
 
-    _setup_logging(load(args.config).log_level)
+    settings = load(args.config)
+    _setup_logging(settings.log_level)
+    if args.worker:
+        from mailgw import workers
 
-    async def run() -> None:
-        gateway = Gateway(args.config)
-        await gateway.serve_forever()
+        workers.die_with_parent()
+        on_queued = workers.notifier(args.notify_fd) if args.notify_fd is not None else None
+
+        async def run() -> None:
+            await Gateway(args.config, mode="receive", on_queued=on_queued).serve_forever()
+    elif settings.workers > 1:
+        from mailgw import workers
+
+        async def run() -> None:
+            await workers.supervise(args.config, settings.workers)
+    else:
+
+        async def run() -> None:
+            gateway = Gateway(args.config)
+            await gateway.serve_forever()
 
     asyncio.run(run())
     return 0

@@ -123,6 +123,7 @@ class Settings:
     limits: Limits
     log_level: str = "INFO"
     dns: DnsSettings = dataclasses.field(default_factory=lambda: DnsSettings())
+    workers: int = 1  # serving processes sharing the listening ports (mailgw.workers)
 
     def effective(self) -> str:
         """The effective settings as one log line (chasquid's LogConfig)."""
@@ -137,7 +138,7 @@ class Settings:
 
 _TOP_KEYS = {
     "hostname", "node", "directory", "policies", "database", "spool", "credentials",
-    "listeners", "routes", "dkim", "tls", "queue", "limits", "log_level", "dns",
+    "listeners", "routes", "dkim", "tls", "queue", "limits", "log_level", "dns", "workers",
 }
 
 
@@ -183,12 +184,13 @@ def load(path: str) -> Settings:
     queue = _queue(c, data)
     limits = _limits(c, data)
     dns = _dns(c, data, rel)
+    workers = _workers(c, data, listeners)
     c.raise_if_errors()
     return Settings(
         file=os.path.abspath(path), hostname=hostname, node=node, directory=directory, policies=policies,
         database=database, spool=spool, credentials=credentials, listeners=tuple(listeners), routes=routes,
         dkim=tuple(dkim), tls=tls, queue=queue, limits=limits, log_level=log_level,
-        dns=dns,
+        dns=dns, workers=workers,
     )
 
 
@@ -331,6 +333,22 @@ def _dkim(c: Checker, data: YMap, rel: Any) -> list[DkimKey]:
             c.error(m, "algorithm", "algorithm must be 'rsa' or 'ed25519'")
         out.append(DkimKey(domain.lower(), selector, rel(key) if key else "", algorithm))
     return out
+
+
+MAX_WORKERS = 64
+
+
+def _workers(c: Checker, data: YMap, listeners: list[Listener]) -> int:
+    if "workers" not in data:
+        return 1
+    n = _positive_int(c, data, "workers") or 1
+    if n > MAX_WORKERS:
+        c.error(data, "workers", f"'workers' must be at most {MAX_WORKERS}, not {n}")
+    if n > 1:
+        for l in listeners:
+            if l.port == 0:  # each worker would get a port of its own
+                c.error(data, "workers", f"listener {l.name!r} listens on port 0: several workers need a fixed port to share")
+    return n
 
 
 def _dns(c: Checker, data: YMap, rel: Any) -> DnsSettings:
