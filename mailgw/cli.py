@@ -99,8 +99,10 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def _setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _setup_logging(level: str = "INFO", who: str = "") -> None:
+    """``who`` names the process in every line when several share the log (``worker 2``)."""
+    who = f"[{who}] " if who else ""
+    logging.basicConfig(level=level, stream=sys.stderr, format=f"%(asctime)s %(levelname)s {who}%(name)s: %(message)s")
     # aiosmtpd logs every command at INFO ("mail.log"); keep that for DEBUG only,
     # and drop its warning about its own deprecated attribute.
     smtp_log = logging.getLogger("mail.log")
@@ -113,7 +115,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from mailgw.settings import load
 
     settings = load(args.config)
-    _setup_logging(settings.log_level)
+    _setup_logging(settings.log_level, f"worker {args.worker}" if args.worker else "")
     if args.worker:
         from mailgw import workers
 
