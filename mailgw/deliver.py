@@ -58,6 +58,7 @@ class Deliverer:
             await self._sleep()
         if self._active:
             await asyncio.gather(*self._active.values(), return_exceptions=True)
+        await transports.connection_cache().close()  # QUIT the sessions kept for reuse
 
     async def run_until_empty(self, timeout: float = 30.0) -> None:
         """Deliver until no queued message is due or running (tests, `queue flush` in the foreground)."""

@@ -15,6 +15,7 @@ import socket
 import ssl
 import time
 import urllib.parse
+import weakref
 from typing import Sequence
 
 import aiosmtplib
@@ -61,8 +62,16 @@ async def deliver(route: Route, mail_from: str, rcpts: Sequence[str], data: byte
 
 async def _smtp(hosts: list[tuple[str, int]], mail_from: str, rcpts: Sequence[str], data: bytes, hostname: str, timeouts: QueueSettings) -> dict[str, Result]:
     last: Result = temporary("no host to try")
+    cache = connection_cache()
     for host, port in hosts:
         remote = f"{host}:{port}"
+        client = cache.take(host, port)
+        if client is not None:
+            outcome = await _transaction(client, mail_from, rcpts, data, remote, reused=True)
+            if outcome is not None:
+                await cache.done(host, port, client, *outcome)
+                return outcome[0]
+            cache.discard(client)  # closed by the other side while it waited: nothing was sent, open a new one
         client = aiosmtplib.SMTP(
             hostname=host,
             port=port,
@@ -77,23 +86,31 @@ async def _smtp(hosts: list[tuple[str, int]], mail_from: str, rcpts: Sequence[st
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as e:
             last = temporary(f"connect to {remote} failed: {_describe(e)}", remote)
             continue  # next MX host
-        try:
-            return await _transaction(client, mail_from, rcpts, data, remote)
-        finally:
-            try:
-                await client.quit()
-            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
-                client.close()
+        outcome = await _transaction(client, mail_from, rcpts, data, remote, reused=False)
+        assert outcome is not None
+        await cache.done(host, port, client, *outcome)
+        return outcome[0]
     return {r: last for r in rcpts}
 
 
-async def _transaction(client: aiosmtplib.SMTP, mail_from: str, rcpts: Sequence[str], data: bytes, remote: str) -> dict[str, Result]:
+async def _transaction(
+    client: aiosmtplib.SMTP, mail_from: str, rcpts: Sequence[str], data: bytes, remote: str, *, reused: bool
+) -> tuple[dict[str, Result], bool] | None:
+    """The results, and whether the session ended its transaction cleanly (so it may carry the next one).
+
+    None when a ``reused`` session fails at MAIL FROM: it was closed while it
+    waited in the cache, nothing was accepted, and a new session should try.
+    """
     try:
         await client.mail(mail_from, options=_mail_options(client, data))
     except aiosmtplib.SMTPResponseException as e:
-        return {r: _from_code(e.code, f"MAIL FROM: {e.code} {e.message}", remote) for r in rcpts}
+        if reused:
+            return None
+        return {r: _from_code(e.code, f"MAIL FROM: {e.code} {e.message}", remote) for r in rcpts}, False
     except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as e:
-        return {r: temporary(f"{remote}: {_describe(e)}", remote) for r in rcpts}
+        if reused:
+            return None
+        return {r: temporary(f"{remote}: {_describe(e)}", remote) for r in rcpts}, False
     results: dict[str, Result] = {}
     accepted: list[str] = []
     for rcpt in rcpts:
@@ -105,7 +122,7 @@ async def _transaction(client: aiosmtplib.SMTP, mail_from: str, rcpts: Sequence[
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as e:
             results[rcpt] = temporary(f"{remote}: {_describe(e)}", remote)
     if not accepted:
-        return results
+        return results, False  # the transaction is still open: this session is not reused
     try:
         response = await client.data(data)
         for rcpt in accepted:
@@ -113,12 +130,109 @@ async def _transaction(client: aiosmtplib.SMTP, mail_from: str, rcpts: Sequence[
     except aiosmtplib.SMTPResponseException as e:
         for rcpt in accepted:
             results[rcpt] = _from_code(e.code, f"DATA: {e.code} {e.message}", remote)
+        return results, e.code != 421  # the final reply ended the transaction (421: the server is leaving)
     except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as e:
         # No final reply: the next hop may or may not have the message. Retrying
         # may duplicate it, which is allowed; losing it is not.
         for rcpt in accepted:
             results[rcpt] = temporary(f"{remote}: {_describe(e)}", remote)
-    return results
+        return results, False
+    return results, True
+
+
+class ConnectionCache:
+    """SMTP sessions kept open after a delivery for the next message to the same host (Postfix's connection cache).
+
+    Opening a session (TCP, greeting, EHLO, maybe STARTTLS) and closing it (QUIT)
+    cost more round trips than the transaction itself. A session goes back to the
+    cache only when its transaction ended with a final reply to DATA; it waits at
+    most ``idle`` seconds (Postfix's smtp_connection_cache_time_limit, 2 s), is
+    used for at most ``lifetime`` seconds (smtp_connection_reuse_time_limit,
+    300 s), and at most ``size`` sessions wait per host.
+    """
+
+    def __init__(self, idle: float = 2.0, lifetime: float = 300.0, size: int = 32):
+        self.idle, self.lifetime, self.size = idle, lifetime, size
+        self._idle: dict[tuple[str, int], list[tuple[aiosmtplib.SMTP, float, float]]] = {}  # client, opened, idle since
+        self._opened: dict[int, float] = {}  # id(client) -> when it was opened
+        self._closing: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def take(self, host: str, port: int) -> aiosmtplib.SMTP | None:
+        now = time.monotonic()
+        waiting = self._idle.get((host, port), [])
+        while waiting:
+            client, opened, since = waiting.pop()  # the most recently used: the least likely to be closed
+            if now - since < self.idle and now - opened < self.lifetime and client.is_connected:
+                self._opened[id(client)] = opened
+                return client
+            self._quit(client)
+        return None
+
+    def discard(self, client: aiosmtplib.SMTP) -> None:
+        self._opened.pop(id(client), None)
+        client.close()
+
+    async def done(self, host: str, port: int, client: aiosmtplib.SMTP, results: dict[str, Result], clean: bool) -> None:
+        """Keep ``client`` for the next message, or close it."""
+        opened = self._opened.pop(id(client), time.monotonic())
+        waiting = self._idle.setdefault((host, port), [])
+        if clean and client.is_connected and len(waiting) < self.size and time.monotonic() - opened < self.lifetime:
+            waiting.append((client, opened, time.monotonic()))
+            if self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(self.idle, self._expire)
+            return
+        try:
+            await client.quit()
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+            client.close()
+
+    def _expire(self) -> None:
+        self._timer = None
+        now = time.monotonic()
+        for key, waiting in self._idle.items():
+            keep = [w for w in waiting if now - w[2] < self.idle]
+            for client, _, since in waiting:
+                if now - since >= self.idle:
+                    self._quit(client)
+            self._idle[key] = keep
+        if any(self._idle.values()):
+            self._timer = asyncio.get_running_loop().call_later(self.idle, self._expire)
+
+    def _quit(self, client: aiosmtplib.SMTP) -> None:
+        async def quit() -> None:
+            try:
+                await asyncio.wait_for(client.quit(), 5)
+            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+                client.close()
+
+        task = asyncio.get_running_loop().create_task(quit())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        """Close every waiting session (the delivery worker stops)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for waiting in self._idle.values():
+            for client, _, _ in waiting:
+                self._quit(client)
+        self._idle.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+_caches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ConnectionCache] = weakref.WeakKeyDictionary()
+
+
+def connection_cache() -> ConnectionCache:
+    """The connection cache of the running event loop (sessions belong to one loop)."""
+    loop = asyncio.get_running_loop()
+    cache = _caches.get(loop)
+    if cache is None:
+        cache = _caches[loop] = ConnectionCache()
+    return cache
 
 
 def _mail_options(client: aiosmtplib.SMTP, data: bytes) -> list[str]:
