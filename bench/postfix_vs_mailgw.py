@@ -954,7 +954,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tiny load (10 messages per case, 1 and 5 sessions)")
     parser.add_argument("--two-nodes", action="store_true", help="also run two mailgw nodes (own ports, own spool) and report their combined throughput")
-    parser.add_argument("--workers", type=int, default=0, help="mailgw serving processes (the 'workers:' setting); 0 leaves it unset")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="mailgw serving processes (its 'workers:' setting; default: one per core, as Postfix uses every core)")
     parser.add_argument("--loads", nargs="*", choices=list(LOADS), default=list(LOADS))
     parser.add_argument("--concurrency", nargs="*", type=int, help="override the session counts (default 1 5 20; quick: 1 5)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every message count")
@@ -1010,15 +1011,21 @@ def _bench(rig: Rig, args: argparse.Namespace) -> int:
 
             pg = stack.enter_context(pg_schema_url())
             database = pg or None
-            a = start_mailgw(rig, key, sink_port, name="node-a", workers=workers, database=database or "sqlite:///audit.db")
-            b = start_mailgw(rig, key, sink_port, name="node-b", workers=workers, database=database or "sqlite:///audit.db")
+            # The machine's cores are shared between the nodes: one each on 2 cores.
+            per_node = max(1, (args.workers or 1) // 2)
+            a = start_mailgw(rig, key, sink_port, name="node-a", workers=per_node, database=database or "sqlite:///audit.db")
+            b = start_mailgw(rig, key, sink_port, name="node-b", workers=per_node, database=database or "sqlite:///audit.db")
             systems.append(System("mailgw 2 nodes", a.ports + b.ports, a.roots + b.roots))
-            notes.append("mailgw 2 nodes: own ports and spool each, sessions split between them, audit database "
+            notes.append(f"mailgw 2 nodes: workers={per_node} each, own ports and spool each, sessions split between them, audit database "
                          + ("one shared PostgreSQL" if pg else "SQLite each (PostgreSQL not reachable at 127.0.0.1:5432)"))
         signing = signing_check(rig, dump, systems)
         dump.stop()
         sink = Sink(rig, sink_port)
         rows, ok = _measure(rig, sink, systems, args)
+        if args.only != "postfix":
+            db = rig.dir / "mailgw" / "audit.db"
+            notes.append(f"mailgw audit database after the run: {db.stat().st_size // 1024} KB" if db.exists()
+                         else "mailgw audit database: nothing written (this build does not write the exchange log yet)")
 
     print()
     print(f"Machine: {machine()}")
