@@ -7,7 +7,7 @@ import logging
 import signal
 from typing import Any
 
-from mailgw import credentials, directory, dnsanswers, settings, tls
+from mailgw import credentials, directory, dnsanswers, policy, settings, tls
 from mailgw.deliver import Deliverer
 from mailgw.model import Context
 from mailgw.receive import Edge, Handler, SmtpServer
@@ -38,10 +38,17 @@ def load_context(path: str) -> tuple[Context, list[Problem]]:
             parts[name] = loader(target)
         except ConfigError as e:
             problems.extend(e.problems)
+    if "directory" in parts:
+        try:
+            parts["policies"] = policy.load(s.policies, parts["directory"])
+            problems.extend(parts["policies"].warnings)
+        except ConfigError as e:
+            problems.extend(e.problems)
     if any(not p.warning for p in problems):
         raise ConfigError(problems)
     return Context(
-        settings=s, directory=parts["directory"], credentials=parts.get("credentials"), resolver=parts.get("resolver")
+        settings=s, directory=parts["directory"], credentials=parts.get("credentials"), resolver=parts.get("resolver"),
+        policies=parts["policies"],
     ), problems
 
 
@@ -67,6 +74,9 @@ class Gateway:
         waiting = await asyncio.to_thread(self.spool.recover)
         log.info("mailgw starting: %s", s.effective())
         log.info("spool %s: %d messages waiting", s.spool, waiting)
+        log.info("policies version %s: %d rules from %d files; directory version %s",
+                 self._ctx.policies.version, len(self._ctx.policies.rules), len(self._ctx.policies.files),
+                 self._ctx.directory.version)
         loop = asyncio.get_running_loop()
         for listener in s.listeners:
             context = tls.server_context(listener.tls, s.hostname) if listener.tls else None
@@ -95,6 +105,8 @@ class Gateway:
             log.warning("%s", w)
         self._ctx = ctx
         log.info("reloaded: %s", ctx.settings.effective())
+        log.info("policies version %s: %d rules from %d files; directory version %s",
+                 ctx.policies.version, len(ctx.policies.rules), len(ctx.policies.files), ctx.directory.version)
         return True
 
     def request_stop(self) -> None:

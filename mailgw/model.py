@@ -45,6 +45,10 @@ class Decision:
     tags: list[str] = dataclasses.field(default_factory=list)
     reply: str = ""
     headers: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # to add to the message
+    archive: list[str] = dataclasses.field(default_factory=list)  # extra recipients of a copy
+    notify_sender: bool = False  # tell the envelope sender (of a quarantine)
+    redact: bool = False  # keep only metadata and hashes in the record (secret documents)
+    audit: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # audit-mode rules: what they would have done
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -109,4 +113,5 @@ class Context:
     settings: Any  # mailgw.settings.Settings
     directory: Any  # mailgw.directory.Directory
     credentials: Any = None  # mailgw.credentials.Credentials, when a submission listener exists
+    policies: Any = None  # mailgw.policy.PolicySet
     resolver: Any = None  # mailgw.dnsanswers resolver (DnsResolver or FileResolver), from settings `dns:`

@@ -46,7 +46,7 @@ async def test_temporary_failures_are_retried_until_the_next_hop_recovers(gatewa
 
 async def test_permanent_failure_sends_exactly_one_dsn(gateway, sink):
     sink.rcpt_reply = lambda rcpt: "550 5.1.1 no such user" if rcpt.startswith("bad") else None
-    await send(gateway, "relay", message(subject="Báo cáo tháng"), SENDER, ["bad1@example.com", "bad2@example.com", "good@example.com"])
+    await send(gateway, "relay", message(subject="Trao đổi số liệu"), SENDER, ["bad1@example.com", "bad2@example.com", "good@example.com"])
     await sink.wait_for(lambda: any(m.mail_from == "" for m in sink.messages))
     await gateway.deliverer.run_until_empty()
     dsns = [m for m in sink.messages if m.mail_from == ""]

@@ -45,7 +45,7 @@ async def test_mx_refuses_every_relay_trick(gateway, sink, rcpt):
 
 
 async def test_mx_accepts_local_recipient_and_delivers(gateway, sink):
-    await send(gateway, "mx", message(), "someone@example.com", [LOCAL])
+    await send(gateway, "mx", message(sender="someone@example.com"), "someone@example.com", [LOCAL])
     await sink.wait_for(lambda: sink.to(LOCAL))
     got = sink.to(LOCAL)[0]
     assert got.mail_from == "someone@example.com"
