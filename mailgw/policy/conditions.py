@@ -207,7 +207,7 @@ def choice(allowed: Sequence[str] | None, what: str, *, lower: bool = False) -> 
             if lower:
                 item = item.lower()
             if allowed is not None and item not in allowed:
-                c.error(where, key, f"unknown {what} {item!r} in {key!r} (known: {', '.join(allowed)})")
+                c.error(where, key, f"unknown {what} {item!r} in {key!r} (known: {', '.join(allowed) or 'none'})")
                 return None
             out.append(item)
         wanted = frozenset(out)

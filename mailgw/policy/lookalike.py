@@ -1,7 +1,7 @@
 """Domains that pretend to be ours: the `lookalike` fact behind rule `lookalike-domain`.
 
 A domain resembles a protected one (a local or partner domain) when, after
-folding homoglyphs (Cyrillic and Greek letters that look Latin, 0/o, 1/l ...):
+folding homoglyphs (Cyrillic and Greek letters that look Latin, 0/o, 1/l, rn/m ...):
 
 - it is the same name (``g0v``, a Cyrillic ``а``);
 - it is the same name with its dots moved or turned into hyphens
@@ -39,11 +39,16 @@ def skeleton(domain: str) -> str:
         text = domain
     text = unicodedata.normalize("NFKD", text.lower())
     text = "".join(ch for ch in text if not unicodedata.combining(ch)).replace("đ", "d")
-    return text.translate(_CONFUSABLES).replace("rn", "m").replace("vv", "w").replace("l", "i")
+    return _pairs(text.translate(_CONFUSABLES).replace("l", "i"))
+
+
+def _pairs(s: str) -> str:
+    """Letter pairs that read as one letter."""
+    return s.replace("rn", "m")
 
 
 def _flat(s: str) -> str:
-    return s.replace(".", "").replace("-", "").replace("_", "")
+    return _pairs(s.replace(".", "").replace("-", "").replace("_", ""))
 
 
 def resembles(domain: str, protected: Iterable[str]) -> str | None:

@@ -39,6 +39,8 @@ from mailgw.policy.conditions import Known, Test
 from mailgw.yamlfile import Checker, ConfigError, Problem, YList, YMap
 
 DECISIONS = ("accept", "reject", "quarantine", "defer")
+_VERB = {"accept": "accepts (and stops at)", "reject": "rejects", "quarantine": "quarantines", "defer": "defers"}
+_PAST = {"accept": "accepted", "reject": "rejected", "quarantine": "quarantined", "defer": "deferred"}
 MODES = ("enforce", "audit")
 # What reply texts, tags and header values may mention; filled in per message.
 PLACEHOLDERS = (
@@ -271,7 +273,7 @@ def _read_then(c: Checker, node: Any, parent: YMap) -> Then | None:
     if stop and decision != "accept":
         c.error(m, "stop", "'stop' is for accept rules: reject, quarantine and defer always end the evaluation")
     if archive and decision in ("reject", "defer"):
-        c.error(m, "archive", f"nothing is kept of a message that is {decision}ed: archive needs accept or quarantine")
+        c.error(m, "archive", f"nothing is kept of a message that is {_PAST[decision]}: archive needs accept or quarantine")
     if notify and decision in ("reject", "defer"):
         c.error(m, "notify_sender", "the SMTP reply already tells the sender of a reject or defer")
     if len(c.problems) > before and any(not p.warning for p in c.problems[before:]):
@@ -284,7 +286,7 @@ def _read_reply(c: Checker, m: YMap, decision: str) -> Reply | None:
     if r is None:
         return None
     if decision not in ("reject", "defer"):
-        c.error(m, "reply", f"a reply is only sent for reject or defer; a message that is {decision}ed gets 250")
+        c.error(m, "reply", f"a reply is only sent for reject or defer; a message that is {_PAST.get(decision, decision)} gets 250")
         return None
     c.keys(r, ("code", "enhanced", "text"), required=("code", "enhanced", "text"), what="'reply'")
     code = c.typed(r, "code", int, 0)
@@ -343,7 +345,7 @@ def _reachability(rules: list[Rule]) -> list[Problem]:
                 problems.append(Problem(
                     rule.file, rule.line,
                     f"rule {rule.id!r} can never match: rule {earlier.id!r} ({earlier.where}) above it "
-                    f"{earlier.then.decision}s every message this one would match",
+                    f"{_VERB[earlier.then.decision]} every message this one would match",
                 ))
                 break
         if rule.mode == "enforce" and rule.then.decides and rule.valid_from is None and rule.valid_until is None:
