@@ -357,3 +357,28 @@ def test_policy_test_readable_trace_and_envelope_options():
     assert bad.returncode == 2 and "no listener named 'nowhere'" in bad.stderr
     missing = _policy_test("/nonexistent.eml")
     assert missing.returncode == 1 and "/nonexistent.eml:0: cannot read" in missing.stderr
+
+
+def test_the_readme_examples_are_valid_rules(tmp_path, demo_directory):
+    """The README's rules load as written, and the worked example does what the text says."""
+    import datetime
+
+    from mailgw.policy import engine
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## For IT admins: policies", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```yaml\n")[1:]]
+    assert len(blocks) == 2
+    for i, block in enumerate(blocks):
+        (tmp_path / f"{i}.yaml").write_text(block, encoding="utf-8")
+    pack = policy.load(str(tmp_path), demo_directory)
+    assert [r.id for r in pack.rules] == ["reports-to-province-archive", "hold-documents-to-danang"]
+    view = {
+        "direction": "outbound", "classification": {"category": "decision"},
+        "recipients": [{"address": "vanthu@danang.gov.vn", "domain": "danang.gov.vn", "official": True}],
+        "sender": {"address": CLERK, "agency": "sotttt"}, "attachments": {"files": []},
+    }
+    out = engine.evaluate(pack, view, today=datetime.date(2026, 11, 21))
+    assert (out.decision, out.matched, out.audit) == ("accept", ["hold-documents-to-danang"],
+                                                      [{"rule": "hold-documents-to-danang", "would": "quarantine", "tags": []}])
+    assert engine.evaluate(pack, view, today=datetime.date(2027, 1, 1)).matched == []
