@@ -27,13 +27,12 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import ipaddress
-import json
 import re
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 from mailgw.vn.classification import CATEGORIES
 from mailgw.vn.secrecy import SECRECY_LEVELS, URGENCY_LEVELS
-from mailgw.yamlfile import Checker, YList, YMap
+from mailgw.yamlfile import Checker, YList, YMap, kind_of as _kind
 
 View = dict[str, Any]
 Result = tuple[bool, str]
@@ -586,20 +585,6 @@ def _field(c: Checker, node: YMap, key: str, label: str, reader: Reader, getter:
     return Field(label, getter, pred, wanted)
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "empty"
-    if isinstance(value, bool):
-        return "true or false"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return type(value).__name__
-
-
 def conjuncts(t: Test) -> frozenset[Any]:
     """The top-level tests a message must pass: a rule whose conjuncts are a subset of another's matches at least its messages."""
     if isinstance(t, All):
@@ -607,16 +592,3 @@ def conjuncts(t: Test) -> frozenset[Any]:
     if isinstance(t, Always):
         return frozenset()
     return frozenset([t.key()])
-
-
-def canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def iter_tests(t: Test) -> Iterable[Test]:
-    yield t
-    for child in getattr(t, "parts", ()):
-        yield from iter_tests(child)
-    for attr in ("part", "inner"):
-        if hasattr(t, attr):
-            yield from iter_tests(getattr(t, attr))
