@@ -12,13 +12,14 @@ from mailgw.deliver import Deliverer
 from mailgw.model import Context
 from mailgw.receive import Edge, Handler, SmtpServer
 from mailgw.spool import Spool
+from mailgw.stages import dkim_sign
 from mailgw.yamlfile import ConfigError, Problem
 
 log = logging.getLogger(__name__)
 
 
 def load_context(path: str) -> tuple[Context, list[Problem]]:
-    """Settings, directory and credentials, all valid, or ConfigError naming every problem.
+    """Settings, directory, credentials, DNS and DKIM signing keys, all valid, or ConfigError naming every problem.
 
     Returns the warnings too, for ``mailgw check`` to print. Problems that do not
     stop a running gateway (an expired temporary exception) are left to
@@ -38,10 +39,16 @@ def load_context(path: str) -> tuple[Context, list[Problem]]:
             parts[name] = loader(target)
         except ConfigError as e:
             problems.extend(e.problems)
+    try:
+        parts["signing_keys"], key_warnings = dkim_sign.load_keys(s, parts.get("directory"))
+        problems.extend(key_warnings)
+    except ConfigError as e:
+        problems.extend(e.problems)
     if any(not p.warning for p in problems):
         raise ConfigError(problems)
     return Context(
-        settings=s, directory=parts["directory"], credentials=parts.get("credentials"), resolver=parts.get("resolver")
+        settings=s, directory=parts["directory"], credentials=parts.get("credentials"), resolver=parts.get("resolver"),
+        signing_keys=parts["signing_keys"],
     ), problems
 
 
