@@ -57,7 +57,9 @@ class Gateway:
 
     def __init__(self, settings_path: str):
         self.settings_path = settings_path
-        self._ctx, _ = load_context(settings_path)
+        self._ctx, warnings = load_context(settings_path)
+        for w in warnings:
+            log.warning("%s", w)
         self.spool = Spool(self._ctx.settings.spool)
         self.deliverer = Deliverer(self.spool, self.context)
         self.edge = Edge(self.context, self.spool, on_queued=self.deliverer.notify)

@@ -128,7 +128,7 @@ def check_published(ctx: Context) -> list[Problem]:
         try:
             records = await asyncio.wait_for(ctx.resolver.txt(name), timeout)
         except (DnsTemporaryError, asyncio.TimeoutError) as e:
-            return f"could not check the DNS record of DKIM key {name}: {e or 'timeout'}"
+            return f"could not check the DNS record of DKIM key {name}: {str(e) or f'no answer within {timeout:g}s'}"
         return published_key_problem(key, records)
 
     async def all_keys() -> list[str | None]:
