@@ -12,13 +12,14 @@ from mailgw.deliver import Deliverer
 from mailgw.model import Context
 from mailgw.receive import Edge, Handler, SmtpServer
 from mailgw.spool import Spool
+from mailgw.stages import dkim_sign
 from mailgw.yamlfile import ConfigError, Problem
 
 log = logging.getLogger(__name__)
 
 
 def load_context(path: str) -> tuple[Context, list[Problem]]:
-    """Settings, directory and credentials, all valid, or ConfigError naming every problem.
+    """Settings, directory, credentials, DNS and DKIM signing keys, all valid, or ConfigError naming every problem.
 
     Returns the warnings too, for ``mailgw check`` to print. Problems that do not
     stop a running gateway (an expired temporary exception) are left to
@@ -38,6 +39,11 @@ def load_context(path: str) -> tuple[Context, list[Problem]]:
             parts[name] = loader(target)
         except ConfigError as e:
             problems.extend(e.problems)
+    try:
+        parts["signing_keys"], key_warnings = dkim_sign.load_keys(s, parts.get("directory"))
+        problems.extend(key_warnings)
+    except ConfigError as e:
+        problems.extend(e.problems)
     if "directory" in parts:
         try:
             parts["policies"] = policy.load(s.policies, parts["directory"])
@@ -49,6 +55,7 @@ def load_context(path: str) -> tuple[Context, list[Problem]]:
     return Context(
         settings=s, directory=parts["directory"], credentials=parts.get("credentials"), resolver=parts.get("resolver"),
         policies=parts["policies"],
+        signing_keys=parts["signing_keys"],
     ), problems
 
 
@@ -57,7 +64,9 @@ class Gateway:
 
     def __init__(self, settings_path: str):
         self.settings_path = settings_path
-        self._ctx, _ = load_context(settings_path)
+        self._ctx, warnings = load_context(settings_path)
+        for w in warnings:
+            log.warning("%s", w)
         self.spool = Spool(self._ctx.settings.spool)
         self.deliverer = Deliverer(self.spool, self.context)
         self.edge = Edge(self.context, self.spool, on_queued=self.deliverer.notify)

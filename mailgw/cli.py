@@ -134,8 +134,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from mailgw import directory
     from mailgw.app import load_context
+    from mailgw.stages import dkim_sign
 
     ctx, warnings = load_context(args.config)
+    # Published DKIM records are looked up here only, not at start: a DNS
+    # failure is a warning that they could not be checked.
+    warnings += dkim_sign.check_published(ctx)
     problems = sorted(set(warnings) | set(directory.check(ctx.settings.directory)))
     for p in problems:
         print(p, file=sys.stderr)

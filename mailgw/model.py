@@ -92,6 +92,15 @@ class Message:
         assert self._parsed is not None
         return self._parsed
 
+    def sanitise(self, raw: bytes) -> None:
+        """Replace ``raw`` by a cleaned copy (a fact stage removing forged fields); the parsed views are rebuilt on next use.
+
+        Only before the decision: after it, changes go through ``prepend``.
+        """
+        self.raw = raw
+        self._headers = None
+        self._parsed = None
+
     def final_bytes(self) -> bytes:
         """The bytes that will be queued and sent: added headers, then the message."""
         return b"".join(self.prepend) + self.raw
@@ -115,3 +124,4 @@ class Context:
     credentials: Any = None  # mailgw.credentials.Credentials, when a submission listener exists
     policies: Any = None  # mailgw.policy.PolicySet
     resolver: Any = None  # mailgw.dnsanswers resolver (DnsResolver or FileResolver), from settings `dns:`
+    signing_keys: Any = dataclasses.field(default_factory=dict)  # domain -> tuple of mailgw.dkim.SigningKey, from `dkim:`

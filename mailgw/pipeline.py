@@ -1,6 +1,6 @@
 """The path of a message, written once: facts, then the decision, then changes.
 
-    parse -> author -> classify -> [attachments -> dkim_verify] -> policy -> stamp -> [dkim_sign]
+    parse -> author -> classify -> [attachments] -> dkim_verify -> policy -> stamp -> dkim_sign
 
 Stages in brackets arrive with their own issues and slot in where shown: the
 policy decides from facts, so every fact-finding stage runs before it; the
@@ -16,7 +16,7 @@ import time
 from typing import Any, Callable
 
 from mailgw.model import Context, Message
-from mailgw.stages import author, classify, parse, policy, stamp
+from mailgw.stages import author, classify, dkim_sign, dkim_verify, parse, policy, stamp
 
 Stage = Callable[[Message, Context], None]
 
@@ -24,8 +24,10 @@ STAGES: tuple[Stage, ...] = (
     parse.run,  # well-formed bytes, no loop: before anything reads the message
     author.run,  # exactly one author, owned by the login on submission
     classify.run,  # the official document it carries (category, number, secrecy, urgency)
+    dkim_verify.run,  # last fact: what inbound signatures prove; forged Authentication-Results removed
     policy.run,  # the decision, from the facts above
     stamp.run,  # Received and decision headers: after the decision, before signing
+    dkim_sign.run,  # last of all: the signature covers the exact bytes that will be queued
 )
 
 DECIDED = policy.run  # the last stage `mailgw policy test` runs: nothing after it changes the decision

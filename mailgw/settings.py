@@ -70,6 +70,7 @@ class DkimKey:
     selector: str
     key: str
     algorithm: str = ""  # from the key file when empty
+    line: int = dataclasses.field(default=0, compare=False)  # where the entry is, for FILE:LINE problems
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,7 +330,7 @@ def _dkim(c: Checker, data: YMap, rel: Any) -> list[DkimKey]:
         algorithm = c.typed(m, "algorithm", str, "")
         if algorithm and algorithm not in ("rsa", "ed25519"):
             c.error(m, "algorithm", "algorithm must be 'rsa' or 'ed25519'")
-        out.append(DkimKey(domain.lower(), selector, rel(key) if key else "", algorithm))
+        out.append(DkimKey(domain.lower(), selector, rel(key) if key else "", algorithm, line=items.line_of(i)))
     return out
 
 
