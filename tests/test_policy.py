@@ -382,3 +382,15 @@ def test_the_readme_examples_are_valid_rules(tmp_path, demo_directory):
     assert (out.decision, out.matched, out.audit) == ("accept", ["hold-documents-to-danang"],
                                                       [{"rule": "hold-documents-to-danang", "would": "quarantine", "tags": []}])
     assert engine.evaluate(pack, view, today=datetime.date(2027, 1, 1)).matched == []
+
+
+async def test_a_quarantined_message_waits_until_an_admin_releases_it(gw, sink):
+    raw = message(subject="Thông báo", sender="thongbao@binhthuan-gov.vn", to=OTHER_CLERK)
+    await send(gw, "mx", raw, "thongbao@binhthuan-gov.vn", [OTHER_CLERK])
+    held = _record(gw)["id"]
+    import asyncio
+
+    await asyncio.sleep(0.5)  # several delivery scans
+    assert sink.messages == [] and gw.spool.locate(held) == "hold"
+    assert gw.spool.release(held)
+    await sink.wait_for(lambda: sink.to(OTHER_CLERK))
