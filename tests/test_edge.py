@@ -227,3 +227,15 @@ async def test_every_builtin_reply_has_an_enhanced_code(gateway):
     code, text = await d.cmd("MAIL FROM:<" + "a" * 600 + "@binhthuan.gov.vn>")
     assert code == 500 and text[:5] in ("5.5.2", "5.5.6")
     await d.close()
+
+
+async def test_a_line_that_is_not_a_header_in_the_header_section_is_refused(gateway, sink):
+    # Python's parser would take "not a header" for the start of the body and
+    # never see the Subject after it; a next hop might. Refuse the ambiguity.
+    raw = message()
+    head, body = raw.split(b"\r\n\r\n", 1)
+    hidden = head.replace(b"\r\nTo:", b"\r\nnot a header\r\nTo:", 1) + b"\r\n\r\n" + body
+    with pytest.raises(aiosmtplib.SMTPDataError) as err:
+        await send(gateway, "relay", hidden, "vanthu.sotttt@binhthuan.gov.vn", [LOCAL])
+    assert (err.value.code, err.value.message[:5]) == (550, "5.6.0")
+    assert sink.messages == []

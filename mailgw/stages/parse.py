@@ -16,11 +16,21 @@ from mailgw.replies import Reject
 # CRLF only, so these arrive inside "lines"; a next hop that honours a bare LF
 # would see a different message (and maybe a second one) than we checked.
 _BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+# A header line: a field name (printable ASCII but ':') and a colon, or a
+# continuation that starts with white space (RFC 5322 2.2, 3.2.2).
+_FIELD = re.compile(rb"[!-9;-~]+[ \t]*:|[ \t]")
 
 
 def run(message: Message, ctx: Context) -> None:
     if _BARE.search(message.raw):
         raise Reject(replies.BARE_LINE_ENDING)
+    end = message.raw.find(b"\r\n\r\n")
+    section = message.raw[: end if end >= 0 else len(message.raw)]
+    lines = section.split(b"\r\n")
+    # Python's parser takes a line that is not a header for the start of the body,
+    # so every header after it would be seen by the next hop and not by us.
+    if lines[0][:1] in (b" ", b"\t") or any(line and not _FIELD.match(line) for line in lines):
+        raise Reject(replies.BAD_HEADER)
     headers = message.headers
     if headers.defects and not headers.keys():
         raise Reject(replies.BAD_HEADER)
