@@ -546,3 +546,21 @@ def test_starting_with_a_bad_key_fails_with_file_and_line(tmp_path, ca, password
     (problem,) = failed.value.problems
     assert problem.file == str(path) and problem.line > 0 and "neither a PEM private key nor a base64 Ed25519 seed" in problem.message
     assert stat.S_IMODE((tmp_path / "keys" / "bad.pem").stat().st_mode) == 0o600
+
+
+async def test_our_domain_signed_but_its_key_lookup_times_out_is_deferred_not_refused(make_gateway, sink, tmp_path):
+    gw = await make_gateway(dns=_answers(tmp_path, f"ed._domainkey.{LOCAL}. TIMEOUT"))
+    records = _records(gw)
+    raw = message(sender=SENDER, to=LOCAL_RCPT)
+    signed = sign(raw, [_signing_key("ed", LOCAL)]) + raw
+    with pytest.raises(aiosmtplib.SMTPDataError) as err:
+        await send(gw, "mx", signed, SENDER, [LOCAL_RCPT])
+    assert (err.value.code, err.value.message[:5]) == (451, "4.4.3")
+    assert records[0]["decision"]["rule"] == "spoof-local-domain-temperror"
+
+
+async def test_our_domain_properly_signed_passes_on_mx(make_gateway, sink, tmp_path):
+    gw = await make_gateway(dns=_answers(tmp_path, _zone_line(LOCAL, "ed")))
+    raw = message(sender=SENDER, to=LOCAL_RCPT)
+    data = await _deliver(gw, sink, "mx", sign(raw, [_signing_key("ed", LOCAL)]) + raw, SENDER, LOCAL_RCPT)
+    assert _header_fields(data, "Authentication-Results")[0].startswith(f"mailgw.test; dkim=pass header.d={LOCAL}")
