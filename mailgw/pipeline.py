@@ -1,6 +1,6 @@
 """The path of a message, written once: facts, then the decision, then changes.
 
-    parse -> author -> classify -> [attachments -> dkim_verify] -> [policy] -> stamp -> [dkim_sign]
+    parse -> author -> classify -> attachments -> [dkim_verify] -> [policy] -> stamp -> [dkim_sign]
 
 Stages in brackets arrive with their own issues and slot in where shown: the
 policy decides from facts, so every fact-finding stage runs before it; the
@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Callable
 
 from mailgw.model import Context, Message
-from mailgw.stages import author, classify, parse, stamp
+from mailgw.stages import attachments, author, classify, parse, stamp
 
 Stage = Callable[[Message, Context], None]
 
@@ -22,6 +22,7 @@ STAGES: tuple[Stage, ...] = (
     parse.run,  # well-formed bytes, no loop: before anything reads the message
     author.run,  # exactly one author, owned by the login on submission
     classify.run,  # the official document it carries (category, number, secrecy, urgency)
+    attachments.run,  # what every attached file is, from its bytes (never refuses: the policy decides)
     stamp.run,  # Received and decision headers: after the decision, before signing
 )
 
