@@ -276,8 +276,11 @@ def _mismatch(sniffed: types.Sniffed, names: list[str], declared: str | None) ->
         if ext in _EXTENSIONS:
             if sniffed.mime not in _EXTENSIONS[ext]:
                 return True
-        elif ext in _TEXT_EXTENSIONS or ext in namefacts.SCRIPT_EXTENSIONS:
-            if sniffed.family not in (types.TEXT, types.SCRIPT, types.CALENDAR):
+        elif ext in namefacts.SCRIPT_EXTENSIONS:
+            if sniffed.family not in (types.TEXT, types.SCRIPT):
+                return True
+        elif ext in _TEXT_EXTENSIONS:  # a script's bytes under a text name are a mismatch too
+            if sniffed.family not in (types.TEXT, types.CALENDAR):
                 return True
     family = _declared_family(declared)
     if family is not None and sniffed.family not in _COMPATIBLE.get(family, {family}):

@@ -168,6 +168,8 @@ class Walker:
         self._check_headers(node, where)
         ctype = _declared_type(node)
         cte = _cte(node)
+        if ctype == "message/partial":
+            self.note(f"message/partial (a message in fragments) in {where}")
         if node.is_multipart():  # message/rfc822, message/global, or a part the parser nested
             if cte not in _IDENTITY_CTE:
                 # RFC 2046 5.2.1: never encoded; some clients decode it anyway, the parser does not.
@@ -176,8 +178,6 @@ class Walker:
                 if isinstance(inner, email.message.Message):
                     yield from self._message(inner, loc, depth + 1, bounds)
             return
-        if ctype == "message/partial":
-            self.note(f"message/partial (a message in fragments) in {where}")
         if ctype == "message/external-body":
             return  # carries a reference, not bytes
         if cte not in _KNOWN_CTE:
