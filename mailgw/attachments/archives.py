@@ -22,6 +22,7 @@ for compressed ones, which is never called here).
 
 from __future__ import annotations
 
+import bisect
 import bz2
 import dataclasses
 import io
@@ -130,7 +131,7 @@ def _zip(data: bytes, outer_name: str | None, budget: Budget, listing: Listing) 
         declared = sum(i.file_size for i in infos)
         listing.expanded = declared
         allowed = _admit(listing, budget, len(infos), declared, "zip")
-        shape = _zip_shape(data, archive, infos)
+        shape = _zip_shape(data, archive, infos, budget)
         if shape:
             listing.over(shape)
         for info in infos[:allowed]:
@@ -171,7 +172,7 @@ def _read_zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, listing: L
     return bytes(out)
 
 
-def _zip_shape(data: bytes, archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo]) -> str | None:
+def _zip_shape(data: bytes, archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo], budget: Budget) -> str | None:
     """Entries that overlap, or local entries the central directory does not list."""
     spans: list[tuple[int, int]] = []
     for info in infos:
@@ -185,10 +186,14 @@ def _zip_shape(data: bytes, archive: zipfile.ZipFile, infos: list[zipfile.ZipInf
     for (_, end), (start, _) in zip(spans, spans[1:]):
         if start < end:
             return "zip entries overlap (the shape of a zip bomb)"
+    starts = [s for s, _ in spans]
     directory = getattr(archive, "start_dir", len(data))
-    for m in _LOCAL_HEADER.finditer(data, 0, directory):
+    for n, m in enumerate(_LOCAL_HEADER.finditer(data, 0, directory)):
+        if n % 4096 == 0:
+            budget.check_time()
         pos = m.start()
-        if not any(s <= pos < e for s, e in spans):
+        i = bisect.bisect_right(starts, pos) - 1
+        if i < 0 or pos >= spans[i][1]:
             return "zip holds data its directory does not list (hidden or joined archives)"
     return None
 

@@ -30,7 +30,7 @@ def inspect_message(raw: bytes, limits: AttachmentLimits | None = None) -> dict[
     try:
         for leaf in walker.leaves():
             sniffed = types.sniff(leaf.data)
-            if leaf.maybe_body and sniffed.family == types.TEXT and sniffed.mime in ("text/plain", "text/html"):
+            if leaf.maybe_body and (not leaf.data or sniffed.mime in ("text/plain", "text/html")):
                 continue  # the message's own text
             _inspect(leaf.data, leaf.names, leaf.declared_type, leaf.location, 0, budget, files, sniffed)
     except OverLimit as over:
@@ -101,13 +101,13 @@ def _inspect(data: bytes | None, names: list[str], declared: str | None, locatio
 
 def _pdf(data: bytes, fact: dict[str, Any], location: str, depth: int, budget: Budget,
          out: list[dict[str, Any]]) -> None:
-    facts = pdf.inspect(data, budget, embedded_cap=min(budget.limits.max_decoded_size, budget.bytes_left()))
+    facts = pdf.inspect(data, budget)
     fact["pdf"] = facts.to_json()
     fact["signed"] = facts.signatures > 0
     fact["encrypted"] = fact["encrypted"] or facts.encrypted
     # Files embedded in the PDF (readers offer to open them) are inspected like archive members.
     for embedded_name, content in facts.embedded:
-        if depth >= budget.limits.max_archive_depth or budget.members_left() <= 0:
+        if depth >= budget.limits.max_archive_depth or budget.members_left() <= 0 or len(content) > budget.bytes_left():
             break
         budget.members += 1
         budget.expanded += len(content)

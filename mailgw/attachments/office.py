@@ -21,6 +21,7 @@ from mailgw.attachments.budget import Budget
 
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _MAX_OLE_MEMBER = 32 * 1024 * 1024
+_MAX_MEMBERS = 5000  # package parts looked at for OLE content
 
 
 def has_macros(data: bytes, sniffed: types.Sniffed, budget: Budget) -> bool:
@@ -46,6 +47,8 @@ def signed_package(sniffed: types.Sniffed) -> bool:
 
 
 def _zip_macros(data: bytes, member_names: tuple[str, ...], budget: Budget) -> bool:
+    """Macro sheets, ODF modules, or a VBA project in any OLE member (Office finds the
+    project through a relationship, so its part may be called anything)."""
     lowered = [n.lower() for n in member_names]
     if any(n.startswith("xl/macrosheets/") for n in lowered):
         return True
@@ -56,18 +59,21 @@ def _zip_macros(data: bytes, member_names: tuple[str, ...], budget: Budget) -> b
     except Exception:
         return False
     with archive:
-        for info in archive.infolist():
+        for info in archive.infolist()[:_MAX_MEMBERS]:
             budget.check_time()
-            if info.is_dir() or info.flag_bits & 1 or info.file_size > _MAX_OLE_MEMBER:
+            if info.is_dir() or info.flag_bits & 1 or info.file_size < 512 or info.file_size > _MAX_OLE_MEMBER:
                 continue
-            if not (info.filename.lower().endswith(".bin") or "vbaproject" in info.filename.lower()):
+            if info.file_size > budget.bytes_left():
                 continue
             try:
                 with archive.open(info) as f:
-                    blob = f.read(_MAX_OLE_MEMBER + 1)
+                    if f.read(8) != _OLE_MAGIC:
+                        continue
+                    blob = _OLE_MAGIC + f.read(_MAX_OLE_MEMBER)
             except Exception:
                 continue
-            if blob[:8] == _OLE_MAGIC and vba_in_ole(blob):
+            budget.expanded += len(blob)  # unpacked from the package: counts like an archive member
+            if vba_in_ole(blob):
                 return True
     return False
 

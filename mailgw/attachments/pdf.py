@@ -49,13 +49,13 @@ class PdfFacts:
                 "signers": list(self.signers), "trusted": self.trusted}
 
 
-def inspect(data: bytes, budget: Budget, *, embedded_cap: int) -> PdfFacts:
+def inspect(data: bytes, budget: Budget) -> PdfFacts:
     """The facts of one PDF; never raises except OverLimit for the message's time budget."""
     facts = PdfFacts()
     _scan_raw(data, facts)
     contents: list[bytes] = []
     try:
-        _walk(data, budget, facts, contents, embedded_cap)
+        _walk(data, budget, facts, contents, budget.limits.max_decoded_size)
     except _Stop as stop:
         facts.damaged = stop.reason
     except RecursionError:
@@ -95,11 +95,11 @@ def _unescape(name: bytes) -> bytes:
     return re.sub(rb"#([0-9A-Fa-f]{2})", lambda m: bytes([int(m.group(1), 16)]), name)
 
 
-def _walk(data: bytes, budget: Budget, facts: PdfFacts, contents: list[bytes], embedded_cap: int) -> None:
+def _walk(data: bytes, budget: Budget, facts: PdfFacts, contents: list[bytes], cap: int) -> None:
+    """Every object pypdf reaches; ``cap`` bounds each decoded stream (object streams, embedded files)."""
     import pypdf
     from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject
 
-    cap = embedded_cap
     with pypdf.apply_configuration(
         zlib_maximum_output_length=cap, lzw_maximum_output_length=cap,
         run_length_maximum_output_length=cap, brotli_maximum_output_length=cap,
@@ -143,13 +143,13 @@ def _walk(data: bytes, budget: Budget, facts: PdfFacts, contents: list[bytes], e
                 if level > _MAX_NESTING:
                     continue
                 if isinstance(node, DictionaryObject):  # StreamObject is one too: its dictionary
-                    _look(node, facts, contents, reader, seen_streams, embedded_cap)
+                    _look(node, facts, contents, seen_streams, cap)
                     stack.extend((v, level + 1) for v in node.values() if not isinstance(v, IndirectObject))
                 elif isinstance(node, ArrayObject):
                     stack.extend((v, level + 1) for v in node if not isinstance(v, IndirectObject))
 
 
-def _look(node: Any, facts: PdfFacts, contents: list[bytes], reader: Any, seen: set[int], cap: int) -> None:
+def _look(node: Any, facts: PdfFacts, contents: list[bytes], seen: set[int], cap: int) -> None:
     keys = set(node.keys())
     kind = node.get("/S")
     if "/JS" in keys or "/JavaScript" in keys or kind == "/JavaScript":
