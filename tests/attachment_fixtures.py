@@ -265,14 +265,16 @@ _DOCX_MAIN = "application/vnd.openxmlformats-officedocument.wordprocessingml.doc
 _DOCM_MAIN = "application/vnd.ms-word.document.macroEnabled.main+xml"
 
 
-def ooxml_word(*, macro_enabled: bool, vba: bytes | None, text: str = "Báo cáo tháng 11") -> bytes:
-    """A Word package: .docm when ``macro_enabled``, else .docx; with word/vbaProject.bin when ``vba``."""
+def ooxml_word(*, macro_enabled: bool, vba: bytes | None, text: str = "Báo cáo tháng 11",
+               vba_part: str = "vbaProject.bin") -> bytes:
+    """A Word package: .docm when ``macro_enabled``, else .docx; with the VBA project at word/``vba_part``
+    (Office finds it through the relationship, whatever its name) when ``vba``."""
     overrides = [f'<Override PartName="/word/document.xml" ContentType="{_DOCM_MAIN if macro_enabled else _DOCX_MAIN}"/>']
     doc_rels = ""
     if vba is not None:
-        overrides.append('<Override PartName="/word/vbaProject.bin" ContentType="application/vnd.ms-office.vbaProject"/>')
+        overrides.append(f'<Override PartName="/word/{vba_part}" ContentType="application/vnd.ms-office.vbaProject"/>')
         doc_rels = ('<Relationship Id="rId9" Type="http://schemas.microsoft.com/office/2006/relationships/vbaProject" '
-                    'Target="vbaProject.bin"/>')
+                    f'Target="{vba_part}"/>')
     members = {
         "[Content_Types].xml": (f'<?xml version="1.0" encoding="UTF-8"?><Types xmlns="{_CT_NS}">'
                                 '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
@@ -290,7 +292,7 @@ def ooxml_word(*, macro_enabled: bool, vba: bytes | None, text: str = "Báo cáo
         for name, content in members.items():
             z.writestr(name, content.encode("utf-8"))
         if vba is not None:
-            z.writestr("word/vbaProject.bin", vba)
+            z.writestr(f"word/{vba_part}", vba)
     return buf.getvalue()
 
 

@@ -49,6 +49,12 @@ def only(raw: bytes, **limits: Any) -> dict[str, Any]:
 # --- The schema -------------------------------------------------------------
 
 
+def test_an_empty_body_is_not_a_file():
+    raw = fx.message(fx.multipart([fx.part("Content-Type: text/plain", b""), fx.part("Content-Type: text/html", b"")],
+                                  "alternative"))
+    assert facts(raw)["count"] == 0
+
+
 def test_a_message_without_attachments_has_no_files_and_the_full_schema():
     raw = fx.message(fx.multipart([fx.text_part(), fx.text_part("<p>Kính gửi</p>", "html")], "alternative"))
     assert facts(raw) == {"count": 0, "total_size": 0, "ambiguous": False, "ambiguous_reason": None,
@@ -343,6 +349,22 @@ def test_message_partial_is_ambiguous():
     assert "message/partial (a message in fragments) in part 2" in facts(raw)["ambiguous_reason"]
 
 
+def test_an_overlong_content_type_is_refused_before_the_parser_sees_it():
+    # The email package splits parameters in quadratic time: this header would cost it minutes.
+    header = 'Content-Type: multipart/mixed; boundary="b"; x="' + ";" * 400_000 + '"'
+    raw = fx.message(fx.part(header, b"--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b--\r\n"))
+    result = facts(raw)
+    assert result["ambiguous_reason"] == "Content-Type header over 8192 characters" and result["files"] == []
+
+
+def test_a_long_rfc2231_name_is_not_overlong():
+    name = "".join(f" filename*{i}*={'utf-8' + chr(39) * 2 if i == 0 else ''}B%C3%A1o%20c%C3%A1o%20;\r\n"
+                   for i in range(40)).rstrip(";\r\n")  # about 1.5 KB, folded over 40 lines
+    raw = fx.mail(fx.part(["Content-Type: application/pdf", "Content-Transfer-Encoding: base64",
+                           "Content-Disposition: attachment;\r\n" + name], fx.b64(fx.pdf_plain())))
+    assert only(raw)["name"] == "Báo cáo " * 40
+
+
 def test_mime_depth_over_the_limit_is_ambiguous():
     body = fx.attachment(PE, filename="a.exe")
     for level in range(6):
@@ -393,6 +415,12 @@ def test_a_docx_carrying_a_vba_project_is_found_by_its_content():
     f = only(fx.mail(fx.attachment(fx.ooxml_word(macro_enabled=False, vba=fx.vba_project_bin()), filename="baocao.docx")))
     assert f["true_type"] == "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
     assert not f["type_mismatch"] and f["macro"] and f["dangerous"] == ["macro"]
+
+
+def test_a_vba_project_under_another_part_name_is_found():
+    package = fx.ooxml_word(macro_enabled=False, vba=fx.vba_project_bin(), vba_part="media/image9.xml")
+    f = only(fx.mail(fx.attachment(package, filename="baocao.docx")))
+    assert f["macro"] and f["dangerous"] == ["macro"]
 
 
 def test_a_word_97_document_with_macros():

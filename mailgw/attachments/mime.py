@@ -57,6 +57,8 @@ _CONTENT_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
 _UUENCODE = re.compile(rb"(?m)^begin(?:-base64)? [0-7]{3,4} \S")
 _BINHEX = b"(This file must be converted with BinHex"
 _MIME_HEADER = re.compile(r"(?im)^content-(type|transfer-encoding|disposition)\s*:")
+_MIME_HEADER_START = re.compile(rb"(?im)^(content-type|content-disposition)[ \t]*:")
+_LOGICAL_END = re.compile(rb"\r?\n(?![ \t])")
 _BODY_TYPES = frozenset({None, "text/plain", "text/html"})
 
 
@@ -99,6 +101,7 @@ class Walker:
         yield from self._message(root, "", 0, ())
 
     def _parse(self) -> email.message.Message:
+        self._check_header_lengths()
         made = 0
         cap = self.limits.max_parts + 1  # the parser makes one probe instance first
 
@@ -124,6 +127,21 @@ class Walker:
         except RecursionError:
             raise OverLimit("MIME structure nested too deeply to parse") from None
 
+    def _check_header_lengths(self) -> None:
+        """Refuse to parse a message with an overlong Content-Type or Content-Disposition.
+
+        The email package splits parameters in time quadratic in the length of the
+        value (a 32 KB value of quoted semicolons costs 0.5 s, 5 MB would cost hours),
+        and it does so inside one call that no budget can interrupt; legitimate values,
+        even RFC 2231 names in Vietnamese, stay far below the limit.
+        """
+        for m in _MIME_HEADER_START.finditer(self.raw):
+            end = _LOGICAL_END.search(self.raw, m.end())
+            length = (end.start() if end else len(self.raw)) - m.start()
+            if length > MAX_HEADER:
+                name = _TITLE.get(m.group(1).lower().decode("ascii"), "MIME")
+                raise OverLimit(f"{name} header over {MAX_HEADER} characters")
+
     # The tree: a message holds one body (multipart or leaf); a multipart holds parts;
     # a message/rfc822 part holds a message. Locations follow IMAP (RFC 3501 6.4.5).
 
@@ -132,7 +150,7 @@ class Walker:
         if msg.is_multipart() and msg.get_content_maintype() == "multipart":
             yield from self._multipart(msg, loc, depth, bounds)
         else:
-            yield from self._part(msg, _sub(loc, 1), depth, bounds, own=msg)
+            yield from self._part(msg, _sub(loc, 1), depth, bounds)
 
     def _multipart(self, node: email.message.Message, loc: str, depth: int,
                    bounds: tuple[str, ...]) -> Iterator[Leaf]:
@@ -163,9 +181,8 @@ class Walker:
             self.budget.check_time()
             yield from self._part(child, _sub(loc, i), depth + 1, bounds)
 
-    def _part(self, node: email.message.Message, loc: str, depth: int, bounds: tuple[str, ...],
-              own: email.message.Message | None = None) -> Iterator[Leaf]:
-        """One part at ``loc``. ``own`` is set when the part is a message's own body (its headers are the message's)."""
+    def _part(self, node: email.message.Message, loc: str, depth: int, bounds: tuple[str, ...]) -> Iterator[Leaf]:
+        """One part at ``loc``: a multipart, an encapsulated message, or a leaf."""
         if depth > self.limits.max_depth:
             raise OverLimit(f"MIME depth over {self.limits.max_depth}")
         if node.is_multipart() and node.get_content_maintype() == "multipart":
