@@ -123,9 +123,10 @@ def measure(path: str, store: str | None) -> dict[str, float]:
     from mailgw.model import Envelope, Message
 
     tracemalloc.start()
-    Message("bench", Envelope("", [], "relay", "relay", "127.0.0.1"), raw).parsed
+    tree = Message("bench", Envelope("", [], "relay", "relay", "127.0.0.1"), raw).parsed
     _, parsed_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
+    del tree
     pdf = facts["files"][0]["pdf"]
     assert not facts["ambiguous"], facts["ambiguous_reason"]
     return {"raw": len(raw), "cpu_s": statistics.median(times), "traced_peak": peak, "maxrss_growth": grown,

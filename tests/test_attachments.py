@@ -713,6 +713,15 @@ async def test_a_message_with_dangerous_attachments_is_accepted_today_and_its_re
     assert entry.meta["record"]["decision"]["decision"] == "accept"
 
 
+def test_the_header_view_of_a_message_does_not_hold_its_body():
+    from mailgw.model import Envelope, Message
+
+    raw = fx.mail(fx.attachment(b"\x00" * 100_000, filename="a.bin"))
+    msg = Message("x", Envelope("", [], "relay", "relay", "127.0.0.1"), raw)
+    assert msg.headers["Subject"] == "Báo cáo tháng 11" and msg.headers.get_payload() == ""
+    assert msg.parsed.get_content_type() == "multipart/mixed" and len(msg.parsed.get_payload()) == 2
+
+
 # --- Fuzz ----------------------------------------------------------------------------
 
 _FUZZ_LIMITS = AttachmentLimits(max_depth=4, max_parts=25, max_decoded_size=20_000, max_archive_members=20,

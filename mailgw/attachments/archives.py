@@ -441,9 +441,16 @@ def _rar(data: bytes, outer_name: str | None, budget: Budget, listing: Listing) 
     except Exception as exc:
         listing.over(f"damaged rar: {_short(exc)}")
         return
-    if header_locked:
-        listing.encrypted = True
-        return
+    with archive:
+        if header_locked:
+            listing.encrypted = True
+            return
+        yield from _rar_members(archive, infos, budget, listing)
+
+
+def _rar_members(archive: Any, infos: list[Any], budget: Budget, listing: Listing) -> Iterator[Member]:
+    import rarfile
+
     declared = sum(i.file_size or 0 for i in infos)
     listing.expanded = declared
     allowed = _admit(listing, budget, len(infos), declared, "rar")
@@ -479,9 +486,9 @@ def _short(exc: BaseException) -> str:
 _OPENERS = {
     types.ZIP: _zip,
     types.TAR: _tar,
-    types.GZIP: lambda d, n, b, l: _stream(d, n, b, l, "gzip"),
-    types.BZIP2: lambda d, n, b, l: _stream(d, n, b, l, "bzip2"),
-    types.XZ: lambda d, n, b, l: _stream(d, n, b, l, "xz"),
+    types.GZIP: lambda data, name, budget, listing: _stream(data, name, budget, listing, "gzip"),
+    types.BZIP2: lambda data, name, budget, listing: _stream(data, name, budget, listing, "bzip2"),
+    types.XZ: lambda data, name, budget, listing: _stream(data, name, budget, listing, "xz"),
     types.SEVENZ: _sevenzip,
     types.RAR: _rar,
 }

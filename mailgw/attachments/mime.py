@@ -198,7 +198,7 @@ class Walker:
             if cte not in _IDENTITY_CTE:
                 # RFC 2046 5.2.1: never encoded; some clients decode it anyway, the parser does not.
                 self.note(f"{ctype or 'message'} with Content-Transfer-Encoding {cte!r} in {where}")
-            for inner in node.get_payload():  # type: ignore[union-attr]
+            for inner in node.get_payload():
                 if isinstance(inner, email.message.Message):
                     yield from self._message(inner, loc, depth + 1, bounds)
             return

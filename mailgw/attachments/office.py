@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import warnings
 import zipfile
+from typing import Any
 
 from mailgw.attachments import sniff as types
 from mailgw.attachments.budget import Budget
@@ -108,7 +109,7 @@ def vba_in_ole(data: bytes) -> bool:
             pass
 
 
-def _olevba():  # type: ignore[no-untyped-def]
+def _olevba() -> Any:
     # oletools 0.60 calls pyparsing's pre-3.0 names at import, which pyparsing 3.3
     # deprecates: the warnings say nothing about the mail, so they are not shown.
     with warnings.catch_warnings():
