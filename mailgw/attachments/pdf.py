@@ -19,11 +19,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import logging
 import re
 import threading
 from typing import Any
 
 from mailgw.attachments.budget import Budget, OverLimit
+
+# pypdf and pyHanko log a warning for every defect they repair, and the sender
+# chooses the defects: left at WARNING, one hostile PDF could write thousands of
+# lines into the gateway's log. What matters is in the facts.
+for _name in ("pypdf", "pyhanko", "pyhanko_certvalidator"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
 
 _MAX_OBJECTS = 200_000     # indirect objects looked at
 _MAX_NODES = 2_000_000     # dictionary entries and array items walked, in all
