@@ -239,3 +239,15 @@ async def test_a_line_that_is_not_a_header_in_the_header_section_is_refused(gate
         await send(gateway, "relay", hidden, "vanthu.sotttt@binhthuan.gov.vn", [LOCAL])
     assert (err.value.code, err.value.message[:5]) == (550, "5.6.0")
     assert sink.messages == []
+
+
+async def test_an_overlong_mime_header_is_refused_before_anything_parses_it(gateway, sink):
+    import time
+
+    folded = ";\r\n ".join(";".join(['"a"'] * 20) for _ in range(1500))  # 30,000 parameters, lines under 100 octets
+    raw = message(extra_headers="Content-Disposition: attachment;\r\n " + folded + "\r\n")
+    started = time.monotonic()
+    with pytest.raises(aiosmtplib.SMTPDataError) as err:
+        await send(gateway, "relay", raw, "vanthu.sotttt@binhthuan.gov.vn", [LOCAL])
+    assert (err.value.code, err.value.message[:5]) == (550, "5.6.0")
+    assert time.monotonic() - started < 5  # the quadratic parse would take minutes

@@ -128,19 +128,9 @@ class Walker:
             raise OverLimit("MIME structure nested too deeply to parse") from None
 
     def _check_header_lengths(self) -> None:
-        """Refuse to parse a message with an overlong Content-Type or Content-Disposition.
-
-        The email package splits parameters in time quadratic in the length of the
-        value (a 32 KB value of quoted semicolons costs 0.5 s, 5 MB would cost hours),
-        and it does so inside one call that no budget can interrupt; legitimate values,
-        even RFC 2231 names in Vietnamese, stay far below the limit.
-        """
-        for m in _MIME_HEADER_START.finditer(self.raw):
-            end = _LOGICAL_END.search(self.raw, m.end())
-            length = (end.start() if end else len(self.raw)) - m.start()
-            if length > MAX_HEADER:
-                name = _TITLE.get(m.group(1).lower().decode("ascii"), "MIME")
-                raise OverLimit(f"{name} header over {MAX_HEADER} characters")
+        problem = overlong_mime_header(self.raw)
+        if problem:
+            raise OverLimit(problem)
 
     # The tree: a message holds one body (multipart or leaf); a multipart holds parts;
     # a message/rfc822 part holds a message. Locations follow IMAP (RFC 3501 6.4.5).
@@ -352,3 +342,20 @@ def _params(value: str, header: str) -> tuple[str | None, list[str]]:
 
 def _name(text: str) -> str:
     return namefacts.normalize(vtext.decode_header(text)).strip("\x00")
+
+
+def overlong_mime_header(raw: bytes) -> str | None:
+    """What is wrong when a Content-Type or Content-Disposition is too long to parse safely, else None.
+
+    The email package splits parameters in time quadratic in the length of the
+    value (a 32 KB value of quoted semicolons costs 0.5 s, 5 MB would cost hours),
+    and it does so inside one call that no budget can interrupt; legitimate values,
+    even RFC 2231 names in Vietnamese, stay far below the limit.
+    """
+    for m in _MIME_HEADER_START.finditer(raw):
+        end = _LOGICAL_END.search(raw, m.end())
+        length = (end.start() if end else len(raw)) - m.start()
+        if length > MAX_HEADER:
+            name = _TITLE.get(m.group(1).lower().decode("ascii"), "MIME")
+            return f"{name} header over {MAX_HEADER} characters"
+    return None

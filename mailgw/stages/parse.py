@@ -6,9 +6,11 @@ one thing to us and another to the next hop (SMTP smuggling).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from mailgw import replies
+from mailgw.attachments.mime import overlong_mime_header
 from mailgw.model import Context, Message
 from mailgw.replies import Reject
 
@@ -31,6 +33,11 @@ def run(message: Message, ctx: Context) -> None:
     # so every header after it would be seen by the next hop and not by us.
     if lines[0][:1] in (b" ", b"\t") or any(line and not _FIELD.match(line) for line in lines):
         raise Reject(replies.BAD_HEADER)
+    overlong = overlong_mime_header(message.raw)
+    if overlong:
+        # Before anything parses the MIME tree: the email package's parameter
+        # parsing is quadratic in such a header's length.
+        raise Reject(dataclasses.replace(replies.BAD_HEADER, reason=overlong))
     headers = message.headers
     if headers.defects and not headers.keys():
         raise Reject(replies.BAD_HEADER)
