@@ -117,3 +117,23 @@ async def test_verdict_over_smtp(name, gateway, sink):
     assert err.value.code == 550 and err.value.message.startswith("5.7.1 ")
     assert "\u202e" not in err.value.message  # a name is never echoed with its bidirectional override
     assert sink.messages == []
+
+
+def test_verdicts_through_the_command_line(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    names = ["double extension", "AES zip", "a plain PDF"]
+    files = []
+    for i, name in enumerate(names):
+        path = tmp_path / f"{i}.eml"
+        path.write_bytes(next(r for n, r, _ in CASES if n == name))
+        files.append(str(path))
+    run = subprocess.run([sys.executable, "-m", "mailgw", "policy", "test", "--config", str(REPO / "gateway.yaml"),
+                          "--json", *files], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    got = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [(g["decision"], g["rule"]) for g in got] == [
+        ("reject", "dangerous-attachment"), ("reject", "dangerous-attachment"), ("accept", "default")]
+    assert "baocao.pdf.exe" in got[0]["reply"] and got[1]["attachments"]["files"][0]["dangerous"] == ["encrypted_archive"]
