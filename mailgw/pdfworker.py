@@ -48,7 +48,7 @@ _LATE = "late"
 _READY = struct.Struct(">cd")      # b"R", the worker's CPU seconds so far (its start-up)
 _REQUEST = struct.Struct(">IId")   # data length, max chars, CPU seconds
 _REPLY = struct.Struct(">BIdd")    # status, text length, CPU seconds for this job, the worker's total
-_ADDRESS_SPACE = 768 * 1024 * 1024  # per worker; PDFium itself peaks near 30 MB on a typical file
+ADDRESS_SPACE = 768 * 1024 * 1024  # per worker; PDFium itself peaks near 30 MB on a typical file
 _START_TIMEOUT = 20.0               # seconds for a new worker to import pypdfium2 and say it is ready
 _RETRY_START_AFTER = 60.0           # after a worker failed to start, use pypdf for this long
 
@@ -70,9 +70,9 @@ class _Dead(Exception):
 class _Worker:
     """One worker process and its pipes; used by one thread at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, address_space: int) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", os.path.abspath(__file__)],
+            [sys.executable, "-I", os.path.abspath(__file__), str(address_space)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             close_fds=True, bufsize=0,
         )
@@ -151,10 +151,14 @@ class _Worker:
 
 
 class Pool:
-    """Up to ``size`` workers, started on first use and reused; thread-safe."""
+    """Up to ``size`` workers, started on first use and reused; thread-safe.
 
-    def __init__(self, size: int | None = None) -> None:
+    ``address_space``: each worker's cap in bytes (RLIMIT_AS).
+    """
+
+    def __init__(self, size: int | None = None, *, address_space: int = ADDRESS_SPACE) -> None:
         self.size = size or max(2, min(4, os.cpu_count() or 2))
+        self.address_space = address_space
         self._idle: list[_Worker] = []
         self._running = 0
         self._cond = threading.Condition()
@@ -197,7 +201,7 @@ class Pool:
                     break
                 self._cond.wait()
         try:
-            return _Worker()
+            return _Worker(self.address_space)
         except (OSError, _Dead) as e:
             log.warning("PDF reader worker did not start (%s); reading PDFs with pypdf for %ds", e, _RETRY_START_AFTER)
             with self._cond:
@@ -253,10 +257,10 @@ def _read_exactly(stream: IO[bytes], size: int) -> bytes:
     return b"".join(chunks)
 
 
-def _serve() -> None:
+def _serve(address_space: int) -> None:
     import resource
 
-    resource.setrlimit(resource.RLIMIT_AS, (_ADDRESS_SPACE, _ADDRESS_SPACE))
+    resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     signal.signal(signal.SIGPROF, signal.SIG_DFL)  # the CPU budget ends the process
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # a ^C is for the gateway, which closes our pipe
@@ -290,4 +294,4 @@ def _serve() -> None:
 
 
 if __name__ == "__main__":
-    _serve()
+    _serve(int(sys.argv[1]) if len(sys.argv) > 1 else ADDRESS_SPACE)
