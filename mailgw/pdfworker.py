@@ -71,6 +71,7 @@ class _Worker:
     """One worker process and its pipes; used by one thread at a time."""
 
     def __init__(self, address_space: int) -> None:
+        self.cpu_total = 0.0  # the worker's own CPU seconds, as it last reported them
         self.proc = subprocess.Popen(
             [sys.executable, "-I", os.path.abspath(__file__), str(address_space)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -80,9 +81,13 @@ class _Worker:
             greeting, self.cpu_total = _READY.unpack(self._read(_READY.size, time.monotonic() + _START_TIMEOUT))
             if greeting != b"R":
                 raise _Dead("bad greeting")
-        except _Dead:
-            self.close()
-            raise
+        except _Dead as e:
+            reason, _ = self.death()
+            if self.proc.returncode == -signal.SIGSYS:
+                reason += ": a system-call filter forbids it setrlimit (see systemd/mailgw.service)"
+            elif self.proc.returncode == 1:
+                reason += ": is pypdfium2 installed?"
+            raise _Dead(f"{e}; {reason}") from e
 
     def ask(self, data: bytes, max_chars: int, max_seconds: float) -> Reply:
         assert self.proc.stdin is not None

@@ -167,6 +167,19 @@ def test_without_a_worker_pypdf_reads_the_page() -> None:
     assert page.text == "Bao cao" and page.cpu == 0.0
 
 
+def test_a_worker_that_cannot_start_leaves_pypdf_to_read(monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(pdfworker.sys, "executable", "/bin/false")  # starts, and exits 1 at once
+    pool = pdfworker.Pool(1)
+    monkeypatch.setattr(docread, "_POOL", pool)
+    with caplog.at_level(logging.WARNING, logger="mailgw.pdfworker"):
+        page = docread.first_page(_pdf(b"BT /F1 12 Tf 72 800 Td (Bao cao) Tj ET"), "pdf")
+    assert page.text == "Bao cao" and page.skipped is None  # read by pypdf
+    (record,) = [r for r in caplog.records if "did not start" in r.getMessage()]
+    assert "exit status 1" in record.getMessage() and "pypdfium2" in record.getMessage()
+    assert pool.read(b"%PDF-1.4", 100, 1.0) is None  # no new start for a while: no process per message
+
+
 def test_an_encrypted_pdf_is_reported(tmp_path: pathlib.Path) -> None:
     import pypdf
 
