@@ -131,7 +131,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffe\uffff]")
 def _pool() -> pdfworker.Pool:
     global _POOL
     with _POOL_LOCK:
-        if _POOL is None:
+        if _POOL is None or not _POOL.owned():  # a forked child starts workers of its own
             _POOL = pdfworker.Pool()
         return _POOL
 

@@ -172,9 +172,13 @@ class Pool:
         self.available = importlib.util.find_spec("pypdfium2") is not None
         atexit.register(self.close)
 
+    def owned(self) -> bool:
+        """False in a process forked after the pool was made: the workers are its parent's."""
+        return os.getpid() == self._pid
+
     def read(self, data: bytes, max_chars: int, max_seconds: float) -> Reply | None:
         """Page one's text, from a worker; None when no worker can be had (use pypdf)."""
-        if not self.available or os.getpid() != self._pid:  # a forked child: its own pool, please
+        if not self.available or not self.owned():
             return None
         worker = self._take()
         if worker is None:
@@ -225,7 +229,7 @@ class Pool:
         with self._cond:
             idle, self._idle = self._idle, []
             self._running -= len(idle)
-        if os.getpid() == self._pid:
+        if self.owned():
             for worker in idle:
                 worker.close()
 
