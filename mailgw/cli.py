@@ -184,7 +184,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
     import email
     import email.policy
 
-    from mailgw.stages.classify import classify, explain
+    from mailgw import directory, settings
+    from mailgw.stages.classify import classify, explain, limits_for
+    from mailgw.yamlfile import ConfigError
 
     try:
         with open(args.file, "rb") as f:
@@ -192,7 +194,11 @@ def cmd_classify(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"{args.file}:0: cannot read: {e.strerror}", file=sys.stderr)
         return 1
-    c = classify(msg)  # type: ignore[arg-type]
+    try:  # the gateway's directory names the agencies whose symbols appear in file names
+        limits = limits_for(directory.load(settings.load(args.config).directory))
+    except ConfigError:
+        limits = limits_for(None)  # classifying one file needs no gateway configuration
+    c = classify(msg, limits=limits)  # type: ignore[arg-type]
     print(json.dumps(c.to_json(), ensure_ascii=False) if args.json else explain(c))
     return 0
 

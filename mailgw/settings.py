@@ -104,6 +104,9 @@ class DnsSettings:
     nameservers: tuple[str, ...] = ()  # empty: /etc/resolv.conf
     port: int = 53
     timeout: float = 5.0  # seconds for one whole lookup, retries included
+    # Test rigs only: the port the `mx` route connects to. Real MX hosts listen on 25
+    # alone, so any other value needs DNS answered by the rig itself (answers or nameservers).
+    mx_port: int = 25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +152,8 @@ class Settings:
             f"routes=local:{self.routes['local']},remote:{self.routes['remote']} spool={self.spool} "
             f"database={_redact_url(self.database)} queue={dataclasses.asdict(self.queue)} "
             f"limits={dataclasses.asdict(self.limits)} attachments={dataclasses.asdict(self.attachments)}"
+            + (f" dns.mx_port={self.dns.mx_port} (TEST RIG: MX hosts on a port other than 25)"
+               if self.dns.mx_port != 25 else "")
         )
 
 
@@ -357,7 +362,7 @@ def _dns(c: Checker, data: YMap, rel: Any) -> DnsSettings:
     m = c.mapping(data["dns"], data, "dns", "'dns'")
     if m is None:
         return DnsSettings()
-    c.keys(m, ("answers", "nameservers", "port", "timeout"), what="dns")
+    c.keys(m, ("answers", "nameservers", "port", "timeout", "mx_port"), what="dns")
     answers = c.typed(m, "answers", str)
     if answers and not os.path.isfile(rel(answers)):
         c.error(m, "answers", f"DNS answers file {rel(answers)} does not exist")
@@ -377,8 +382,15 @@ def _dns(c: Checker, data: YMap, rel: Any) -> DnsSettings:
         c.error(m, "answers", "give either an answers file or nameservers, not both")
     port = _positive_int(c, m, "port") if "port" in m else 53
     timeout = _duration(c, m, "timeout") if "timeout" in m else 5.0
+    mx_port = _positive_int(c, m, "mx_port") if "mx_port" in m else 25
+    if mx_port is not None and mx_port > 65535:
+        c.error(m, "mx_port", f"'mx_port' must be a port number (1-65535), not {mx_port}")
+        mx_port = None
+    if mx_port not in (None, 25) and not answers and not servers:
+        c.error(m, "mx_port", "'mx_port' is for test rigs whose DNS is the rig's own ('answers' or "
+                              "'nameservers'): real MX hosts listen on port 25 only")
     return DnsSettings(answers=rel(answers) if answers else None, nameservers=tuple(servers), port=port or 53,
-                       timeout=timeout or 5.0)
+                       timeout=timeout or 5.0, mx_port=mx_port or 25)
 
 
 # Upper bounds keep a typo from disabling a limit: the MIME parser recurses once per
