@@ -7,18 +7,19 @@ import logging
 import signal
 from typing import Any, Callable
 
-from mailgw import credentials, directory, dnsanswers, settings, tls
+from mailgw import credentials, directory, dnsanswers, policy, settings, tls
 from mailgw.deliver import Deliverer
 from mailgw.model import Context
 from mailgw.receive import Edge, Handler, SmtpServer
 from mailgw.spool import Spool
+from mailgw.stages import dkim_sign
 from mailgw.yamlfile import ConfigError, Problem
 
 log = logging.getLogger(__name__)
 
 
 def load_context(path: str) -> tuple[Context, list[Problem]]:
-    """Settings, directory and credentials, all valid, or ConfigError naming every problem.
+    """Settings, directory, credentials, DNS and DKIM signing keys, all valid, or ConfigError naming every problem.
 
     Returns the warnings too, for ``mailgw check`` to print. Problems that do not
     stop a running gateway (an expired temporary exception) are left to
@@ -38,10 +39,23 @@ def load_context(path: str) -> tuple[Context, list[Problem]]:
             parts[name] = loader(target)
         except ConfigError as e:
             problems.extend(e.problems)
+    try:
+        parts["signing_keys"], key_warnings = dkim_sign.load_keys(s, parts.get("directory"))
+        problems.extend(key_warnings)
+    except ConfigError as e:
+        problems.extend(e.problems)
+    if "directory" in parts:
+        try:
+            parts["policies"] = policy.load(s.policies, parts["directory"])
+            problems.extend(parts["policies"].warnings)
+        except ConfigError as e:
+            problems.extend(e.problems)
     if any(not p.warning for p in problems):
         raise ConfigError(problems)
     return Context(
-        settings=s, directory=parts["directory"], credentials=parts.get("credentials"), resolver=parts.get("resolver")
+        settings=s, directory=parts["directory"], credentials=parts.get("credentials"), resolver=parts.get("resolver"),
+        policies=parts["policies"],
+        signing_keys=parts["signing_keys"],
     ), problems
 
 
@@ -57,7 +71,9 @@ class Gateway:
     def __init__(self, settings_path: str, *, mode: str = "all", on_queued: Callable[[str], None] | None = None):
         self.settings_path = settings_path
         self.mode = mode
-        self._ctx, _ = load_context(settings_path)
+        self._ctx, warnings = load_context(settings_path)
+        for w in warnings:
+            log.warning("%s", w)
         self.spool = Spool(self._ctx.settings.spool)
         self.deliverer = Deliverer(self.spool, self.context)
         self.edge = Edge(self.context, self.spool, on_queued=on_queued or self.deliverer.notify)
@@ -76,6 +92,9 @@ class Gateway:
             waiting = await asyncio.to_thread(self.spool.recover)
             log.info("mailgw starting: %s", s.effective())
             log.info("spool %s: %d messages waiting", s.spool, waiting)
+            log.info("policies version %s: %d rules from %d files; directory version %s",
+                     self._ctx.policies.version, len(self._ctx.policies.rules), len(self._ctx.policies.files),
+                     self._ctx.directory.version)
         if self.mode != "deliver":
             await self._listen()
         if self.mode != "receive":
@@ -112,6 +131,8 @@ class Gateway:
             log.warning("%s", w)
         self._ctx = ctx
         log.info("reloaded: %s", ctx.settings.effective())
+        log.info("policies version %s: %d rules from %d files; directory version %s",
+                 ctx.policies.version, len(ctx.policies.rules), len(ctx.policies.files), ctx.directory.version)
         return True
 
     def request_stop(self) -> None:

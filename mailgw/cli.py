@@ -55,6 +55,18 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_classify)
 
+    pol = sub.add_parser("policy", parents=[common], help="the policies")
+    ps = pol.add_subparsers(metavar="ACTION")
+    s = ps.add_parser("test", parents=[common], help="run messages through the whole decision path; send nothing")
+    s.add_argument("files", nargs="+", metavar="FILE.eml")
+    s.add_argument("--listener", default="relay", help="the listener the message arrives on (default: relay)")
+    s.add_argument("--mail-from", help="envelope sender (default: the From header)")
+    s.add_argument("--rcpt", action="append", default=[], help="envelope recipient; repeat for more (default: To and Cc)")
+    s.add_argument("--auth-user", help="the login of a submission session (default: the sender)")
+    s.add_argument("--client-ip", default="127.0.0.1")
+    s.add_argument("--json", action="store_true", help="one JSON object per message")
+    s.set_defaults(func=cmd_policy_test)
+
     q = sub.add_parser("queue", parents=[common], help="inspect and manage the spool")
     qs = q.add_subparsers(metavar="ACTION")
     s = qs.add_parser("list", parents=[common], help="list queued and held messages")
@@ -142,22 +154,59 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from mailgw import directory
     from mailgw.app import load_context
+    from mailgw.stages import dkim_sign
 
     ctx, warnings = load_context(args.config)
+    # Published DKIM records are looked up here only, not at start: a DNS
+    # failure is a warning that they could not be checked.
+    warnings += dkim_sign.check_published(ctx)
     problems = sorted(set(warnings) | set(directory.check(ctx.settings.directory)))
     for p in problems:
         print(p, file=sys.stderr)
     if any(not p.warning for p in problems):
         return 1
-    print(f"{args.config}: OK")
+    print(f"{args.config}: OK ({len(ctx.policies.rules)} policy rules from {len(ctx.policies.files)} files, "
+          f"version {ctx.policies.version}; {len(ctx.directory.mailboxes)} mailboxes)")
     return 0
+
+
+def cmd_policy_test(args: argparse.Namespace) -> int:
+    from mailgw.app import load_context
+    from mailgw.policy import trace
+
+    ctx, _ = load_context(args.config)
+    status = 0
+    for i, path in enumerate(args.files):
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except OSError as e:
+            print(f"{path}:0: cannot read: {e.strerror}", file=sys.stderr)
+            status = 1
+            continue
+        try:
+            t = trace.run(ctx, raw, listener=args.listener, mail_from=args.mail_from, rcpts=args.rcpt,
+                          auth_user=args.auth_user, client_ip=args.client_ip)
+        except trace.UsageError as e:
+            print(f"mailgw policy test: {e}", file=sys.stderr)
+            return 2
+        if args.json:
+            print(json.dumps({"file": path, **t}, ensure_ascii=False))
+        else:
+            if i:
+                print()
+            print(f"== {path}")
+            print(trace.render(t))
+    return status
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
     import email
     import email.policy
 
-    from mailgw.stages.classify import classify, explain
+    from mailgw import directory, settings
+    from mailgw.stages.classify import classify, explain, limits_for
+    from mailgw.yamlfile import ConfigError
 
     try:
         with open(args.file, "rb") as f:
@@ -165,7 +214,11 @@ def cmd_classify(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"{args.file}:0: cannot read: {e.strerror}", file=sys.stderr)
         return 1
-    c = classify(msg)  # type: ignore[arg-type]
+    try:  # the gateway's directory names the agencies whose symbols appear in file names
+        limits = limits_for(directory.load(settings.load(args.config).directory))
+    except ConfigError:
+        limits = limits_for(None)  # classifying one file needs no gateway configuration
+    c = classify(msg, limits=limits)  # type: ignore[arg-type]
     print(json.dumps(c.to_json(), ensure_ascii=False) if args.json else explain(c))
     return 0
 

@@ -196,7 +196,8 @@ class Deliverer:
         results: dict[str, transports.Result] = {}
         outcomes = await asyncio.gather(
             *(
-                transports.deliver(route, mail_from, group, data, hostname=ctx.settings.hostname, timeouts=ctx.settings.queue)
+                transports.deliver(route, mail_from, group, data, hostname=ctx.settings.hostname,
+                                   timeouts=ctx.settings.queue, resolver=ctx.resolver, mx_port=ctx.settings.dns.mx_port)
                 for (route, _), group in groups.items()
             ),
             return_exceptions=True,

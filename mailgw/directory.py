@@ -58,6 +58,8 @@ DEFAULT_OFFICIAL_SUFFIXES = ("gov.vn",)
 _ORGAN_CODE = re.compile(r"\d{3}\.\d{2}\.\d{2}\.[A-Z]\d{2}\Z")
 # Codes of agencies and units: short, used in CLI filters and audit records.
 _CODE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}\Z")
+# The issuer group of a document symbol (Decree 30): STTTT, UBND, SKHĐT.
+_SYMBOL = re.compile(r"[A-Za-zĐđ][A-Za-zĐđ0-9]{0,11}")
 # A DKIM selector is one or more DNS labels (RFC 6376 3.1).
 _SELECTOR = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\Z")
 # An ASCII domain after lowercasing, with no empty label (so no trailing dot).
@@ -91,6 +93,8 @@ class Agency:
     organ_code: str | None
     domains: tuple[str, ...]
     units: tuple[Unit, ...]
+    # The issuer group of its document symbols (Decree 30): "STTTT" in "456/STTTT-VP".
+    symbol: str | None = None
 
     def unit(self, code: str) -> Unit | None:
         return next((u for u in self.units if u.code == code), None)
@@ -494,7 +498,7 @@ class _Reader(Checker):
                 continue
             self.keys(
                 m,
-                ("code", "name", "name_en", "organ_code", "domains", "units", "mailboxes"),
+                ("code", "name", "name_en", "organ_code", "symbol", "domains", "units", "mailboxes"),
                 required=("code", "name", "domains"),
                 what="an agency",
             )
@@ -514,6 +518,7 @@ class _Reader(Checker):
                 organ_code=self._organ_code(m),
                 domains=tuple(domains),
                 units=tuple(units.values()),
+                symbol=self._symbol(m),
             )
             if code is not None:
                 agencies.append(agency)
@@ -762,6 +767,14 @@ class _Reader(Checker):
             self.error(m, key, f"{key!r} must not be empty")
             return None
         return value.strip() if value is not None else None
+
+    def _symbol(self, m: YMap) -> str | None:
+        value: str | None = self.typed(m, "symbol", str)
+        if value is not None and not _SYMBOL.fullmatch(value):
+            self.error(m, "symbol", f"invalid document symbol {value!r}: a letter, then letters and digits, "
+                                    "at most 12 (the issuer group of '456/STTTT-VP' is STTTT)")
+            return None
+        return value
 
     def _code(self, m: YMap, key: str, what: str) -> str | None:
         value: str | None = self.typed(m, key, str)

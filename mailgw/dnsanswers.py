@@ -1,20 +1,31 @@
-"""DNS TXT answers for DKIM verification: the real resolver, or a local file for tests and air-gapped rigs.
+"""DNS answers for DKIM verification and MX delivery: the real resolver, or a local file for tests and air-gapped rigs.
 
-Both resolvers share one small interface, ``await resolver.txt(name)``:
+Both resolvers share one small interface:
 
-- a list of records, each the concatenation of its character-strings (RFC 6376
-  section 3.6.2.2), in the order the answer gave them;
-- an empty list when the name does not exist or has no TXT record (a permanent
-  answer: the DKIM result is ``permerror``);
-- ``DnsTemporaryError`` when no answer could be had (timeout, SERVFAIL, no
-  reachable server): the DKIM result is ``temperror``, never ``fail``.
+``await resolver.txt(name)``
+    a list of records, each the concatenation of its character-strings (RFC 6376
+    section 3.6.2.2), in the order the answer gave them; an empty list when the
+    name does not exist or has no TXT record (a permanent answer: the DKIM result
+    is ``permerror``).
+``await resolver.mx(name)``
+    ``[(preference, exchange), ...]`` as the answer gave them, the exchange without
+    its final dot and ``""`` for the null MX ``0 .`` (RFC 7505); ``[]`` when the
+    name exists but has no MX record (mail goes to the name itself, RFC 5321 5.1);
+    ``DnsNameError`` when the name does not exist (NXDOMAIN).
+``await resolver.addresses(name)``
+    the IPv4 then the IPv6 addresses of ``name``; ``[]`` when it has none;
+    ``DnsNameError`` when it does not exist.
+
+All three raise ``DnsTemporaryError`` when no answer could be had (timeout,
+SERVFAIL, no reachable server): DKIM gives ``temperror``, never ``fail``, and
+delivery tries again later.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import dns.asyncresolver
 import dns.exception
@@ -29,6 +40,10 @@ class DnsTemporaryError(Exception):
     """No usable answer for now (timeout, SERVFAIL, ...): ask again later."""
 
 
+class DnsNameError(Exception):
+    """The name does not exist (NXDOMAIN): a permanent answer."""
+
+
 class TxtResolver(Protocol):
     """What DKIM verification needs from DNS."""
 
@@ -37,8 +52,20 @@ class TxtResolver(Protocol):
         ...
 
 
+class MxResolver(Protocol):
+    """What delivery to MX hosts needs from DNS."""
+
+    async def mx(self, name: str) -> list[tuple[int, str]]:
+        """(preference, exchange) of ``name``'s MX records; see the module docstring."""
+        ...
+
+    async def addresses(self, name: str) -> list[str]:
+        """IPv4 then IPv6 addresses of ``name``; see the module docstring."""
+        ...
+
+
 class DnsResolver:
-    """TXT lookups through dnspython's asynchronous resolver.
+    """TXT, MX and address lookups through dnspython's asynchronous resolver.
 
     ``nameservers`` (IP addresses) and ``port`` override the system's
     /etc/resolv.conf; ``timeout`` bounds the whole lookup, retries included.
@@ -68,34 +95,80 @@ class DnsResolver:
             raise DnsTemporaryError(f"DNS error looking up {name}: {e}") from e
         return [b"".join(rdata.strings) for rdata in answer]
 
+    async def mx(self, name: str) -> list[tuple[int, str]]:
+        answer = await self._resolve(name, "MX")
+        return [(r.preference, _exchange(r.exchange)) for r in answer] if answer is not None else []
+
+    async def addresses(self, name: str) -> list[str]:
+        found: list[str] = []
+        temporary: DnsTemporaryError | None = None
+        for rdtype in ("A", "AAAA"):
+            try:
+                answer = await self._resolve(name, rdtype)
+            except DnsTemporaryError as e:
+                temporary = e  # the other family may still answer
+                continue
+            found.extend(r.address for r in answer or ())
+        if not found and temporary is not None:
+            raise temporary
+        return found
+
+    async def _resolve(self, name: str, rdtype: str) -> dns.resolver.Answer | None:
+        """The answer; None when the name has no record of that type; DnsNameError for NXDOMAIN."""
+        try:
+            return await self._resolver.resolve(name, rdtype, search=False)
+        except dns.resolver.NXDOMAIN as e:
+            raise DnsNameError(f"{name} does not exist") from e
+        except dns.resolver.NoAnswer:
+            return None
+        except dns.resolver.LifetimeTimeout as e:
+            raise DnsTemporaryError(f"timeout looking up {rdtype} {name}") from e
+        except dns.resolver.NoNameservers as e:
+            raise DnsTemporaryError(f"no server could answer {rdtype} {name} (SERVFAIL)") from e
+        except dns.exception.DNSException as e:
+            raise DnsTemporaryError(f"DNS error looking up {rdtype} {name}: {e}") from e
+
 
 # What a line of an answers file may say instead of giving a TXT record.
 _SIMULATED_FAILURES = ("TIMEOUT", "SERVFAIL")
 
 
+_TYPES = ("TXT", "MX", "A", "AAAA")
+
+
 @dataclasses.dataclass(frozen=True)
 class _Entry:
-    records: tuple[bytes, ...] = ()
+    records: tuple[Any, ...] = ()  # dnspython rdata, of every type given for the name
     failure: str | None = None
+
+    def of(self, rdtype: str) -> list[Any]:
+        return [r for r in self.records if dns.rdatatype.to_text(r.rdtype) == rdtype]
 
 
 class FileResolver:
-    """Answers TXT queries from a local file, in zone-file syntax, one record per line.
+    """Answers queries from a local file, in zone-file syntax, one record per line.
 
     ::
 
         # comment
         brisbane._domainkey.football.example.com. IN TXT "v=DKIM1; k=ed25519; p=11qY..."
         big._domainkey.example.com. 3600 IN TXT "v=DKIM1; k=rsa; " "p=MIIBIj..." "...AQAB"
+        example.vn.          IN MX   10 mx1.example.vn.
+        example.vn.          IN MX   20 mx2.example.vn.
+        mx1.example.vn.      IN A    127.0.0.2
+        mx2.example.vn.      IN AAAA ::1
+        nomail.example.vn.   IN MX   0 .
         sel._domainkey.slow.example. TIMEOUT
-        sel._domainkey.broken.example. SERVFAIL
+        broken.example.      SERVFAIL
 
-    Names are absolute (a trailing dot is optional); TTL and class are
-    optional; the TXT data is parsed by dnspython, so quoting and escapes mean
-    what they mean in a zone file. Several lines for one name give several
-    records. ``TIMEOUT`` and ``SERVFAIL`` make lookups of that name raise
-    ``DnsTemporaryError`` (immediately: tests need not wait). Unlisted names
-    do not exist. The lines ``keygen`` prints can be pasted in as they are.
+    Types: TXT, MX, A, AAAA. Names are absolute (a trailing dot is optional),
+    also inside MX data; TTL and class are optional; the data is parsed by
+    dnspython, so quoting and escapes mean what they mean in a zone file.
+    Several lines for one name give several records. ``TIMEOUT`` and
+    ``SERVFAIL`` make every lookup of that name raise ``DnsTemporaryError``
+    (immediately: tests need not wait). A listed name without a record of the
+    asked type has none (an MX lookup gives ``[]``); unlisted names do not exist
+    (NXDOMAIN). The lines ``keygen`` prints can be pasted in as they are.
     """
 
     def __init__(self, entries: dict[str, _Entry]):
@@ -107,7 +180,7 @@ class FileResolver:
 
     @classmethod
     def from_text(cls, text: str, *, source: str = "<text>") -> FileResolver:
-        records: dict[str, list[bytes]] = {}
+        records: dict[str, list[Any]] = {}
         failures: dict[str, str] = {}
         for lineno, line in enumerate(text.splitlines(), 1):
             stripped = line.strip()
@@ -125,31 +198,46 @@ class FileResolver:
                 if after:
                     raise ValueError(f"{source}:{lineno}: nothing may follow {kind}")
                 failures[key] = kind
-            elif kind == "TXT":
+            elif kind in _TYPES:
                 try:
-                    rdata = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TXT, after)
-                except dns.exception.DNSException as e:
-                    raise ValueError(f"{source}:{lineno}: bad TXT data: {e}") from e
-                records.setdefault(key, []).append(b"".join(rdata.strings))
+                    rdata = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(kind), after,
+                                                origin=dns.name.root, relativize=False)
+                except (dns.exception.DNSException, ValueError) as e:
+                    raise ValueError(f"{source}:{lineno}: bad {kind} data: {e}") from e
+                records.setdefault(key, []).append(rdata)
             else:
-                raise ValueError(f"{source}:{lineno}: expected TXT, TIMEOUT or SERVFAIL, not {word!r}")
+                raise ValueError(f"{source}:{lineno}: expected {', '.join(_TYPES)}, TIMEOUT or SERVFAIL, not {word!r}")
         entries = {k: _Entry(records=tuple(v)) for k, v in records.items()}
         # A simulated failure wins over records given for the same name.
         entries.update({k: _Entry(failure=v) for k, v in failures.items()})
         return cls(entries)
 
     async def txt(self, name: str) -> list[bytes]:
+        try:
+            entry = self._entry(name)
+        except DnsNameError:
+            return []
+        return [b"".join(r.strings) for r in entry.of("TXT")]
+
+    async def mx(self, name: str) -> list[tuple[int, str]]:
+        return [(r.preference, _exchange(r.exchange)) for r in self._entry(name).of("MX")]
+
+    async def addresses(self, name: str) -> list[str]:
+        entry = self._entry(name)
+        return [r.address for r in entry.of("A")] + [r.address for r in entry.of("AAAA")]
+
+    def _entry(self, name: str) -> _Entry:
         entry = self._entries.get(_normalise(name))
         if entry is None:
-            return []
+            raise DnsNameError(f"{name} does not exist")
         if entry.failure == "TIMEOUT":
             raise DnsTemporaryError(f"timeout looking up {name} (simulated)")
         if entry.failure == "SERVFAIL":
             raise DnsTemporaryError(f"no server could answer for {name} (SERVFAIL, simulated)")
-        return list(entry.records)
+        return entry
 
 
-def load(dns: object) -> TxtResolver:
+def load(dns: object) -> DnsResolver | FileResolver:
     """The resolver the settings' ``dns:`` section asks for (mailgw.settings.DnsSettings).
 
     Raises ConfigError with ``FILE:LINE:`` problems when the answers file is bad.
@@ -179,3 +267,8 @@ def _split_word(text: str) -> tuple[str, str]:
 
 def _normalise(name: str) -> str:
     return dns.name.from_text(name).to_text().lower()
+
+
+def _exchange(name: dns.name.Name) -> str:
+    """An MX exchange as a host name without the final dot; "" for the null MX's root."""
+    return "" if name == dns.name.root else name.to_text(omit_final_dot=True)

@@ -99,3 +99,33 @@ def _one_line(text: str) -> str:
 
 def _encoded(text: str) -> str:
     return email.header.Header(text, "utf-8").encode()
+
+
+def held_notice(*, hostname: str, original_id: str, original_sender: str, subject: str) -> bytes:
+    """A note to the sender that their message is held for review (a rule's ``notify_sender``).
+
+    Like a DSN it comes from ``<>`` and carries no part of the original but its subject.
+    """
+    now = email.utils.formatdate(localtime=False)
+    text = (
+        f"Đây là thông báo tự động của cổng thư {hostname}.\r\n"
+        f"Thư của bạn (mã {original_id}, tiêu đề: {_one_line(subject)[:200]}) đang được giữ lại để kiểm tra\r\n"
+        f"theo quy định của cơ quan. Bộ phận công nghệ thông tin sẽ xem xét; thư sẽ được gửi đi hoặc bị hủy.\r\n"
+        f"Nếu cần, vui lòng liên hệ bộ phận công nghệ thông tin và cung cấp mã thư.\r\n"
+        f"\r\n"
+        f"This is an automatic message from the mail gateway {hostname}.\r\n"
+        f"Your message (id {original_id}) is held for review under your agency's rules. IT staff will\r\n"
+        f"release or delete it. If needed, contact your IT staff, quoting the message id.\r\n"
+    )
+    headers = (
+        f"From: {_encoded('Cổng thư điện tử')} <MAILER-DAEMON@{hostname}>\r\n"
+        f"To: <{original_sender}>\r\n"
+        f"Subject: {_encoded('Thư đang được giữ lại để kiểm tra / Message held for review')}\r\n"
+        f"Date: {now}\r\n"
+        f"Message-ID: <{original_id}.held.{secrets.token_hex(6)}@{hostname}>\r\n"
+        f"Auto-Submitted: auto-replied\r\n"
+        f"MIME-Version: 1.0\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Transfer-Encoding: 8bit\r\n"
+    )
+    return (headers + "\r\n" + text).encode("utf-8")

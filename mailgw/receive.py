@@ -14,11 +14,12 @@ import binascii
 import collections
 import logging
 import ssl
+import time
 from typing import Any, Awaitable, Callable
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope as SmtpEnvelope, Session as SmtpSession
 
-from mailgw import addresses, pipeline, record, replies
+from mailgw import addresses, dsn, pipeline, record, replies
 from mailgw.model import Context, Envelope, Message, new_id
 from mailgw.replies import Refusal, SmtpReply
 from mailgw.settings import Listener
@@ -69,15 +70,35 @@ class Edge:
             await self.recorder(record.build(message, ctx, reply))
             return reply
         reply = str(replies.queued(message.id))
-        meta = {
-            "envelope": message.envelope.to_json(),
-            "record": record.build(message, ctx, reply),
-        }
-        await self.spool.put(message.id, meta, message.final_bytes(), held=decision.decision == "quarantine")
+        envelope = message.envelope.to_json()
+        envelope["rcpts"] = envelope["rcpts"] + [a for a in decision.archive if a not in envelope["rcpts"]]
+        meta = {"envelope": envelope, "record": record.build(message, ctx, reply)}
+        held = decision.decision == "quarantine"
+        await self.spool.put(message.id, meta, message.final_bytes(), held=held)
         await self.recorder(meta["record"])
-        if decision.decision != "quarantine":
+        if held and decision.notify_sender and message.envelope.mail_from:
+            await self._notify_held(message, ctx)
+        if not held:
             self.on_queued(message.id)
         return reply
+
+    async def _notify_held(self, message: Message, ctx: Context) -> None:
+        """Tell the sender their message is held (a rule's notify_sender); from <>, never bounced."""
+        notice_id = f"{message.id}-N"
+        data = dsn.held_notice(
+            hostname=ctx.settings.hostname, original_id=message.id, original_sender=message.envelope.mail_from,
+            subject=str(message.headers.get("subject", "")),
+        )
+        meta = {
+            "envelope": {
+                "mail_from": "", "rcpts": [message.envelope.mail_from], "listener": "notice", "role": "notice",
+                "client_ip": "", "helo": "", "tls": None, "auth_user": None, "smtputf8": False,
+                "received_at": time.time(),
+            },
+            "record": {"id": notice_id, "notice_for": message.id},
+        }
+        await self.spool.put(notice_id, meta, data)
+        self.on_queued(notice_id)
 
 
 def _final(message: Message, reply: SmtpReply) -> str:

@@ -43,7 +43,29 @@ def build(message: Message, ctx: Context, reply: str) -> dict[str, Any]:
         "policy_version": message.facts.get("policy_version"),
         "directory_version": directory.version,
     }
+    if message.decision.redact:
+        _redact(record)
     return record
+
+
+def _redact(record: dict[str, Any]) -> None:
+    """Metadata and hashes only (a secret document, VN-DOCUMENTS section 5: keep no copy).
+
+    The subject becomes its hash; the classification keeps its cues and where
+    they were found, and the text of only the secrecy marks themselves.
+    """
+    subject = record["header"].get("subject")
+    if subject is not None:
+        record["header"]["subject"] = "sha256:" + hashlib.sha256(subject.encode("utf-8", "surrogateescape")).hexdigest()
+    c = record.get("classification")
+    if c:
+        c = dict(c)
+        c["evidence"] = [
+            {**e, "text": e.get("text", "")[:40] if e.get("cue", "").startswith("secrecy") else ""}
+            for e in c.get("evidence", [])
+        ]
+        record["classification"] = c
+    record["redacted"] = True
 
 
 def direction(message: Message, ctx: Context) -> str:

@@ -70,6 +70,7 @@ class DkimKey:
     selector: str
     key: str
     algorithm: str = ""  # from the key file when empty
+    line: int = dataclasses.field(default=0, compare=False)  # where the entry is, for FILE:LINE problems
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +104,24 @@ class DnsSettings:
     nameservers: tuple[str, ...] = ()  # empty: /etc/resolv.conf
     port: int = 53
     timeout: float = 5.0  # seconds for one whole lookup, retries included
+    # Test rigs only: the port the `mx` route connects to. Real MX hosts listen on 25
+    # alone, so any other value needs DNS answered by the rig itself (answers or nameservers).
+    mx_port: int = 25
+
+
+@dataclasses.dataclass(frozen=True)
+class AttachmentLimits:
+    """How far attachment inspection goes (mailgw.attachments); past a limit the policy decides."""
+
+    max_depth: int = 20                          # MIME nesting (multipart and message/rfc822 levels)
+    max_parts: int = 500                         # MIME parts in one message
+    max_decoded_size: int = 64 * 1024 * 1024     # decoded bytes of all parts together
+    max_archive_ratio: float = 100.0             # expanded / compressed, for archives expanding past 1 MiB
+    max_archive_members: int = 1000              # files listed inside all archives of one message
+    max_archive_total: int = 256 * 1024 * 1024   # bytes expanded out of all archives of one message
+    max_archive_depth: int = 5                   # archives inside archives
+    time_budget: float = 10.0                    # CPU seconds for one message's attachments
+    trust_store: str | None = None               # PEM/DER file or directory: roots for PDF signatures
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +142,7 @@ class Settings:
     limits: Limits
     log_level: str = "INFO"
     dns: DnsSettings = dataclasses.field(default_factory=lambda: DnsSettings())
+    attachments: AttachmentLimits = dataclasses.field(default_factory=lambda: AttachmentLimits())
     workers: int = 1  # serving processes sharing the listening ports (mailgw.workers)
 
     def effective(self) -> str:
@@ -132,13 +152,15 @@ class Settings:
             f"hostname={self.hostname} node={self.node} listeners=[{ls}] "
             f"routes=local:{self.routes['local']},remote:{self.routes['remote']} spool={self.spool} "
             f"database={_redact_url(self.database)} queue={dataclasses.asdict(self.queue)} "
-            f"limits={dataclasses.asdict(self.limits)}"
+            f"limits={dataclasses.asdict(self.limits)} attachments={dataclasses.asdict(self.attachments)}"
+            + (f" dns.mx_port={self.dns.mx_port} (TEST RIG: MX hosts on a port other than 25)"
+               if self.dns.mx_port != 25 else "")
         )
 
 
 _TOP_KEYS = {
     "hostname", "node", "directory", "policies", "database", "spool", "credentials",
-    "listeners", "routes", "dkim", "tls", "queue", "limits", "log_level", "dns", "workers",
+    "listeners", "routes", "dkim", "tls", "queue", "limits", "log_level", "dns", "attachments", "workers",
 }
 
 
@@ -184,13 +206,14 @@ def load(path: str) -> Settings:
     queue = _queue(c, data)
     limits = _limits(c, data)
     dns = _dns(c, data, rel)
+    attachments = _attachments(c, data, rel)
     workers = _workers(c, data, listeners)
     c.raise_if_errors()
     return Settings(
         file=os.path.abspath(path), hostname=hostname, node=node, directory=directory, policies=policies,
         database=database, spool=spool, credentials=credentials, listeners=tuple(listeners), routes=routes,
         dkim=tuple(dkim), tls=tls, queue=queue, limits=limits, log_level=log_level,
-        dns=dns, workers=workers,
+        dns=dns, attachments=attachments, workers=workers,
     )
 
 
@@ -331,7 +354,7 @@ def _dkim(c: Checker, data: YMap, rel: Any) -> list[DkimKey]:
         algorithm = c.typed(m, "algorithm", str, "")
         if algorithm and algorithm not in ("rsa", "ed25519"):
             c.error(m, "algorithm", "algorithm must be 'rsa' or 'ed25519'")
-        out.append(DkimKey(domain.lower(), selector, rel(key) if key else "", algorithm))
+        out.append(DkimKey(domain.lower(), selector, rel(key) if key else "", algorithm, line=items.line_of(i)))
     return out
 
 
@@ -357,7 +380,7 @@ def _dns(c: Checker, data: YMap, rel: Any) -> DnsSettings:
     m = c.mapping(data["dns"], data, "dns", "'dns'")
     if m is None:
         return DnsSettings()
-    c.keys(m, ("answers", "nameservers", "port", "timeout"), what="dns")
+    c.keys(m, ("answers", "nameservers", "port", "timeout", "mx_port"), what="dns")
     answers = c.typed(m, "answers", str)
     if answers and not os.path.isfile(rel(answers)):
         c.error(m, "answers", f"DNS answers file {rel(answers)} does not exist")
@@ -377,8 +400,81 @@ def _dns(c: Checker, data: YMap, rel: Any) -> DnsSettings:
         c.error(m, "answers", "give either an answers file or nameservers, not both")
     port = _positive_int(c, m, "port") if "port" in m else 53
     timeout = _duration(c, m, "timeout") if "timeout" in m else 5.0
+    mx_port = _positive_int(c, m, "mx_port") if "mx_port" in m else 25
+    if mx_port is not None and mx_port > 65535:
+        c.error(m, "mx_port", f"'mx_port' must be a port number (1-65535), not {mx_port}")
+        mx_port = None
+    if mx_port not in (None, 25) and not answers and not servers:
+        c.error(m, "mx_port", "'mx_port' is for test rigs whose DNS is the rig's own ('answers' or "
+                              "'nameservers'): real MX hosts listen on port 25 only")
     return DnsSettings(answers=rel(answers) if answers else None, nameservers=tuple(servers), port=port or 53,
-                       timeout=timeout or 5.0)
+                       timeout=timeout or 5.0, mx_port=mx_port or 25)
+
+
+# Upper bounds keep a typo from disabling a limit: the MIME parser recurses once per
+# level, and every archive level holds one member in memory.
+_ATTACHMENT_CAPS = {"max_depth": 100, "max_parts": 100_000, "max_archive_depth": 20, "max_archive_members": 1_000_000}
+
+
+def _attachments(c: Checker, data: YMap, rel: Any) -> AttachmentLimits:
+    if "attachments" not in data:
+        return AttachmentLimits()
+    m = c.mapping(data["attachments"], data, "attachments", "'attachments'")
+    if m is None:
+        return AttachmentLimits()
+    c.keys(m, {f.name for f in dataclasses.fields(AttachmentLimits)}, what="attachments")
+    values: dict[str, Any] = {}
+    for key, cap in _ATTACHMENT_CAPS.items():
+        if key in m:
+            value = _positive_int(c, m, key)
+            if value is not None and value > cap:
+                c.error(m, key, f"{key!r} must be at most {cap}, not {value}")
+                value = None
+            values[key] = value
+    for key in ("max_decoded_size", "max_archive_total"):
+        if key in m:
+            size = _size(c, m, key)
+            if size == 0:
+                c.error(m, key, f"{key!r} must be above 0")
+                size = None
+            values[key] = size
+    if "max_archive_ratio" in m:
+        ratio = m["max_archive_ratio"]
+        if isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and ratio >= 1:
+            values["max_archive_ratio"] = float(ratio)
+        else:
+            c.error(m, "max_archive_ratio", f"'max_archive_ratio' must be a number of at least 1, not {ratio!r}")
+    if "time_budget" in m:
+        budget = _duration(c, m, "time_budget")
+        if budget is not None and not 0 < budget <= 600:
+            c.error(m, "time_budget", "'time_budget' must be above 0 and at most 10m")
+            budget = None
+        values["time_budget"] = budget
+    if "trust_store" in m:
+        store = c.typed(m, "trust_store", str)
+        if store:
+            path = rel(store)
+            problem = _trust_store_problem(path)
+            if problem:
+                c.error(m, "trust_store", problem)
+            else:
+                values["trust_store"] = path
+    return AttachmentLimits(**{k: v for k, v in values.items() if v is not None})
+
+
+def _trust_store_problem(path: str) -> str | None:
+    """Why ``path`` is not a usable trust store (a PEM/DER file or a directory of them), or None."""
+    from mailgw.attachments.trust import load_roots
+
+    if not os.path.exists(path):
+        return f"trust store {path} does not exist"
+    try:
+        roots = load_roots(path)
+    except (OSError, ValueError) as e:
+        return f"trust store {path}: {e}"
+    if not roots:
+        return f"trust store {path} holds no certificate"
+    return None
 
 
 def _queue(c: Checker, data: YMap) -> QueueSettings:

@@ -11,19 +11,23 @@ import asyncio
 import dataclasses
 import functools
 import os
+import random
 import socket
 import ssl
 import time
 import urllib.parse
 import weakref
-from typing import Sequence
+from typing import Any, Sequence
 
 import aiosmtplib
-import dns.asyncresolver
-import dns.exception
-import dns.resolver
 
+from mailgw.dnsanswers import DnsNameError, DnsResolver, DnsTemporaryError
 from mailgw.settings import QueueSettings, Route
+
+# Postfix's smtp_mx_address_limit and smtp_mx_session_limit: a domain with a hundred
+# unreachable MX hosts must not hold a delivery worker for hours.
+MX_ADDRESS_LIMIT = 5
+MX_SESSION_LIMIT = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,51 +50,149 @@ def permanent(reply: str, remote: str = "") -> Result:
     return Result(False, True, reply, remote)
 
 
-async def deliver(route: Route, mail_from: str, rcpts: Sequence[str], data: bytes, *, hostname: str, timeouts: QueueSettings) -> dict[str, Result]:
-    """Deliver ``data`` to ``rcpts`` (all of them on this route); one Result per recipient."""
+async def deliver(route: Route, mail_from: str, rcpts: Sequence[str], data: bytes, *, hostname: str,
+                  timeouts: QueueSettings, resolver: Any = None, mx_port: int = 25) -> dict[str, Result]:
+    """Deliver ``data`` to ``rcpts`` (all of them on this route); one Result per recipient.
+
+    ``resolver`` (mailgw.dnsanswers) answers the MX and address lookups of the
+    ``mx`` route; ``mx_port`` is 25 except on test rigs (settings ``dns.mx_port``).
+    """
     if route.kind == "maildir":
         return await asyncio.to_thread(_to_maildir, route.path, rcpts, data)
     if route.kind == "smtp":
-        return await _smtp([(route.host, route.port)], mail_from, rcpts, data, hostname, timeouts)
+        outcome = await _via(route.host, route.port, hostname, timeouts, mail_from, rcpts, data)
+        if isinstance(outcome, Result):
+            return {r: outcome for r in rcpts}
+        return outcome
     # mx: one domain per call (the worker groups recipients by domain)
     domain = rcpts[0].rpartition("@")[2]
-    hosts, error = await _mx_hosts(domain, timeouts.connect_timeout)
+    return await _mx(domain, mail_from, rcpts, data, hostname, timeouts, resolver or DnsResolver(), mx_port)
+
+
+async def _mx(domain: str, mail_from: str, rcpts: Sequence[str], data: bytes, hostname: str,
+              timeouts: QueueSettings, resolver: Any, port: int) -> dict[str, Result]:
+    """RFC 5321 5.1: the MX hosts by preference (the domain itself without MX), their addresses in turn.
+
+    A refused or failed connection, or a 4xx, moves on to the next address or host
+    (up to MX_ADDRESS_LIMIT addresses and MX_SESSION_LIMIT sessions); what is still
+    temporary at the end is retried later. A domain that does not exist, a null MX
+    and a domain with no mail server at all are permanent.
+    """
+    hosts, error = await _mx_hosts(domain, resolver)
     if error is not None:
         return {r: error for r in rcpts}
-    return await _smtp([(h, 25) for h in hosts], mail_from, rcpts, data, hostname, timeouts)
-
-
-async def _smtp(hosts: list[tuple[str, int]], mail_from: str, rcpts: Sequence[str], data: bytes, hostname: str, timeouts: QueueSettings) -> dict[str, Result]:
-    last: Result = temporary("no host to try")
-    cache = connection_cache()
-    for host, port in hosts:
-        remote = f"{host}:{port}"
-        client = cache.take(host, port)
-        if client is not None:
-            outcome = await _transaction(client, mail_from, rcpts, data, remote, reused=True)
-            if outcome is not None:
-                await cache.done(host, port, client, *outcome)
-                return outcome[0]
-            cache.discard(client)  # closed by the other side while it waited: nothing was sent, open a new one
-        client = aiosmtplib.SMTP(
-            hostname=host,
-            port=port,
-            local_hostname=hostname,
-            timeout=timeouts.command_timeout,
-            start_tls=None,  # STARTTLS when offered; opportunistic, as Postfix's "may"
-            validate_certs=False,
-            tls_context=_opportunistic_tls(),
-        )
+    results: dict[str, Result] = {}
+    pending = list(rcpts)
+    last: Result = temporary(f"4.4.4 no mail server of {domain} could be reached")
+    tried = sessions = 0
+    missing = 0  # MX hosts that do not exist or have no address
+    for host in hosts:
         try:
-            await asyncio.wait_for(client.connect(), timeouts.connect_timeout)
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as e:
-            last = temporary(f"connect to {remote} failed: {_describe(e)}", remote)
-            continue  # next MX host
-        outcome = await _transaction(client, mail_from, rcpts, data, remote, reused=False)
-        assert outcome is not None
-        await cache.done(host, port, client, *outcome)
-        return outcome[0]
-    return {r: last for r in rcpts}
+            addresses = await resolver.addresses(host)
+        except DnsNameError:
+            addresses = []
+        except DnsTemporaryError as e:
+            last = temporary(f"4.4.3 DNS lookup of MX host {host} failed: {e}", host)
+            continue
+        if not addresses:
+            missing += 1
+            last = temporary(f"4.4.4 MX host {host} has no address", host)
+            continue
+        for address in addresses:
+            if tried >= MX_ADDRESS_LIMIT or sessions >= MX_SESSION_LIMIT:
+                break
+            tried += 1
+            outcome = await _via(address, port, hostname, timeouts, mail_from, pending, data, server_name=host)
+            if isinstance(outcome, Result):
+                last = outcome
+                continue
+            sessions += 1
+            for rcpt, result in outcome.items():
+                if result.ok or result.permanent:
+                    results[rcpt] = result
+                else:
+                    last = result
+            pending = [r for r in pending if r not in results]
+            if not pending:
+                return results
+    if missing == len(hosts):
+        # Every host named for the domain is missing from DNS: nothing will change by waiting.
+        last = permanent(f"5.4.4 no mail server for {domain}: "
+                         + ("its MX hosts have no address" if hosts != [domain] else "no MX and no address"), domain)
+    results.update({r: last for r in pending})
+    return results
+
+
+async def _mx_hosts(domain: str, resolver: Any) -> tuple[list[str], Result | None]:
+    """The MX hosts of ``domain`` by preference (random among equals); the domain itself without MX."""
+    try:
+        records = await resolver.mx(domain)
+    except DnsNameError:
+        return [], permanent(f"5.1.2 domain {domain} does not exist (DNS: NXDOMAIN)", domain)
+    except DnsTemporaryError as e:
+        return [], temporary(f"4.4.3 DNS lookup of MX {domain} failed: {e}", domain)
+    if not records:
+        return [domain], None  # implicit MX (RFC 5321 5.1)
+    if any(exchange == "" for _, exchange in records):
+        return [], permanent(f"5.1.10 domain {domain} accepts no mail (null MX, RFC 7505)", domain)
+    shuffled = random.sample(records, len(records))  # RFC 5321 5.1: spread load over equal preferences
+    hosts: list[str] = []
+    for _, exchange in sorted(shuffled, key=lambda r: r[0]):
+        if exchange.lower() not in (h.lower() for h in hosts):
+            hosts.append(exchange)
+    return hosts, None
+
+
+class _Client(aiosmtplib.SMTP):
+    remote: str
+
+
+async def _connect(host: str, port: int, hostname: str, timeouts: QueueSettings, *,
+                   server_name: str | None = None) -> _Client | Result:
+    """A connected client (greeting read), or the temporary Result saying why not."""
+    remote = f"{server_name}[{host}]:{port}" if server_name else f"{host}:{port}"
+    client = _Client(
+        hostname=host,
+        port=port,
+        local_hostname=hostname,
+        timeout=timeouts.command_timeout,
+        start_tls=None,  # STARTTLS when offered; opportunistic, as Postfix's "may"
+        validate_certs=False,
+        tls_context=_opportunistic_tls(),
+    )
+    client.remote = remote
+    try:
+        await asyncio.wait_for(client.connect(), timeouts.connect_timeout)
+    except aiosmtplib.SMTPConnectResponseError as e:  # a 4xx or 5xx greeting: try another host
+        client.close()
+        return temporary(f"4.4.1 {remote} greeted with {e.code} {e.message}", remote)
+    except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as e:
+        client.close()
+        return temporary(f"4.4.1 connect to {remote} failed: {_describe(e)}", remote)
+    return client
+
+
+async def _via(host: str, port: int, hostname: str, timeouts: QueueSettings, mail_from: str, rcpts: Sequence[str],
+               data: bytes, *, server_name: str | None = None) -> dict[str, Result] | Result:
+    """One transaction with ``host``: on a session kept from an earlier message when one waits, else a new one.
+
+    A Result alone when no session could be opened (the caller tries the next address).
+    """
+    cache = connection_cache()
+    client = cache.take(host, port)
+    if client is not None:
+        outcome = await _transaction(client, mail_from, rcpts, data, client.remote, reused=True)
+        if outcome is not None:
+            await cache.done(host, port, client, *outcome)
+            return outcome[0]
+        cache.discard(client)  # closed by the other side while it waited: nothing was sent, open a new one
+    connected = await _connect(host, port, hostname, timeouts, server_name=server_name)
+    if isinstance(connected, Result):
+        return connected
+    outcome = await _transaction(connected, mail_from, rcpts, data, connected.remote, reused=False)
+    assert outcome is not None
+    await cache.done(host, port, connected, *outcome)
+    return outcome[0]
 
 
 async def _transaction(
@@ -153,12 +255,12 @@ class ConnectionCache:
 
     def __init__(self, idle: float = 2.0, lifetime: float = 300.0, size: int = 32):
         self.idle, self.lifetime, self.size = idle, lifetime, size
-        self._idle: dict[tuple[str, int], list[tuple[aiosmtplib.SMTP, float, float]]] = {}  # client, opened, idle since
+        self._idle: dict[tuple[str, int], list[tuple[_Client, float, float]]] = {}  # client, opened, idle since
         self._opened: dict[int, float] = {}  # id(client) -> when it was opened
         self._closing: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
 
-    def take(self, host: str, port: int) -> aiosmtplib.SMTP | None:
+    def take(self, host: str, port: int) -> _Client | None:
         now = time.monotonic()
         waiting = self._idle.get((host, port), [])
         while waiting:
@@ -169,11 +271,11 @@ class ConnectionCache:
             self._quit(client)
         return None
 
-    def discard(self, client: aiosmtplib.SMTP) -> None:
+    def discard(self, client: _Client) -> None:
         self._opened.pop(id(client), None)
         client.close()
 
-    async def done(self, host: str, port: int, client: aiosmtplib.SMTP, results: dict[str, Result], clean: bool) -> None:
+    async def done(self, host: str, port: int, client: _Client, results: dict[str, Result], clean: bool) -> None:
         """Keep ``client`` for the next message, or close it."""
         opened = self._opened.pop(id(client), time.monotonic())
         waiting = self._idle.setdefault((host, port), [])
@@ -184,7 +286,7 @@ class ConnectionCache:
             return
         try:
             await client.quit()
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+        except (_ClientException, OSError, asyncio.TimeoutError):
             client.close()
 
     def _expire(self) -> None:
@@ -199,11 +301,11 @@ class ConnectionCache:
         if any(self._idle.values()):
             self._timer = asyncio.get_running_loop().call_later(self.idle, self._expire)
 
-    def _quit(self, client: aiosmtplib.SMTP) -> None:
+    def _quit(self, client: _Client) -> None:
         async def quit() -> None:
             try:
                 await asyncio.wait_for(client.quit(), 5)
-            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+            except (_ClientException, OSError, asyncio.TimeoutError):
                 client.close()
 
         task = asyncio.get_running_loop().create_task(quit())
@@ -265,27 +367,6 @@ def _opportunistic_tls() -> ssl.SSLContext:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
-
-
-async def _mx_hosts(domain: str, timeout: float) -> tuple[list[str], Result | None]:
-    """The MX hosts of ``domain`` by preference; the domain itself when it has none (RFC 5321 5.1)."""
-    resolver = dns.asyncresolver.Resolver()
-    resolver.lifetime = timeout
-    try:
-        answer = await resolver.resolve(domain, "MX")
-    except dns.resolver.NXDOMAIN:
-        return [], permanent(f"domain {domain} does not exist")
-    except dns.resolver.NoAnswer:
-        return [domain], None
-    except (dns.exception.Timeout, dns.resolver.NoNameservers) as e:
-        return [], temporary(f"DNS lookup of MX {domain} failed: {type(e).__name__}")
-    except dns.exception.DNSException as e:
-        return [], temporary(f"DNS lookup of MX {domain} failed: {e}")
-    records = sorted(answer, key=lambda r: r.preference)
-    hosts = [str(r.exchange).rstrip(".") for r in records]
-    if hosts == [""]:  # null MX (RFC 7505): the domain accepts no mail
-        return [], permanent(f"domain {domain} accepts no mail (null MX)")
-    return hosts, None
 
 
 def _to_maildir(root: str, rcpts: Sequence[str], data: bytes) -> dict[str, Result]:

@@ -220,7 +220,8 @@ class Checker:
 _TYPE_NAMES = {str: "a string", int: "a number", float: "a number", bool: "true or false", YMap: "a mapping", YList: "a list", list: "a list", dict: "a mapping"}
 
 
-def _kind(value: Any) -> str:
+def kind_of(value: Any) -> str:
+    """How an error message names the type of a value an admin wrote ("a string", "a list" ...)."""
     if value is None:
         return "empty"
     for k, name in _TYPE_NAMES.items():
@@ -229,6 +230,9 @@ def _kind(value: Any) -> str:
         if isinstance(value, k):
             return name
     return type(value).__name__
+
+
+_kind = kind_of
 
 
 def _line(where: YMap | YList | None, key: Any) -> int:

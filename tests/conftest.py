@@ -46,7 +46,8 @@ def write_config(tmp_path: Path, sink_port: int, ca: trustme.CA, password_hash: 
     cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
     shutil.copy(REPO / "directory.yaml", tmp_path / "directory.yaml")
     (tmp_path / "credentials.yaml").write_text(yaml.safe_dump({"users": {LOGIN: password_hash}}))
-    (tmp_path / "policies").mkdir(exist_ok=True)
+    if not (tmp_path / "policies").exists():
+        shutil.copytree(REPO / "policies", tmp_path / "policies")
     settings: dict[str, Any] = {
         "hostname": "mailgw.test",
         "directory": "directory.yaml",
@@ -111,7 +112,7 @@ def port(gw: Gateway, listener: str) -> int:
 
 
 def message(
-    subject: str = "Giấy mời họp giao ban",
+    subject: str = "Trao đổi công việc tuần này",
     sender: str = "vanthu.sotttt@binhthuan.gov.vn",
     to: str = "vanthu.snv@binhthuan.gov.vn",
     body: str = "Kính gửi các đơn vị,\r\nXin mời dự họp.\r\n",

@@ -19,18 +19,19 @@ class Received:
 class Sink:
     """Accepts mail and remembers it; ``rcpt_reply``/``data_reply`` script failures."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
         self.messages: list[Received] = []
         self.rcpt_reply: Callable[[str], str | None] = lambda rcpt: None
         self.data_reply: Callable[[list[str]], str | None] = lambda rcpts: None
         self.server: asyncio.base_events.Server | None = None
-        self.port = 0
+        self.port = port
         self.arrived = asyncio.Event()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
-            lambda: SMTP(self, hostname="sink.test", enable_SMTPUTF8=True, decode_data=False), "127.0.0.1", 0
+            lambda: SMTP(self, hostname="sink.test", enable_SMTPUTF8=True, decode_data=False), self.host, self.port
         )
         self.port = self.server.sockets[0].getsockname()[1]
 

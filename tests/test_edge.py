@@ -45,7 +45,7 @@ async def test_mx_refuses_every_relay_trick(gateway, sink, rcpt):
 
 
 async def test_mx_accepts_local_recipient_and_delivers(gateway, sink):
-    await send(gateway, "mx", message(), "someone@example.com", [LOCAL])
+    await send(gateway, "mx", message(sender="someone@example.com"), "someone@example.com", [LOCAL])
     await sink.wait_for(lambda: sink.to(LOCAL))
     got = sink.to(LOCAL)[0]
     assert got.mail_from == "someone@example.com"
@@ -227,3 +227,27 @@ async def test_every_builtin_reply_has_an_enhanced_code(gateway):
     code, text = await d.cmd("MAIL FROM:<" + "a" * 600 + "@binhthuan.gov.vn>")
     assert code == 500 and text[:5] in ("5.5.2", "5.5.6")
     await d.close()
+
+
+async def test_a_line_that_is_not_a_header_in_the_header_section_is_refused(gateway, sink):
+    # Python's parser would take "not a header" for the start of the body and
+    # never see the Subject after it; a next hop might. Refuse the ambiguity.
+    raw = message()
+    head, body = raw.split(b"\r\n\r\n", 1)
+    hidden = head.replace(b"\r\nTo:", b"\r\nnot a header\r\nTo:", 1) + b"\r\n\r\n" + body
+    with pytest.raises(aiosmtplib.SMTPDataError) as err:
+        await send(gateway, "relay", hidden, "vanthu.sotttt@binhthuan.gov.vn", [LOCAL])
+    assert (err.value.code, err.value.message[:5]) == (550, "5.6.0")
+    assert sink.messages == []
+
+
+async def test_an_overlong_mime_header_is_refused_before_anything_parses_it(gateway, sink):
+    import time
+
+    folded = ";\r\n ".join(";".join(['"a"'] * 20) for _ in range(1500))  # 30,000 parameters, lines under 100 octets
+    raw = message(extra_headers="Content-Disposition: attachment;\r\n " + folded + "\r\n")
+    started = time.monotonic()
+    with pytest.raises(aiosmtplib.SMTPDataError) as err:
+        await send(gateway, "relay", raw, "vanthu.sotttt@binhthuan.gov.vn", [LOCAL])
+    assert (err.value.code, err.value.message[:5]) == (550, "5.6.0")
+    assert time.monotonic() - started < 5  # the quadratic parse would take minutes

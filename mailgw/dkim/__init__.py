@@ -8,7 +8,7 @@ The pipeline calls only what is imported here::
 """
 
 from mailgw.dkim.canon import ED25519_SHA256, RSA_SHA256
-from mailgw.dkim.keys import DkimKeyError, SigningKey, key_warnings, keygen, load_key, txt_record
+from mailgw.dkim.keys import DkimKeyError, SigningKey, key_warnings, keygen, load_key, published_key_problem, txt_record
 from mailgw.dkim.results import (
     DkimReport,
     SignatureResult,
@@ -34,6 +34,7 @@ __all__ = [
     "keygen",
     "load_key",
     "pinned_ok",
+    "published_key_problem",
     "sign",
     "strip_forged_authentication_results",
     "txt_record",

@@ -80,10 +80,13 @@ def load_key(path: str | Path) -> PrivateKey:
 def key_warnings(path: str | Path) -> list[str]:
     """What is wrong with a key file, for `mailgw check`; [] when nothing is."""
     try:
-        mode = os.stat(path).st_mode
+        info = os.stat(path)
     except OSError as e:
         return [f"cannot read DKIM key {path}: {e.strerror}"]
+    mode, owner = info.st_mode, info.st_uid
     problems = []
+    if hasattr(os, "geteuid") and owner != os.geteuid():
+        problems.append(f"DKIM key {path} is owned by uid {owner}, not by the user running mailgw (uid {os.geteuid()}); run chown")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         problems.append(
             f"DKIM key {path} is accessible to group or others (mode {stat.S_IMODE(mode):04o}); run chmod 600"
@@ -134,6 +137,27 @@ def txt_record(domain: str, selector: str, key: PrivateKey) -> str:
     value = "v=DKIM1; k={}; p={}".format(*_public_tags(key))
     strings = " ".join(f'"{value[i:i + 255]}"' for i in range(0, len(value), 255))
     return f"{selector}._domainkey.{domain}. IN TXT {strings}"
+
+
+def published_key_problem(key: SigningKey, records: list[bytes]) -> str | None:
+    """What is wrong with the TXT records published for ``key`` (at ``selector._domainkey.domain``); None when one matches.
+
+    A record matches when its ``p=`` is the key's public half and its ``k=``
+    (default ``rsa``) the key's type; receivers would fail every signature otherwise.
+    """
+    name = f"{key.selector}._domainkey.{key.domain}"
+    if not records:
+        return f"no DNS TXT record at {name}: receivers cannot verify this key's signatures (publish what `mailgw dkim keygen` printed)"
+    kind, public = _public_tags(key.private_key)
+    for record in records:
+        tags = {}
+        for part in record.decode("ascii", "replace").split(";"):
+            tag, eq, value = part.partition("=")
+            if eq:
+                tags[tag.strip().lower()] = "".join(value.split())
+        if tags.get("p") == public and tags.get("k", "rsa").lower() == kind:
+            return None
+    return f"the DNS TXT record at {name} does not publish this key: receivers will fail its signatures"
 
 
 def _public_tags(key: PrivateKey) -> tuple[str, str]:

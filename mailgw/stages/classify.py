@@ -34,12 +34,17 @@ from __future__ import annotations
 
 from mailgw.model import Context, Message
 
+import binascii
+import bisect
 import dataclasses
 import email.message
 import re
+import threading
 import time
 import types
+import weakref
 from collections.abc import Iterator
+from typing import Any
 
 from mailgw import docread
 from mailgw.vn import docnumber, secrecy
@@ -138,8 +143,7 @@ def _cue_maps() -> tuple[re.Pattern[str], types.MappingProxyType[str, _CueDef],
         folded.setdefault(vtext.fold(key), cue)
 
     def regex(keys: list[str]) -> re.Pattern[str]:
-        keys = sorted(keys, key=len, reverse=True)
-        return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(k) for k in keys) + r")(?!\w)")
+        return re.compile(r"(?<!\w)(?:" + vtext.phrases_pattern(keys) + r")(?!\w)")  # longest first
 
     return (regex(list(marked)), types.MappingProxyType(marked),
             regex(list(folded)), types.MappingProxyType(folded))
@@ -226,6 +230,15 @@ class _Part:
     part: email.message.Message
 
     def payload(self) -> bytes:
+        if self.part.get("Content-Transfer-Encoding", "").strip().lower() == "base64":
+            # A third of get_payload(decode=True)'s cost for a large file; it is kept as
+            # the fallback for damaged base64, which it repairs as well as it can.
+            encoded = self.part.get_payload()
+            if isinstance(encoded, str):
+                try:
+                    return binascii.a2b_base64(encoded.encode("ascii"))
+                except (binascii.Error, UnicodeEncodeError):
+                    pass
         try:
             data = self.part.get_payload(decode=True)
         except Exception:
@@ -388,7 +401,10 @@ def _read_body_and_attachments(msg: email.message.Message, state: _State) -> Non
     for index, part in enumerate(attachments, start=1):
         if part.content_type == "text/calendar" or (part.filename or "").lower().endswith(".ics"):
             _read_calendar(part, index, state)
+    if _settled(state):
+        return  # no first page can change the outcome: do not even decode the files
     started = time.thread_time()
+    elsewhere = 0.0  # CPU spent in PDF reader workers, which this thread's clock does not see
     opened = 0
     for index, part in enumerate(attachments, start=1):
         data = part.payload()
@@ -401,13 +417,14 @@ def _read_body_and_attachments(msg: email.message.Message, state: _State) -> Non
         if opened >= state.limits.max_documents:
             state.note("attachment_skipped", "attachment_text", f"{name}: more than {opened} documents")
             continue
-        left = state.limits.total_seconds - (time.thread_time() - started)
+        left = state.limits.total_seconds - (time.thread_time() - started) - elsewhere
         if left <= 0:
             state.note("attachment_skipped", "attachment_text", f"{name}: time budget of the message used up")
             continue
         opened += 1
         read_limits = dataclasses.replace(state.limits.read, max_seconds=min(state.limits.read.max_seconds, left))
         page = docread.first_page(data, kind, read_limits)
+        elsewhere += page.cpu
         if page.skipped:
             state.note("attachment_skipped", "attachment_text", f"{name}: {page.skipped}")
         if page.text:
@@ -461,9 +478,9 @@ def _scan(text: str, where: str, source: tuple[int, int], state: _State, *, unit
     folded = vtext.fold(key)
     _scan_numbers(text, shown, folded, where, source, state, headings_only=headings_only, filename=filename)
     _scan_titles(shown, key, folded, where, source, state, headings_only=headings_only)
-    for mark in secrecy.scan_secrecy(shown):
+    for mark in secrecy.scan_secrecy(shown, folded=folded):
         state.unit(unit).marks.append((where, mark))
-    for mark in secrecy.scan_urgency(shown, corroborated=state.importance_high is not None):
+    for mark in secrecy.scan_urgency(shown, corroborated=state.importance_high is not None, folded=folded):
         state.urgency.append((where, mark))
 
 
@@ -510,9 +527,13 @@ def _scan_titles(shown: str, key: str, folded: str, where: str, source: tuple[in
     found: list[tuple[int, int, _CueDef, bool]] = []
     for m in _MARKED_RE.finditer(key):
         found.append((m.start(), m.end(), _MARKED[m.group(0)], False))
+    # Marked matches do not overlap one another, so their ends are sorted as their
+    # starts are: the only one a folded match can overlap is the first ending after it starts.
+    ends = [f[1] for f in found]
     for m in _FOLDED_RE.finditer(folded):
         s, e = m.span()
-        if any(s < fe and fs < e for fs, fe, _, _ in found):
+        i = bisect.bisect_right(ends, s)
+        if i < len(found) and found[i][0] < e:
             continue
         if not shown[s:e].isascii():
             continue  # "để ăn" folds to "de an": only text typed without marks may match folded
@@ -718,6 +739,29 @@ def explain(c: Classification) -> str:
 
 
 
+_LIMITS: weakref.WeakKeyDictionary[Any, ClassifyLimits] = weakref.WeakKeyDictionary()
+_LIMITS_LOCK = threading.Lock()
+
+
+def limits_for(directory: Any) -> ClassifyLimits:
+    """The limits with the directory's agencies as known issuers ("456_STTTT-VP.pdf" is a number).
+
+    An agency's issuer group is its ``symbol``, else its code in capitals (and both
+    without diacritics, as file names are often typed). Computed
+    once per loaded directory (a reload brings a new one).
+    """
+    if directory is None:
+        return ClassifyLimits()
+    with _LIMITS_LOCK:
+        limits = _LIMITS.get(directory)
+        if limits is None:
+            symbols = [(a.symbol or a.code).upper() for a in directory.agencies]
+            # File names are often typed without diacritics: SKHDT for SKHĐT.
+            issuers = frozenset(symbols + [vtext.fold(s) for s in symbols])
+            limits = _LIMITS[directory] = ClassifyLimits(known_issuers=issuers)
+        return limits
+
+
 def run(message: Message, ctx: Context) -> None:
     """Pipeline stage: the classification becomes a fact of the message and of its record."""
-    message.facts["classification"] = classify(message.parsed).to_json()
+    message.facts["classification"] = classify(message.parsed, limits=limits_for(ctx.directory)).to_json()

@@ -6,14 +6,34 @@ one thing to us and another to the next hop (SMTP smuggling).
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 from mailgw import replies
+from mailgw.attachments.mime import overlong_mime_header
 from mailgw.model import Context, Message
 from mailgw.replies import Reject
+
+# A header line: a field name (printable ASCII but ':') and a colon, or a
+# continuation that starts with white space (RFC 5322 2.2, 3.2.2).
+_FIELD = re.compile(rb"[!-9;-~]+[ \t]*:|[ \t]")
 
 
 def run(message: Message, ctx: Context) -> None:
     if has_bare_line_ending(message.raw):
         raise Reject(replies.BARE_LINE_ENDING)
+    end = message.raw.find(b"\r\n\r\n")
+    section = message.raw[: end if end >= 0 else len(message.raw)]
+    lines = section.split(b"\r\n")
+    # Python's parser takes a line that is not a header for the start of the body,
+    # so every header after it would be seen by the next hop and not by us.
+    if lines[0][:1] in (b" ", b"\t") or any(line and not _FIELD.match(line) for line in lines):
+        raise Reject(replies.BAD_HEADER)
+    overlong = overlong_mime_header(message.raw)
+    if overlong:
+        # Before anything parses the MIME tree: the email package's parameter
+        # parsing is quadratic in such a header's length.
+        raise Reject(dataclasses.replace(replies.BAD_HEADER, reason=overlong))
     headers = message.headers
     if headers.defects and not headers.keys():
         raise Reject(replies.BAD_HEADER)

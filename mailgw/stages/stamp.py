@@ -1,7 +1,8 @@
 """Stage: stamp. The trace and decision headers added to the message (RFC 5321 4.4).
 
 Comes after the decision and before DKIM signing, so the signature covers
-what we add.
+what we add. The ``Authentication-Results`` field (RFC 8601) that dkim_verify
+prepared goes right below our ``Received``: both describe this hop.
 """
 
 from __future__ import annotations
@@ -32,4 +33,7 @@ def run(message: Message, ctx: Context) -> None:
         f"\t{date}\r\n"
     )
     added = [f"{name}: {value}\r\n" for name, value in message.decision.headers]
+    results = message.facts.get("authentication_results")
+    if results:
+        added.insert(0, f"Authentication-Results: {results}\r\n")
     message.prepend[:0] = [received.encode("ascii")] + [h.encode("utf-8") for h in added]

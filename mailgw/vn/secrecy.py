@@ -134,15 +134,28 @@ def _lines(text: str) -> list[tuple[int, str]]:
     return out
 
 
-def scan_secrecy(text: str) -> list[Mark]:
-    """Secrecy and declassification marks in ``text`` (NFC), in order."""
+def _folded(text: str, folded: str | None) -> str:
+    """``fold(lower(text))``, or the caller's copy of it (``fold(tone_key(text))`` is the same)."""
+    if folded is None or len(folded) != len(text):
+        return vtext.fold(vtext.lower(text))
+    return folded
+
+
+def scan_secrecy(text: str, *, folded: str | None = None) -> list[Mark]:
+    """Secrecy and declassification marks in ``text`` (NFC), in order.
+
+    ``folded``: ``text`` lower-cased and folded, when the caller has it already.
+    """
     marks: list[Mark] = []
     if "m" not in text and "M" not in text:
         return marks  # every marking contains the letter m: skip the common case cheaply
+    folded_text = _folded(text, folded)
+    if "mat" not in folded_text:
+        return marks  # every marking, label or stamp, folds to something with "mat"
     for offset, line in _lines(text):
-        low = vtext.lower(line)
-        if "m" not in low:
+        if "mat" not in folded_text[offset:offset + len(line)]:
             continue
+        low = vtext.lower(line)
         key = vtext.tone_key(line)
         folded = vtext.fold(low)
         skip = _spans(_EXCL_RE, key) + _spans(_EXCL_FOLDED_RE, folded)
@@ -211,23 +224,25 @@ def _label_value(line: str, start: int, end: int, offset: int) -> Mark | None:
     return None
 
 
-def scan_urgency(text: str, *, corroborated: bool = False) -> list[Mark]:
+def scan_urgency(text: str, *, corroborated: bool = False, folded: str | None = None) -> list[Mark]:
     """Urgency marks in ``text`` (NFC), in order.
 
     "HỎA TỐC" and "THƯỢNG KHẨN" count in any case. A bare "khẩn" counts in capitals
     or standing alone ("Khẩn: Giấy mời", "[Khẩn]"), never in "khẩn trương" (promptly)
     or "khẩn cấp" (emergency, the content). ASCII "KHAN" (also khan: dry, scarce)
     counts only in capitals standing alone, or when ``corroborated`` (the message is
-    flagged high importance).
+    flagged high importance). ``folded``: ``text`` lower-cased and folded, when the
+    caller has it already.
     """
     marks: list[Mark] = []
-    low_text = vtext.lower(text)
-    if "kh" not in low_text and "t" not in low_text:
-        return marks
+    folded_text = _folded(text, folded)
+    if "khan" not in folded_text and "hoa toc" not in folded_text:
+        return marks  # every marking, label or stamp, folds to something with one of these
     for offset, line in _lines(text):
-        low = vtext.lower(line)
-        if "kh" not in low and "toc" not in vtext.fold(low) and "tốc" not in low and "tóc" not in low:
+        folded_line = folded_text[offset:offset + len(line)]
+        if "khan" not in folded_line and "hoa toc" not in folded_line:
             continue
+        low = vtext.lower(line)
         key = vtext.tone_key(line)
         folded = vtext.fold(low)
         skip = _spans(_UEXCL_RE, key) + _spans(_UEXCL_FOLDED_RE, folded)

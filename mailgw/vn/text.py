@@ -88,11 +88,16 @@ def _fold_table() -> types.MappingProxyType[int, str]:
 
 
 _FOLD = _fold_table()
+# The same mapping as a string indexed by code point: str.translate looks a character
+# up in it twice as fast as in a dict, and leaves characters past its end unchanged.
+_FOLD_STR = "".join(_FOLD.get(cp, chr(cp)) for cp in range(max(_FOLD) + 1))
 
 
 def fold(text: str) -> str:
     """ASCII-folded copy, same length: marks stripped, đ/Đ to d/D (for text typed without diacritics)."""
-    return text.translate(_FOLD)
+    if text.isascii():
+        return text
+    return text.translate(_FOLD_STR)
 
 
 def lower(text: str) -> str:
@@ -137,6 +142,34 @@ def tone_case(text: str) -> str:
             pos = m.start() + i
             out[pos] = ch.upper() if text[pos].isupper() else ch
     return text if out is None else "".join(out)
+
+
+def phrases_pattern(phrases: list[str] | tuple[str, ...]) -> str:
+    """A regex alternation matching the longest of ``phrases`` at a position, as a trie.
+
+    Same matches as ``"|".join(sorted(phrases, key=len, reverse=True))`` (at one
+    position every phrase that matches is a prefix of the longest, and each branch
+    tries the longer continuation first), but the regex engine picks a branch by its
+    first character instead of trying a hundred alternatives one by one.
+    """
+    trie: dict[str, dict] = {}  # type: ignore[type-arg]
+    for phrase in phrases:
+        node = trie
+        for ch in phrase:
+            node = node.setdefault(ch, {})
+        node[""] = {}  # a phrase ends here
+
+    def emit(node: dict) -> str:  # type: ignore[type-arg]
+        ends = "" in node
+        branches = [re.escape(ch) + emit(child) for ch, child in node.items() if ch]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        if ends:  # the longer continuation first, then stop here
+            return "(?:" + body + ")?" if len(branches) > 1 or len(body) > 1 else body + "?"
+        return body
+
+    return emit(trie)
 
 
 _PREFIX_RE = re.compile(

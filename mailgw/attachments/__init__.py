@@ -1,0 +1,56 @@
+"""Attachment inspection decided from the bytes: what every file of a message is, not what it claims to be.
+
+``inspect_message(raw, limits)`` walks the MIME tree (mime.py), finds the files,
+tells their true type from the bytes (sniff.py), looks inside Office files for
+macros (office.py), PDFs for actions and signatures (pdf.py) and archives for
+their members, recursively and in memory (archives.py), judges the names
+(names.py), and returns the facts the policy engine reads. It never raises:
+past a limit, or where the structure is ambiguous, it says so in the facts.
+
+The facts (``message.facts["attachments"]``; the policy pack reads these names)::
+
+    {
+      "count": int,                 # files found, archive members and files embedded in PDFs included
+      "total_size": int,            # decoded bytes of the top-level files
+      "ambiguous": bool,            # structure too ambiguous, or a limit reached: the policy decides
+      "ambiguous_reason": str|None, # English for admins; several reasons joined with "; "
+      "signed_any": bool,           # some file carries a digital signature
+      "files": [{
+        "name": str|None,           # the first name (Content-Disposition first), decoded, NFC
+        "names": [str],             # every distinct name seen, in either header, in every reading
+        "location": str,            # MIME part "1.2"; members "1.2!dir/a.exe", nested "1.2!a.zip!b.exe"
+        "in_archive": bool,         # inside an archive (or embedded in a PDF)
+        "depth": int,               # archive levels above it: 0 for a MIME part
+        "size": int,                # bytes (for a member that was not read: its declared size)
+        "sha256": str|None,         # hex; None only for a member that was not read (encrypted, over limits)
+        "declared_type": str|None,  # the part's Content-Type (members: None)
+        "true_type": str,           # from the bytes; "application/octet-stream" when unknown
+        "extension": str|None,      # last extension of "name", lowercased, as Windows sees it
+        "type_mismatch": bool,      # an extension or the declared type disagrees with the bytes
+        "kind": "pdf"|"office"|"office_macro"|"executable"|"script"|"archive"|"image"|"text"|"calendar"|"other",
+        "executable": bool, "script": bool, "macro": bool,   # by the bytes or by any name
+        "double_extension": bool, "rtl_override": bool,      # in any name
+        "encrypted": bool,          # an encrypted archive or member, PDF (not openable without a password), Office file
+        "pdf": {"javascript": bool, "launch": bool, "signatures": int, "signers": [str],
+                "trusted": bool|None} | None,   # trusted: None when no trust store is configured
+        "archive": {"members": int, "expanded": int, "ratio": float, "over_limits": bool,
+                    "reason": str|None} | None,
+        "signed": bool,             # a PDF signature, or a signed OOXML/ODF package
+        "dangerous": [str],         # subset, in this order, of DANGEROUS below
+      }]
+    }
+
+``dangerous`` holds only the reasons of rule 3 of the shipped policy pack
+(VN-DOCUMENTS.md section 9): ``executable``, ``script``, ``macro``,
+``double_extension``, ``rtl_override``, ``encrypted_archive``, ``archive_limits``,
+``type_mismatch_executable`` (bytes of an executable or script under another
+claim). A plain type mismatch, a PDF with JavaScript, an encrypted PDF are facts,
+not reasons. Inline text/plain and text/html bodies are not files; iCalendar
+parts are (kind "calendar").
+"""
+
+from __future__ import annotations
+
+from mailgw.attachments.inspect import DANGEROUS, inspect_message
+
+__all__ = ["DANGEROUS", "inspect_message"]

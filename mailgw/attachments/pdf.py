@@ -1,0 +1,282 @@
+"""PDF facts: JavaScript and launch actions, digital signatures and their signers, embedded files.
+
+Two views, as the MIME walker does: every object pypdf can reach (through the
+cross-reference table and the object streams, so compressed objects count)
+and a scan of the raw bytes for the action names, which also finds objects a
+damaged cross-reference table hides. pypdf runs with its resource limits
+tightened for the call, as in mailgw.docread.
+
+A signature is a dictionary with ``/ByteRange`` and ``/Contents`` (document
+timestamps, ``/DocTimeStamp``, are not signatures of a person). Its signer is
+the subject of the certificate that the PKCS#7 SignerInfo names, read with
+asn1crypto. Whether a signature is trusted is asked only when a trust store is
+configured: pyHanko validates it (integrity, then the chain to a configured
+root, no network fetches); without a store ``trusted`` is None.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+import logging
+import re
+import threading
+from typing import Any
+
+from mailgw.attachments.budget import Budget, OverLimit
+
+# pypdf and pyHanko log a warning for every defect they repair, and the sender
+# chooses the defects: left at WARNING, one hostile PDF could write thousands of
+# lines into the gateway's log. What matters is in the facts.
+for _name in ("pypdf", "pyhanko", "pyhanko_certvalidator"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+
+_MAX_OBJECTS = 200_000     # indirect objects looked at
+_MAX_NODES = 2_000_000     # dictionary entries and array items walked, in all
+_MAX_NESTING = 64
+_MAX_SIG_CONTENTS = 1 << 20
+_ACTION_NAMES = re.compile(rb"/(?:JavaScript|JS|Launch)(?![A-Za-z0-9#])")
+_ESCAPED_NAME = re.compile(rb"/[A-Za-z0-9]*#[0-9A-Fa-f]{2}[A-Za-z0-9#]*")
+
+
+@dataclasses.dataclass
+class PdfFacts:
+    javascript: bool = False
+    launch: bool = False
+    signatures: int = 0
+    signers: list[str] = dataclasses.field(default_factory=list)
+    trusted: bool | None = None
+    encrypted: bool = False
+    damaged: str | None = None
+    embedded: list[tuple[str, bytes]] = dataclasses.field(default_factory=list)  # (name, bytes) of embedded files
+
+    def to_json(self) -> dict[str, Any]:
+        return {"javascript": self.javascript, "launch": self.launch, "signatures": self.signatures,
+                "signers": list(self.signers), "trusted": self.trusted}
+
+
+def inspect(data: bytes, budget: Budget) -> PdfFacts:
+    """The facts of one PDF; never raises except OverLimit for the message's time budget."""
+    facts = PdfFacts()
+    _scan_raw(data, facts)
+    contents: list[bytes] = []
+    try:
+        _walk(data, budget, facts, contents, budget.limits.max_decoded_size)
+    except _Stop as stop:
+        facts.damaged = stop.reason
+    except RecursionError:
+        facts.damaged = "structure nested too deeply"
+    except MemoryError:
+        facts.damaged = "out of memory while reading"
+    except OverLimit:
+        raise
+    except Exception as exc:
+        facts.damaged = f"unreadable: {type(exc).__name__}"
+    for blob in contents:
+        name = signer_name(blob)
+        if name and name not in facts.signers:
+            facts.signers.append(name)
+    facts.signatures = len(contents)
+    store = budget.limits.trust_store
+    if store and facts.signatures:
+        facts.trusted = _trusted(data, store, facts.signatures)
+    return facts
+
+
+class _Stop(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _scan_raw(data: bytes, facts: PdfFacts) -> None:
+    found = {m.group(0)[1:] for m in _ACTION_NAMES.finditer(data)}
+    for m in _ESCAPED_NAME.finditer(data):
+        found.add(_unescape(m.group(0)[1:]))
+    facts.javascript = facts.javascript or bool(found & {b"JavaScript", b"JS"})
+    facts.launch = facts.launch or b"Launch" in found
+
+
+def _unescape(name: bytes) -> bytes:
+    return re.sub(rb"#([0-9A-Fa-f]{2})", lambda m: bytes([int(m.group(1), 16)]), name)
+
+
+def _walk(data: bytes, budget: Budget, facts: PdfFacts, contents: list[bytes], cap: int) -> None:
+    """Every object pypdf reaches; ``cap`` bounds each decoded stream (object streams, embedded files)."""
+    import pypdf
+    from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject
+
+    with pypdf.apply_configuration(
+        zlib_maximum_output_length=cap, lzw_maximum_output_length=cap,
+        run_length_maximum_output_length=cap, brotli_maximum_output_length=cap,
+        array_based_stream_maximum_output_length=cap, image_maximum_buffer_size=cap,
+        stream_decoding_work_maximum_length=4 * cap, maximum_declared_stream_length=cap,
+        jbig2dec_binary=None,  # never start an external program for an attachment
+        stream_parsing_work_maximum_count=400_000,
+        page_tree_maximum_entries=20_000, page_tree_maximum_depth=32,
+        disable_legacy_handling=True,
+    ):
+        reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
+        if reader.is_encrypted:
+            try:
+                opened = bool(reader.decrypt(""))
+            except Exception:
+                opened = False
+            if not opened:
+                facts.encrypted = True  # strings and streams are closed; the raw scan still saw the names
+                return
+        ids: list[tuple[int, int]] = []
+        for gen, table in reader.xref.items():
+            ids.extend((num, gen) for num in table)
+        ids.extend((num, 0) for num in reader.xref_objStm)
+        nodes = 0
+        seen_streams: set[int] = set()
+        for index, (num, gen) in enumerate(ids[:_MAX_OBJECTS]):
+            if index % 256 == 0:
+                budget.check_time()
+            try:
+                obj = reader.get_object(IndirectObject(num, gen, reader))
+            except Exception:
+                continue
+            stack: list[tuple[Any, int]] = [(obj, 0)]
+            while stack:
+                node, level = stack.pop()
+                nodes += 1
+                if nodes > _MAX_NODES:
+                    raise _Stop(f"more than {_MAX_NODES} PDF object entries")
+                if nodes % 4096 == 0:
+                    budget.check_time()
+                if level > _MAX_NESTING:
+                    continue
+                if isinstance(node, DictionaryObject):  # StreamObject is one too: its dictionary
+                    _look(node, facts, contents, seen_streams, cap)
+                    stack.extend((v, level + 1) for v in node.values() if not isinstance(v, IndirectObject))
+                elif isinstance(node, ArrayObject):
+                    stack.extend((v, level + 1) for v in node if not isinstance(v, IndirectObject))
+
+
+def _look(node: Any, facts: PdfFacts, contents: list[bytes], seen: set[int], cap: int) -> None:
+    keys = set(node.keys())
+    kind = node.get("/S")
+    if "/JS" in keys or "/JavaScript" in keys or kind == "/JavaScript":
+        facts.javascript = True
+    if kind == "/Launch":
+        facts.launch = True
+    if "/ByteRange" in keys and "/Contents" in keys and node.get("/Type") != "/DocTimeStamp":
+        blob = node.get("/Contents")
+        if hasattr(blob, "get_object"):
+            blob = blob.get_object()
+        raw = _bytes(blob)
+        if raw:
+            contents.append(raw[:_MAX_SIG_CONTENTS])
+    if "/EF" in keys and len(facts.embedded) < 100:
+        _embedded(node, facts, seen, cap)
+
+
+def _bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return bytes(value)
+    original = getattr(value, "original_bytes", None)
+    if isinstance(original, bytes):
+        return original
+    return b""
+
+
+def _embedded(spec: Any, facts: PdfFacts, seen: set[int], cap: int) -> None:
+    """A file specification with an embedded file: its name and decoded bytes."""
+    from pypdf.generic import StreamObject
+
+    try:
+        ef = spec["/EF"].get_object()
+        ref = ef.raw_get("/UF") if "/UF" in ef else ef.raw_get("/F")
+        key = getattr(ref, "idnum", None)
+        if key is not None and key in seen:
+            return
+        stream = ref.get_object()
+        if not isinstance(stream, StreamObject):
+            return
+        if key is not None:
+            seen.add(key)
+        name = ""
+        for field in ("/UF", "/F"):
+            if field in spec:
+                name = str(spec[field].get_object())
+                if name:
+                    break
+        data = stream.get_data()
+        if len(data) <= cap:
+            facts.embedded.append((name or "(embedded file)", data))
+    except Exception:
+        return
+
+
+def signer_name(blob: bytes) -> str | None:
+    """The signer's name from a PKCS#7/CMS SignedData: its certificate's common name, else its subject."""
+    try:
+        from asn1crypto import cms
+
+        info = cms.ContentInfo.load(blob, strict=False)
+        if info["content_type"].native != "signed_data":
+            return None
+        signed = info["content"]
+        certs = [c.chosen for c in signed["certificates"] if c.name == "certificate"]
+        for signer in signed["signer_infos"]:
+            sid = signer["sid"]
+            for cert in certs:
+                if sid.name == "issuer_and_serial_number":
+                    match = (cert.issuer == sid.chosen["issuer"]
+                             and cert.serial_number == sid.chosen["serial_number"].native)
+                else:
+                    match = cert.key_identifier == sid.chosen.native
+                if match:
+                    subject = cert.subject
+                    name = subject.native.get("common_name") if isinstance(subject.native, dict) else None
+                    if isinstance(name, list):
+                        name = name[0] if name else None
+                    return str(name or subject.human_friendly)
+        return None
+    except Exception:
+        return None
+
+
+def _trusted(data: bytes, store: str, count: int) -> bool:
+    """True when every signature validates (intact, and chained to a root of the store)."""
+    result: list[bool] = []
+
+    def work() -> None:
+        result.append(_validate(data, store, count))
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        work()  # no event loop in this thread (the pipeline's worker thread): validate here
+    else:
+        thread = threading.Thread(target=work, name="mailgw-pdf-trust")
+        thread.start()
+        thread.join()
+    return bool(result and result[0])
+
+
+def _validate(data: bytes, store: str, count: int) -> bool:
+    try:
+        from asn1crypto import x509 as asn1_x509
+        from pyhanko.pdf_utils.reader import PdfFileReader
+        from pyhanko.sign.validation import validate_pdf_signature
+        from pyhanko_certvalidator import ValidationContext
+
+        from mailgw.attachments.trust import load_roots
+
+        roots = [asn1_x509.Certificate.load(der) for der in load_roots(store)]
+        context = ValidationContext(trust_roots=roots, allow_fetching=False, revocation_mode="soft-fail")
+        reader = PdfFileReader(io.BytesIO(data), strict=False)
+        signatures = list(reader.embedded_regular_signatures)
+        if len(signatures) < count:
+            return False  # a signature pyHanko cannot see is not one it vouched for
+        for sig in signatures:
+            status = validate_pdf_signature(sig, context)
+            if not status.bottom_line:
+                return False
+        return bool(signatures)
+    except Exception:
+        return False

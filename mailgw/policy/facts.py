@@ -1,0 +1,103 @@
+"""The facts a policy sees: one plain mapping per message, built from the fact stages' findings.
+
+Everything a rule can test is here under the names of conditions.py, and the
+trace of ``mailgw policy test`` prints it as it is. Parties are looked up in
+the directory; nothing is taken from a header we did not check: the sender is
+the From author that stage ``author`` validated, and it counts as *verified*
+only when it is official and, on mail from the Internet, a passing DKIM
+signature is aligned with its domain.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mailgw.directory import canonical_address
+from mailgw.model import Context, Message
+from mailgw.policy import lookalike
+
+NO_ATTACHMENTS: dict[str, Any] = {"count": 0, "total_size": 0, "ambiguous": False, "ambiguous_reason": None,
+                                  "signed_any": False, "files": []}
+
+
+def view(message: Message, ctx: Context) -> dict[str, Any]:
+    env = message.envelope
+    directory = ctx.directory
+    inbound = env.role == "mx"
+    dkim = _dkim(message.facts.get("dkim"))
+    protected = _protected(directory)
+    author = message.facts.get("from")
+    sender = _party(directory, author, protected) if author else None
+    if sender is not None:
+        sender["verified"] = sender["official"] and (not inbound or dkim["aligned_pass"])
+    recipients = [_party(directory, r, protected) for r in env.rcpts]
+    for r in recipients:
+        r["verified"] = r["official"]
+    mail_from = _party(directory, env.mail_from, protected) if env.mail_from else None
+    if mail_from is not None:
+        mail_from["verified"] = mail_from["official"] and not inbound
+    internal = (not inbound and all(r["local"] for r in recipients) and (sender is None or sender["local"]))
+    return {
+        "listener": env.listener,
+        "role": env.role,
+        "direction": "inbound" if inbound else "outbound",
+        "internal": internal,
+        "size": len(message.raw),
+        "authenticated": env.auth_user is not None,
+        "auth_user": env.auth_user,
+        "tls": env.tls is not None,
+        "client_ip": env.client_ip,
+        "classification": message.facts.get("classification") or {},
+        "sender": sender,
+        "mail_from": mail_from,
+        "recipients": recipients,
+        "dkim": dkim,
+        "attachments": message.facts.get("attachments") or dict(NO_ATTACHMENTS),
+        "tags": list(message.decision.tags),
+        "matched": [],
+    }
+
+
+def _party(directory: Any, address: str, protected: tuple[str, ...]) -> dict[str, Any]:
+    canonical = canonical_address(address) or address.lower()
+    domain = canonical.rpartition("@")[2]
+    box = directory.mailbox(canonical)
+    agency = directory.agency_of(canonical)
+    local = directory.is_local(canonical)
+    partner = directory.partner_of(canonical) is not None
+    return {
+        "address": canonical,
+        "domain": domain,
+        "local": local,
+        "official": directory.is_official(canonical),
+        "public_service": box is not None and box.is_public_service,
+        "partner": partner,
+        "exception": directory.exception_for(canonical) is not None,
+        "agency": agency.code if agency else None,
+        "unit": box.unit.code if box is not None and box.unit else None,
+        "roles": sorted(box.roles) if box is not None else [],
+        "lookalike": None if local or partner else lookalike.resembles(domain, protected),
+    }
+
+
+def _protected(directory: Any) -> tuple[str, ...]:
+    """The domains a lookalike imitates: local and partner domains."""
+    return tuple(sorted(set(directory.local_domains) | {d for p in directory.partners for d in p.domains}))
+
+
+def _dkim(found: dict[str, Any] | None) -> dict[str, Any]:
+    """The DKIM facts in the shape conditions read; an unverified message is simply unsigned."""
+    if not found:
+        return {"status": "none", "signed": False, "aligned_pass": False, "aligned_temperror": False,
+                "pinned": None, "pass_domains": [], "verified": False}
+    signatures = found.get("signatures") or []
+    aligned_temp = any(s.get("result") == "temperror" and s.get("aligned") for s in signatures)
+    return {
+        "status": found.get("status", "none"),
+        "signed": bool(signatures),
+        "aligned_pass": bool(found.get("aligned_pass")),
+        "aligned_temperror": aligned_temp,
+        "pinned": found.get("pinned"),
+        "pass_domains": sorted({(s.get("d") or "").lower() for s in signatures if s.get("result") == "pass"}),
+        "verified": True,
+    }

@@ -1,0 +1,155 @@
+"""`mailgw policy test`: one message through the real decision path, nothing sent (CONTRACT section 5).
+
+The message runs through the same stages as on a listener (parse, author,
+classify, attachments, DKIM verification, policy) with the files on disk;
+the trace says what each stage found and, for every rule, whether it matched
+and why. Nothing is queued, signed or recorded.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from typing import Any, Sequence
+
+from mailgw import pipeline, replies
+from mailgw.model import Context, Envelope, Message, new_id
+from mailgw.replies import Refusal
+
+# What each stage contributes to the trace, by the fact it leaves.
+_STAGE_FACTS = {"classify": "classification", "attachments": "attachments", "dkim_verify": "dkim"}
+
+
+class UsageError(Exception):
+    """The command line asks for something the settings do not have."""
+
+
+def run(
+    ctx: Context,
+    raw: bytes,
+    *,
+    listener: str = "relay",
+    mail_from: str | None = None,
+    rcpts: Sequence[str] = (),
+    auth_user: str | None = None,
+    client_ip: str = "127.0.0.1",
+) -> dict[str, Any]:
+    """The trace of one message as a JSON-ready dict."""
+    chosen = next((l for l in ctx.settings.listeners if l.name == listener), None)
+    if chosen is None:
+        names = ", ".join(l.name for l in ctx.settings.listeners)
+        raise UsageError(f"no listener named {listener!r} in the settings (there are: {names})")
+    raw = _crlf(raw)
+    from_header, to_headers = _header_addresses(raw)
+    if mail_from is None:
+        mail_from = from_header or ""
+    rcpts = list(rcpts) or to_headers
+    if not rcpts:
+        raise UsageError("no recipient: give --rcpt, or a message with To or Cc")
+    if chosen.role == "submission" and auth_user is None:
+        auth_user = mail_from or None
+    envelope = Envelope(
+        mail_from=mail_from, rcpts=list(rcpts), listener=chosen.name, role=chosen.role, client_ip=client_ip,
+        helo="policy-test", tls="TLSv1.3" if chosen.role == "submission" else None, auth_user=auth_user,
+    )
+    message = Message(id=new_id(), envelope=envelope, raw=raw)
+    timings: list[dict[str, Any]] = []
+    try:
+        pipeline.run(message, ctx, until=pipeline.DECIDED, timings=timings)
+        d = message.decision
+        reply = d.reply if d.decision in ("reject", "defer") else str(replies.queued(message.id))
+    except Refusal as refusal:
+        d = message.decision
+        d.decision = "defer" if refusal.reply.temporary else "reject"
+        d.rule = "smtp"  # refused by the protocol checks, before any rule ran
+        reply = str(refusal.reply.with_id(message.id))
+    stages = []
+    for t in timings:
+        step = dict(t)
+        fact = _STAGE_FACTS.get(t["stage"])
+        if fact is not None:
+            step[fact] = message.facts.get(fact)
+        if t["stage"] == "policy":
+            step["decision"] = d.decision
+        stages.append(step)
+    return {
+        "id": message.id,
+        "envelope": {"listener": envelope.listener, "role": envelope.role, "mail_from": envelope.mail_from,
+                     "rcpts": envelope.rcpts, "auth_user": envelope.auth_user, "client_ip": envelope.client_ip},
+        "classification": message.facts.get("classification"),
+        "decision": d.decision,
+        "rule": d.rule,
+        "mode": d.mode,
+        "matched": list(d.matched),
+        "reply": reply,
+        "tags": list(d.tags),
+        "headers": [list(h) for h in d.headers],
+        "archive": list(d.archive),
+        "audit": list(d.audit),
+        "dkim": message.facts.get("dkim"),
+        "attachments": message.facts.get("attachments"),
+        "facts": message.facts.get("policy_view"),
+        "rules": message.facts.get("policy_trace", []),
+        "stages": stages,
+        "policy_version": message.facts.get("policy_version"),
+        "directory_version": ctx.directory.version,
+    }
+
+
+def render(t: dict[str, Any]) -> str:
+    """The trace for a reader: Vietnamese labels, then English."""
+    env = t["envelope"]
+    lines = [
+        f"Phong bì / Envelope: cổng / listener {env['listener']} ({env['role']}), "
+        f"từ / from <{env['mail_from']}> tới / to " + ", ".join(f"<{r}>" for r in env["rcpts"]),
+    ]
+    c = t.get("classification")
+    if c:
+        lines.append(
+            f"Phân loại / Classification: {c['category']}"
+            + (f", {c['doc_number']}" if c.get("doc_number") else "")
+            + f", độ mật / secrecy {c['secrecy']} ({c['secrecy_strength']}), độ khẩn / urgency {c['urgency']}"
+        )
+    dk = t.get("dkim")
+    if dk:
+        lines.append(f"DKIM: {dk.get('status')}" + (" (khớp tên miền / aligned)" if dk.get("aligned_pass") else ""))
+    att = t.get("attachments")
+    if att and att.get("files"):
+        for f in att["files"]:
+            danger = f" NGUY HIỂM / DANGEROUS: {', '.join(f['dangerous'])}" if f.get("dangerous") else ""
+            signed = " có chữ ký số / signed" if f.get("signed") else ""
+            lines.append(f"Tệp / File: {f.get('name') or '?'} ({f.get('true_type')}, {f.get('size')} B){signed}{danger}")
+    lines.append(f"Quy tắc / Rules (phiên bản / version {t.get('policy_version')}):")
+    for step in t.get("rules", []):
+        mark = "KHỚP / MATCH" if step["matched"] else "-"
+        extra = ""
+        if step.get("decided"):
+            extra = f" => {step['decided']}"
+        elif step.get("would"):
+            extra = f" => (audit) would {step['would']}"
+        lines.append(f"  {mark:13} {step['rule']}{extra}  [{step['where']}]")
+        lines.append(f"                {step['why']}")
+    lines.append(f"Quyết định / Decision: {t['decision']} (quy tắc / rule {t['rule']})")
+    lines.append(f"Trả lời SMTP / SMTP reply: {t['reply']}")
+    if t["tags"]:
+        lines.append("Nhãn / Tags: " + ", ".join(t["tags"]))
+    if t["headers"]:
+        lines.append("Thêm trường / Added headers: " + "; ".join(f"{n}: {v}" for n, v in t["headers"]))
+    for a in t.get("audit", []):
+        lines.append(f"Chế độ thử / Audit mode: {a['rule']} would {a['would']}")
+    return "\n".join(lines)
+
+
+def _crlf(raw: bytes) -> bytes:
+    """Files on disk often have LF line endings; SMTP carries CRLF."""
+    return raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
+def _header_addresses(raw: bytes) -> tuple[str | None, list[str]]:
+    import email.parser
+    import email.policy
+
+    headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
+    froms = email.utils.getaddresses(headers.get_all("From", []))
+    tos = email.utils.getaddresses(headers.get_all("To", []) + headers.get_all("Cc", []))
+    sender = froms[0][1] if len(froms) == 1 and froms[0][1] else None
+    return sender, [a for _, a in tos if a]

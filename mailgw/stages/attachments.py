@@ -1,0 +1,17 @@
+"""Stage: attachments. What every attached file is, from its bytes, for the policy to judge.
+
+Runs after classify (both read the body; the policy needs both) and never
+refuses a message itself: a hostile or ambiguous structure becomes a fact
+(``ambiguous`` with its reason), and the policy decides.
+"""
+
+from __future__ import annotations
+
+from mailgw.attachments import inspect_message
+from mailgw.model import Context, Message
+from mailgw.settings import AttachmentLimits
+
+
+def run(message: Message, ctx: Context) -> None:
+    limits = getattr(ctx.settings, "attachments", None) or AttachmentLimits()
+    message.facts["attachments"] = inspect_message(message.raw, limits)
