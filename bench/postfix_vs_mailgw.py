@@ -218,9 +218,9 @@ def _wait_gone(pids: list[int], timeout: float) -> bool:
     return False
 
 
-def _rss_kb_and_ticks(pid: int) -> tuple[int, int]:
-    """Resident set size in KB, and CPU time (user + system) in clock ticks."""
-    rss = ticks = 0
+def _rss_kb_and_ticks(pid: int) -> tuple[int, int, int]:
+    """Resident set size in KB, and CPU time (user, system) in clock ticks."""
+    rss = user = system = 0
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
@@ -230,10 +230,10 @@ def _rss_kb_and_ticks(pid: int) -> tuple[int, int]:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
         fields = stat[stat.rindex(b")") + 2:].split()
-        ticks = int(fields[11]) + int(fields[12])
+        user, system = int(fields[11]), int(fields[12])
     except (OSError, ValueError, IndexError):
         pass
-    return rss, ticks
+    return rss, user, system
 
 
 def free_port() -> int:
@@ -270,8 +270,8 @@ class Usage:
         self.roots = roots
         self.period = period
         self.peak_kb = 0
-        self._first: dict[int, int] = {}
-        self._last: dict[int, int] = {}
+        self._first: dict[int, tuple[int, int]] = {}
+        self._last: dict[int, tuple[int, int]] = {}
         self._started = True
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -298,11 +298,11 @@ class Usage:
             todo.extend(kids.get(pid, []))
         total = 0
         for pid in pids:
-            rss, ticks = _rss_kb_and_ticks(pid)
+            rss, user, system = _rss_kb_and_ticks(pid)
             total += rss
-            if ticks:
-                self._first.setdefault(pid, ticks if self._started else 0)
-                self._last[pid] = ticks
+            if user or system:
+                self._first.setdefault(pid, (user, system) if self._started else (0, 0))
+                self._last[pid] = (user, system)
         self.peak_kb = max(self.peak_kb, total)
 
     def _run(self) -> None:
@@ -315,7 +315,15 @@ class Usage:
 
     @property
     def cpu_seconds(self) -> float:
-        return sum(self._last[p] - self._first[p] for p in self._last) / os.sysconf("SC_CLK_TCK")
+        return self.user_seconds + self.system_seconds
+
+    @property
+    def user_seconds(self) -> float:
+        return sum(self._last[p][0] - self._first[p][0] for p in self._last) / os.sysconf("SC_CLK_TCK")
+
+    @property
+    def system_seconds(self) -> float:
+        return sum(self._last[p][1] - self._first[p][1] for p in self._last) / os.sysconf("SC_CLK_TCK")
 
 
 # --- the sink --------------------------------------------------------------------
@@ -436,7 +444,7 @@ smtp_tls_security_level = none
 smtpd_tls_security_level = none
 smtpd_milters = {milter}
 milter_default_action = tempfail
-message_size_limit = 20971520
+message_size_limit = 31457280
 biff = no
 """
 
@@ -544,7 +552,7 @@ def start_mailgw(rig: Rig, key: Path, sink_port: int, *, name: str = "mailgw", d
         "dkim": [{"domain": DOMAIN, "selector": SELECTOR, "key": str(key)}],
         # One client sends everything, over sessions that stay open for the whole run (Postfix has
         # no per-session command cap): raise the abuse limits that would cut them short.
-        "limits": {"connections_per_ip": 200, "commands": 1_000_000},
+        "limits": {"connections_per_ip": 200, "commands": 1_000_000, "message_size": "30M"},
     }
     if workers:
         settings["workers"] = workers
@@ -664,7 +672,29 @@ def message_pdf200k() -> bytes:
     return (head + parts).encode()
 
 
-MESSAGES = {"text5k": message_text5k, "pdf200k": message_pdf200k}
+def message_big() -> bytes:
+    """20 MB: a letter with a scanned 15 MB PDF (base64 makes it 20)."""
+    boundary = "=_mailgw_bench_big"
+    head = HEADERS.format(
+        name=_b64("Văn thư Sở TTTT"), sender=SENDER, rcpt=RECIPIENT,
+        subject=_b64("Hồ sơ dự án chuyển đổi số năm 2026 (bản quét)"),
+    )
+    head += f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'
+    pdf = base64.encodebytes(pdf_bytes(BIG_PDF)).decode().replace("\n", "\r\n")
+    parts = (
+        f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{vn_text(2000)}\r\n"
+        f"--{boundary}\r\nContent-Type: application/pdf; name=\"ho-so-du-an.pdf\"\r\n"
+        f"Content-Disposition: attachment; filename=\"ho-so-du-an.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{pdf}"
+        f"--{boundary}--\r\n"
+    )
+    return (head + parts).encode()
+
+
+BIG_PDF = 15 * 1024 * 1024  # bytes of PDF; the message is about 20 MiB
+BIG_SESSIONS = 5  # one sends the 20 MB message, the others 5 KB ones meanwhile
+BIG_SMALL = 40  # 5 KB messages per small session
+PACE = 0.025  # seconds between two small messages of one session
+MESSAGES = {"text5k": message_text5k, "pdf200k": message_pdf200k, "big": message_big}
 
 
 # --- the Python client (runs in a process of its own) ----------------------------
@@ -673,7 +703,7 @@ MESSAGES = {"text5k": message_text5k, "pdf200k": message_pdf200k}
 async def _client(ports: list[int], kind: str, count: int, concurrency: int) -> dict[str, Any]:
     import aiosmtplib
 
-    template = MESSAGES[kind]()
+    template = MESSAGES["text5k" if kind == "big" else kind]()
     latencies: list[float] = []
     errors: list[str] = []
     left = [count]
@@ -711,12 +741,58 @@ async def _client(ports: list[int], kind: str, count: int, concurrency: int) -> 
             with contextlib.suppress(Exception):
                 await smtp.quit()
 
+    big: list[float] = []  # seconds from MAIL FROM to the 250 of the 20 MB message
+
+    async def big_session(port: int) -> None:
+        """One 20 MB message, half a second into the run, while the other sessions keep sending small ones."""
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=300, local_hostname="client.bench.test")
+        await smtp.connect()
+        raw = MESSAGES["big"]().replace(b"@@ID@@", b"big.%d" % os.getpid())
+        await asyncio.sleep(0.5)
+        try:
+            started = time.perf_counter()
+            await smtp.sendmail(SENDER, [RECIPIENT], raw)
+            big.append(time.perf_counter() - started)
+        except aiosmtplib.SMTPException as e:
+            errors.append(f"20 MB message: {e}")
+        finally:
+            with contextlib.suppress(Exception):
+                await smtp.quit()
+
     print("ready", flush=True)
     sys.stdin.readline()  # "go"
     started = time.perf_counter()
-    results = await asyncio.gather(*(session(ports[i % len(ports)]) for i in range(concurrency)), return_exceptions=True)
+    if kind == "big":
+        template = MESSAGES["text5k"]()
+        small = concurrency - 1
+        per = _split(count - 1, small)
+
+        async def small_session(i: int) -> None:
+            """Small messages at a steady pace, each timed from its DATA command to the 250."""
+            port = ports[(i + 1) % len(ports)]
+            smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=120, local_hostname="client.bench.test")
+            await smtp.connect()
+            for _ in range(per[i]):
+                serial[0] += 1
+                raw = template.replace(b"@@ID@@", b"%d.small.%d" % (os.getpid(), serial[0]))
+                try:
+                    await smtp.mail(SENDER)
+                    await smtp.rcpt(RECIPIENT)
+                    t = time.perf_counter()
+                    await smtp.data(raw)
+                    latencies.append(time.perf_counter() - t)  # 5 KB: the transfer itself is negligible
+                except aiosmtplib.SMTPResponseException as e:
+                    errors.append(f"{e.code} {e.message}")
+                    await smtp.rset()
+                await asyncio.sleep(PACE)
+            with contextlib.suppress(Exception):
+                await smtp.quit()
+
+        results = await asyncio.gather(big_session(ports[0]), *(small_session(i) for i in range(small)), return_exceptions=True)
+    else:
+        results = await asyncio.gather(*(session(ports[i % len(ports)]) for i in range(concurrency)), return_exceptions=True)
     errors += [repr(r) for r in results if isinstance(r, BaseException)]
-    return {"elapsed": time.perf_counter() - started, "latencies": latencies, "errors": errors[:5], "error_count": len(errors)}
+    return {"elapsed": time.perf_counter() - started, "latencies": latencies, "big": big, "errors": errors[:5], "error_count": len(errors)}
 
 
 def client_main(args: argparse.Namespace) -> None:
@@ -734,9 +810,12 @@ class RunResult:
     p99: float | None
     peak_mb: float
     cpu_ms: float  # CPU time of all the system's processes per message received
+    sys_ms: float  # the part of it spent in the kernel
     received: int
     expected: int
     errors: int
+    big_ms: float | None = None  # the 20 MB message: MAIL FROM to its 250
+    max_ms: float | None = None  # the slowest end-of-DATA to 250
 
     @property
     def complete(self) -> bool:
@@ -747,6 +826,7 @@ def run_load(rig: Rig, sink: Sink, system: System, load: str, concurrency: int, 
              profile: Path | None = None) -> RunResult:
     base = sink.count()
     latencies: list[float] = []
+    big: list[float] = []
     errors = 0
     with Usage(system.roots) as usage, _profiling(rig, system, profile, f"{load}-c{concurrency}"):
         if load == "smtp-source":
@@ -786,6 +866,7 @@ def run_load(rig: Rig, sink: Sink, system: System, load: str, concurrency: int, 
             out = client.communicate(timeout=timeout)[0]
             result = json.loads(out.decode().strip().splitlines()[-1])
             latencies = result["latencies"]
+            big = result["big"]
             errors += result["error_count"]
             for e in result["errors"]:
                 print(f"bench: {system.name} {load}: {e}", file=sys.stderr)
@@ -796,7 +877,9 @@ def run_load(rig: Rig, sink: Sink, system: System, load: str, concurrency: int, 
     return RunResult(
         rate=min(received, count) / elapsed if elapsed > 0 else 0.0,
         p50=_pct(lat, 50), p99=_pct(lat, 99), peak_mb=usage.peak_mb, cpu_ms=usage.cpu_seconds * 1000 / max(1, received),
+        sys_ms=usage.system_seconds * 1000 / max(1, received),
         received=received, expected=count, errors=errors,
+        big_ms=big[0] * 1000 if big else None, max_ms=lat[-1] * 1000 if lat else None,
     )
 
 
@@ -886,14 +969,17 @@ LOADS = {
     "smtp-source": "smtp-source, 5 KB",
     "text5k": "Python, 5 KB Vietnamese text",
     "pdf200k": "Python, 200 KB with a PDF",
+    "big": "Python, 20 MB + 5 KB meanwhile",
 }
 
 
 def _counts(quick: bool) -> dict[tuple[str, int], int]:
     if quick:
-        return {(load, c): 10 for load in LOADS for c in (1, 5)}
-    out = {}
+        return {(load, c): 10 for load in LOADS if load != "big" for c in (1, 5)}
+    out = {("big", BIG_SESSIONS): 1 + (BIG_SESSIONS - 1) * BIG_SMALL}
     for load in LOADS:
+        if load == "big":
+            continue
         for c in (1, 5, 20):
             big = load == "pdf200k"
             out[(load, c)] = {1: 150 if big else 400, 5: 300 if big else 1500, 20: 400 if big else 3000}[c]
@@ -904,7 +990,21 @@ def _fmt(v: float | None, digits: int = 0) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+def print_big(rows: list[tuple[str, int, int, dict[str, RunResult]]], names: list[str]) -> None:
+    """The 20 MB case: how long the big message takes, and whether the small ones alongside wait for it."""
+    for load, conc, count, results in rows:
+        if load != "big":
+            continue
+        print(f"A 20 MB message (15 MB PDF) in one session while {conc - 1} others send 5 KB messages every {PACE * 1000:.0f} ms:")
+        print(f"{'system':<18} {'20 MB: MAIL to 250':>19} {'5 KB p50 ms':>12} {'p99 ms':>7} {'max ms':>7} {'peak RSS MB':>12}")
+        for n in names:
+            r = results.get(n)
+            if r is not None:
+                print(f"{n:<18} {_fmt(r.big_ms):>16} ms {_fmt(r.p50, 1):>12} {_fmt(r.p99, 1):>7} {_fmt(r.max_ms, 1):>7} {r.peak_mb:>12.0f}")
+
+
 def print_table(rows: list[tuple[str, int, int, dict[str, RunResult]]], names: list[str]) -> None:
+    rows = [row for row in rows if row[0] != "big"]
     ref = names[0]
     head = f"{'load':<30} {'conc':>4} {'msgs':>5} | "
     head += " | ".join(f"{n[:16]:<16} {'msg/s':>7} {'p50ms':>6} {'p99ms':>6} {'RSS MB':>6} {'CPUms':>5}" for n in names)
@@ -1036,7 +1136,11 @@ def _bench(rig: Rig, args: argparse.Namespace) -> int:
           "RSS: peak sum over all the system's processes; CPUms: their CPU time per message"
           + (f"; median of {args.repeat} runs, interleaved" if args.repeat > 1 else ""))
     print()
-    print_table(rows, [s.name for s in systems])
+    if any(row[0] != "big" for row in rows):
+        print_table(rows, [s.name for s in systems])
+    if any(row[0] == "big" for row in rows):
+        print()
+        print_big(rows, [s.name for s in systems])
     if not ok:
         print("\nbench: FAILED: the sink did not receive every message exactly once (see LOST/DUP above)")
         return 1
@@ -1046,12 +1150,15 @@ def _bench(rig: Rig, args: argparse.Namespace) -> int:
 
 def _measure(rig: Rig, sink: Sink, systems: list[System], args: argparse.Namespace) -> tuple[list[tuple[str, int, int, dict[str, RunResult]]], bool]:
     counts = _counts(args.quick)
-    concs = args.concurrency or sorted({c for _, c in counts})
+    concs = args.concurrency or sorted({c for load, c in counts if load != "big"})
     rows: list[tuple[str, int, int, dict[str, RunResult]]] = []
     ok = True
     for load in args.loads:
-        for conc in concs:
-            count = max(conc, int(counts.get((load, conc), max(counts.values())) * args.scale))
+        if load == "big" and ("big", BIG_SESSIONS) not in counts:
+            continue  # not in quick mode
+        for conc in [BIG_SESSIONS] if load == "big" else concs:
+            count = counts[("big", BIG_SESSIONS)] if load == "big" else \
+                max(conc, int(counts.get((load, conc), max(counts.values())) * args.scale))
             runs: dict[str, list[RunResult]] = {s.name: [] for s in systems}
             for _ in range(args.repeat):  # interleaved, so a busy moment of the machine hits both
                 for system in systems:
@@ -1059,8 +1166,9 @@ def _measure(rig: Rig, sink: Sink, systems: list[System], args: argparse.Namespa
                     runs[system.name].append(r)
                     ok &= r.complete
                     print(f"bench: {system.name:<18} {LOADS[load]:<30} c={conc:<3} {r.rate:7.0f} msg/s"
-                          f"  p50={_fmt(r.p50, 1)} p99={_fmt(r.p99, 1)} ms  RSS={r.peak_mb:.0f} MB  CPU={r.cpu_ms:.1f} ms/msg"
-                          f"  sink {r.received}/{r.expected}", file=sys.stderr)
+                          f"  p50={_fmt(r.p50, 1)} p99={_fmt(r.p99, 1)} ms  RSS={r.peak_mb:.0f} MB  CPU={r.cpu_ms:.1f} ms/msg (kernel {r.sys_ms:.1f})"
+                          + (f"  20 MB: {r.big_ms:.0f} ms, slowest 5 KB {r.max_ms:.0f} ms" if r.big_ms else "")
+                          + f"  sink {r.received}/{r.expected}", file=sys.stderr)
             rows.append((load, conc, count, {name: _median(rs) for name, rs in runs.items()}))
     return rows, ok
 
