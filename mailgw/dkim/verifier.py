@@ -274,7 +274,7 @@ def _check(
 def _body_hash(sig: _Signature, body: bytes, bodies: dict[bytes, tuple[bytes, bytes]]) -> tuple[bytes, int]:
     algorithm = sig.policy.body_algorithm.name
     if algorithm not in bodies:
-        canonical = sig.policy.canonicalize_body(body)
+        canonical = canon.canonical_body(body, sig.policy)
         bodies[algorithm] = (canonical, hashlib.sha256(canonical).digest())
     canonical, whole = bodies[algorithm]
     if sig.length is None:
