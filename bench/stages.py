@@ -1,0 +1,81 @@
+"""CPU time of each pipeline stage (and the decision record) for the messages of the Postfix bench.
+
+Run from the repository root:  python bench/stages.py [--message text5k|pdf200k] [--iterations N]
+
+The settings are the bench's: the repository's directory and shipped policies,
+an RSA-2048 signing key, the relay listener. Times are thread CPU time, so
+they hold on a busy machine; what a stage waits for (a PDF worker) is not in them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import shutil  # noqa: E402
+
+import yaml  # noqa: E402
+
+import postfix_vs_mailgw as bench  # noqa: E402
+from mailgw import pipeline, record  # noqa: E402
+from mailgw.app import load_context  # noqa: E402
+from mailgw.dkim import keygen  # noqa: E402
+from mailgw.model import Envelope, Message, new_id  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--message", choices=("text5k", "pdf200k"), default="text5k")
+    parser.add_argument("--iterations", type=int, default=300)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        shutil.copy(ROOT / "directory.yaml", home / "directory.yaml")
+        shutil.copytree(ROOT / "policies", home / "policies")
+        key, _ = keygen(bench.DOMAIN, bench.SELECTOR, "rsa", home / "keys")
+        (home / "gateway.yaml").write_text(yaml.safe_dump({
+            "hostname": "mailgw.bench.test", "directory": "directory.yaml", "policies": "policies",
+            "database": "sqlite:///audit.db", "spool": "spool",
+            "listeners": [{"name": "relay", "role": "relay", "listen": "127.0.0.1:2525", "trusted_networks": ["127.0.0.0/8"]}],
+            "routes": {"local": "smtp://127.0.0.1:2526", "remote": "smtp://127.0.0.1:2526"},
+            "dkim": [{"domain": bench.DOMAIN, "selector": bench.SELECTOR, "key": str(key)}],
+        }))
+        ctx, _ = load_context(str(home / "gateway.yaml"))
+        template = bench.MESSAGES[args.message]()
+        spent: collections.Counter[str] = collections.Counter()
+
+        def one(i: int, count: bool) -> None:
+            env = Envelope(mail_from=bench.SENDER, rcpts=[bench.RECIPIENT], listener="relay", role="relay",
+                           client_ip="127.0.0.1", helo="client.bench.test")
+            message = Message(new_id(), env, template.replace(b"@@ID@@", b"%d" % i))
+            for stage in pipeline.STAGES:
+                started = time.thread_time()
+                stage(message, ctx)
+                if count:
+                    spent[stage.__module__.rpartition(".")[2]] += time.thread_time() - started
+            started = time.thread_time()
+            record.build(message, ctx, "250 2.0.0 queued")
+            if count:
+                spent["(decision record)"] += time.thread_time() - started
+
+        for i in range(20):  # warm up: imports, caches, the PDF worker pool
+            one(i, False)
+        for i in range(args.iterations):
+            one(i, True)
+    n = args.iterations
+    print(f"{args.message}: {len(template)} bytes; CPU per message, mean of {n}")
+    for name, seconds in spent.most_common():
+        print(f"  {seconds / n * 1000:7.3f} ms  {name}")
+    print(f"  {sum(spent.values()) / n * 1000:7.3f} ms  total")
+
+
+if __name__ == "__main__":
+    main()
