@@ -48,25 +48,28 @@ class Edge:
         self.sessions: set[SmtpServer] = set()
 
     async def accept(self, message: Message, ctx: Context) -> str:
-        """Run one message through the pipeline and return the reply for DATA."""
+        """Run one message through the pipeline and return the reply for DATA.
+
+        Every outcome is recorded before its reply is returned; a record that
+        cannot be kept anywhere turns the reply into a 451 (see mailgw.audit.writer).
+        """
         settings = ctx.settings
         if self.spool.free_bytes() < _min_free(settings) + 2 * len(message.raw):
-            return _final(message, replies.NO_STORAGE)
+            return await self._refuse(message, ctx, replies.NO_STORAGE, "smtp")
         try:
             await asyncio.to_thread(pipeline.run, message, ctx)
         except Refusal as refusal:
-            reply = _final(message, refusal.reply)
-            message.decision.decision = "defer" if refusal.reply.temporary else "reject"
-            if message.decision.rule == "default":
-                message.decision.rule = "smtp"  # refused by the protocol checks, not by a policy rule
-            # A refusal is recorded before its reply is sent.
-            await self.recorder(record.build(message, ctx, reply))
-            return reply
+            # Refused by the protocol checks, not by a policy rule, unless a rule was named.
+            return await self._refuse(message, ctx, refusal.reply, "smtp")
+        except Exception:
+            log.exception("exchange %s: pipeline failed", message.id)
+            return await self._refuse(message, ctx, replies.TEMP_FAILURE, "error")
         decision = message.decision
         if decision.decision in ("reject", "defer"):
             default = replies.DEFAULT_REJECT if decision.decision == "reject" else replies.DEFAULT_DEFER
             reply = decision.reply or _final(message, default)
-            await self.recorder(record.build(message, ctx, reply))
+            if not await self._record(message, ctx, reply):
+                return _final(message, replies.TEMP_FAILURE)
             return reply
         reply = str(replies.queued(message.id))
         meta = {
@@ -74,10 +77,39 @@ class Edge:
             "record": record.build(message, ctx, reply),
         }
         await self.spool.put(message.id, meta, message.final_bytes(), held=decision.decision == "quarantine")
-        await self.recorder(meta["record"])
+        if not await self._keep(meta["record"]):
+            # No record, no 250: take the message back; the client will send it again.
+            await asyncio.to_thread(self.spool.remove, message.id)
+            return _final(message, replies.TEMP_FAILURE)
         if decision.decision != "quarantine":
             self.on_queued(message.id)
         return reply
+
+    async def _refuse(self, message: Message, ctx: Context, refusal: SmtpReply, rule: str) -> str:
+        """Record a refusal, then return its reply (a 451 instead if the record cannot be kept)."""
+        reply = _final(message, refusal)
+        message.decision.decision = "defer" if refusal.temporary else "reject"
+        if message.decision.rule == "default":
+            message.decision.rule = rule
+        if not await self._record(message, ctx, reply):
+            return _final(message, replies.TEMP_FAILURE)
+        return reply
+
+    async def _record(self, message: Message, ctx: Context, reply: str) -> bool:
+        try:
+            rec = record.build(message, ctx, reply)
+        except Exception:
+            log.exception("exchange %s: decision record cannot be built", message.id)
+            return False
+        return await self._keep(rec)
+
+    async def _keep(self, rec: dict[str, Any]) -> bool:
+        try:
+            await self.recorder(rec)
+            return True
+        except Exception:
+            log.exception("exchange %s: decision record not kept; the client gets 451", rec.get("id"))
+            return False
 
 
 def _final(message: Message, reply: SmtpReply) -> str:

@@ -106,6 +106,14 @@ class DnsSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class AuditSettings:
+    """How long replies wait for the exchange log before its local journal takes a record (docs/auditors.md)."""
+
+    timeout: float = 10.0  # a database slower than this: the record goes to the journal, the reply is sent
+    retry: float = 30.0  # how often a database that failed is tried again and the journal replayed
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     file: str
     hostname: str
@@ -123,6 +131,7 @@ class Settings:
     limits: Limits
     log_level: str = "INFO"
     dns: DnsSettings = dataclasses.field(default_factory=lambda: DnsSettings())
+    audit: AuditSettings = dataclasses.field(default_factory=lambda: AuditSettings())
 
     def effective(self) -> str:
         """The effective settings as one log line (chasquid's LogConfig)."""
@@ -131,13 +140,14 @@ class Settings:
             f"hostname={self.hostname} node={self.node} listeners=[{ls}] "
             f"routes=local:{self.routes['local']},remote:{self.routes['remote']} spool={self.spool} "
             f"database={_redact_url(self.database)} queue={dataclasses.asdict(self.queue)} "
-            f"limits={dataclasses.asdict(self.limits)}"
+            f"limits={dataclasses.asdict(self.limits)} audit={dataclasses.asdict(self.audit)}"
         )
 
 
 _TOP_KEYS = {
     "hostname", "node", "directory", "policies", "database", "spool", "credentials",
     "listeners", "routes", "dkim", "tls", "queue", "limits", "log_level", "dns",
+    "audit",
 }
 
 
@@ -183,12 +193,13 @@ def load(path: str) -> Settings:
     queue = _queue(c, data)
     limits = _limits(c, data)
     dns = _dns(c, data, rel)
+    audit = _audit(c, data)
     c.raise_if_errors()
     return Settings(
         file=os.path.abspath(path), hostname=hostname, node=node, directory=directory, policies=policies,
         database=database, spool=spool, credentials=credentials, listeners=tuple(listeners), routes=routes,
         dkim=tuple(dkim), tls=tls, queue=queue, limits=limits, log_level=log_level,
-        dns=dns,
+        dns=dns, audit=audit,
     )
 
 
@@ -361,6 +372,21 @@ def _dns(c: Checker, data: YMap, rel: Any) -> DnsSettings:
     timeout = _duration(c, m, "timeout") if "timeout" in m else 5.0
     return DnsSettings(answers=rel(answers) if answers else None, nameservers=tuple(servers), port=port or 53,
                        timeout=timeout or 5.0)
+
+
+def _audit(c: Checker, data: YMap) -> AuditSettings:
+    if "audit" not in data:
+        return AuditSettings()
+    m = c.mapping(data["audit"], data, "audit", "'audit'")
+    if m is None:
+        return AuditSettings()
+    c.keys(m, ("timeout", "retry"), what="audit")
+    values = {key: _duration(c, m, key) for key in ("timeout", "retry") if key in m}
+    out = AuditSettings(**{k: v for k, v in values.items() if v})
+    for key in ("timeout", "retry"):
+        if key in m and values.get(key) == 0:
+            c.error(m, key, f"audit {key} must be above 0")
+    return out
 
 
 def _queue(c: Checker, data: YMap) -> QueueSettings:

@@ -127,7 +127,12 @@ def compute(engine: Engine, period: str, as_of: dt.datetime | None = None) -> di
     exceptions: dict[str, dict[str, Any]] = {}
     awaiting: list[dict[str, Any]] = []
 
+    dsns = 0
     for t, rec in _records(engine, start, end):
+        if rec.get("role") == "dsn":
+            # Made by the gateway itself (a bounce to a sender), not an exchange of the agencies.
+            dsns += 1
+            continue
         total += 1
         decision = (rec.get("decision") or {})
         verdict = decision.get("decision") or UNKNOWN
@@ -208,7 +213,7 @@ def compute(engine: Engine, period: str, as_of: dt.datetime | None = None) -> di
     agencies = sorted(agency_dir, key=lambda a: (-agency_dir[a]["total"], a))
     return {
         "period": period, "start_utc": _z(start), "end_utc": _z(end), "as_of_utc": _z(as_of),
-        "total": total, "decisions": dict(decisions), "directions": dict(directions),
+        "total": total, "dsns": dsns, "decisions": dict(decisions), "directions": dict(directions),
         "categories": dict(categories.most_common()),
         "agencies": [{"agency": a, **{k: agency_dir[a][k] for k in ("inbound", "outbound", "internal", "total")},
                       "categories": dict(agency_cat[a].most_common())} for a in agencies],
@@ -448,6 +453,8 @@ def render(data: dict[str, Any]) -> str:
         *[[f"Quyết định / Decision: {_e(k)}", v] for k, v in sorted(data["decisions"].items())],
         *[[f"Hướng / Direction: {_DIR_LABEL.get(k, _e(k))}", v] for k, v in sorted(data["directions"].items())],
         ["Tỷ lệ văn bản điện tử / Electronic share", _pct(e_total["share"]) + _verdict(e_total["meets_benchmark"])],
+        ["Thư báo lỗi do cổng gửi (không tính ở trên) / DSNs sent by the gateway (not counted above)",
+         data.get("dsns", 0)],
         ["Thư cần trả lời / Awaiting a reply", resp["awaiting"]],
         ["Đã trả lời / Answered", resp["answered"]],
     ]))
