@@ -202,13 +202,20 @@ class Deliverer:
         self._due[msg_id] = state["next_try"]
 
     async def _report(self, events: list[dict[str, Any]]) -> None:
+        """Hand every outcome of an attempt to ``on_event`` at once (the log commits them together)."""
+        pending = []
         for event in events:
             try:
                 result = self.on_event(event)
-                if inspect.isawaitable(result):
-                    await result
             except Exception:
                 log.exception("delivery id=%s rcpt=<%s>: outcome not recorded", event["id"], event["rcpt"])
+                continue
+            if inspect.isawaitable(result):
+                pending.append((event, result))
+        outcomes = await asyncio.gather(*(r for _, r in pending), return_exceptions=True)
+        for (event, _), outcome in zip(pending, outcomes):
+            if isinstance(outcome, BaseException):
+                log.error("delivery id=%s rcpt=<%s>: outcome not recorded: %r", event["id"], event["rcpt"], outcome)
 
     async def _send(self, ctx: Context, mail_from: str, rcpts: list[str], data: bytes) -> dict[str, transports.Result]:
         """Group recipients by route (and by domain for MX) and send each group."""

@@ -277,8 +277,11 @@ class AuditWriter:
                 break
         stop = jobs[-1] is _STOP
         work = [j for j in jobs if j is not _STOP]
-        if work:
-            self._commit(work)
+        # Records first, in a transaction of their own: a client waits for each of them, while
+        # delivery outcomes only hold back the delivery worker's bookkeeping.
+        for group in ([j for j in work if j.kind == "record"], [j for j in work if j.kind != "record"]):
+            if group:
+                self._commit(group)
         if stop:
             return True
         if time.monotonic() >= self._next_replay and (not self._healthy or self.journal.pending()):
@@ -315,12 +318,8 @@ class AuditWriter:
 
     def _write(self, jobs: list[_Job]) -> None:
         assert self._log is not None
-        records = [j.payload for j in jobs if j.kind == "record"]
-        events = [j.payload for j in jobs if j.kind == "delivery"]
-        if records:
-            self._log.append(records)
-        if events:
-            self._log.delivery(events)
+        self._log.write([j.payload for j in jobs if j.kind == "record"],
+                        [j.payload for j in jobs if j.kind == "delivery"])
 
     def _to_journal(self, jobs: list[_Job]) -> None:
         try:
