@@ -408,7 +408,7 @@ def _draw(data: dict[str, Any]) -> dict[str, str]:
             ax.barh(names, vals, left=left, color=colour, label=_DIR_LABEL[d])
             left = [x + y for x, y in zip(left, vals)]
         ax.set_xlabel("Số trao đổi / Exchanges")
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)  # above: never over a bar
         charts["volume"] = _svg(fig)
     rows = [r for r in data["electronic"]["agencies"] if r["documents"]]
     if rows:
@@ -420,7 +420,7 @@ def _draw(data: dict[str, Any]) -> dict[str, str]:
         ax.axvline(BENCHMARK * 100, color="#111", linestyle="--", label="Chỉ tiêu 60 % / Benchmark 60 %")
         ax.set_xlim(0, 100)
         ax.set_xlabel("Tỷ lệ văn bản có chữ ký số (%) / Signed share (%)")
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)  # above: never over a bar
         charts["electronic"] = _svg(fig)
     cats = list(data["categories"].items())[:15]
     if cats:
@@ -473,9 +473,9 @@ def render(data: dict[str, Any]) -> str:
     add("<h3>Theo loại văn bản / By category</h3>")
     if "categories" in charts:
         add(f"<figure>{charts['categories']}</figure>")
-    cats = list(data["categories"])
-    add(_table(["Cơ quan / Agency", *[_e(c) for c in cats]],
-               [[_e(a["agency"]), *[a["categories"].get(c, 0) for c in cats]] for a in data["agencies"]]))
+    # One row per category, one column per agency: there are twenty categories, so this way it fits a page.
+    add(_table(["Loại / Category", *[_e(a["agency"]) for a in data["agencies"]]],
+               [[_e(c), *[a["categories"].get(c, 0) for a in data["agencies"]]] for c in data["categories"]]))
 
     add("<h2>3. Tỷ lệ văn bản điện tử (Chỉ thị 15) / Electronic share of official documents (Directive 15)</h2>")
     add(f'<p class="def">{_e(DEFINITIONS["electronic"])}</p>')
