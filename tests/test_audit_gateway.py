@@ -321,3 +321,23 @@ async def test_records_of_spooled_messages_are_logged_at_start(make_gateway, sin
     finally:
         book.close()
     await gw2.drain()
+
+
+# -- the schema -------------------------------------------------------------------------------------
+
+
+def test_the_migrations_make_the_schema_the_code_expects(audit_url):
+    # The gateway creates the log with the Alembic migrations (mailgw/audit/migrations); they must
+    # build exactly the tables and indexes of mailgw/audit/schema.py.
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from mailgw.audit.schema import Base
+
+    engine = open_engine(audit_url)
+    try:
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    finally:
+        engine.dispose()
+    assert [d for d in diff if not (d[0] == "remove_table" and d[1].name == "mailgw_audit_version")] == []
