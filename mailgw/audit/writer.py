@@ -197,7 +197,7 @@ class AuditWriter:
                     self._unavailable(e)
             try:
                 self.journal.write([("record", r) for r in chunk])
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, TypeError) as e:
                 log.error("exchange log: %d spooled record(s) neither logged nor journaled (%s); they are "
                           "retried at the next start while their messages are spooled", len(items) - i, e)
                 break
@@ -247,7 +247,7 @@ class AuditWriter:
                 self._healthy = False
         try:
             await asyncio.to_thread(self.journal.write, [(kind, payload)])
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, TypeError) as e:
             raise RecordNotKept(f"{kind} for {payload.get('id') or payload.get('exchange_id')}: database "
                                 f"unavailable and journal not writable: {e}") from e
 
@@ -324,7 +324,7 @@ class AuditWriter:
     def _to_journal(self, jobs: list[_Job]) -> None:
         try:
             self.journal.write([(j.kind, j.payload) for j in jobs])
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, TypeError) as e:
             log.error("exchange log: journal %s not writable either: %s", self.journal.path, e)
             _settle(jobs, RecordNotKept(f"database unavailable and journal not writable: {e}"))
             return
