@@ -48,6 +48,7 @@ import uuid
 from typing import Any, Iterable, Mapping
 
 from mailgw.audit.log import AuditLog
+from mailgw.spool import fsync_dir, unlink_if_present
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +95,9 @@ class Journal:
                     os.fsync(f.fileno())
                 os.replace(tmp, os.path.join(self.path, name))
             except BaseException:
-                _unlink(tmp)
+                unlink_if_present(tmp)
                 raise
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
     def names(self) -> list[str]:
         """The entries waiting, oldest first (by name: records, then delivery events)."""
@@ -122,8 +123,8 @@ class Journal:
 
     def remove(self, names: Iterable[str]) -> None:
         for name in names:
-            _unlink(os.path.join(self.path, name))
-        _fsync_dir(self.path)
+            unlink_if_present(os.path.join(self.path, name))
+        fsync_dir(self.path)
 
     def set_aside(self, name: str) -> None:
         """Move an entry the log refuses into ``bad/``, for an admin: it would fail at every replay."""
@@ -444,21 +445,6 @@ def _short(error: BaseException) -> str:
 
 def _redact(url: str) -> str:
     return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 __all__ = ["AuditWriter", "Journal", "JOURNAL", "RecordNotKept", "delivery_event"]
