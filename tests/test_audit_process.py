@@ -21,6 +21,7 @@ from mailgw.audit.schema import Delivery, Exchange
 from mailgw.audit.store import open_engine
 from mailgw.audit.verify import verify
 from tests.conftest import REPO, message, write_config
+from tests.test_process import _start
 
 SENDER = "vanthu.sotttt@binhthuan.gov.vn"
 
@@ -40,24 +41,6 @@ def _config(where: Path, sink: Any, ca: Any, password_hash: str, url: str, **ove
         limits={"connections_per_ip": 100}, **overrides,
     )
     return path, relay
-
-
-async def _start(path: Path, port: int) -> subprocess.Popen[bytes]:
-    log = open(path.parent / "serve.log", "ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mailgw", "serve", "--config", str(path)],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=log,
-    )
-    log.close()
-    for _ in range(400):
-        try:
-            _, w = await asyncio.open_connection("127.0.0.1", port)
-            w.close()
-            return proc
-        except OSError:
-            await asyncio.sleep(0.05)
-    proc.kill()
-    raise AssertionError("gateway did not start: " + (path.parent / "serve.log").read_text())
 
 
 def _logged(url: str) -> dict[str, dict[str, Any]]:
