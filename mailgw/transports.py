@@ -181,8 +181,12 @@ async def _session(client: _Client, mail_from: str, rcpts: Sequence[str], data: 
 
 
 async def _transaction(client: aiosmtplib.SMTP, mail_from: str, rcpts: Sequence[str], data: bytes, remote: str) -> dict[str, Result]:
+    utf8 = _needs_smtputf8(mail_from, rcpts, data)
+    if utf8 and not client.supports_extension("smtputf8"):
+        # RFC 6531 3.2: without the extension the message cannot be relayed as it is.
+        return {r: permanent(f"{remote} does not support SMTPUTF8, which this message needs (5.6.7)", remote) for r in rcpts}
     try:
-        await client.mail(mail_from, options=_mail_options(client, data))
+        await client.mail(mail_from, options=_mail_options(client, data) + (["SMTPUTF8"] if utf8 else []))
     except aiosmtplib.SMTPResponseException as e:
         return {r: _from_code(e.code, f"MAIL FROM: {e.code} {e.message}", remote) for r in rcpts}
     except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as e:
@@ -212,6 +216,13 @@ async def _transaction(client: aiosmtplib.SMTP, mail_from: str, rcpts: Sequence[
         for rcpt in accepted:
             results[rcpt] = temporary(f"{remote}: {_describe(e)}", remote)
     return results
+
+
+def _needs_smtputf8(mail_from: str, rcpts: Sequence[str], data: bytes) -> bool:
+    """Whether an address or the header section is UTF-8 (RFC 6531, RFC 6532)."""
+    end = data.find(b"\r\n\r\n")
+    head = data[: end if end >= 0 else len(data)]
+    return not mail_from.isascii() or any(not r.isascii() for r in rcpts) or not head.isascii()
 
 
 def _mail_options(client: aiosmtplib.SMTP, data: bytes) -> list[str]:
