@@ -1,9 +1,13 @@
 """Synthetic month of a province's gateway traffic, for the audit benchmark and report demos.
 
     python bench/make_month.py --url sqlite:///month.db --month 2025-03 --count 60000
+    python bench/make_month.py --url sqlite:///month.db --month 2025-03 --count 20000 --directory directory.yaml
 
 The province (modelled on Bình Thuận) has a dozen departments sharing the
-binhthuan.gov.vn domain, each with a few units; mail comes from and goes to
+binhthuan.gov.vn domain, each with a few units; with ``--directory`` the
+agencies, units, mailboxes, partners and temporary exceptions are those of a
+real directory file instead (the demo ``directory.yaml`` is Bình Thuận's), and
+records name parties as the gateway would. Mail comes from and goes to
 citizens, businesses and other agencies. About half of the inbound mail that
 expects an answer gets one, linked by In-Reply-To/References, after hours or
 days. Decisions, tags and rule hits follow the shipped policy pack.
@@ -12,12 +16,13 @@ days. Decisions, tags and rule hits follow the shipped policy pack.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import hashlib
 import random
 import sys
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 AGENCIES = {
     "UBND": ["VP", "TCD", "KT", "NC"], "STTTT": ["VP", "BCVT", "CNTT", "TTBCXB"],
@@ -51,19 +56,56 @@ def _address(agency: str, unit: str) -> str:
     return f"{unit.lower()}.{agency.lower()}@binhthuan.gov.vn"
 
 
-def _local(rnd: random.Random) -> tuple[str, str, str]:
+def _local(rnd: random.Random) -> tuple[str, str, str | None]:
     agency = rnd.choice(list(AGENCIES))
     unit = rnd.choice(AGENCIES[agency])
     return _address(agency, unit), agency, unit
+
+
+@dataclasses.dataclass(frozen=True)
+class Province:
+    """Who sends and receives: local mailboxes, official addresses elsewhere, temporary exceptions."""
+
+    local: Callable[[random.Random], tuple[str, str, str | None]]  # address, agency, unit
+    partners: list[str]
+    partner_agency: str | None  # what a record says is the agency of an official address elsewhere
+    exception: tuple[str, str | None, str | None]  # address, agency, unit
+    directory_version: str
+
+
+DEFAULT = Province(_local, PARTNERS, "PARTNER", (EXCEPTIONS[0], "SYT", "VP"), "2025-03-01")
+
+
+def from_directory(path: str) -> Province:
+    """The province of a directory file: its agencies' mailboxes, its partners, its first exception."""
+    from mailgw import directory
+
+    d = directory.load(path)
+    boxes: dict[str, list[tuple[str, str, str | None]]] = {}
+    for m in d.mailboxes:
+        boxes.setdefault(m.agency.code, []).append((m.address, m.agency.code, m.unit.code if m.unit else None))
+    codes = sorted(boxes)
+
+    def local(rnd: random.Random) -> tuple[str, str, str | None]:
+        return rnd.choice(boxes[rnd.choice(codes)])
+
+    partners = [f"{box}@{dom}" for p in d.partners for dom in p.domains for box in ("vanthu", "vp")]
+    # Other provinces and ministries: official by the .gov.vn suffix, in no directory.
+    partners += ["vanthu@ninhthuan.gov.vn", "vp@lamdong.gov.vn", "vanthu@mof.gov.vn", "tcdt@moet.gov.vn"]
+    x = d.exceptions[0] if d.exceptions else None
+    exception = (x.address, x.agency.code if x.agency else None, None) if x else (EXCEPTIONS[0], codes[0], None)
+    return Province(local, partners, None, exception, d.version)
 
 
 def _hex(*parts: Any) -> str:
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
 
 
-def generate(month: str, count: int, seed: int = 1, node: str = "gw1", id_prefix: str = "01J") -> Iterator[dict[str, Any]]:
+def generate(month: str, count: int, seed: int = 1, node: str = "gw1", id_prefix: str = "01J",
+             province: Province = DEFAULT) -> Iterator[dict[str, Any]]:
     """``count`` exchange records spread over ``month`` (YYYY-MM), oldest first."""
     rnd = random.Random(seed)
+    partners, partner_agency = province.partners, province.partner_agency
     year, mon = map(int, month.split("-"))
     start = dt.datetime(year, mon, 1, tzinfo=dt.timezone.utc) - dt.timedelta(hours=7)
     end = (dt.datetime(year + mon // 12, mon % 12 + 1, 1, tzinfo=dt.timezone.utc) - dt.timedelta(hours=7))
@@ -86,35 +128,35 @@ def generate(month: str, count: int, seed: int = 1, node: str = "gw1", id_prefix
             elif kind < 0.55:
                 sender, s_agency, s_official = rnd.choice(BUSINESSES), None, False
             else:
-                sender, s_agency, s_official = rnd.choice(PARTNERS), "PARTNER", True
-            rcpt, r_agency, r_unit = _local(rnd)
+                sender, s_agency, s_official = rnd.choice(partners), partner_agency, True
+            rcpt, r_agency, r_unit = province.local(rnd)
             recipients = [{"address": rcpt, "agency": r_agency, "unit": r_unit, "official": True, "local": True}]
             s_unit, exception = None, False
         else:
             direction = "internal" if r < 0.65 else "outbound"
-            sender, s_agency, s_unit = _local(rnd)
+            sender, s_agency, s_unit = province.local(rnd)
             s_official, exception = True, False
             if rnd.random() < 0.002:
-                sender, s_agency, s_unit, exception = EXCEPTIONS[0], "SYT", "VP", True
+                (sender, s_agency, s_unit), exception = province.exception, True
             if direction == "internal":
-                a, ag, un = _local(rnd)
+                a, ag, un = province.local(rnd)
                 recipients = [{"address": a, "agency": ag, "unit": un, "official": True, "local": True}]
             else:
-                p = rnd.choice(PARTNERS + BUSINESSES + [f"dan{rnd.randrange(5000)}@gmail.com"])
-                recipients = [{"address": p, "agency": "PARTNER" if p in PARTNERS else None, "unit": None,
-                               "official": p in PARTNERS, "local": False}]
+                p = rnd.choice(partners + BUSINESSES + [f"dan{rnd.randrange(5000)}@gmail.com"])
+                recipients = [{"address": p, "agency": partner_agency if p in partners else None, "unit": None,
+                               "official": p in partners, "local": False}]
                 if waiting and rnd.random() < 0.5:
                     j = rnd.randrange(len(waiting))
                     msgid, asker, local_rcpt = waiting.pop(j)
                     in_reply_to = msgid
                     sender, s_agency, s_unit = local_rcpt["address"], local_rcpt["agency"], local_rcpt["unit"]
                     exception = False
-                    recipients = [{"address": asker, "agency": "PARTNER" if asker in PARTNERS else None,
-                                   "unit": None, "official": asker in PARTNERS, "local": False}]
+                    recipients = [{"address": asker, "agency": partner_agency if asker in partners else None,
+                                   "unit": None, "official": asker in partners, "local": False}]
         doc_number = None
         if category not in ("general", "draft_for_comment"):
             code = DOC_TYPE.get(category)
-            issuer = s_agency if s_agency and s_agency != "PARTNER" else "UBND"
+            issuer = (s_agency if s_agency and s_agency != partner_agency else "UBND").upper()
             doc_number = f"{rnd.randrange(1, 999)}/{code}-{issuer}" if code else f"{rnd.randrange(1, 999)}/{issuer}-VP"
         signed = doc_number is not None and rnd.random() < 0.55
         attachments = [{"name": f"VB-{i}-{k}.pdf", "size": rnd.randrange(20_000, 900_000), "sha256": _hex(xid, k),
@@ -179,7 +221,7 @@ def generate(month: str, count: int, seed: int = 1, node: str = "gw1", id_prefix
             "attachments": attachments,
             "decision": {"decision": decision, "rule": rule, "mode": "enforce", "tags": tags, "matched": matched,
                          "reply": "250 2.0.0 OK" if decision == "accept" else f"550 5.7.1 [{xid}]"},
-            "policy_version": "policies@3f2a9c1", "directory_version": "2025-03-01",
+            "policy_version": "policies@3f2a9c1", "directory_version": province.directory_version,
         }
 
 
@@ -194,11 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--node", default="gw1")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--directory", help="take agencies, mailboxes and partners from this directory file")
     args = ap.parse_args(argv)
+    province = from_directory(args.directory) if args.directory else DEFAULT
     log = AuditLog.open(args.url, args.node)
     t0 = time.perf_counter()
     batch: list[dict[str, Any]] = []
-    for rec in generate(args.month, args.count, args.seed, args.node):
+    for rec in generate(args.month, args.count, args.seed, args.node, province=province):
         batch.append(rec)
         if len(batch) >= args.batch:
             log.append(batch)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from typing import Any, Callable
 
 from mailgw import credentials, directory, dnsanswers, policy, settings, tls
+from mailgw.audit.writer import JOURNAL, AuditWriter
 from mailgw.deliver import Deliverer
 from mailgw.model import Context
 from mailgw.receive import Edge, Handler, SmtpServer
@@ -74,9 +76,14 @@ class Gateway:
         self._ctx, warnings = load_context(settings_path)
         for w in warnings:
             log.warning("%s", w)
-        self.spool = Spool(self._ctx.settings.spool)
-        self.deliverer = Deliverer(self.spool, self.context)
-        self.edge = Edge(self.context, self.spool, on_queued=on_queued or self.deliverer.notify)
+        s = self._ctx.settings
+        self.spool = Spool(s.spool)
+        # The exchange log: every decision before its reply, every delivery outcome (docs/auditors.md).
+        # Each process of a node (mailgw.workers) has its own writer; the log serialises them.
+        self.audit = AuditWriter(s.database, s.node, os.path.join(s.spool, JOURNAL), timeout=s.audit.timeout,
+                                 retry=s.audit.retry)
+        self.deliverer = Deliverer(self.spool, self.context, on_event=self.audit.on_delivery, recorder=self.audit.record)
+        self.edge = Edge(self.context, self.spool, on_queued=on_queued or self.deliverer.notify, recorder=self.audit.record)
         self.servers: dict[str, asyncio.base_events.Server] = {}
         self.addresses: dict[str, tuple[str, int]] = {}  # listener name -> bound address
         self._delivery: asyncio.Task[None] | None = None
@@ -95,6 +102,11 @@ class Gateway:
             log.info("policies version %s: %d rules from %d files; directory version %s",
                      self._ctx.policies.version, len(self._ctx.policies.rules), len(self._ctx.policies.files),
                      self._ctx.directory.version)
+            # Before the listeners open: a crash between a spool write and its log commit leaves a
+            # message that will be delivered; its record is logged now (idempotent).
+            await asyncio.to_thread(self.audit.start, (e.meta.get("record") or {} for e in self.spool.entries()))
+        else:
+            await asyncio.to_thread(self.audit.start)  # a worker: the supervisor logged the spooled records
         if self.mode != "deliver":
             await self._listen()
         if self.mode != "receive":
@@ -127,6 +139,8 @@ class Gateway:
         old = self._ctx.settings
         if ctx.settings.listeners != old.listeners or ctx.settings.spool != old.spool:
             log.warning("reload: listener and spool changes take effect only after a restart")
+        if (ctx.settings.database, ctx.settings.node, ctx.settings.audit) != (old.database, old.node, old.audit):
+            log.warning("reload: database, node and audit changes take effect only after a restart")
         for w in warnings:
             log.warning("%s", w)
         self._ctx = ctx
@@ -162,6 +176,7 @@ class Gateway:
         self.deliverer.stop()
         if self._delivery is not None:
             await self._delivery
+        await asyncio.to_thread(self.audit.close)
         log.info("stopped")
 
 

@@ -103,6 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("passwd", parents=[common], help="print an argon2 hash for the credentials file")
     s.add_argument("login")
     s.set_defaults(func=cmd_passwd)
+
+    _audit_parsers(sub, common)
     return p
 
 
@@ -346,3 +348,116 @@ def cmd_passwd(args: argparse.Namespace) -> int:
 
 def _age(seconds: int) -> str:
     return str(datetime.timedelta(seconds=seconds))
+
+
+# --- the exchange log for auditors: `mailgw audit ...` and `mailgw report` (CONTRACT section 1) ---------
+
+
+def _audit_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    filters = argparse.ArgumentParser(add_help=False)
+    f = filters.add_argument_group("filters (all must match)")
+    f.add_argument("--since", metavar="WHEN", help="from this time: 2025-03-01 (a day in Vietnam time), 2025-03-01T08:00 (UTC) or 7d, 12h")
+    f.add_argument("--until", metavar="WHEN", help="before this time; a bare date includes that whole day")
+    f.add_argument("--sender", metavar="ADDR", help="sender address (case-insensitive)")
+    f.add_argument("--recipient", metavar="ADDR", help="any recipient address (case-insensitive)")
+    f.add_argument("--agency", metavar="CODE", help="agency code of the sender or of any recipient (directory code)")
+    f.add_argument("--category", metavar="NAME", help="classification category (official_letter, general, ...)")
+    f.add_argument("--decision", choices=("accept", "reject", "quarantine", "defer"))
+    f.add_argument("--rule", metavar="ID", help="the rule that decided, or any rule that matched")
+    f.add_argument("--doc-number", metavar="NUMBER", help="number/symbol, e.g. 07/GM-STTTT (case and spaces ignored)")
+    f.add_argument("--limit", type=int, metavar="N", help="at most N exchanges")
+    who = argparse.ArgumentParser(add_help=False)
+    who.add_argument("--auditor", metavar="NAME", help="your name, kept in the auditor access log beside your OS user")
+
+    a = sub.add_parser("audit", parents=[common], help="the exchange log: search, show, export, verify, prune")
+    acts = a.add_subparsers(metavar="ACTION")
+    s = acts.add_parser("search", parents=[common, filters, who], help="matching exchanges, newest first (100 unless --limit)")
+    s.add_argument("--json", action="store_true", help="one JSON object per line: the whole decision record")
+    s.set_defaults(func=cmd_audit_search)
+    s = acts.add_parser("show", parents=[common, who], help="one exchange with its decision record and delivery history")
+    s.add_argument("id")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_audit_show)
+    s = acts.add_parser("export", parents=[common, filters, who], help="every matching exchange to a file (csv or jsonl)")
+    s.add_argument("--format", choices=("csv", "jsonl"), required=True)
+    s.add_argument("--out", required=True, metavar="FILE")
+    s.set_defaults(func=cmd_audit_export)
+    s = acts.add_parser("verify", parents=[common, who], help="check the hash chains; exit 1 naming the first bad record")
+    s.set_defaults(func=cmd_audit_verify)
+    s = acts.add_parser("prune", parents=[common, who], help="remove records older than a date, keeping the chains verifiable")
+    s.add_argument("--before", required=True, metavar="DATE", help="a date (Vietnam time) or date-time (UTC)")
+    s.set_defaults(func=cmd_audit_prune)
+    a.set_defaults(func=lambda args: _usage(a))
+
+    s = sub.add_parser("report", parents=[common, who], help="the monthly compliance report for auditors (HTML)")
+    s.add_argument("--period", required=True, metavar="YYYY-MM", help="a calendar month in Vietnam time")
+    s.add_argument("--out", required=True, metavar="FILE.html")
+    s.set_defaults(func=cmd_report)
+
+
+def _audit_filters(args: argparse.Namespace) -> dict[str, Any]:
+    from mailgw.audit.query import FILTER_NAMES
+
+    return {name: getattr(args, name) for name in FILTER_NAMES}
+
+
+def _audit(args: argparse.Namespace, run: Any) -> int:
+    """Run an audit command on the log named by the settings' ``database``; a log that cannot be opened is exit 1."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from mailgw import settings
+
+    url = settings.load(args.config).database
+    try:
+        return int(run(url))
+    except SQLAlchemyError as e:
+        detail = str(getattr(e, "orig", None) or e).strip().splitlines()
+        print(f"mailgw {args.command_name}: cannot read the exchange log at {settings._redact_url(url)}: "
+              f"{detail[0] if detail else type(e).__name__}", file=sys.stderr)
+        return 1
+
+
+def cmd_audit_search(args: argparse.Namespace) -> int:
+    from mailgw.audit import commands
+
+    args.command_name = "audit search"
+    return _audit(args, lambda url: commands.search(url, _audit_filters(args), args.json, sys.stdout, sys.stderr,
+                                                    auditor=args.auditor))
+
+
+def cmd_audit_show(args: argparse.Namespace) -> int:
+    from mailgw.audit import commands
+
+    args.command_name = "audit show"
+    return _audit(args, lambda url: commands.show(url, args.id, args.json, sys.stdout, sys.stderr, auditor=args.auditor))
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from mailgw.audit import commands
+
+    args.command_name = "audit export"
+    # The progress bar is for a person watching; a script or a pipe gets none.
+    return _audit(args, lambda url: commands.export(url, args.format, _audit_filters(args), args.out,
+                                                    progress=sys.stderr.isatty(), err=sys.stderr,
+                                                    auditor=args.auditor))
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from mailgw.audit import commands
+
+    args.command_name = "audit verify"
+    return _audit(args, lambda url: commands.verify(url, sys.stdout, auditor=args.auditor))
+
+
+def cmd_audit_prune(args: argparse.Namespace) -> int:
+    from mailgw.audit import commands
+
+    args.command_name = "audit prune"
+    return _audit(args, lambda url: commands.prune(url, args.before, sys.stdout, auditor=args.auditor))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from mailgw.audit import commands
+
+    args.command_name = "report"
+    return _audit(args, lambda url: commands.report(url, args.period, args.out, sys.stderr, auditor=args.auditor))

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import inspect
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
-from mailgw import dsn, transports
-from mailgw.model import Context
+from mailgw import dsn, record, transports
+from mailgw.model import Context, Decision, Envelope, Message
 from mailgw.settings import Route
 from mailgw.spool import QUEUED, Spool, SpoolError
 
@@ -31,10 +32,21 @@ PENDING, SENT, FAILED = "pending", "sent", "failed"
 class Deliverer:
     """Schedules and runs delivery attempts for the messages in one spool."""
 
-    def __init__(self, spool: Spool, context: Callable[[], Context], *, on_event: Callable[[dict[str, Any]], None] | None = None):
+    def __init__(
+        self,
+        spool: Spool,
+        context: Callable[[], Context],
+        *,
+        on_event: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None,
+        recorder: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    ):
+        """Every attempt's outcome per recipient goes to the mail log, then to ``on_event`` (awaited when it
+        returns an awaitable, before the delivery state is saved); ``recorder`` keeps the decision record of
+        each DSN made."""
         self.spool = spool
         self.context = context
-        self.on_event = on_event or _log_event
+        self.on_event = on_event
+        self.recorder = recorder
         self._due: dict[str, float] = {}  # queued message id -> when to try next
         self._active: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
@@ -151,20 +163,26 @@ class Deliverer:
         expired = now >= env["received_at"] + ctx.settings.queue.lifetime
         state["attempts"] = state.get("attempts", 0) + 1
         failures: list[dsn.Failure] = []
+        events: list[dict[str, Any]] = []
         for rcpt, result in results.items():
             st = state["rcpts"][rcpt]
             st["attempts"] += 1
             st["reply"], st["remote"] = result.reply, result.remote
             if result.ok:
                 st["status"] = SENT
+                outcome = "sent"
             elif result.permanent or expired:
                 st["status"] = FAILED
                 failures.append(dsn.Failure(rcpt, result.reply, result.remote, expired=not result.permanent))
-            self.on_event({
-                "id": msg_id, "rcpt": rcpt, "time": now, "attempt": st["attempts"],
-                "status": st["status"] if st["status"] != PENDING else "deferred",
+                outcome = "bounced" if result.permanent else "expired"
+            else:
+                outcome = "deferred"
+            events.append({
+                "id": msg_id, "rcpt": rcpt, "time": now, "attempt": st["attempts"], "status": outcome,
                 "reply": result.reply, "remote": result.remote,
             })
+        # Reported before the state is saved: a crash in between repeats the attempt, never loses its outcome.
+        await self._report(events)
 
         if failures and env["mail_from"]:  # never bounce a bounce (RFC 5321 6.1)
             state["dsns"] = state.get("dsns", 0) + 1
@@ -184,6 +202,25 @@ class Deliverer:
         state["next_try"] = min(now + delay, env["received_at"] + ctx.settings.queue.lifetime)
         await asyncio.to_thread(self.spool.save_state, msg_id, state)
         self._due[msg_id] = state["next_try"]
+
+    async def _report(self, events: list[dict[str, Any]]) -> None:
+        """Hand every outcome of an attempt to ``on_event`` at once (the log commits them together)."""
+        pending = []
+        for event in events:
+            _log_event(event)  # the mail log, for operators, whatever else hears the outcome
+            if self.on_event is None:
+                continue
+            try:
+                result = self.on_event(event)
+            except Exception:
+                log.exception("delivery id=%s rcpt=<%s>: outcome not recorded", event["id"], event["rcpt"])
+                continue
+            if inspect.isawaitable(result):
+                pending.append((event, result))
+        outcomes = await asyncio.gather(*(r for _, r in pending), return_exceptions=True)
+        for (event, _), outcome in zip(pending, outcomes):
+            if isinstance(outcome, BaseException):
+                log.error("delivery id=%s rcpt=<%s>: outcome not recorded: %r", event["id"], event["rcpt"], outcome)
 
     async def _send(self, ctx: Context, mail_from: str, rcpts: list[str], data: bytes) -> dict[str, transports.Result]:
         """Group recipients by route (and by domain for MX) and send each group."""
@@ -217,14 +254,14 @@ class Deliverer:
         ctx = self.context()
         failures = [dsn.Failure(r, reply, remote, expired) for r, reply, remote, expired in pending["failures"]]
         data = dsn.build(hostname=ctx.settings.hostname, original_id=msg_id, original_sender=sender, arrival=arrival, failures=failures, original=original)
-        meta = {
-            "envelope": {
-                "mail_from": "", "rcpts": [sender], "listener": "dsn", "role": "dsn", "client_ip": "",
-                "helo": "", "tls": None, "auth_user": None, "smtputf8": False, "received_at": time.time(),
-            },
-            "record": {"id": pending["id"], "dsn_for": msg_id},
-        }
+        env = Envelope(mail_from="", rcpts=[sender], listener="dsn", role="dsn", client_ip="")
+        meta = {"envelope": env.to_json(), "record": _dsn_record(pending["id"], env, data, msg_id, ctx)}
         await self.spool.put(pending["id"], meta, data)
+        if self.recorder is not None:
+            try:
+                await self.recorder(meta["record"])
+            except Exception:  # still in the spool file: logged at the next start if it is still there
+                log.exception("dsn id=%s: decision record not kept", pending["id"])
         state["dsn_pending"] = None
         await asyncio.to_thread(self.spool.save_state, msg_id, state)
         log.info("dsn id=%s for=%s to=<%s> rcpts=%d", pending["id"], msg_id, sender, len(failures))
@@ -239,6 +276,14 @@ def _initial_state(env: dict[str, Any]) -> dict[str, Any]:
         "dsn_pending": None,
         "rcpts": {r: {"status": PENDING, "attempts": 0, "reply": "", "remote": ""} for r in env["rcpts"]},
     }
+
+
+def _dsn_record(dsn_id: str, env: Envelope, data: bytes, original_id: str, ctx: Context) -> dict[str, Any]:
+    """The exchange record of a DSN the gateway makes: an exchange of its own, pointing at the original."""
+    message = Message(dsn_id, env, data, decision=Decision(rule="dsn", tags=["dsn"]))
+    rec = record.build(message, ctx, "")
+    rec["dsn_for"] = original_id
+    return rec
 
 
 def _log_event(event: dict[str, Any]) -> None:

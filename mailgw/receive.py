@@ -14,13 +14,12 @@ import binascii
 import collections
 import logging
 import ssl
-import time
 from typing import Any, Awaitable, Callable
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope as SmtpEnvelope, Session as SmtpSession
 
 from mailgw import addresses, dsn, pipeline, record, replies
-from mailgw.model import Context, Envelope, Message, new_id
+from mailgw.model import Context, Decision, Envelope, Message, new_id
 from mailgw.replies import Refusal, SmtpReply
 from mailgw.settings import Listener
 from mailgw.spool import Spool
@@ -49,25 +48,28 @@ class Edge:
         self.sessions: set[SmtpServer] = set()
 
     async def accept(self, message: Message, ctx: Context) -> str:
-        """Run one message through the pipeline and return the reply for DATA."""
+        """Run one message through the pipeline and return the reply for DATA.
+
+        Every outcome is recorded before its reply is returned; a record that
+        cannot be kept anywhere turns the reply into a 451 (see mailgw.audit.writer).
+        """
         settings = ctx.settings
         if self.spool.free_bytes() < _min_free(settings) + 2 * len(message.raw):
-            return _final(message, replies.NO_STORAGE)
+            return await self._refuse(message, ctx, replies.NO_STORAGE, "smtp")
         try:
             await asyncio.to_thread(pipeline.run, message, ctx)
         except Refusal as refusal:
-            reply = _final(message, refusal.reply)
-            message.decision.decision = "defer" if refusal.reply.temporary else "reject"
-            if message.decision.rule == "default":
-                message.decision.rule = "smtp"  # refused by the protocol checks, not by a policy rule
-            # A refusal is recorded before its reply is sent.
-            await self.recorder(record.build(message, ctx, reply))
-            return reply
+            # Refused by the protocol checks, not by a policy rule, unless a rule was named.
+            return await self._refuse(message, ctx, refusal.reply, "smtp")
+        except Exception:
+            log.exception("exchange %s: pipeline failed", message.id)
+            return await self._refuse(message, ctx, replies.TEMP_FAILURE, "error")
         decision = message.decision
         if decision.decision in ("reject", "defer"):
             default = replies.DEFAULT_REJECT if decision.decision == "reject" else replies.DEFAULT_DEFER
             reply = decision.reply or _final(message, default)
-            await self.recorder(record.build(message, ctx, reply))
+            if not await self._record(message, ctx, reply):
+                return _final(message, replies.TEMP_FAILURE)
             return reply
         reply = str(replies.queued(message.id))
         envelope = message.envelope.to_json()
@@ -75,7 +77,10 @@ class Edge:
         meta = {"envelope": envelope, "record": record.build(message, ctx, reply)}
         held = decision.decision == "quarantine"
         await self.spool.put(message.id, meta, message.final_bytes(), held=held)
-        await self.recorder(meta["record"])
+        if not await self._keep(meta["record"]):
+            # No record, no 250: take the message back; the client will send it again.
+            await asyncio.to_thread(self.spool.remove, message.id)
+            return _final(message, replies.TEMP_FAILURE)
         if held and decision.notify_sender and message.envelope.mail_from:
             await self._notify_held(message, ctx)
         if not held:
@@ -83,22 +88,48 @@ class Edge:
         return reply
 
     async def _notify_held(self, message: Message, ctx: Context) -> None:
-        """Tell the sender their message is held (a rule's notify_sender); from <>, never bounced."""
+        """Tell the sender their message is held (a rule's notify_sender); from <>, never bounced.
+
+        The notice is an exchange of its own (role ``notice``), pointing at the held message.
+        """
         notice_id = f"{message.id}-N"
         data = dsn.held_notice(
             hostname=ctx.settings.hostname, original_id=message.id, original_sender=message.envelope.mail_from,
             subject=str(message.headers.get("subject", "")),
         )
-        meta = {
-            "envelope": {
-                "mail_from": "", "rcpts": [message.envelope.mail_from], "listener": "notice", "role": "notice",
-                "client_ip": "", "helo": "", "tls": None, "auth_user": None, "smtputf8": False,
-                "received_at": time.time(),
-            },
-            "record": {"id": notice_id, "notice_for": message.id},
-        }
-        await self.spool.put(notice_id, meta, data)
+        env = Envelope(mail_from="", rcpts=[message.envelope.mail_from], listener="notice", role="notice", client_ip="")
+        rec = record.build(Message(notice_id, env, data, decision=Decision(rule="notice", tags=["notice"])), ctx, "")
+        rec["notice_for"] = message.id
+        await self.spool.put(notice_id, {"envelope": env.to_json(), "record": rec}, data)
+        if not await self._keep(rec):
+            log.error("notice %s: record not kept now; it is logged from the spool at the next start", notice_id)
         self.on_queued(notice_id)
+
+    async def _refuse(self, message: Message, ctx: Context, refusal: SmtpReply, rule: str) -> str:
+        """Record a refusal, then return its reply (a 451 instead if the record cannot be kept)."""
+        reply = _final(message, refusal)
+        message.decision.decision = "defer" if refusal.temporary else "reject"
+        if message.decision.rule == "default":
+            message.decision.rule = rule
+        if not await self._record(message, ctx, reply):
+            return _final(message, replies.TEMP_FAILURE)
+        return reply
+
+    async def _record(self, message: Message, ctx: Context, reply: str) -> bool:
+        try:
+            rec = record.build(message, ctx, reply)
+        except Exception:
+            log.exception("exchange %s: decision record cannot be built", message.id)
+            return False
+        return await self._keep(rec)
+
+    async def _keep(self, rec: dict[str, Any]) -> bool:
+        try:
+            await self.recorder(rec)
+            return True
+        except Exception:
+            log.exception("exchange %s: decision record not kept; the client gets 451", rec.get("id"))
+            return False
 
 
 def _final(message: Message, reply: SmtpReply) -> str:

@@ -125,6 +125,14 @@ class AttachmentLimits:
 
 
 @dataclasses.dataclass(frozen=True)
+class AuditSettings:
+    """How long replies wait for the exchange log before its local journal takes a record (docs/auditors.md)."""
+
+    timeout: float = 10.0  # a database slower than this: the record goes to the journal, the reply is sent
+    retry: float = 30.0  # how often a database that failed is tried again and the journal replayed
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     file: str
     hostname: str
@@ -143,6 +151,7 @@ class Settings:
     log_level: str = "INFO"
     dns: DnsSettings = dataclasses.field(default_factory=lambda: DnsSettings())
     attachments: AttachmentLimits = dataclasses.field(default_factory=lambda: AttachmentLimits())
+    audit: AuditSettings = dataclasses.field(default_factory=lambda: AuditSettings())
     workers: int = 1  # serving processes sharing the listening ports (mailgw.workers)
 
     def effective(self) -> str:
@@ -152,7 +161,8 @@ class Settings:
             f"hostname={self.hostname} node={self.node} listeners=[{ls}] "
             f"routes=local:{self.routes['local']},remote:{self.routes['remote']} spool={self.spool} "
             f"database={_redact_url(self.database)} queue={dataclasses.asdict(self.queue)} "
-            f"limits={dataclasses.asdict(self.limits)} attachments={dataclasses.asdict(self.attachments)}"
+            f"limits={dataclasses.asdict(self.limits)} attachments={dataclasses.asdict(self.attachments)} "
+            f"audit={dataclasses.asdict(self.audit)}"
             + (f" dns.mx_port={self.dns.mx_port} (TEST RIG: MX hosts on a port other than 25)"
                if self.dns.mx_port != 25 else "")
         )
@@ -160,7 +170,7 @@ class Settings:
 
 _TOP_KEYS = {
     "hostname", "node", "directory", "policies", "database", "spool", "credentials",
-    "listeners", "routes", "dkim", "tls", "queue", "limits", "log_level", "dns", "attachments", "workers",
+    "listeners", "routes", "dkim", "tls", "queue", "limits", "log_level", "dns", "attachments", "audit", "workers",
 }
 
 
@@ -207,13 +217,14 @@ def load(path: str) -> Settings:
     limits = _limits(c, data)
     dns = _dns(c, data, rel)
     attachments = _attachments(c, data, rel)
+    audit = _audit(c, data)
     workers = _workers(c, data, listeners)
     c.raise_if_errors()
     return Settings(
         file=os.path.abspath(path), hostname=hostname, node=node, directory=directory, policies=policies,
         database=database, spool=spool, credentials=credentials, listeners=tuple(listeners), routes=routes,
         dkim=tuple(dkim), tls=tls, queue=queue, limits=limits, log_level=log_level,
-        dns=dns, attachments=attachments, workers=workers,
+        dns=dns, attachments=attachments, audit=audit, workers=workers,
     )
 
 
@@ -475,6 +486,21 @@ def _trust_store_problem(path: str) -> str | None:
     if not roots:
         return f"trust store {path} holds no certificate"
     return None
+
+
+def _audit(c: Checker, data: YMap) -> AuditSettings:
+    if "audit" not in data:
+        return AuditSettings()
+    m = c.mapping(data["audit"], data, "audit", "'audit'")
+    if m is None:
+        return AuditSettings()
+    c.keys(m, ("timeout", "retry"), what="audit")
+    values = {key: _duration(c, m, key) for key in ("timeout", "retry") if key in m}
+    out = AuditSettings(**{k: v for k, v in values.items() if v})
+    for key in ("timeout", "retry"):
+        if key in m and values.get(key) == 0:
+            c.error(m, key, f"audit {key} must be above 0")
+    return out
 
 
 def _queue(c: Checker, data: YMap) -> QueueSettings:

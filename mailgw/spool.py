@@ -84,10 +84,10 @@ class Spool:
                 f.flush()
                 os.fsync(f.fileno())
         except BaseException:
-            _unlink(tmp)
+            unlink_if_present(tmp)
             raise
         os.rename(tmp, final)
-        _fsync_dir(os.path.join(self.path, where))
+        fsync_dir(os.path.join(self.path, where))
 
     def save_state(self, msg_id: str, state: dict[str, Any]) -> None:
         """Replace the delivery state of a message (atomic rename, fsync-ed)."""
@@ -99,15 +99,15 @@ class Spool:
             f.flush()
             os.fsync(f.fileno())
         os.rename(tmp, final)
-        _fsync_dir(os.path.dirname(final))
+        fsync_dir(os.path.dirname(final))
 
     def remove(self, msg_id: str) -> None:
         """Forget a message whose every recipient is settled."""
         _check_id(msg_id)
         for where in (QUEUED, HELD):
-            _unlink(os.path.join(self.path, where, msg_id))
-        _fsync_dir(os.path.join(self.path, QUEUED))
-        _unlink(os.path.join(self.path, "state", msg_id + ".json"))
+            unlink_if_present(os.path.join(self.path, where, msg_id))
+        fsync_dir(os.path.join(self.path, QUEUED))
+        unlink_if_present(os.path.join(self.path, "state", msg_id + ".json"))
 
     # --- reading ---------------------------------------------------------
 
@@ -224,11 +224,11 @@ class Spool:
         message removed just before the crash.
         """
         for name in os.listdir(os.path.join(self.path, "tmp")):
-            _unlink(os.path.join(self.path, "tmp", name))
+            unlink_if_present(os.path.join(self.path, "tmp", name))
         present = set(self.ids(QUEUED)) | set(self.ids(HELD))
         for name in os.listdir(os.path.join(self.path, "state")):
             if name.removesuffix(".json").removesuffix(".json.tmp") not in present:
-                _unlink(os.path.join(self.path, "state", name))
+                unlink_if_present(os.path.join(self.path, "state", name))
         return len(present)
 
     def free_bytes(self) -> int:
@@ -240,7 +240,7 @@ class Spool:
             os.rename(os.path.join(self.path, src, msg_id), os.path.join(self.path, dst, msg_id))
         except FileNotFoundError:
             return False
-        _fsync_dir(os.path.join(self.path, dst))
+        fsync_dir(os.path.join(self.path, dst))
         return True
 
 
@@ -250,7 +250,8 @@ def _check_id(msg_id: str) -> None:
         raise ValueError(f"not a message id: {msg_id!r}")
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
+    """Make a rename or unlink in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -258,7 +259,7 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _unlink(path: str) -> None:
+def unlink_if_present(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:

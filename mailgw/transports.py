@@ -203,8 +203,13 @@ async def _transaction(
     None when a ``reused`` session fails at MAIL FROM: it was closed while it
     waited in the cache, nothing was accepted, and a new session should try.
     """
+    utf8 = _needs_smtputf8(mail_from, rcpts, data)
+    if utf8 and not client.supports_extension("smtputf8"):
+        # RFC 6531 3.2: without the extension the message cannot be relayed as it is.
+        failed = permanent(f"{remote} does not support SMTPUTF8, which this message needs (5.6.7)", remote)
+        return {r: failed for r in rcpts}, True  # nothing was sent: the session is as clean as it was
     try:
-        await client.mail(mail_from, options=_mail_options(client, data))
+        await client.mail(mail_from, options=_mail_options(client, data) + (["SMTPUTF8"] if utf8 else []))
     except aiosmtplib.SMTPResponseException as e:
         if reused:
             return None
@@ -286,7 +291,7 @@ class ConnectionCache:
             return
         try:
             await client.quit()
-        except (_ClientException, OSError, asyncio.TimeoutError):
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
             client.close()
 
     def _expire(self) -> None:
@@ -305,7 +310,7 @@ class ConnectionCache:
         async def quit() -> None:
             try:
                 await asyncio.wait_for(client.quit(), 5)
-            except (_ClientException, OSError, asyncio.TimeoutError):
+            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
                 client.close()
 
         task = asyncio.get_running_loop().create_task(quit())
@@ -335,6 +340,13 @@ def connection_cache() -> ConnectionCache:
     if cache is None:
         cache = _caches[loop] = ConnectionCache()
     return cache
+
+
+def _needs_smtputf8(mail_from: str, rcpts: Sequence[str], data: bytes) -> bool:
+    """Whether an address or the header section is UTF-8 (RFC 6531, RFC 6532)."""
+    end = data.find(b"\r\n\r\n")
+    head = data[: end if end >= 0 else len(data)]
+    return not mail_from.isascii() or any(not r.isascii() for r in rcpts) or not head.isascii()
 
 
 def _mail_options(client: aiosmtplib.SMTP, data: bytes) -> list[str]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import aiosmtplib
 import ssl
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 import trustme
@@ -73,6 +74,23 @@ def write_config(tmp_path: Path, sink_port: int, ca: trustme.CA, password_hash: 
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(settings, allow_unicode=True))
     return path
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def audit_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty exchange log: a SQLite file, or a fresh schema on the PostgreSQL at 127.0.0.1:5432."""
+    from mailgw.audit.testing import REQUIRE_PG, pg_schema_url
+
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/audit.db"
+        return
+    with pg_schema_url() as pg:
+        if pg is None:
+            msg = "PostgreSQL not reachable at 127.0.0.1:5432 (database test, user postgres or root, trust auth)"
+            if os.environ.get(REQUIRE_PG) == "1":
+                pytest.fail(msg + f" and {REQUIRE_PG}=1")
+            pytest.skip(msg)
+        yield pg
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ class Received:
     mail_from: str
     rcpts: list[str]
     data: bytes
+    mail_options: list[str] = dataclasses.field(default_factory=list)
 
 
 class Sink:
@@ -27,11 +28,12 @@ class Sink:
         self.server: asyncio.base_events.Server | None = None
         self.port = port
         self.arrived = asyncio.Event()
+        self.smtputf8 = True  # offer SMTPUTF8 (set before start)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
-            lambda: SMTP(self, hostname="sink.test", enable_SMTPUTF8=True, decode_data=False), self.host, self.port
+            lambda: SMTP(self, hostname="sink.test", enable_SMTPUTF8=self.smtputf8, decode_data=False), self.host, self.port
         )
         self.port = self.server.sockets[0].getsockname()[1]
 
@@ -52,7 +54,8 @@ class Sink:
         if reply:
             return reply
         mail_from = "" if envelope.mail_from == "<>" else envelope.mail_from
-        self.messages.append(Received(mail_from, list(envelope.rcpt_tos), envelope.original_content))
+        self.messages.append(Received(mail_from, list(envelope.rcpt_tos), envelope.original_content,
+                                      list(envelope.mail_options)))
         self.arrived.set()
         return "250 2.0.0 OK sink"
 

@@ -7,7 +7,6 @@ import inspect
 import io
 import json
 import multiprocessing
-import os
 
 import pytest
 from sqlalchemy import delete, func, select, update
@@ -17,22 +16,14 @@ from mailgw.audit import commands
 from mailgw.audit.log import AuditLog, DeliveryEvent
 from mailgw.audit.query import Filters, search as query_search
 from mailgw.audit.schema import Access, Checkpoint, Delivery, Exchange, Head, Recipient
-from mailgw.audit.testing import REQUIRE_PG, pg_schema_url, sample_record
+from mailgw.audit.testing import sample_record
 from mailgw.audit.verify import verify
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path):  # type: ignore[no-untyped-def]
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/audit.db"
-        return
-    with pg_schema_url() as pg:
-        if pg is None:
-            msg = "PostgreSQL not reachable at 127.0.0.1:5432 (database test, user postgres or root, trust auth)"
-            if os.environ.get(REQUIRE_PG) == "1":
-                pytest.fail(msg + f" and {REQUIRE_PG}=1")
-            pytest.skip(msg)
-        yield pg
+@pytest.fixture
+def url(audit_url: str) -> str:
+    """The exchange log under test: SQLite, then PostgreSQL (tests/conftest.py audit_url)."""
+    return audit_url
 
 
 @pytest.fixture

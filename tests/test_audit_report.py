@@ -5,28 +5,19 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import os
 import re
 
 import pytest
 
 from mailgw.audit import commands, report
 from mailgw.audit.log import AuditLog
-from mailgw.audit.testing import REQUIRE_PG, pg_schema_url, sample_record
+from mailgw.audit.testing import sample_record
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path):  # type: ignore[no-untyped-def]
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/audit.db"
-        return
-    with pg_schema_url() as pg:
-        if pg is None:
-            msg = "PostgreSQL not reachable at 127.0.0.1:5432 (database test, user postgres or root, trust auth)"
-            if os.environ.get(REQUIRE_PG) == "1":
-                pytest.fail(msg + f" and {REQUIRE_PG}=1")
-            pytest.skip(msg)
-        yield pg
+@pytest.fixture
+def url(audit_url: str) -> str:
+    """The exchange log under test: SQLite, then PostgreSQL (tests/conftest.py audit_url)."""
+    return audit_url
 
 
 def rc(address: str, agency: str | None, unit: str | None, official: bool, local: bool) -> dict:  # type: ignore[type-arg]

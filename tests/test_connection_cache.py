@@ -27,6 +27,13 @@ class CountingSink(Sink):
                 sink.quits += 1
                 await super().smtp_QUIT(arg)
 
+            async def smtp_RCPT(self, arg: str) -> None:
+                if "drop" in arg:  # the next hop goes away in the middle of a transaction
+                    await self.push("421 4.3.2 going away")
+                    self.transport.close()
+                    return
+                await super().smtp_RCPT(arg)
+
         def factory() -> SMTP:
             session = Session(self, hostname="sink.test", enable_SMTPUTF8=True, decode_data=False)
             self.sessions.append(session)
@@ -107,6 +114,29 @@ async def test_a_session_whose_transaction_did_not_end_is_not_reused(make_gatewa
         assert len(sink.sessions) == 1 and sink.quits == 1
         await _relay(gw, 1, "g")
         assert len(sink.sessions) == 2 and [m.rcpts for m in sink.messages] == [["g0@hanoi.gov.vn"]]
+    finally:
+        await gw.drain()
+        await sink.stop()
+
+
+async def test_a_session_the_next_hop_dropped_mid_transaction_is_closed_not_kept(make_gateway):
+    sink = CountingSink()
+    await sink.start()
+    try:
+        gw = await make_gateway(
+            routes={"local": f"smtp://127.0.0.1:{sink.port}", "remote": f"smtp://127.0.0.1:{sink.port}"},
+            queue={"retry_min": "60s", "retry_max": "60s"},
+        )
+        events: list[dict] = []
+        gw.deliverer.on_event = events.append
+        await send(gw, "relay", message(), "vanthu.sotttt@binhthuan.gov.vn", ["drop@hanoi.gov.vn"])
+        for _ in range(100):
+            if events:
+                break
+            await asyncio.sleep(0.02)
+        assert [e["status"] for e in events] == ["deferred"] and "421" in events[0]["reply"], events
+        await _relay(gw, 1, "h")  # a new session: the dropped one was not kept
+        assert len(sink.sessions) == 2 and [m.rcpts for m in sink.messages] == [["h0@hanoi.gov.vn"]]
     finally:
         await gw.drain()
         await sink.stop()

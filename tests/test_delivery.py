@@ -138,3 +138,34 @@ async def test_maildir_route_delivers_one_file_per_recipient(make_gateway, sink,
     data = local[0].read_bytes()
     assert data.startswith(b"Received: from ") and b"\r\n" not in data  # local line endings in Maildir
     assert not sink.messages and gw.spool.ids() == []
+
+
+def _utf8_message(to: str) -> bytes:
+    return (f"From: Văn thư <{SENDER}>\r\nTo: {to}\r\nSubject: Trao đổi công việc\r\n"
+            "Message-ID: <utf8@test>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            "Content-Transfer-Encoding: 8bit\r\n\r\nXin chào.\r\n").encode("utf-8")
+
+
+async def test_utf8_headers_travel_with_smtputf8(gateway, sink):
+    await send(gateway, "relay", _utf8_message("ban@example.com"), SENDER, ["ban@example.com"], mail_options=["SMTPUTF8"])
+    await sink.wait_for(lambda: sink.to("ban@example.com"))
+    got = sink.to("ban@example.com")[0]
+    assert "SMTPUTF8" in got.mail_options and "Subject: Trao đổi công việc".encode() in got.data
+
+
+async def test_a_next_hop_without_smtputf8_gets_nothing_and_the_sender_one_dsn(make_gateway, sink):
+    from tests.sink import Sink
+
+    plain = Sink()
+    plain.smtputf8 = False
+    await plain.start()
+    try:
+        gw = await make_gateway(routes={"local": f"smtp://127.0.0.1:{sink.port}", "remote": f"smtp://127.0.0.1:{plain.port}"})
+        await send(gw, "relay", _utf8_message("ban@example.com"), SENDER, ["ban@example.com"], mail_options=["SMTPUTF8"])
+        await sink.wait_for(lambda: sink.to(SENDER))
+        await gw.deliverer.run_until_empty()
+        assert plain.messages == []
+        (dsn,) = sink.to(SENDER)
+        assert dsn.mail_from == "" and b"Status: 5.6.7" in dsn.data
+    finally:
+        await plain.stop()

@@ -40,7 +40,7 @@ async def _start(path: Path, port: int) -> subprocess.Popen:
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=log,
     )
     log.close()  # the child has its own copy
-    for _ in range(200):
+    for _ in range(400):  # 20 s: a loaded machine starts slowly
         try:
             _, w = await asyncio.open_connection("127.0.0.1", port)
             w.close()

@@ -36,7 +36,8 @@ CSV_COLUMNS = (
 )
 
 
-def search(url: str, filters: Mapping[str, Any], json: bool, out: TextIO, err: TextIO = sys.stderr) -> int:
+def search(url: str, filters: Mapping[str, Any], json: bool, out: TextIO, err: TextIO = sys.stderr,
+           auditor: str | None = None) -> int:
     """`mailgw audit search`: matching exchanges, newest first, one per line (JSON objects with ``json``)."""
     try:
         f = Filters.parse(filters, default_limit=query.DEFAULT_LIMIT)
@@ -45,7 +46,7 @@ def search(url: str, filters: Mapping[str, Any], json: bool, out: TextIO, err: T
         return 2
     engine = open_engine(url)
     try:
-        log_access(engine, "audit search", f.as_args())
+        log_access(engine, "audit search", _who(f.as_args(), auditor))
         with engine.connect() as conn:
             rows = query.search(conn, f)
         for x in rows:
@@ -61,11 +62,11 @@ def search(url: str, filters: Mapping[str, Any], json: bool, out: TextIO, err: T
         engine.dispose()
 
 
-def show(url: str, id: str, json: bool, out: TextIO, err: TextIO = sys.stderr) -> int:
+def show(url: str, id: str, json: bool, out: TextIO, err: TextIO = sys.stderr, auditor: str | None = None) -> int:
     """`mailgw audit show ID`: one exchange's whole decision record and its delivery history."""
     engine = open_engine(url)
     try:
-        log_access(engine, "audit show", {"id": id})
+        log_access(engine, "audit show", _who({"id": id}, auditor))
         with engine.connect() as conn:
             x = conn.execute(select(Exchange).where(Exchange.id == id)).first()
             if x is None:
@@ -82,7 +83,7 @@ def show(url: str, id: str, json: bool, out: TextIO, err: TextIO = sys.stderr) -
 
 
 def export(url: str, fmt: str, filters: Mapping[str, Any], out_path: str, progress: bool,
-           err: TextIO = sys.stderr) -> int:
+           err: TextIO = sys.stderr, auditor: str | None = None) -> int:
     """`mailgw audit export`: every matching exchange to CSV or JSON Lines, streamed, file replaced at the end."""
     if fmt not in ("csv", "jsonl"):
         print(f"mailgw audit export: --format must be csv or jsonl, not {fmt!r}", file=err)
@@ -94,7 +95,8 @@ def export(url: str, fmt: str, filters: Mapping[str, Any], out_path: str, progre
         return 2
     engine = open_engine(url)
     try:
-        log_access(engine, "audit export", {**f.as_args(), "format": fmt, "out": os.path.abspath(out_path)})
+        log_access(engine, "audit export",
+                   _who({**f.as_args(), "format": fmt, "out": os.path.abspath(out_path)}, auditor))
         with engine.connect() as conn:
             total = conn.execute(select(func.count()).select_from(
                 query.statement(f, Exchange.id).order_by(None).subquery())).scalar_one()
@@ -110,11 +112,11 @@ def export(url: str, fmt: str, filters: Mapping[str, Any], out_path: str, progre
         engine.dispose()
 
 
-def verify(url: str, out: TextIO) -> int:
+def verify(url: str, out: TextIO, auditor: str | None = None) -> int:
     """`mailgw audit verify`: recompute every chain; exit 1 naming the first bad record of each broken one."""
     engine = open_engine(url)
     try:
-        log_access(engine, "audit verify", {})
+        log_access(engine, "audit verify", _who({}, auditor))
         problems, heads = verify_engine(engine)
         for h in heads:
             out.write(f"ok: chain {h.chain}: head seq {h.seq} hash {h.hash}\n")
@@ -129,7 +131,7 @@ def verify(url: str, out: TextIO) -> int:
         engine.dispose()
 
 
-def prune(url: str, before_date: str, out: TextIO) -> int:
+def prune(url: str, before_date: str, out: TextIO, auditor: str | None = None) -> int:
     """`mailgw audit prune`: remove records older than ``before_date`` while keeping the chains verifiable."""
     try:
         before = query.parse_when(before_date, end=False)
@@ -138,7 +140,7 @@ def prune(url: str, before_date: str, out: TextIO) -> int:
         return 2
     engine = open_engine(url)
     try:
-        log_access(engine, "audit prune", {"before": before.isoformat()})
+        log_access(engine, "audit prune", _who({"before": before.isoformat()}, auditor))
         problems, done = prune_log(engine, before)
         if problems:
             for p in problems:
@@ -154,7 +156,7 @@ def prune(url: str, before_date: str, out: TextIO) -> int:
         engine.dispose()
 
 
-def report(url: str, period: str, out_path: str, err: TextIO = sys.stderr) -> int:
+def report(url: str, period: str, out_path: str, err: TextIO = sys.stderr, auditor: str | None = None) -> int:
     """`mailgw report --period YYYY-MM --out FILE.html`: the monthly compliance report."""
     from mailgw.audit import report as reports  # matplotlib is heavy; only this command needs it
 
@@ -165,7 +167,7 @@ def report(url: str, period: str, out_path: str, err: TextIO = sys.stderr) -> in
         return 2
     engine = open_engine(url)
     try:
-        log_access(engine, "report", {"period": period, "out": os.path.abspath(out_path)})
+        log_access(engine, "report", _who({"period": period, "out": os.path.abspath(out_path)}, auditor))
         data = reports.compute(engine, period)
         html = reports.render(data)
         _replace(out_path, lambda fh: fh.write(html))
@@ -173,6 +175,11 @@ def report(url: str, period: str, out_path: str, err: TextIO = sys.stderr) -> in
         return 0
     finally:
         engine.dispose()
+
+
+def _who(args: dict[str, Any], auditor: str | None) -> dict[str, Any]:
+    # The name an auditor gives is their word, kept beside the OS user the access log records anyway.
+    return {**args, "auditor": " ".join(auditor.split())[:200]} if auditor and auditor.strip() else args
 
 
 def _replace(path: str, write: Any) -> None:

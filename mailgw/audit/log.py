@@ -206,6 +206,13 @@ class AuditLog:
 
     def delivery(self, events: Sequence[DeliveryEvent | Mapping[str, Any]]) -> None:
         """Log delivery outcomes in one durable transaction; an event already logged is skipped."""
+        clean = self._clean_events(events)
+        if clean:
+            self._write(lambda conn: self._delivery_tx(conn, clean))
+
+    @staticmethod
+    def _clean_events(events: Sequence[DeliveryEvent | Mapping[str, Any]]
+                      ) -> dict[tuple[str, str, int, str], tuple[DeliveryEvent, dt.datetime]]:
         clean: dict[tuple[str, str, int, str], tuple[DeliveryEvent, dt.datetime]] = {}
         for e in events:
             ev = e if isinstance(e, DeliveryEvent) else DeliveryEvent(**e)
@@ -213,8 +220,25 @@ class AuditLog:
                 raise ValueError(f"delivery event for {ev.exchange_id}: unknown status {ev.status!r}")
             ev = dataclasses.replace(ev, recipient=ev.recipient.lower()[:320], attempt=int(ev.attempt))
             clean.setdefault((ev.exchange_id, ev.recipient, ev.attempt, ev.status), (ev, utc(ev.time)))
-        if clean:
-            self._write(lambda conn: self._delivery_tx(conn, clean))
+        return clean
+
+    def write(self, records: Sequence[Mapping[str, Any]],
+              events: Sequence[DeliveryEvent | Mapping[str, Any]]) -> None:
+        """``append`` and ``delivery`` in one durable transaction (one commit for a writer's whole batch)."""
+        prepared: dict[str, _Prepared] = {}
+        for r in records:
+            p = _prepare(r)
+            prepared.setdefault(p.id, p)
+        clean = self._clean_events(events)
+
+        def body(conn: Connection) -> None:
+            if prepared:
+                self._append_tx(conn, list(prepared.values()))
+            if clean:
+                self._delivery_tx(conn, clean)
+
+        if prepared or clean:
+            self._write(body)
 
     def close(self) -> None:
         self._engine.dispose()

@@ -127,7 +127,12 @@ def compute(engine: Engine, period: str, as_of: dt.datetime | None = None) -> di
     exceptions: dict[str, dict[str, Any]] = {}
     awaiting: list[dict[str, Any]] = []
 
+    dsns = 0
     for t, rec in _records(engine, start, end):
+        if rec.get("role") in ("dsn", "notice"):
+            # Made by the gateway itself (a bounce or a held-message notice to a sender), not an exchange of the agencies.
+            dsns += 1
+            continue
         total += 1
         decision = (rec.get("decision") or {})
         verdict = decision.get("decision") or UNKNOWN
@@ -208,7 +213,7 @@ def compute(engine: Engine, period: str, as_of: dt.datetime | None = None) -> di
     agencies = sorted(agency_dir, key=lambda a: (-agency_dir[a]["total"], a))
     return {
         "period": period, "start_utc": _z(start), "end_utc": _z(end), "as_of_utc": _z(as_of),
-        "total": total, "decisions": dict(decisions), "directions": dict(directions),
+        "total": total, "dsns": dsns, "decisions": dict(decisions), "directions": dict(directions),
         "categories": dict(categories.most_common()),
         "agencies": [{"agency": a, **{k: agency_dir[a][k] for k in ("inbound", "outbound", "internal", "total")},
                       "categories": dict(agency_cat[a].most_common())} for a in agencies],
@@ -403,7 +408,7 @@ def _draw(data: dict[str, Any]) -> dict[str, str]:
             ax.barh(names, vals, left=left, color=colour, label=_DIR_LABEL[d])
             left = [x + y for x, y in zip(left, vals)]
         ax.set_xlabel("Số trao đổi / Exchanges")
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)  # above: never over a bar
         charts["volume"] = _svg(fig)
     rows = [r for r in data["electronic"]["agencies"] if r["documents"]]
     if rows:
@@ -415,7 +420,7 @@ def _draw(data: dict[str, Any]) -> dict[str, str]:
         ax.axvline(BENCHMARK * 100, color="#111", linestyle="--", label="Chỉ tiêu 60 % / Benchmark 60 %")
         ax.set_xlim(0, 100)
         ax.set_xlabel("Tỷ lệ văn bản có chữ ký số (%) / Signed share (%)")
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)  # above: never over a bar
         charts["electronic"] = _svg(fig)
     cats = list(data["categories"].items())[:15]
     if cats:
@@ -448,6 +453,8 @@ def render(data: dict[str, Any]) -> str:
         *[[f"Quyết định / Decision: {_e(k)}", v] for k, v in sorted(data["decisions"].items())],
         *[[f"Hướng / Direction: {_DIR_LABEL.get(k, _e(k))}", v] for k, v in sorted(data["directions"].items())],
         ["Tỷ lệ văn bản điện tử / Electronic share", _pct(e_total["share"]) + _verdict(e_total["meets_benchmark"])],
+        ["Thư báo lỗi do cổng gửi (không tính ở trên) / DSNs sent by the gateway (not counted above)",
+         data.get("dsns", 0)],
         ["Thư cần trả lời / Awaiting a reply", resp["awaiting"]],
         ["Đã trả lời / Answered", resp["answered"]],
     ]))
@@ -466,9 +473,9 @@ def render(data: dict[str, Any]) -> str:
     add("<h3>Theo loại văn bản / By category</h3>")
     if "categories" in charts:
         add(f"<figure>{charts['categories']}</figure>")
-    cats = list(data["categories"])
-    add(_table(["Cơ quan / Agency", *[_e(c) for c in cats]],
-               [[_e(a["agency"]), *[a["categories"].get(c, 0) for c in cats]] for a in data["agencies"]]))
+    # One row per category, one column per agency: there are twenty categories, so this way it fits a page.
+    add(_table(["Loại / Category", *[_e(a["agency"]) for a in data["agencies"]]],
+               [[_e(c), *[a["categories"].get(c, 0) for a in data["agencies"]]] for c in data["categories"]]))
 
     add("<h2>3. Tỷ lệ văn bản điện tử (Chỉ thị 15) / Electronic share of official documents (Directive 15)</h2>")
     add(f'<p class="def">{_e(DEFINITIONS["electronic"])}</p>')

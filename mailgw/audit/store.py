@@ -33,6 +33,9 @@ def open_engine(url: str) -> Engine:
         kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
     else:
         kwargs["pool_pre_ping"] = True
+        if url.startswith("postgresql"):
+            # A server that does not answer must not hold a gateway's replies for minutes.
+            kwargs["connect_args"] = {"connect_timeout": 10}
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         _sqlite_setup(engine)

@@ -1,0 +1,275 @@
+"""`mailgw audit ...` and `mailgw report` on a known month of records, on SQLite and PostgreSQL.
+
+The data set below is small enough to count by hand; the expected numbers in
+the report test are those counts, worked out in the comments.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import os
+import pty
+import re
+import select as io_select
+import stat
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from mailgw import cli
+from mailgw.audit.log import AuditLog
+from mailgw.audit.schema import Access, Exchange
+from mailgw.audit.testing import sample_record
+from tests.conftest import REPO, write_config
+
+STTTT = {"address": "vanthu.sotttt@binhthuan.gov.vn", "agency": "sotttt", "unit": "vp", "official": True, "exception": False}
+SNV = {"address": "vanthu.snv@binhthuan.gov.vn", "agency": "snv", "unit": "vp", "official": True, "exception": False}
+
+
+def _party(address: str, agency: str | None, official: bool, local: bool) -> dict[str, Any]:
+    return {"address": address, "agency": agency, "unit": "vp" if agency else None, "official": official, "local": local}
+
+
+def _rec(xid: str, time: str, direction: str, sender: dict[str, Any], recipients: list[dict[str, Any]],
+         category: str = "general", doc_number: str | None = None, decision: str = "accept", rule: str = "default",
+         matched: list[str] | None = None, tags: list[str] | None = None, signed: bool = False,
+         message_id: str | None = None, in_reply_to: str | None = None) -> dict[str, Any]:
+    base = sample_record()
+    return sample_record(
+        id=xid, time=time, direction=direction, mail_from=sender["address"], sender=sender,
+        rcpts=[r["address"] for r in recipients], recipients=recipients,
+        listener="mx" if direction == "inbound" else "relay", role="mx" if direction == "inbound" else "relay",
+        header={**base["header"], "from": sender["address"], "to": ", ".join(r["address"] for r in recipients),
+                "subject": f"{category} {doc_number or ''}".strip(), "message_id": message_id or f"<{xid}@test>",
+                "in_reply_to": in_reply_to, "references": in_reply_to},
+        classification={**base["classification"], "category": category, "doc_number": doc_number,
+                        "doc_type": None, "evidence": []},
+        attachments=[{**base["attachments"][0], "signed": signed, "signer": "x" if signed else None}],
+        decision={"decision": decision, "rule": rule, "mode": "enforce", "matched": matched or [],
+                  "tags": tags or [], "reply": "250 2.0.0 OK" if decision == "accept" else "550 5.7.1 no"},
+    )
+
+
+CITIZEN = _party("dan@gmail.com", None, False, False)
+MONTH = [
+    # sotttt sends a signed invitation to the ministry: an official document, signed (1 of 2).
+    _rec("X01", "2025-03-03T02:00:00Z", "outbound", STTTT, [_party("vanthu@mic.gov.vn", None, True, False)],
+         "meeting_invitation", "07/GM-STTTT", signed=True),
+    # sotttt tries to send an official letter to a citizen: rejected.
+    _rec("X02", "2025-03-05T03:00:00Z", "outbound", STTTT, [CITIZEN], "official_letter", "15/STTTT-VP",
+         decision="reject", rule="official-to-unofficial", matched=["should-use-dms", "official-to-unofficial"],
+         tags=["channel:dms"]),
+    # A citizen writes to snv (awaiting a reply) ...
+    _rec("X03", "2025-03-10T01:00:00Z", "inbound", {**CITIZEN, "exception": False, "unit": None},
+         [_party("vanthu.snv@binhthuan.gov.vn", "snv", True, True)], message_id="<q1@gmail.com>"),
+    # ... and snv answers five hours later.
+    _rec("X04", "2025-03-10T06:00:00Z", "outbound", SNV, [CITIZEN], in_reply_to="<q1@gmail.com>"),
+    # snv sends an unsigned plan to stc inside the province: official document, not signed (2 of 2).
+    _rec("X05", "2025-03-20T02:00:00Z", "internal", SNV, [_party("vanthu.stc@binhthuan.gov.vn", "stc", True, True)],
+         "plan", "20/KH-SNV", matched=["should-use-dms", "unsigned-document"], tags=["channel:dms", "unsigned-document"]),
+    # A business sends a report to stc: awaiting a reply, never answered.
+    _rec("X06", "2025-03-25T04:00:00Z", "inbound", {**_party("info@congty.vn", None, False, False), "exception": False},
+         [_party("vanthu.stc@binhthuan.gov.vn", "stc", True, True)], "report", "3/BC-CT"),
+    # Deferred by our own error.
+    _rec("X07", "2025-03-28T05:00:00Z", "inbound", {**CITIZEN, "exception": False},
+         [_party("vanthu.snv@binhthuan.gov.vn", "snv", True, True)], decision="defer", rule="error"),
+    # 2025-04-01 01:30 in Vietnam: April, not March.
+    _rec("X08", "2025-03-31T18:30:00Z", "outbound", STTTT, [_party("vanthu@mic.gov.vn", None, True, False)],
+         "report", "9/BC-STTTT", signed=True),
+]
+
+
+@pytest.fixture
+def config(tmp_path: Path, ca: Any, password_hash: str, audit_url: str) -> Path:
+    log = AuditLog.open(audit_url, "gw1", checkpoint_every=3)
+    log.append(MONTH[:4])  # two transactions, as a gateway would commit them
+    log.append(MONTH[4:])
+    log.delivery([{"exchange_id": "X01", "recipient": "vanthu@mic.gov.vn", "time": "2025-03-03T02:00:05Z",
+                   "status": "sent", "reply": "250 2.0.0 ok", "attempt": 1}])
+    log.close()
+    return write_config(tmp_path, 2526, ca, password_hash, database=audit_url)
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    status = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def ids(out: str) -> list[str]:
+    return [json.loads(line)["id"] for line in out.splitlines()]
+
+
+@pytest.mark.parametrize("filters, expected", [
+    (["--decision", "reject"], ["X02"]),
+    (["--sender", "VanThu.SoTTTT@BinhThuan.gov.vn"], ["X08", "X02", "X01"]),
+    (["--recipient", "VANTHU.SNV@binhthuan.gov.vn"], ["X07", "X03"]),
+    (["--agency", "snv"], ["X07", "X05", "X04", "X03"]),
+    (["--category", "plan"], ["X05"]),
+    (["--rule", "should-use-dms"], ["X05", "X02"]),  # a tag-only rule that matched counts too
+    (["--rule", "official-to-unofficial"], ["X02"]),
+    (["--doc-number", "07 / gm-STTTT"], ["X01"]),
+    (["--since", "2025-03-10", "--until", "2025-03-20"], ["X05", "X04", "X03"]),  # whole days, Vietnam time
+    (["--until", "2025-03-31", "--decision", "accept"], ["X06", "X05", "X04", "X03", "X01"]),
+    (["--since", "2025-03-10T01:00:00Z", "--until", "2025-03-10T06:00:00Z"], ["X03"]),  # until is exclusive
+    (["--agency", "snv", "--decision", "accept", "--limit", "1"], ["X05"]),
+    (["--since", "7d"], []),
+    (["--limit", "2"], ["X08", "X07"]),
+])
+def test_search_filters(config: Path, capsys: Any, filters: list[str], expected: list[str]) -> None:
+    status, out, err = run(capsys, "audit", "search", "--json", "--config", str(config), *filters)
+    assert status == 0, err
+    assert ids(out) == expected
+
+
+def test_search_text_show_and_usage_errors(config: Path, capsys: Any) -> None:
+    status, out, err = run(capsys, "audit", "search", "--category", "plan", "--config", str(config))
+    assert status == 0 and "X05" in out and "20/KH-SNV" in out and "1 exchange(s)" in err
+    status, out, _ = run(capsys, "audit", "show", "X01", "--config", str(config))
+    assert status == 0
+    assert "Decision:             accept by rule default" in out and "vanthu@mic.gov.vn  sent  attempt 1" in out
+    status, out, _ = run(capsys, "audit", "show", "X01", "--json", "--config", str(config))
+    rec = json.loads(out)
+    assert rec["classification"]["doc_number"] == "07/GM-STTTT" and rec["deliveries"][0]["status"] == "sent"
+    assert rec["audit"]["node"] == "gw1" and len(rec["audit"]["hash"]) == 64
+    status, _, err = run(capsys, "audit", "show", "NOPE", "--config", str(config))
+    assert status == 1 and "NOPE" in err
+    status, _, err = run(capsys, "audit", "search", "--since", "yesterday", "--config", str(config))
+    assert status == 2 and "yesterday" in err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["audit", "search", "--limit", "many", "--config", str(config)])
+    assert e.value.code == 2
+    status, _, err = run(capsys, "report", "--period", "2025-13", "--out", "x.html", "--config", str(config))
+    assert status == 2 and "YYYY-MM" in err
+
+
+def test_export_csv_and_jsonl(config: Path, capsys: Any, tmp_path: Path) -> None:
+    out_csv, out_jsonl = tmp_path / "snv.csv", tmp_path / "all.jsonl"
+    status, _, err = run(capsys, "audit", "export", "--format", "csv", "--agency", "snv", "--out", str(out_csv),
+                         "--config", str(config))
+    assert status == 0 and "4 exchange(s) written" in err
+    assert "%|" not in err  # no progress bar when nobody watches a terminal
+    rows = list(csv.DictReader(io.StringIO(out_csv.read_text(encoding="utf-8"))))
+    assert [r["id"] for r in rows] == ["X07", "X05", "X04", "X03"]
+    assert rows[1]["doc_number"] == "20/KH-SNV" and rows[1]["tags"] == "channel:dms;unsigned-document"
+    assert stat.S_IMODE(out_csv.stat().st_mode) == 0o600
+    status, _, _ = run(capsys, "audit", "export", "--format", "jsonl", "--out", str(out_jsonl), "--config", str(config))
+    assert status == 0
+    lines = [json.loads(line) for line in out_jsonl.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in lines] == [f"X0{i}" for i in range(8, 0, -1)]
+    assert lines[-1]["deliveries"][0]["recipient"] == "vanthu@mic.gov.vn"
+
+
+def test_export_shows_progress_on_a_terminal(config: Path, tmp_path: Path) -> None:
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a real terminal has a size
+    out = tmp_path / "x.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "mailgw", "audit", "export", "--format", "jsonl", "--out", str(out),
+                             "--config", str(config)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        ready, _, _ = io_select.select([master], [], [], 30)
+        if not ready:
+            break
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.wait(timeout=30) == 0
+    os.close(master)
+    assert b"100%" in seen and b"8/8" in seen, seen
+    assert len(out.read_text().splitlines()) == 8
+
+
+@pytest.mark.parametrize("tamper, record, kind", [
+    ("edit", "exchange X03", "altered"),
+    ("delete", "exchange X05", "deleted"),
+    ("reorder", "exchange X07", "reordered"),
+])
+def test_verify_names_the_first_bad_record(config: Path, capsys: Any, audit_url: str, tamper: str, record: str,
+                                           kind: str) -> None:
+    status, out, _ = run(capsys, "audit", "verify", "--config", str(config))
+    assert status == 0 and "ok: chain gw1: head seq 9" in out  # 8 exchanges and 1 delivery event
+    log = AuditLog.open(audit_url, "gw1")
+    with log.engine.begin() as conn:
+        if tamper == "edit":  # someone turns a citizen's letter into a partner's
+            text = conn.execute(select(Exchange.record).where(Exchange.id == "X03")).scalar_one()
+            conn.execute(update(Exchange).where(Exchange.id == "X03").values(record=text.replace("gmail.com", "mic.gov.vn")))
+        elif tamper == "delete":
+            conn.execute(Exchange.__table__.delete().where(Exchange.id == "X04"))
+        else:  # X06 and X07 swap places
+            conn.execute(update(Exchange).where(Exchange.id == "X06").values(seq=-1))
+            conn.execute(update(Exchange).where(Exchange.id == "X07").values(seq=6))
+            conn.execute(update(Exchange).where(Exchange.id == "X06").values(seq=7))
+    log.close()
+    status, out, _ = run(capsys, "audit", "verify", "--config", str(config))
+    assert status == 1
+    broken = [line for line in out.splitlines() if line.startswith("BROKEN:")]
+    assert len(broken) == 1 and "chain gw1" in broken[0] and f"({record}): {kind}" in broken[0], out
+
+
+def test_prune_keeps_verify_green(config: Path, capsys: Any) -> None:
+    status, out, _ = run(capsys, "audit", "prune", "--before", "2025-03-15", "--config", str(config))
+    assert status == 0 and "chain gw1: 4 record(s) removed" in out  # X01-X04; the X01 delivery is at seq 9
+    status, out, _ = run(capsys, "audit", "verify", "--config", str(config))
+    assert status == 0, out
+    status, out, _ = run(capsys, "audit", "search", "--json", "--config", str(config))
+    assert ids(out) == ["X08", "X07", "X06", "X05"]
+
+
+def test_auditor_access_is_logged(config: Path, capsys: Any, audit_url: str, tmp_path: Path) -> None:
+    run(capsys, "audit", "search", "--agency", "snv", "--auditor", "Nguyễn Văn An (Thanh tra tỉnh)", "--config", str(config))
+    run(capsys, "audit", "export", "--format", "csv", "--out", str(tmp_path / "e.csv"), "--config", str(config))
+    log = AuditLog.open(audit_url, "gw1")
+    with log.engine.connect() as conn:
+        rows = conn.execute(select(Access).order_by(Access.seq)).all()
+    log.close()
+    assert [r.command for r in rows] == ["audit search", "audit export"]
+    search_args = json.loads(rows[0].args)
+    assert search_args["agency"] == "snv" and search_args["auditor"] == "Nguyễn Văn An (Thanh tra tỉnh)"
+    assert "auditor" not in json.loads(rows[1].args) and json.loads(rows[1].args)["format"] == "csv"
+    import pwd
+    assert rows[0].os_user.startswith(pwd.getpwuid(os.geteuid()).pw_name)
+
+
+def test_report_numbers_for_the_month(config: Path, capsys: Any, tmp_path: Path) -> None:
+    out = tmp_path / "report-2025-03.html"
+    status, _, err = run(capsys, "report", "--period", "2025-03", "--out", str(out), "--config", str(config))
+    assert status == 0, err
+    page = out.read_text(encoding="utf-8")
+    data = json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S)
+                      .group(1).replace("<\\/", "</"))
+    assert data["total"] == 7  # X01..X07; X08 is April in Vietnam time
+    assert data["decisions"] == {"accept": 5, "reject": 1, "defer": 1}
+    assert data["directions"] == {"outbound": 3, "inbound": 3, "internal": 1}
+    # Official documents sent: X01 (signed) and X05 (unsigned); X02 was rejected, X04 is general.
+    e = data["electronic"]
+    assert (e["total"]["documents"], e["total"]["signed"], e["total"]["share"]) == (2, 1, 0.5)
+    assert e["total"]["meets_benchmark"] is False
+    assert {r["agency"]: (r["documents"], r["signed"]) for r in e["agencies"]} == {"sotttt": (1, 1), "snv": (1, 0)}
+    rh = data["rule_hits"]
+    assert rh["rejections"] == {"official-to-unofficial": 1} and rh["deferrals"] == {"error": 1}
+    assert rh["tags"] == {"channel:dms": 2, "unsigned-document": 1, "secrecy-suspect": 0}
+    # Awaiting a reply: X03 (citizen) answered by X04 after 5 h; X06 (business) never answered.
+    resp = data["response"]
+    assert (resp["awaiting"], resp["answered"], resp["unanswered_total"]) == (2, 1, 1)
+    assert {r["group"]: (r["awaiting"], r["answered"], r["median_h"]) for r in resp["classes"]} == {
+        "citizen": (1, 1, 5.0), "business": (1, 0, None)}
+    assert [u["id"] for u in resp["unanswered"]] == ["X06"]
+    assert data["chain_heads"]["gw1"]["seq"] == 9
+    assert "<svg" in page and 'src="http' not in page and "<link" not in page  # one self-contained file
+    assert "Tỷ lệ văn bản điện tử" in page and "Electronic share" in page
