@@ -394,3 +394,13 @@ async def test_a_quarantined_message_waits_until_an_admin_releases_it(gw, sink):
     assert sink.messages == [] and gw.spool.locate(held) == "hold"
     assert gw.spool.release(held)
     await sink.wait_for(lambda: sink.to(OTHER_CLERK))
+
+
+def test_a_real_neighbour_listed_as_partner_is_never_a_lookalike():
+    from mailgw.policy.lookalike import resembles
+
+    assert resembles("ninhthuan.gov.vn", ["binhthuan.gov.vn"]) is not None  # one letter apart
+    assert resembles("ninhthuan.gov.vn", ["binhthuan.gov.vn", "ninhthuan.gov.vn"]) is None  # a partner's own domain
+    assert resembles("mail.ninhthuan.gov.vn", ["binhthuan.gov.vn", "ninhthuan.gov.vn"]) is None
+    assert resembles("hanoi.gov.vn", ["hanam.gov.vn"]) is None  # short names: two letters is not a resemblance
+    assert resembles("danang.gov.vn", ["binhthuan.gov.vn"]) is None
