@@ -246,8 +246,9 @@ async def test_an_overlong_mime_header_is_refused_before_anything_parses_it(gate
 
     folded = ";\r\n ".join(";".join(['"a"'] * 20) for _ in range(1500))  # 30,000 parameters, lines under 100 octets
     raw = message(extra_headers="Content-Disposition: attachment;\r\n " + folded + "\r\n")
-    started = time.monotonic()
     with pytest.raises(aiosmtplib.SMTPDataError) as err:
         await send(gateway, "relay", raw, "vanthu.sotttt@binhthuan.gov.vn", [LOCAL])
+    # 5.6.0 comes from the parse stage; had the header reached the MIME parsers, the
+    # attachment stage would have judged the message ambiguous (5.7.1), seconds later.
     assert (err.value.code, err.value.message[:5]) == (550, "5.6.0")
-    assert time.monotonic() - started < 5  # the quadratic parse would take minutes
+    assert sink.messages == []

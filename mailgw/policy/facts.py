@@ -10,6 +10,7 @@ signature is aligned with its domain.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from mailgw.directory import canonical_address
@@ -80,6 +81,7 @@ def _party(directory: Any, address: str, protected: tuple[str, ...]) -> dict[str
     }
 
 
+@functools.lru_cache(maxsize=2)  # per loaded directory (compared by identity): not per message
 def _protected(directory: Any) -> tuple[str, ...]:
     """The domains a lookalike imitates: local and partner domains."""
     return tuple(sorted(set(directory.local_domains) | {d for p in directory.partners for d in p.domains}))

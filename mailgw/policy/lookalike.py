@@ -17,6 +17,7 @@ The protected domains and their subdomains are never lookalikes of anything.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from typing import Iterable
 
@@ -31,6 +32,7 @@ _CONFUSABLES = str.maketrans({
 })
 
 
+@functools.lru_cache(maxsize=4096)
 def skeleton(domain: str) -> str:
     """The domain in Unicode, lowercased, accents removed, confusables folded; 'rn' read as 'm'."""
     try:
@@ -69,10 +71,9 @@ def resembles(domain: str, protected: Iterable[str]) -> str | None:
         if len(p_flat) >= 6 and p_flat in d_flat:
             return f"{p} (inside a longer name)"
         limit = min(2, max(1, len(_label(p)) // 4))
-        if abs(len(d_skel) - len(p_skel)) <= limit and _distance(d_skel, p_skel, limit) <= limit:
-            return f"{p} (differs by {_distance(d_skel, p_skel, limit)} letter(s))"
-        if abs(len(domain) - len(p)) <= limit and _distance(domain, p, limit) <= limit:
-            return f"{p} (differs by {_distance(domain, p, limit)} letter(s))"
+        for a, b in ((d_skel, p_skel), (domain, p)):
+            if abs(len(a) - len(b)) <= limit and (d := _distance(a, b, limit)) <= limit:
+                return f"{p} (differs by {d} letter(s))"
     return None
 
 
