@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime
 import getpass
 import json
@@ -149,7 +148,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             gateway = Gateway(args.config)
             await gateway.serve_forever()
 
-    asyncio.run(run())
+    # libuv's event loop: under the Postfix bench it takes ~14 % less CPU per
+    # message than asyncio's own (README, Performance); the tests run on it too.
+    import uvloop
+
+    uvloop.run(run())
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 
@@ -12,6 +13,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 import trustme
+import uvloop
 import yaml
 
 from mailgw.app import Gateway
@@ -21,6 +23,10 @@ from tests.sink import Sink
 REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "mật-khẩu-thử-nghiệm"  # non-ASCII on purpose: AUTH carries UTF-8
 LOGIN = "vanthu.sotttt@binhthuan.gov.vn"
+
+# `mailgw serve` runs on uvloop (mailgw/cli.py): the gateways the tests start in
+# their own process run on it too, STARTTLS included.
+asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 @pytest.fixture(scope="session")

@@ -29,18 +29,28 @@ class Sink:
         self.port = port
         self.arrived = asyncio.Event()
         self.smtputf8 = True  # offer SMTPUTF8 (set before start)
+        self.sessions: list[SMTP] = []
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(
-            lambda: SMTP(self, hostname="sink.test", enable_SMTPUTF8=self.smtputf8, decode_data=False), self.host, self.port
-        )
+        def session() -> SMTP:
+            self.sessions.append(SMTP(self, hostname="sink.test", enable_SMTPUTF8=self.smtputf8, decode_data=False))
+            return self.sessions[-1]
+
+        self.server = await loop.create_server(session, self.host, self.port)
         self.port = self.server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         if self.server:
             self.server.close()
             await self.server.wait_closed()
+        # Sessions a gateway keeps open (its connection cache) end with the sink, so the
+        # test's event loop closes with nothing open (uvloop refuses to close otherwise).
+        for s in self.sessions:
+            if s.transport is not None and not s.transport.is_closing():
+                s.transport.close()
+        self.sessions.clear()
+        await asyncio.sleep(0)
 
     async def handle_RCPT(self, server, session, envelope, address, options):  # noqa: ANN001
         reply = self.rcpt_reply(address)
