@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import hashlib
 import os
 import re
@@ -164,6 +165,9 @@ class Delegation:
 # --- address normalisation ---------------------------------------------------
 
 
+# Both are pure functions of the string, asked about the same few addresses many
+# times per message (each directory lookup canonicalises its argument): remembered.
+@functools.lru_cache(maxsize=4096)
 def canonical_domain(domain: str) -> str | None:
     """``domain`` lowercased and in IDNA ASCII form, or None if it cannot be a domain."""
     if domain.isascii():
@@ -176,6 +180,7 @@ def canonical_domain(domain: str) -> str | None:
     return domain if _ASCII_DOMAIN.match(domain) else None
 
 
+@functools.lru_cache(maxsize=4096)
 def canonical_address(address: str) -> str | None:
     """``address`` in the directory's canonical form (see the module docstring), or None."""
     local, at, domain = address.strip().rpartition("@")

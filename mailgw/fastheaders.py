@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import email.policy
 import re
+from email import _encoded_words as _ew
 from email import _header_value_parser as parser
 from email import headerregistry, utils
 from email.headerregistry import Address
@@ -51,6 +52,7 @@ _MAILBOX = re.compile(
     re.VERBOSE,
 )
 _WSP = re.compile(r"[ \t]+")
+_SPACES = re.compile(r" {2,}")
 _WSP_SPLIT = re.compile(r"([ \t]+)").split
 _MSG_ID = re.compile(rf"<{_DOT_ATOM}@{_DOT_ATOM}>\Z")
 
@@ -117,7 +119,7 @@ def unstructured(value: str) -> str | None:
             return None
         if previous_ew:
             out[-1] = ""  # the white space between two encoded words
-        out.append(str(ew))
+        out.append(ew[0])
         previous_ew = True
     return "".join(out)
 
@@ -149,9 +151,12 @@ def _address_list(value: str) -> list[Address] | None:
             local, domain = m["local"], m["domain"]
             if m["ew"] is not None:
                 ew = _encoded_word(m["ew"])
-                if ew is None or ew.all_defects:
+                # Printable text (no control, no white space but " ") gets no
+                # defect from the parser, and its value is the text with each
+                # run of spaces made one.
+                if ew is None or ew[1] or not ew[0].isprintable():
                     return None
-                display = ew.value
+                display = _SPACES.sub(" ", ew[0])
             elif m["atoms"] is not None:
                 if "=?" in m["atoms"]:
                     return None  # the parser would try it as an encoded word
@@ -170,12 +175,24 @@ def _address_list(value: str) -> list[Address] | None:
     return out
 
 
-def _encoded_word(token: str) -> parser.EncodedWord | None:
-    """The parser's reading of ``token`` when it is exactly one valid encoded word, else None."""
+def _encoded_word(token: str) -> tuple[str, bool] | None:
+    """(decoded text, whether decoding noted a defect) when ``token`` is exactly one valid encoded word, else None.
+
+    The text is ``str()`` of what ``get_encoded_word`` makes of the token
+    (its pieces keep every character). The parser cuts the word at the first
+    "?=" after "=?"; when that is the token's end, as it nearly always is,
+    the word is ``_ew.decode``'s alone (25 times cheaper than building the
+    parser's tokens); otherwise the parser itself reads it.
+    """
     if not _EW_TOKEN.fullmatch(token):
         return None
     try:
-        ew, rest = parser.get_encoded_word(token)
+        if token.find("?=", 2) == len(token) - 2:
+            text, _charset, _lang, defects = _ew.decode(token)
+            return text, bool(defects)
+        ew, rest = parser.get_encoded_word(token)  # "=?utf-8?q?=C3=A0?=": see its hexdigits rule
+        if rest:
+            return None
+        return str(ew), bool(ew.all_defects)
     except Exception:  # noqa: BLE001 - whatever it is, the full parser deals with it
         return None
-    return ew if rest == "" else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import email.feedparser
 import email.headerregistry
@@ -31,7 +32,12 @@ class Envelope:
     received_at: float = dataclasses.field(default_factory=time.time)
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # dataclasses.asdict, written out: it deep-copies field by field (a tenth of a millisecond).
+        return {
+            "mail_from": self.mail_from, "rcpts": list(self.rcpts), "listener": self.listener, "role": self.role,
+            "client_ip": self.client_ip, "helo": self.helo, "tls": self.tls, "auth_user": self.auth_user,
+            "smtputf8": self.smtputf8, "received_at": self.received_at,
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Envelope:
@@ -55,9 +61,24 @@ class Decision:
     audit: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # audit-mode rules: what they would have done
 
     def to_json(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["headers"] = [list(h) for h in self.headers]
-        return d
+        # dataclasses.asdict, written out (fields in order, every container copied), headers as lists.
+        return {
+            "decision": self.decision, "rule": self.rule, "mode": self.mode, "matched": list(self.matched),
+            "tags": list(self.tags), "reply": self.reply, "headers": [list(h) for h in self.headers],
+            "archive": list(self.archive), "notify_sender": self.notify_sender, "redact": self.redact,
+            "audit": _copied(self.audit),
+        }
+
+
+def _copied(value: Any) -> Any:
+    """A copy of JSON-like data, containers copied all the way down (what asdict does to a non-dataclass value)."""
+    if isinstance(value, list):
+        return [_copied(v) for v in value]
+    if isinstance(value, dict):
+        return {_copied(k): _copied(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_copied(v) for v in value)
+    return copy.deepcopy(value)
 
 
 @dataclasses.dataclass
