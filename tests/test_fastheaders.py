@@ -196,3 +196,15 @@ def test_message_text_is_str_of_the_parsed_header():
         assert fast.text(name) == (str(value) if value is not None else None), name
     full.replace_header("Subject", "changed")
     assert full.text("Subject") == "changed"
+
+
+def test_a_short_value_is_parsed_once_for_all_messages_and_a_changed_one_again():
+    env = Envelope(mail_from="", rcpts=["a@hanoi.gov.vn"], listener="relay", role="relay", client_ip="127.0.0.1")
+    raw = b"From: a@b.vn\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nx\r\n"
+    one, two = Message("T1", env, raw), Message("T2", env, raw)
+    assert one.headers["Content-Type"] is two.parsed["Content-Type"]
+    assert one.headers.get_content_charset() == "utf-8"
+    one.headers.replace_header("Content-Type", "text/html; charset=koi8-r")
+    assert one.headers.get_content_type() == "text/html" and one.headers.get_content_charset() == "koi8-r"
+    assert two.headers.get_content_type() == "text/plain" and two.headers.get_content_charset() == "utf-8"
+    assert str(two.headers["Content-Type"]) == str(_full("Content-Type", "text/plain; charset=utf-8"))
