@@ -164,8 +164,9 @@ class ParsedOnce(email.message.EmailMessage):
     per message: a quarter of the pipeline's time. Header objects are immutable,
     and one is a function of the field name and the stored value alone, so it
     is kept by (name, value) and shared by every caller; a ``Message`` shares
-    one such cache between its two views and all its MIME parts. A header set,
-    replaced or deleted later has another value, parsed afresh.
+    one such cache between its two views and all its MIME parts, and short
+    values come from one cache for the whole process (``_common_header``).
+    A header set, replaced or deleted later has another value, parsed afresh.
     """
 
     _fetched: dict[tuple[str, str], Any]
