@@ -4,13 +4,19 @@ A recipient address is accepted only in its plain form: no ``%`` or ``!``
 routing (RFC 1123 "percent hack", UUCP bang paths), no quoted local part, no
 IP literal, no trailing dot. Those forms exist mostly to trick a relay into
 forwarding somewhere other than the domain it checked.
+
+Both checks are pure functions of the address (no DNS), and the same few
+hundred addresses come back all day: the answers are remembered (LRU).
 """
 
 from __future__ import annotations
 
+import functools
+
 import email_validator
 
 
+@functools.lru_cache(maxsize=4096)
 def recipient(address: str) -> str | None:
     """The normalised recipient address, or None when it is not a plain mailbox."""
     if not address or any(ch in address for ch in '%!"\\[]') or address.startswith("@"):
@@ -29,6 +35,7 @@ def recipient(address: str) -> str | None:
     return f"{valid.local_part}@{valid.domain.lower()}"
 
 
+@functools.lru_cache(maxsize=4096)
 def sender(address: str) -> str | None:
     """The normalised MAIL FROM address ("" for the null sender), or None when invalid."""
     if address in ("", "<>"):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import hashlib
 import os
 import re
@@ -164,6 +165,9 @@ class Delegation:
 # --- address normalisation ---------------------------------------------------
 
 
+# Both are pure functions of the string, asked about the same few addresses many
+# times per message (each directory lookup canonicalises its argument): remembered.
+@functools.lru_cache(maxsize=4096)
 def canonical_domain(domain: str) -> str | None:
     """``domain`` lowercased and in IDNA ASCII form, or None if it cannot be a domain."""
     if domain.isascii():
@@ -176,6 +180,7 @@ def canonical_domain(domain: str) -> str | None:
     return domain if _ASCII_DOMAIN.match(domain) else None
 
 
+@functools.lru_cache(maxsize=4096)
 def canonical_address(address: str) -> str | None:
     """``address`` in the directory's canonical form (see the module docstring), or None."""
     local, at, domain = address.strip().rpartition("@")
@@ -285,6 +290,8 @@ class Directory:
         self._suffixes = frozenset(official_suffixes)
         self._exceptions = {e.address: e for e in exceptions}
         self._delegations = {(d.login, d.address): d for d in delegations}
+        # What _domain_facts worked out, by canonical domain (the directory never changes: a reload makes a new one).
+        self._domain_facts: dict[str, tuple[str | None, Partner | None, bool]] = {}
 
     def __repr__(self) -> str:
         return f"<Directory {self.path} version {self.version}: {len(self.agencies)} agencies, {len(self.mailboxes)} mailboxes>"
@@ -307,11 +314,7 @@ class Directory:
         canonical = canonical_address(address)
         if canonical is None:
             return False
-        domain = canonical[canonical.rindex("@") + 1 :]
-        if self._local_root(domain) is not None or self._partner_for(domain) is not None:
-            return True
-        # Only a proper parent counts: the suffix itself ("gov.vn") is no agency's domain.
-        if any(parent in self._suffixes for parent in _ancestors(domain) if parent != domain):
+        if self._facts(canonical[canonical.rindex("@") + 1 :])[2]:
             return True
         return self._valid_exception(canonical, today) is not None
 
@@ -358,11 +361,28 @@ class Directory:
 
     def _local_root(self, domain: str) -> str | None:
         """The most specific local domain that ``domain`` is or lies under."""
-        return next((d for d in _ancestors(domain) if d in self._agencies_by_domain), None)
+        return self._facts(domain)[0]
 
     def _partner_for(self, domain: str) -> Partner | None:
-        # A partner's subdomains are its own: only its DNS admins can create them.
-        return next((self._partner_by_domain[d] for d in _ancestors(domain) if d in self._partner_by_domain), None)
+        return self._facts(domain)[1]
+
+    _DOMAIN_FACTS_LIMIT = 4096  # domains remembered; past that the memory starts again
+
+    def _facts(self, domain: str) -> tuple[str | None, Partner | None, bool]:
+        """(local root, partner, official by its domain alone) of a canonical domain, worked out once per domain."""
+        known = self._domain_facts.get(domain)
+        if known is None:
+            root = next((d for d in _ancestors(domain) if d in self._agencies_by_domain), None)
+            # A partner's subdomains are its own: only its DNS admins can create them.
+            partner = next((self._partner_by_domain[d] for d in _ancestors(domain) if d in self._partner_by_domain), None)
+            # Only a proper parent counts: the suffix itself ("gov.vn") is no agency's domain.
+            official = (root is not None or partner is not None
+                        or any(parent in self._suffixes for parent in _ancestors(domain) if parent != domain))
+            known = (root, partner, official)
+            if len(self._domain_facts) >= self._DOMAIN_FACTS_LIMIT:
+                self._domain_facts.clear()
+            self._domain_facts[domain] = known
+        return known
 
     def _valid_exception(self, canonical: str, today: datetime.date | None) -> TemporaryException | None:
         exception = self._exceptions.get(canonical)

@@ -84,8 +84,8 @@ def _headers(message: Message) -> dict[str, Any]:
     try:
         headers = message.headers
         for name in _HEADER_FIELDS:
-            value = headers.get(name)
-            out[name.replace("-", "_")] = str(value)[:998] if value is not None else None
+            value = headers.text(name)  # str(headers.get(name)), without a parse tree for the usual shapes
+            out[name.replace("-", "_")] = value[:998] if value is not None else None
     except Exception:  # a record is written even for a message whose headers do not parse
         pass
     return out

@@ -33,10 +33,38 @@ def parse_message(message: bytes) -> tuple[list[list[bytes]], bytes]:
     """
     end = message.find(b"\r\n\r\n")
     if end >= 0 and message.count(b"\n") == message.count(b"\r\n"):
-        headers, rest = _dkimpy.rfc822_parse(message[: end + 4])
+        headers, rest = _rfc822_parse(message[: end + 4])
         if rest == b"":  # the header section ended where we cut it
             return headers, message[end + 4:]
-    return _dkimpy.rfc822_parse(message)
+    return _rfc822_parse(message)
+
+
+_LINE_END = re.compile(b"\r?\n")
+_FIELD_NAME = re.compile(br"([\x21-\x7e]+?):")
+
+
+def _rfc822_parse(message: bytes) -> tuple[list[list[bytes]], bytes]:
+    """``dkim.rfc822_parse``, line for line, with its two regular expressions compiled once."""
+    headers: list[list[bytes]] = []
+    lines = _LINE_END.split(message)
+    i = 0
+    while i < len(lines):
+        if len(lines[i]) == 0:
+            # End of headers, return what we have plus the body, excluding the blank line.
+            i += 1
+            break
+        if lines[i][0] in (0x09, 0x20):
+            headers[-1][1] += lines[i] + b"\r\n"
+        else:
+            m = _FIELD_NAME.match(lines[i])
+            if m is not None:
+                headers.append([m.group(1), lines[i][m.end(0):] + b"\r\n"])
+            elif lines[i].startswith(b"From "):
+                pass
+            else:
+                raise MessageFormatError("Unexpected characters in RFC822 header: %s" % lines[i])
+        i += 1
+    return (headers, b"\r\n".join(lines[i:]))
 
 
 def canonical_body(body: bytes, policy: CanonicalizationPolicy) -> bytes:
@@ -79,15 +107,59 @@ def signed_header_data(
     what makes oversigning work). ``signature_header`` is the DKIM-Signature
     field itself, whose b= value is emptied here.
     """
-    selected = _dkimpy.select_headers(headers, include)
+    selected = select_headers(headers, include)
     name, value = signature_header
     emptied = _dkimpy.RE_BTAG.sub(b"\\1", value)
-    canonical = policy.canonicalize_headers(list(selected) + [(name, emptied)])
+    canonical = canonical_headers(selected + [(name, emptied)], policy)
     parts = [n + b":" + v for n, v in canonical[:-1]]
     last_name, last_value = canonical[-1]
     # The signature field itself is hashed without its trailing CRLF.
     parts.append(last_name + b":" + last_value.rstrip(b"\r\n"))
     return b"".join(parts)
+
+
+def select_headers(headers: Headers, include: Sequence[bytes]) -> list[Sequence[bytes]]:
+    """``dkim.select_headers``: for each name of ``include``, the next instance up from the bottom.
+
+    The same walk, comparing with the names lowercased once rather than at
+    every step (the signer's h= lists 28 names against every header field).
+    """
+    names = [h[0].lower() for h in headers]
+    selected = []
+    last: dict[bytes, int] = {}
+    for h in include:
+        assert h == h.lower()
+        i = last.get(h, len(headers))
+        while i > 0:
+            i -= 1
+            if h == names[i]:
+                selected.append(headers[i])
+                break
+        last[h] = i
+    return selected
+
+
+_WSP_RUN = re.compile(b"[\t ]+")
+
+
+def canonical_headers(headers: Headers, policy: CanonicalizationPolicy) -> list[tuple[bytes, bytes]]:
+    """``policy.canonicalize_headers(headers)``; relaxed written out with its expressions compiled once.
+
+    Relaxed (RFC 6376 3.4.2, dkimpy's ``Relaxed.canonicalize_headers``): the
+    name lowercased, the value unfolded, runs of white space made one space,
+    stripped, ended by CRLF.
+    """
+    if policy.header_algorithm is not _Relaxed:
+        return policy.canonicalize_headers(headers)  # type: ignore[no-any-return]
+    return [(x[0].lower().rstrip(), _relaxed_value(x[1])) for x in headers]
+
+
+def _relaxed_value(value: bytes) -> bytes:
+    # Unfolding removes every LF and the CR before one: what re.sub(b"\r?\n", b"", value) does.
+    value = value.replace(b"\r\n", b"").replace(b"\n", b"")
+    if b"\t" in value or b"  " in value:  # else squeezing white space changes nothing
+        value = _WSP_RUN.sub(b" ", value)
+    return value.strip() + b"\r\n"
 
 
 def split_header_list(h_value: bytes) -> list[bytes]:

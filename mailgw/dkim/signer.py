@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
 import time
 from typing import Sequence
@@ -26,6 +27,7 @@ SIGNED = OVERSIGNED + (
     b"resent-date", b"resent-from", b"resent-sender", b"resent-to", b"resent-cc", b"resent-message-id",
     b"list-id", b"list-help", b"list-unsubscribe", b"list-subscribe", b"list-post", b"list-owner", b"list-archive",
 )
+_SIGNED_ONLY = tuple(n for n in SIGNED if n not in OVERSIGNED)
 
 _WIDTH = 78
 
@@ -48,11 +50,11 @@ def sign(message: bytes, keys: Sequence[SigningKey], *, now: float | None = None
         headers, body = canon.parse_message(message)
     except canon.MessageFormatError as e:
         raise DkimSigningError(f"message header cannot be parsed: {e}") from e
-    names = [name.lower() for name, _ in headers]
-    if b"from" not in names:
+    present = collections.Counter(name.lower() for name, _ in headers)
+    if not present[b"from"]:
         raise DkimSigningError("message has no From header, which DKIM must sign")
-    include = [n for n in OVERSIGNED for _ in range(names.count(n) + 1)]
-    include += [n for n in SIGNED if n not in OVERSIGNED for _ in range(names.count(n))]
+    include = [n for n in OVERSIGNED for _ in range(present[n] + 1)]
+    include += [n for n in _SIGNED_ONLY for _ in range(present[n])]
     policy = canon.relaxed()
     bh, _ = canon.body_hash(body, policy)
     timestamp = int(time.time() if now is None else now)

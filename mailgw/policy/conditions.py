@@ -377,6 +377,14 @@ class Known:
 
 
 def _get(*path: str) -> Callable[[View], Any]:
+    if len(path) == 1:  # the common case, without the loop
+        key = path[0]
+
+        def get_one(view: View) -> Any:
+            return view.get(key) if isinstance(view, dict) else None
+
+        return get_one
+
     def get(view: View) -> Any:
         value: Any = view
         for p in path:

@@ -101,7 +101,20 @@ def placeholders(view: dict[str, Any]) -> dict[str, str]:
 
 
 def _render(text: str, values: dict[str, str]) -> str:
-    # Values come from the message: one line, no control or bidirectional-override characters.
-    safe = {k: " ".join("".join(ch for ch in v if unicodedata.category(ch) not in ("Cc", "Cf")).split())
-            for k, v in values.items()}
-    return text.format_map(safe)
+    if "{" not in text and "}" not in text:
+        return text  # no placeholder: what format_map would return
+    return text.format_map(_Safe(values))
+
+
+class _Safe:
+    """``values`` as a template sees them, each made safe when a placeholder asks for it.
+
+    Values come from the message: one line, no control or bidirectional-override characters.
+    """
+
+    def __init__(self, values: dict[str, str]):
+        self._values = values
+
+    def __getitem__(self, key: str) -> str:
+        v = self._values[key]
+        return " ".join("".join(ch for ch in v if unicodedata.category(ch) not in ("Cc", "Cf")).split())

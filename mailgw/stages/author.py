@@ -8,9 +8,12 @@ On the submission listener the login must be allowed to use that address.
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import email_validator
 
-from mailgw import replies
+from mailgw import fastheaders, replies
 from mailgw.model import Context, Message
 from mailgw.replies import Reject
 
@@ -24,10 +27,29 @@ def run(message: Message, ctx: Context) -> None:
 
 
 def _author(message: Message) -> str:
-    fields = message.headers.get_all("From") or []
-    if len(fields) != 1:
+    headers = message.headers
+    values = [v for k, v in headers.raw_items() if k.lower() == "from"]
+    if len(values) != 1:
+        headers.get_all("From")  # parsed all the same, as always: a value the parser chokes on fails as before
         raise Reject(replies.AMBIGUOUS_AUTHOR)
-    field = fields[0]
+    # The usual shapes (a bare address, Name <address>) read without the full
+    # parser; fastheaders takes only values the full parser reads the same
+    # way and without a defect, anything else goes through the checks below.
+    simple = fastheaders.addresses(values[0])
+    if simple is not None:
+        if len(simple) != 1:
+            raise Reject(replies.AMBIGUOUS_AUTHOR)
+        spec = simple[0].addr_spec
+    else:
+        spec = _parsed_author(headers.get_all("From")[0])
+    valid = _validated(spec)
+    if valid is None:
+        raise Reject(replies.AMBIGUOUS_AUTHOR)
+    return valid
+
+
+def _parsed_author(field: Any) -> str:
+    """The addr-spec of the only address of a From field parsed by the email package, else Reject."""
     try:
         addresses = field.addresses
         groups = field.groups
@@ -37,11 +59,21 @@ def _author(message: Message) -> str:
         raise Reject(replies.AMBIGUOUS_AUTHOR)
     if any(type(d).__name__ in _FATAL_DEFECTS for d in getattr(field, "defects", ())):
         raise Reject(replies.AMBIGUOUS_AUTHOR)
-    spec = addresses[0].addr_spec
+    spec: str = addresses[0].addr_spec
+    return spec
+
+
+@functools.lru_cache(maxsize=4096)
+def _validated(spec: str) -> str | None:
+    """The author address in the form the gateway uses, or None when it is not a valid address.
+
+    A pure function of the string (no DNS: deliverability is not checked), so
+    it is remembered: most mail comes from the same few hundred authors.
+    """
     try:
         valid = email_validator.validate_email(spec, check_deliverability=False, allow_smtputf8=True)
     except email_validator.EmailNotValidError:
-        raise Reject(replies.AMBIGUOUS_AUTHOR) from None
+        return None
     return f"{valid.local_part}@{valid.domain.lower()}"
 
 
