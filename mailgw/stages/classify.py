@@ -167,8 +167,11 @@ _REF_TAIL = re.compile(r"(?:[\s:(\[,]+|(?<!\w)(?:" + "|".join(_TYPE_WORDS) + r")
 _REF_END = re.compile(r"(?<!\w)(?:" + "|".join(_REFERENCE_WORDS) + r")$")
 
 _NOT_A_CUE = re.compile(r"\s+(?:them|duoc|ro|ve viec nay)(?!\w)")
-_TIME_PLACE = (re.compile(r"(?m)^\W{0,3}(?:thời gian|thoi gian)\s*:", re.IGNORECASE),
-               re.compile(r"(?m)^\W{0,3}(?:địa điểm|dia diem)\s*:", re.IGNORECASE))
+# "Thời gian:" and "Địa điểm:" opening a line, searched for in "\n" + text: a pattern
+# that starts with a line feed lets the regex engine jump from line to line, where
+# "(?m)^" would have it try the pattern at every character.
+_TIME_PLACE = (re.compile(r"\n\W{0,3}(?:thời gian|thoi gian)\s*:", re.IGNORECASE),
+               re.compile(r"\n\W{0,3}(?:địa điểm|dia diem)\s*:", re.IGNORECASE))
 
 _CATEGORY_HEADERS = ("X-GovVN-Category", "X-GovVN-Doc-Category")
 _TYPE_HEADERS = ("X-GovVN-Doc-Type", "X-GovVN-DocType")
@@ -447,7 +450,7 @@ def _read_body(text: str, state: _State) -> None:
     head = "\n".join(lines)[: state.limits.body_chars]
     if head:
         _scan(head, "body", (2, 0), state, unit="body", headings_only=True)
-        if all(r.search(head) for r in _TIME_PLACE):
+        if all(r.search("\n" + head) for r in _TIME_PLACE):
             state.cues.append(_Cue("meeting_invitation", _PHRASE, "body", (2, 0), False, False,
                                    0, "Thời gian: / Địa điểm:", "phrase", "GM"))
 

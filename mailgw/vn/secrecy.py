@@ -22,7 +22,9 @@ subject. ASCII "GIAI MAT" never lifts anything (folded evidence must not decide)
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import itertools
 import re
 
 from mailgw.vn import text as vtext
@@ -125,13 +127,22 @@ def _labels(line: str, key: str, folded: str) -> list[re.Match[str]]:
     return found
 
 
-def _lines(text: str) -> list[tuple[int, str]]:
-    out: list[tuple[int, str]] = []
-    pos = 0
-    for line in text.splitlines(keepends=True):
-        out.append((pos, line.rstrip("\r\n")))
-        pos += len(line)
-    return out
+def _lines_with(text: str, folded_text: str, needles: tuple[str, ...]) -> list[tuple[int, str]]:
+    """(offset, line) for each line of ``text`` (``splitlines``, endings dropped) whose part of ``folded_text`` holds one of ``needles``.
+
+    In order. Found from where the needles are rather than by testing every line: a
+    body's sixty lines cost more than the one or two that hold a marking. A needle
+    holds no line break, so each place it occurs lies inside one line.
+    """
+    parts = text.splitlines(keepends=True)
+    starts = list(itertools.accumulate(map(len, parts), initial=0))
+    found: set[int] = set()
+    for needle in needles:
+        at = folded_text.find(needle)
+        while at >= 0:
+            found.add(bisect.bisect_right(starts, at) - 1)
+            at = folded_text.find(needle, at + 1)
+    return [(starts[i], parts[i].rstrip("\r\n")) for i in sorted(found)]
 
 
 def _folded(text: str, folded: str | None) -> str:
@@ -152,9 +163,7 @@ def scan_secrecy(text: str, *, folded: str | None = None) -> list[Mark]:
     folded_text = _folded(text, folded)
     if "mat" not in folded_text:
         return marks  # every marking, label or stamp, folds to something with "mat"
-    for offset, line in _lines(text):
-        if "mat" not in folded_text[offset:offset + len(line)]:
-            continue
+    for offset, line in _lines_with(text, folded_text, ("mat",)):
         low = vtext.lower(line)
         key = vtext.tone_key(line)
         folded = vtext.fold(low)
@@ -238,10 +247,7 @@ def scan_urgency(text: str, *, corroborated: bool = False, folded: str | None = 
     folded_text = _folded(text, folded)
     if "khan" not in folded_text and "hoa toc" not in folded_text:
         return marks  # every marking, label or stamp, folds to something with one of these
-    for offset, line in _lines(text):
-        folded_line = folded_text[offset:offset + len(line)]
-        if "khan" not in folded_line and "hoa toc" not in folded_line:
-            continue
+    for offset, line in _lines_with(text, folded_text, ("khan", "hoa toc")):
         low = vtext.lower(line)
         key = vtext.tone_key(line)
         folded = vtext.fold(low)
