@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailgw.attachments import inspect_message, mime
-from mailgw.model import Envelope, Message, ParsedOnce, parse_one_part
+from mailgw.model import Envelope, Message, ParsedOnce, decoded_payload, parse_one_part
 from mailgw.settings import AttachmentLimits
 
 _FUZZ = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -181,6 +181,13 @@ def test_generated_messages_have_the_same_attachment_facts_without_the_one_part_
         assert facts == _without_fast_parse(m, raw, AttachmentLimits())
 
 
+def _outcome(f: Any, *args: Any) -> Any:
+    try:
+        return f(*args)
+    except Exception as exc:
+        return type(exc)
+
+
 def _decode_reference(node: email.message.Message, cte: str) -> bytes:
     """mime._decode as first written: the email package decodes all but valid base64."""
     import binascii
@@ -201,6 +208,15 @@ def _decode_reference(node: email.message.Message, cte: str) -> bytes:
        st.one_of(st.binary(max_size=80).map(lambda b: b.decode("ascii", "surrogateescape")), st.text(max_size=40),
                  st.sampled_from(["aGVsbG8=\r\n", "=C3=A9\r\n", "begin 644 a\r\n#86)C\r\n`\r\nend\r\n", "\udc80\u00e9"])))
 def test_parts_decode_to_the_bytes_the_email_package_gives(cte: str, payload: str) -> None:
+    for policy in (email.policy.compat32, email.policy.default):
+        node = email.message.Message(policy=policy) if policy is email.policy.compat32 else ParsedOnce(policy=policy)
+        if cte:
+            try:
+                node["Content-Transfer-Encoding"] = cte
+            except Exception:  # policy.default refuses some values outright
+                continue
+        node.set_payload(payload)
+        assert _outcome(decoded_payload, node) == _outcome(lambda n: n.get_payload(decode=True), node)
     node = email.message.Message()
     if cte:
         node["Content-Transfer-Encoding"] = cte
@@ -225,3 +241,76 @@ def test_parts_decode_to_the_bytes_the_email_package_gives(cte: str, payload: st
 def test_remembered_parameters_are_the_parameters_read_afresh(value: str, header: str) -> None:
     for _ in range(2):
         assert mime._params(value, header) == mime._read_params(value, header)
+
+
+# --- classify: the text forms and searches, against the plain computations ----------------
+
+from mailgw.stages import classify as classify_stage  # noqa: E402
+from mailgw.vn import docnumber, secrecy  # noqa: E402
+from mailgw.vn import text as vtext  # noqa: E402
+
+_PHRASES = [d.phrase for d in classify_stage._CUE_DEFS]
+_WORDS = (_PHRASES + [p.upper() for p in _PHRASES] + [vtext.fold(p) for p in _PHRASES]
+          + ["hoà", "thoả", "uỷ", "ủy", "Hoả tốc", "v-v", "V/V", "mật", "MẬT", "khẩn", "khó khăn", "Số:", "No.", "112",
+             "/", "KH-UBND", "2020", "QĐ", "-", " ", "  ", "\n", "\r\n", "\u2028", ",", ".", "(", ")", "“", "”", "x", "ạ",
+             "đ", "_", "1", "İ", "Σ", "ς", "ǅ", "ﬁ", "\u00a0", "\t", "oa\u0300", "Oà", "٣", "thêm", "ro"])
+_texts = st.lists(st.sampled_from(_WORDS), max_size=14).map("".join)
+
+
+def _reference_forms(text: str) -> tuple[str, str, str]:
+    low = text.lower()
+    if len(low) != len(text):
+        low = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+    key = re.sub("|".join(sorted(vtext._TONE_PAIRS)), lambda m: vtext._TONE_PAIRS[m.group(0)], low)
+    return low, key, key.translate(vtext._FOLD_STR)
+
+
+@_FUZZ
+@given(st.one_of(_texts, _texts.map(vtext.nfc), st.text(max_size=30)))
+def test_text_forms_are_the_plain_ones(text: str) -> None:
+    low, key, folded = _reference_forms(text)
+    assert vtext.lower(text) == low and vtext.tone_key(text) == key
+    assert vtext.fold(text) == text.translate(vtext._FOLD_STR) and vtext.fold(key) == folded
+    assert vtext.forms(text) == (low, key, folded)
+    assert vtext.search_forms(text)[:3] == (low, key, folded)
+
+
+@_FUZZ
+@given(st.one_of(_texts, _texts.map(vtext.nfc), st.text(max_size=30)))
+def test_cues_are_found_where_the_plain_patterns_find_them(text: str) -> None:
+    _, key, folded, spaced_low, spaced_folded = vtext.search_forms(text)
+    for finder, searched, spaced in ((classify_stage._MARKED_CUES, key, spaced_low),
+                                     (classify_stage._FOLDED_CUES, folded, spaced_folded)):
+        expected = [(m.span(), m.group(0)) for m in finder.pattern.finditer(searched)]
+        assert [(m.span(), m.group(0)) for m in finder.finditer(searched, spaced)] == expected
+
+
+@_FUZZ
+@given(st.one_of(_texts, st.lists(st.sampled_from(["Số", "số", "SỐ", "So", "No", "No.", ":", " ", "\n", "/", " / ", "-",
+                                                   " - ", "12", "5", "123456", "2020", "٣", "０", "QĐ", "KH", "UBND",
+                                                   "ſ", "a", "đ", ".", ",", "&", "\u2003", "QH14"]), max_size=16).map("".join)))
+def test_document_numbers_are_found_where_finditer_finds_them(text: str) -> None:
+    expected = [(m.span(), m.groupdict()) for m in docnumber._DOC_NO.finditer(text)]
+    assert [(m.span(), m.groupdict()) for m in docnumber._matches(text)] == expected
+
+
+@_FUZZ
+@given(st.lists(st.sampled_from(["mat", "khan", "hoa toc", "hoa", " toc", "\n", "\r\n", "\r", "\x0b", "\u2028", "x", " "]),
+                max_size=12).map("".join))
+def test_marking_lines_are_the_lines_that_hold_a_mark(text: str) -> None:
+    lines, pos = [], 0
+    for line in text.splitlines(keepends=True):
+        lines.append((pos, line.rstrip("\r\n")))
+        pos += len(line)
+    for needles in (("mat",), ("khan", "hoa toc")):
+        expected = [(o, line) for o, line in lines if any(n in text[o:o + len(line)] for n in needles)]
+        assert secrecy._lines_with(text, text, needles) == expected
+
+
+@pytest.mark.parametrize("text", ["Thời gian: 8h\nĐịa điểm: phòng họp", "x\n  - THỜI GIAN : 8h\n\t*Dia diem:", "Thời gian: 8h Địa điểm: a",
+                                  "thoi gian:\nxx dia diem:", "", "\n\nđịa điểm :\nthời gian\n:"])
+def test_time_and_place_lines_are_found_as_the_multiline_patterns_find_them(text: str) -> None:
+    reference = (re.compile(r"(?m)^\W{0,3}(?:thời gian|thoi gian)\s*:", re.IGNORECASE),
+                 re.compile(r"(?m)^\W{0,3}(?:địa điểm|dia diem)\s*:", re.IGNORECASE))
+    for new, old in zip(classify_stage._TIME_PLACE, reference):
+        assert bool(new.search("\n" + text)) == bool(old.search(text))

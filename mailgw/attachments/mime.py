@@ -38,7 +38,7 @@ from collections.abc import Iterator
 
 from mailgw.attachments import names as namefacts
 from mailgw.attachments.budget import Budget, OverLimit
-from mailgw.model import parse_one_part
+from mailgw.model import decoded_payload, parse_one_part
 from mailgw.vn import text as vtext
 
 MAX_HEADER = 8192  # characters of one Content-Type or Content-Disposition value that are parsed
@@ -46,8 +46,6 @@ _FEED = 64 * 1024
 _KNOWN_CTE = frozenset({"", "7bit", "8bit", "binary", "base64", "quoted-printable",
                         "x-uuencode", "uuencode", "x-uue", "uue"})
 _IDENTITY_CTE = frozenset({"", "7bit", "8bit", "binary"})
-# What Message.get_payload(decode=True) decodes (compared as it compares: lowered, not stripped).
-_DECODED_CTE = frozenset({"quoted-printable", "base64", "x-uuencode", "uuencode", "uue", "x-uue"})
 _STRUCTURE_DEFECTS: dict[type[email.errors.MessageDefect], str] = {
     email.errors.NoBoundaryInMultipartDefect: "multipart without a boundary",
     email.errors.StartBoundaryNotFoundDefect: "boundary not found",
@@ -326,17 +324,7 @@ def _decode(node: email.message.Message, cte: str) -> bytes:
                 return binascii.a2b_base64(payload)
             except (ValueError, binascii.Error):
                 pass
-    elif str(node.get("content-transfer-encoding", "")).lower() not in _DECODED_CTE:
-        # What get_payload(decode=True) returns for a transfer encoding it does not
-        # decode, the parsed text back to bytes, without first testing the text for
-        # 8-bit bytes by encoding it whole to UTF-8 (and failing, for Vietnamese text).
-        payload = node._payload
-        if isinstance(payload, str):
-            try:
-                return payload.encode("ascii", "surrogateescape")
-            except UnicodeEncodeError:
-                pass  # not what a bytes parser makes: the email package's own way
-    data = node.get_payload(decode=True)
+    data = decoded_payload(node)
     return data if isinstance(data, bytes) else b""
 
 

@@ -164,9 +164,7 @@ def scan_secrecy(text: str, *, folded: str | None = None) -> list[Mark]:
     if "mat" not in folded_text:
         return marks  # every marking, label or stamp, folds to something with "mat"
     for offset, line in _lines_with(text, folded_text, ("mat",)):
-        low = vtext.lower(line)
-        key = vtext.tone_key(line)
-        folded = vtext.fold(low)
+        _, key, folded = vtext.forms(line)
         skip = _spans(_EXCL_RE, key) + _spans(_EXCL_FOLDED_RE, folded)
         for m in _labels(line, key, folded):
             if not m.group("secrecy"):
@@ -248,9 +246,7 @@ def scan_urgency(text: str, *, corroborated: bool = False, folded: str | None = 
     if "khan" not in folded_text and "hoa toc" not in folded_text:
         return marks  # every marking, label or stamp, folds to something with one of these
     for offset, line in _lines_with(text, folded_text, ("khan", "hoa toc")):
-        low = vtext.lower(line)
-        key = vtext.tone_key(line)
-        folded = vtext.fold(low)
+        _, key, folded = vtext.forms(line)
         skip = _spans(_UEXCL_RE, key) + _spans(_UEXCL_FOLDED_RE, folded)
         for m in _labels(line, key, folded):
             if not m.group("urgency"):

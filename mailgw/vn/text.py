@@ -13,6 +13,7 @@ import html.parser
 import re
 import types
 import unicodedata
+from typing import Any
 
 # Vietnamese mail still arrives in Windows-1258 from old clients; latin-1 never fails.
 _FALLBACK_CHARSETS = ("utf-8", "cp1258", "latin-1")
@@ -43,6 +44,10 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
     return nfc(data.decode("utf-8", errors="replace"))  # not reached: latin-1 decodes anything
 
 
+# A raw 8-bit byte, as the email package keeps one in a header: a surrogate escape.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
 def decode_header(value: object) -> str:
     """A header value as text, RFC 2047 encoded words decoded, NFC; never raises.
 
@@ -53,7 +58,7 @@ def decode_header(value: object) -> str:
         text = str(value) if value is not None else ""
     except Exception:  # a malformed header object: nothing to read
         return ""
-    if any("\udc80" <= c <= "\udcff" for c in text):
+    if _ESCAPED_BYTE.search(text):
         # Raw 8-bit bytes in a header (kept by the parser as surrogate escapes): UTF-8,
         # else Windows-1258, else latin-1, as for a body without a charset.
         text = decode_bytes(text.encode("utf-8", "surrogateescape"))
@@ -118,6 +123,7 @@ assert not isinstance(_CHARMAP, dict)  # the C table, not a dictionary (no faste
 _FOLDED_BY_INDEX = _ALPHABET.translate(_FOLD_STR)
 _LOWER_BY_INDEX = "".join(c.lower() for c in _ALPHABET)  # one character each: no İ, no final Σ here
 assert len(_LOWER_BY_INDEX) == 256
+_FOLDED_LOWER_BY_INDEX = _LOWER_BY_INDEX.translate(_FOLD_STR)
 
 
 def _charmap(text: str, table: str) -> str | None:
@@ -174,7 +180,57 @@ assert all(len(p) == 2 for p in _TONE_PAIRS)
 def tone_key(text: str) -> str:
     """Lower-case NFC text with one tone placement (Hỏa = Hoả), same length as ``text``."""
     low = lower(text)
-    return _TONE_RE.sub(lambda m: _TONE_PAIRS[m.group(0)], low)
+    return _TONE_RE.sub(_one_tone_placement, low)
+
+
+def _one_tone_placement(m: re.Match[str]) -> str:
+    return _TONE_PAIRS[m.group(0)]
+
+
+_WORD = re.compile(r"\w")  # what the patterns below call a word character
+# The lower-case and folded forms with every non-word character a space (see PhraseFinder).
+_SPACED_LOWER_BY_INDEX = "".join(c if _WORD.match(c) else " " for c in _LOWER_BY_INDEX)
+_SPACED_FOLDED_BY_INDEX = "".join(c if _WORD.match(c) else " " for c in _FOLDED_LOWER_BY_INDEX)
+_ASCII_SPACED = str.maketrans({c: " " for c in map(chr, range(128)) if not _WORD.match(c)})
+
+
+def search_forms(text: str) -> tuple[str, str, str, str | None, str | None]:
+    """``forms(text)``, then the lower-case and the folded form with every non-word character
+    a space and one space in front, for PhraseFinder (None for text outside the codec's alphabet)."""
+    if text.isascii():  # no tone pair, nothing to fold; translate has a fast path for ASCII
+        low = text.lower()
+        spaced = " " + low.translate(_ASCII_SPACED)
+        return low, low, low, spaced, spaced
+    try:
+        indices, _ = codecs.charmap_encode(text, "strict", _CHARMAP)
+    except UnicodeEncodeError:
+        low, key, folded = forms(text)
+        return low, key, folded, None, None
+    low = codecs.charmap_decode(indices, "strict", _LOWER_BY_INDEX)[0]
+    return (low, _TONE_RE.sub(_one_tone_placement, low),
+            codecs.charmap_decode(indices, "strict", _FOLDED_LOWER_BY_INDEX)[0],
+            " " + codecs.charmap_decode(indices, "strict", _SPACED_LOWER_BY_INDEX)[0],
+            " " + codecs.charmap_decode(indices, "strict", _SPACED_FOLDED_BY_INDEX)[0])
+
+
+def forms(text: str) -> tuple[str, str, str]:
+    """``(lower(text), tone_key(text), fold(lower(text)))``: the forms the classifier searches, all at once.
+
+    ``fold(lower(text))`` is also ``fold(tone_key(text))``: moving a tone mark from
+    one vowel to the other changes nothing once marks are stripped. One pass of the
+    codec gives both the lower-case and the folded form.
+    """
+    if not text.isascii():
+        try:
+            indices, _ = codecs.charmap_encode(text, "strict", _CHARMAP)
+        except UnicodeEncodeError:
+            pass
+        else:
+            low = codecs.charmap_decode(indices, "strict", _LOWER_BY_INDEX)[0]
+            folded = codecs.charmap_decode(indices, "strict", _FOLDED_LOWER_BY_INDEX)[0]
+            return low, _TONE_RE.sub(_one_tone_placement, low), folded
+    low = lower(text)
+    return low, _TONE_RE.sub(_one_tone_placement, low), fold(low)
 
 
 def tone_case(text: str) -> str:
@@ -216,6 +272,60 @@ def phrases_pattern(phrases: list[str] | tuple[str, ...]) -> str:
         return body
 
     return emit(trie)
+
+
+def tone_spellings(key: str) -> list[str]:
+    """Every text whose ``tone_key`` is ``key`` (lower case): each tone pair in either placement."""
+    spellings = [""]
+    pos = 0
+    for m in _TONE_KEYED_RE.finditer(key):
+        between = key[pos:m.start()]
+        spellings = [s + between + pair for s in spellings for pair in (m.group(0), _TONE_UNKEYED[m.group(0)])]
+        pos = m.end()
+    return [s + key[pos:] for s in spellings]
+
+
+_TONE_UNKEYED = {on_first: on_second for on_second, on_first in _TONE_PAIRS.items()}
+_TONE_KEYED_RE = re.compile("|".join(sorted(_TONE_UNKEYED)))
+
+
+class PhraseFinder:
+    r"""Whole-word phrases in a text: ``finditer`` gives what ``pattern.finditer`` gives.
+
+    ``pattern`` is ``(?<!\w)(?:phrase|...)(?!\w)``, the longest phrase first. The regex
+    engine tries it at every character (a look-behind first keeps it from jumping
+    ahead): 0.15 ms for a 4,000-character body. Given the same text with every
+    non-word character a space (``search_forms``), a pattern that starts with a literal
+    space lets the engine jump from space to space and try the phrases only there.
+    Every place where ``pattern`` matches follows a non-word character, so it is found
+    so (with some where it does not: a phrase written with other punctuation);
+    ``pattern`` itself, tried at each in order, at or after the end of the last
+    match, gives the matches finditer gives.
+
+    ``spellings``: every form a phrase may have in the spaced text when ``pattern``
+    matches the phrase in the searched text (``tone_spellings`` when the searched
+    text is ``tone_key`` of the spaced one).
+    """
+
+    def __init__(self, phrases: list[str], spellings: Any = lambda phrase: [phrase]):
+        self.pattern = re.compile(r"(?<!\w)(?:" + phrases_pattern(phrases) + r")(?!\w)")
+        spaced = {"".join(c if _WORD.match(c) else " " for c in spelling)
+                  for phrase in phrases for spelling in spellings(phrase)}
+        self._after_space = re.compile(" (?:" + phrases_pattern(sorted(spaced)) + r")(?!\w)")
+
+    def finditer(self, text: str, spaced: str | None = None) -> list[re.Match[str]]:
+        """The matches of ``pattern`` in ``text``; ``spaced``: " " + ``text`` with non-word characters as spaces, if known."""
+        if spaced is None:
+            return list(self.pattern.finditer(text))
+        found: list[re.Match[str]] = []
+        end = at = 0
+        while (candidate := self._after_space.search(spaced, at)) is not None:
+            start = candidate.start()  # the space before, in ``spaced``: the phrase's start in ``text``
+            at = start + 1
+            if start >= end and (m := self.pattern.match(text, start)) is not None:
+                found.append(m)
+                end = m.end()
+        return found
 
 
 _PREFIX_RE = re.compile(
