@@ -285,10 +285,21 @@ def test_cues_are_found_where_the_plain_patterns_find_them(text: str) -> None:
         assert [(m.span(), m.group(0)) for m in finder.finditer(searched, spaced)] == expected
 
 
+_number_pieces = st.lists(st.sampled_from(["Số", "số", "SỐ", "So", "No", "No.", ":", " ", "\n", "/", " / ", "-", " - ", "12",
+                                           "5", "123456", "2020", "٣", "０", "QĐ", "KH", "UBND", "ſ", "a", "đ", ".", ",", "&",
+                                           "\u2003", "QH14"]), max_size=16).map("".join)
+_numbers = st.builds(
+    lambda prefix, gap, num, slash, year, sym, tail: prefix + gap + num + slash + year + sym + tail,
+    st.sampled_from(["", "Số", "số:", "SỐ", "No.", "No", "no.", "x", "Căn cứ ", "/", "1"]),
+    st.sampled_from(["", " ", ": ", " : ", "::", "\n", "\t"]),
+    st.sampled_from(["1", "07", "12345", "123456", "٣"]), st.sampled_from(["/", " / ", "/ ", "//"]),
+    st.sampled_from(["", "2020/", "1999 / ", "2020"]), st.sampled_from(["QĐ-UBND", "KH", "GM-STTTT - Giay", "QH14", "a-b", "1"]),
+    st.sampled_from(["", " ", ".", "x", "/", "-"]),
+)
+
+
 @_FUZZ
-@given(st.one_of(_texts, st.lists(st.sampled_from(["Số", "số", "SỐ", "So", "No", "No.", ":", " ", "\n", "/", " / ", "-",
-                                                   " - ", "12", "5", "123456", "2020", "٣", "０", "QĐ", "KH", "UBND",
-                                                   "ſ", "a", "đ", ".", ",", "&", "\u2003", "QH14"]), max_size=16).map("".join)))
+@given(st.lists(st.one_of(_texts, _number_pieces, _numbers), max_size=4).map("".join))
 def test_document_numbers_are_found_where_finditer_finds_them(text: str) -> None:
     expected = [(m.span(), m.groupdict()) for m in docnumber._DOC_NO.finditer(text)]
     assert [(m.span(), m.groupdict()) for m in docnumber._matches(text)] == expected
@@ -314,3 +325,29 @@ def test_time_and_place_lines_are_found_as_the_multiline_patterns_find_them(text
                  re.compile(r"(?m)^\W{0,3}(?:địa điểm|dia diem)\s*:", re.IGNORECASE))
     for new, old in zip(classify_stage._TIME_PLACE, reference):
         assert bool(new.search("\n" + text)) == bool(old.search(text))
+
+
+_MARKING_WORDS = ["mật", "MẬT", "Mật", "mat", "MAT", "mặt", "mất", "tối mật", "TỐI MẬT", "TUYET MAT", "giải mật", "GIẢI MẬT",
+                  "bảo mật", "mật khẩu", "khẩn", "KHẨN", "KHAN", "khan", "khăn", "khó khăn", "hỏa tốc", "HOẢ TỐC", "HOA TOC",
+                  "thượng khẩn", "khẩn trương", "Độ mật:", "Do mat:", "Độ khẩn：", "muc do khan:", "Thường", "[", "]", "(",
+                  ")", " ", "  ", "\t", "\n", "\r\n", ":", "-", "x", "Kính gửi", "K", "\u2028"]
+
+
+@_FUZZ
+@given(st.lists(st.sampled_from(_MARKING_WORDS), max_size=14).map("".join), st.booleans())
+def test_markings_are_those_every_line_gives(text: str, corroborated: bool) -> None:
+    text = vtext.nfc(text)
+    found = (secrecy.scan_secrecy(text), secrecy.scan_urgency(text, corroborated=corroborated))
+    with pytest.MonkeyPatch.context() as m:  # every line read, each searched in full
+        m.setattr(secrecy, "_may_mark", lambda *args: True)
+        m.setattr(secrecy, "_lines_with", lambda text, folded, needles: [
+            (o, line) for o, line in _all_lines(text) if any(n in folded[o:o + len(line)] for n in needles)])
+        assert (secrecy.scan_secrecy(text), secrecy.scan_urgency(text, corroborated=corroborated)) == found
+
+
+def _all_lines(text: str) -> list[tuple[int, str]]:
+    out, pos = [], 0
+    for line in text.splitlines(keepends=True):
+        out.append((pos, line.rstrip("\r\n")))
+        pos += len(line)
+    return out
