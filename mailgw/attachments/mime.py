@@ -69,6 +69,7 @@ _MIME_HEADER = re.compile(r"(?im)^content-(type|transfer-encoding|disposition)\s
 _MIME_HEADER_START = re.compile(rb"(content-type|content-disposition)[ \t]*:", re.IGNORECASE)
 _MIME_HEADER_AFTER_LF = re.compile(rb"\n(content-type|content-disposition)[ \t]*:", re.IGNORECASE)
 _LOGICAL_END = re.compile(rb"\r?\n(?![ \t])")
+_FOLDING = re.compile(r"\r?\n[ \t]")
 _BODY_TYPES = frozenset({None, "text/plain", "text/html"})
 
 
@@ -284,8 +285,8 @@ def _raw_values(node: email.message.Message, header: str) -> list[str]:
 
 def _text(raw: str) -> str:
     """A raw header value as text: unfolded, 8-bit bytes (surrogate escapes) decoded."""
-    value = re.sub(r"\r?\n[ \t]", " ", raw).strip()
-    if any("\udc80" <= c <= "\udcff" for c in value):
+    value = _FOLDING.sub(" ", raw).strip()
+    if vtext.has_escaped_bytes(value):
         value = vtext.decode_bytes(value.encode("utf-8", "surrogateescape"))
     return value
 

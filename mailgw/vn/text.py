@@ -48,6 +48,11 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 
 
+def has_escaped_bytes(text: str) -> bool:
+    """Whether ``text`` holds raw 8-bit bytes kept as surrogate escapes (U+DC80 to U+DCFF)."""
+    return _ESCAPED_BYTE.search(text) is not None
+
+
 def decode_header(value: object) -> str:
     """A header value as text, RFC 2047 encoded words decoded, NFC; never raises.
 
@@ -58,7 +63,7 @@ def decode_header(value: object) -> str:
         text = str(value) if value is not None else ""
     except Exception:  # a malformed header object: nothing to read
         return ""
-    if _ESCAPED_BYTE.search(text):
+    if has_escaped_bytes(text):
         # Raw 8-bit bytes in a header (kept by the parser as surrogate escapes): UTF-8,
         # else Windows-1258, else latin-1, as for a body without a charset.
         text = decode_bytes(text.encode("utf-8", "surrogateescape"))
