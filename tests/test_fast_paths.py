@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.feedparser
 import email.message
+import email.parser
 import email.policy
 import re
 from typing import Any
@@ -18,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailgw.attachments import inspect_message, mime
-from mailgw.model import Envelope, Message, ParsedOnce, decoded_payload, parse_one_part
+from mailgw.model import Envelope, Message, ParsedOnce, _header_section, decoded_payload, parse_header_section, parse_one_part
 from mailgw.settings import AttachmentLimits
 
 _FUZZ = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -95,6 +96,32 @@ def _same_as_the_feed_parser(raw: bytes) -> None:
     message = Message("T", Envelope("", [], "mx", "mx", "127.0.0.1"), raw)
     message.headers  # the parse stage reads the headers first
     assert _tree(message.parsed) == _tree(_feed(raw, email.policy.default, ParsedOnce))
+
+
+def _same_header_section(raw: bytes) -> None:
+    section = _header_section(raw)
+    for policy, factory in ((email.policy.compat32, None), (email.policy.default, None), (email.policy.default, ParsedOnce)):
+        expected = email.parser.BytesHeaderParser(_class=factory, policy=policy).parsebytes(section)
+        assert _tree(parse_header_section(section, policy, factory)) == _tree(expected)
+
+
+_plain_sections = st.builds(
+    lambda fields: b"".join(fields) + b"\r\n",
+    st.lists(st.sampled_from([b"Subject: a\r\n", b"From: =?utf-8?b?VsSDbg==?= <a@b.vn>\r\n", b"X:\r\n", b"X-Y:  \t v \r\n",
+                              b" folded\r\n", b"\t\tfolded \r\n", b"To: a@b, c@d\r\n", b"Subject: n\xe1\xbb\x99i\r\n",
+                              b"From x\r\n", b":\r\n", b"Subject : a\r\n", b"A:b\rc\r\n", b"A: b\n"]), max_size=8),
+)
+
+
+@pytest.mark.parametrize("raw", _CASES)
+def test_a_header_section_parses_as_the_header_parser_parses_it(raw: bytes) -> None:
+    _same_header_section(raw)
+
+
+@_FUZZ
+@given(st.one_of(_raws, _plain_sections, st.builds(lambda s, b: s + b, _plain_sections, st.binary(max_size=20))))
+def test_generated_header_sections_parse_as_the_header_parser_parses_them(raw: bytes) -> None:
+    _same_header_section(raw)
 
 
 @pytest.mark.parametrize("raw", _CASES)
