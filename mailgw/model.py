@@ -174,11 +174,17 @@ def complete_one_part(head: email.message.Message, raw: bytes) -> bool:
     body = raw[len(_header_section(raw)):]
     text = payload + body.decode("ascii", "surrogateescape")
     head.set_payload(text)
-    try:  # the same text as bytes, for decoded_payload (bytes parsers make only ASCII and escapes)
-        head.__dict__[_PAYLOAD_BYTES] = (text, payload.encode("ascii", "surrogateescape") + body)
-    except UnicodeEncodeError:
-        pass
+    if len(body) <= _PAYLOAD_BYTES_KEPT:
+        try:  # the same text as bytes, for decoded_payload (bytes parsers make only ASCII and escapes)
+            head.__dict__[_PAYLOAD_BYTES] = (text, payload.encode("ascii", "surrogateescape") + body)
+        except UnicodeEncodeError:
+            pass
     return True
+
+
+# Kept with the parsed message for as long as the message is in the pipeline: a large
+# body is encoded again when asked for (a small part of what reading it costs).
+_PAYLOAD_BYTES_KEPT = 1 << 20
 
 
 def parse_one_part(raw: bytes, policy: email.policy.Policy) -> email.message.Message | None:

@@ -378,3 +378,14 @@ def _all_lines(text: str) -> list[tuple[int, str]]:
         out.append((pos, line.rstrip("\r\n")))
         pos += len(line)
     return out
+
+
+@pytest.mark.parametrize("size", [0, 10, (1 << 20) + 10])
+def test_a_one_part_body_decodes_to_the_bytes_it_was_read_from(size: int) -> None:
+    body = (b"n\xe1\xbb\x99i dung \xff\r\n" * (size // 16 + 1))[:size]
+    raw = b"Subject: a\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + body
+    message = Message("T", Envelope("", [], "mx", "mx", "127.0.0.1"), raw)
+    message.headers
+    for part in (message.parsed, parse_one_part(raw, email.policy.compat32)):
+        assert part is not None
+        assert decoded_payload(part) == body == part.get_payload(decode=True)
