@@ -1,6 +1,9 @@
 """CPU time of each pipeline stage (and the decision record) for the messages of the Postfix bench.
 
-Run from the repository root:  python bench/stages.py [--message text5k|pdf200k] [--iterations N]
+Run from the repository root:  python bench/stages.py [--message text5k|pdf200k|smtpsource] [--iterations N]
+
+smtpsource is what the bench's smtp-source load sends: Subject "Bao cao tuan" and
+5 KB of ASCII lines, no MIME header (made here, like smtp-source makes it).
 
 The settings are the bench's: the repository's directory and shipped policies,
 an RSA-2048 signing key, the relay listener. Times are thread CPU time, so
@@ -33,7 +36,7 @@ from mailgw.model import Envelope, Message, new_id  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--message", choices=("text5k", "pdf200k"), default="text5k")
+    parser.add_argument("--message", choices=("text5k", "pdf200k", "smtpsource"), default="text5k")
     parser.add_argument("--iterations", type=int, default=300)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,7 +52,7 @@ def main() -> None:
             "dkim": [{"domain": bench.DOMAIN, "selector": bench.SELECTOR, "key": str(key)}],
         }))
         ctx, _ = load_context(str(home / "gateway.yaml"))
-        template = bench.MESSAGES[args.message]()
+        template = smtp_source_message() if args.message == "smtpsource" else bench.MESSAGES[args.message]()
         spent: collections.Counter[str] = collections.Counter()
 
         def one(i: int, count: bool) -> None:
@@ -75,6 +78,14 @@ def main() -> None:
     for name, seconds in spent.most_common():
         print(f"  {seconds / n * 1000:7.3f} ms  {name}")
     print(f"  {sum(spent.values()) / n * 1000:7.3f} ms  total")
+
+
+def smtp_source_message(size: int = 5120) -> bytes:
+    """A message like Postfix's smtp-source sends with ``-S "Bao cao tuan" -l 5120``: a few headers, ASCII lines."""
+    head = (f"From: <{bench.SENDER}>\r\nTo: <{bench.RECIPIENT}>\r\nDate: Mon, 16 Mar 2026 08:30:00 +0700\r\n"
+            "Message-Id: <@@ID@@@client.bench.test>\r\nSubject: Bao cao tuan\r\n\r\n")
+    lines = ["".join(chr(ord("a") + (n + i) % 26) for i in range(78)) for n in range(size // 80 + 1)]
+    return (head + "\r\n".join(lines) + "\r\n").encode()
 
 
 if __name__ == "__main__":

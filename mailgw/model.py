@@ -11,6 +11,7 @@ import email.parser
 import email.policy
 import functools
 import os
+import re
 import time
 from typing import Any, Callable
 
@@ -109,14 +110,16 @@ class Message:
             if self._parsed is not None:
                 self._headers = self._parsed  # the same header section, already parsed
             else:
-                parser = email.parser.BytesHeaderParser(_class=self._part_factory(), policy=email.policy.default)
-                self._headers = parser.parsebytes(_header_section(self.raw))  # type: ignore[assignment]
+                self._headers = parse_header_section(  # type: ignore[assignment]
+                    _header_section(self.raw), email.policy.default, self._part_factory())
         assert self._headers is not None
         return self._headers
 
     @property
     def parsed(self) -> ParsedOnce:
         """The whole MIME tree, parsed on first use (stages that read the body share it)."""
+        if self._parsed is None and self._headers is not None and complete_one_part(self._headers, self.raw):
+            self._parsed = self._headers  # one part: the header section, already parsed, and the body as it is
         if self._parsed is None:
             # Fed in 64 KiB slices: parsebytes holds the whole message as one text and
             # one list of lines at once (146 MiB at peak for a 20 MiB message, 35 this way).
@@ -261,6 +264,111 @@ def _header_fetch_parse(policy: Any, name: str, value: str) -> Any:
     return cls(name, value)
 
 
+def complete_one_part(head: email.message.Message, raw: bytes) -> bool:
+    """Make ``head``, the header section of ``raw`` parsed alone, what the feed parser makes of all of ``raw`` when it is one part.
+
+    One part: a top-level Content-Type that is neither multipart/* nor message/*.
+    For such a message the feed parser, after the headers, adds every remaining
+    line to the payload unchanged, one line at a time (a third of the time it spends
+    on a 5 KB message); the payload is just the rest of the input, so it is set in
+    one piece. Returns False, changing nothing, for a multipart or message/* part
+    (whose tree only the feed parser builds) and for anything unexpected.
+
+    ``head`` must come from a parser with the same policy and message class as the
+    full parse would use (the Content-Type decides through them). It keeps what
+    the header parse put in its payload (the section after the end of the headers:
+    nothing, a character, or lines after a non-header line), and gets the rest of
+    ``raw`` after it, decoded as the bytes parsers decode (ASCII, surrogate escapes).
+    """
+    payload = head._payload  # the text as parsed: get_payload() would decode 8-bit bytes
+    if not isinstance(payload, str) or head.get_content_maintype() in ("multipart", "message"):
+        return False
+    body = raw[len(_header_section(raw)):]
+    text = payload + body.decode("ascii", "surrogateescape")
+    head.set_payload(text)
+    if len(body) <= _PAYLOAD_BYTES_KEPT:
+        try:  # the same text as bytes, for decoded_payload (bytes parsers make only ASCII and escapes)
+            head.__dict__[_PAYLOAD_BYTES] = (text, payload.encode("ascii", "surrogateescape") + body)
+        except UnicodeEncodeError:
+            pass
+    return True
+
+
+# Kept with the parsed message for as long as the message is in the pipeline: a large
+# body is encoded again when asked for (a small part of what reading it costs).
+_PAYLOAD_BYTES_KEPT = 1 << 20
+
+
+def parse_one_part(raw: bytes, policy: email.policy.Policy) -> email.message.Message | None:
+    """``raw`` parsed as the feed parser would with ``policy``, when it is one part (see complete_one_part); else None."""
+    head = parse_header_section(_header_section(raw), policy)
+    return head if complete_one_part(head, raw) else None
+
+
+# A header line the feed parser reads as a field (a name and a colon) or a continuation;
+# not "From " (an mbox separator) nor an empty name (a defect), which it treats apart.
+_PLAIN_HEADER_LINE = re.compile(r"[\041-\071\073-\176]+:|[\t ]")
+
+
+def parse_header_section(section: bytes, policy: email.policy.Policy, factory: Any = None) -> email.message.Message:
+    """What ``BytesHeaderParser(_class=factory, policy=policy).parsebytes(section)`` gives, faster for a plain section.
+
+    A section from _header_section is plain when every line ends with CRLF, the
+    last is the empty line that ends it, the first is a field and every other a
+    field or a continuation: then the feed parser (line by line through a buffer
+    and a generator, 0.1 ms for a dozen fields) stores, for each field, what the
+    policy's ``header_source_parse`` makes of its lines, and nothing else (no
+    defect, no mbox "From " line, an empty payload). Anything else goes to it.
+    """
+    text = section.decode("ascii", "surrogateescape")
+    lines = text.split("\r\n")
+    # Plain: "...\r\n\r\n" at the end (so lines ends with two empty strings) and no other CR or LF.
+    if (len(lines) < 3 or lines[-1] or lines[-2] or text.count("\r") != len(lines) - 1
+            or text.count("\n") != len(lines) - 1 or lines[0][:1] in (" ", "\t")
+            or not all(map(_PLAIN_HEADER_LINE.match, lines[:-2]))):
+        return email.parser.BytesHeaderParser(_class=factory, policy=policy).parsebytes(section)
+    if factory is None:
+        factory = policy.message_factory or email.message.Message
+    msg = factory(policy=policy)
+    field: list[str] = []
+    for line in lines[:-2]:
+        if line[0] not in " \t" and field:
+            msg.set_raw(*policy.header_source_parse(field))
+            field = []
+        field.append(line + "\r\n")
+    msg.set_raw(*policy.header_source_parse(field))
+    msg.set_payload("")
+    return msg
+
+
+# What Message.get_payload(decode=True) decodes (compared as it compares: lowered, not stripped).
+_DECODED_CTE = frozenset({"quoted-printable", "base64", "x-uuencode", "uuencode", "uue", "x-uue"})
+
+
+def decoded_payload(part: email.message.Message) -> Any:
+    """``part.get_payload(decode=True)``, faster for a part whose transfer encoding it leaves as is.
+
+    For such a part (7bit, 8bit, none) the email package returns the parsed text
+    back as bytes, after probing it for 8-bit bytes by encoding it whole to UTF-8,
+    which fails (an exception and a copy) for Vietnamese text. Text from a bytes
+    parser holds only ASCII and surrogate escapes, which this encodes directly;
+    anything else goes the email package's way.
+    """
+    payload = part._payload
+    if isinstance(payload, str) and str(part.get("content-transfer-encoding", "")).lower() not in _DECODED_CTE:
+        known = part.__dict__.get(_PAYLOAD_BYTES)
+        if known is not None and known[0] is payload:
+            return known[1]  # the bytes complete_one_part read this very text from
+        try:
+            return payload.encode("ascii", "surrogateescape")
+        except UnicodeEncodeError:
+            pass
+    return part.get_payload(decode=True)
+
+
+_PAYLOAD_BYTES = "_mailgw_payload_bytes"  # (payload text, its bytes): kept by complete_one_part
+
+
 def _header_section(raw: bytes) -> bytes:
     """``raw`` up to and including its first empty line (all of it when there is none).
 
@@ -271,8 +379,11 @@ def _header_section(raw: bytes) -> bytes:
     """
     if raw[:1] in (b"\n", b"\r"):
         return raw[:2]
-    ends = [i for i in (raw.find(b"\n\r\n"), raw.find(b"\n\n")) if i >= 0]
-    return raw[: min(ends) + 3] if ends else raw
+    crlf = raw.find(b"\n\r\n")
+    # A "\n\n" only matters before it: a CRLF message is not searched to its end for one.
+    lf = raw.find(b"\n\n", 0, crlf + 1 if crlf >= 0 else len(raw))
+    end = lf if lf >= 0 else crlf
+    return raw[: end + 3] if end >= 0 else raw
 
 
 def new_id() -> str:

@@ -31,11 +31,14 @@ import email.feedparser
 import email.message
 import email.policy
 import email.utils
+import functools
+import itertools
 import re
 from collections.abc import Iterator
 
 from mailgw.attachments import names as namefacts
 from mailgw.attachments.budget import Budget, OverLimit
+from mailgw.model import decoded_payload, parse_one_part
 from mailgw.vn import text as vtext
 
 MAX_HEADER = 8192  # characters of one Content-Type or Content-Disposition value that are parsed
@@ -54,11 +57,19 @@ _STRUCTURE_DEFECTS: dict[type[email.errors.MessageDefect], str] = {
 }
 _BASE64 = re.compile(r"[A-Za-z0-9+/\r\n\t ]*(?:=[\r\n\t ]*){0,2}")
 _CONTENT_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
-_UUENCODE = re.compile(rb"(?m)^begin(?:-base64)? [0-7]{3,4} \S")
+# A uuencode "begin" line, at the start of the data or after a line feed: the leading
+# literal lets the regex engine jump from line feed to line feed where "(?m)^"
+# would try the pattern at every byte (ten times slower for a text body).
+_UUENCODE = re.compile(rb"begin(?:-base64)? [0-7]{3,4} \S")
+_UUENCODE_AFTER_LF = re.compile(rb"\nbegin(?:-base64)? [0-7]{3,4} \S")
 _BINHEX = b"(This file must be converted with BinHex"
 _MIME_HEADER = re.compile(r"(?im)^content-(type|transfer-encoding|disposition)\s*:")
-_MIME_HEADER_START = re.compile(rb"(?im)^(content-type|content-disposition)[ \t]*:")
+# A Content-Type or Content-Disposition line, at the start of the message or after a
+# line feed (see _UUENCODE for why the line feed is in the pattern).
+_MIME_HEADER_START = re.compile(rb"(content-type|content-disposition)[ \t]*:", re.IGNORECASE)
+_MIME_HEADER_AFTER_LF = re.compile(rb"\n(content-type|content-disposition)[ \t]*:", re.IGNORECASE)
 _LOGICAL_END = re.compile(rb"\r?\n(?![ \t])")
+_FOLDING = re.compile(r"\r?\n[ \t]")
 _BODY_TYPES = frozenset({None, "text/plain", "text/html"})
 
 
@@ -102,6 +113,15 @@ class Walker:
 
     def _parse(self) -> email.message.Message:
         self._check_header_lengths()
+        if self.limits.max_parts >= 1:
+            # One part (a text body alone, most mail): the header section parsed alone and
+            # the body set as its payload, the same tree as the feed parser's (see
+            # mailgw.model.complete_one_part) without its line-by-line pass over the body.
+            if self.raw:
+                self.budget.check_time()  # as the loop below does before its first slice
+            one = parse_one_part(self.raw, email.policy.compat32)
+            if one is not None:
+                return one
         made = 0
         cap = self.limits.max_parts + 1  # the parser makes one probe instance first
 
@@ -203,7 +223,7 @@ class Walker:
         disposition, found = self._names(node, where)
         leaf = Leaf(loc, ctype, disposition, found, data)
         if leaf.maybe_body:
-            if _UUENCODE.search(data[:1 << 20]):
+            if _has_uuencode(data[:1 << 20]):
                 self.note(f"uuencoded data inside the text of {where}")
             elif _BINHEX in data[:1 << 20]:
                 self.note(f"BinHex data inside the text of {where}")
@@ -265,8 +285,8 @@ def _raw_values(node: email.message.Message, header: str) -> list[str]:
 
 def _text(raw: str) -> str:
     """A raw header value as text: unfolded, 8-bit bytes (surrogate escapes) decoded."""
-    value = re.sub(r"\r?\n[ \t]", " ", raw).strip()
-    if any("\udc80" <= c <= "\udcff" for c in value):
+    value = _FOLDING.sub(" ", raw).strip()
+    if vtext.has_escaped_bytes(value):
         value = vtext.decode_bytes(value.encode("utf-8", "surrogateescape"))
     return value
 
@@ -298,18 +318,39 @@ def _decode(node: email.message.Message, cte: str) -> bytes:
     """The part's decoded bytes. Valid base64 is decoded straight from the parsed text
     (the email package would first copy it twice, line by line); anything else goes
     through the email package's lenient decoders, which is what a lenient client sees."""
-    payload = node.get_payload()
-    if cte == "base64" and isinstance(payload, str):
-        try:
-            return binascii.a2b_base64(payload)
-        except (ValueError, binascii.Error):
-            pass
-    data = node.get_payload(decode=True)
+    if cte == "base64":
+        payload = node.get_payload()
+        if isinstance(payload, str):
+            try:
+                return binascii.a2b_base64(payload)
+            except (ValueError, binascii.Error):
+                pass
+    data = decoded_payload(node)
     return data if isinstance(data, bytes) else b""
 
 
 def _params(value: str, header: str) -> tuple[str | None, list[str]]:
     """The first token and every name/filename parameter, read by both parsers of the email package."""
+    if len(value) <= _PARAMS_CACHED_LENGTH and "(" not in value:
+        first, names = _params_cached(value, header)
+        return first, list(names)
+    return _read_params(value, header)
+
+
+# Reading one value costs 0.1 ms (most of it policy.default's parser) and the values
+# of ordinary parts repeat from message to message ("text/plain; charset=utf-8"):
+# short ones are remembered. Not those with a comment: how deep the parser may
+# recurse into nested comments depends on the caller's stack, not on the value alone.
+_PARAMS_CACHED_LENGTH = 256
+
+
+@functools.lru_cache(maxsize=512)
+def _params_cached(value: str, header: str) -> tuple[str | None, tuple[str, ...]]:
+    first, names = _read_params(value, header)
+    return first, tuple(names)
+
+
+def _read_params(value: str, header: str) -> tuple[str | None, list[str]]:
     names: list[str] = []
     first: str | None = None
     # compat32: keeps duplicates and both the RFC 2231 and plain forms of a parameter.
@@ -344,6 +385,11 @@ def _name(text: str) -> str:
     return namefacts.normalize(vtext.decode_header(text)).strip("\x00")
 
 
+def _has_uuencode(data: bytes) -> bool:
+    """A uuencode "begin" line anywhere in ``data`` (what ``(?m)^begin...`` finds)."""
+    return bool(_UUENCODE.match(data) or _UUENCODE_AFTER_LF.search(data))
+
+
 def overlong_mime_header(raw: bytes) -> str | None:
     """What is wrong when a Content-Type or Content-Disposition is too long to parse safely, else None.
 
@@ -352,9 +398,10 @@ def overlong_mime_header(raw: bytes) -> str | None:
     and it does so inside one call that no budget can interrupt; legitimate values,
     even RFC 2231 names in Vietnamese, stay far below the limit.
     """
-    for m in _MIME_HEADER_START.finditer(raw):
+    first = _MIME_HEADER_START.match(raw)
+    for m in itertools.chain([first] if first else [], _MIME_HEADER_AFTER_LF.finditer(raw)):
         end = _LOGICAL_END.search(raw, m.end())
-        length = (end.start() if end else len(raw)) - m.start()
+        length = (end.start() if end else len(raw)) - m.start(1)
         if length > MAX_HEADER:
             name = _TITLE.get(m.group(1).lower().decode("ascii"), "MIME")
             return f"{name} header over {MAX_HEADER} characters"

@@ -32,7 +32,7 @@ subject's), so opening the file would change nothing.
 
 from __future__ import annotations
 
-from mailgw.model import Context, Message
+from mailgw.model import Context, Message, decoded_payload
 
 import binascii
 import bisect
@@ -133,23 +133,21 @@ _CUE_DEFS: tuple[_CueDef, ...] = tuple(
 )
 
 
-def _cue_maps() -> tuple[re.Pattern[str], types.MappingProxyType[str, _CueDef],
-                         re.Pattern[str], types.MappingProxyType[str, _CueDef]]:
+def _cue_maps() -> tuple[vtext.PhraseFinder, types.MappingProxyType[str, _CueDef],
+                         vtext.PhraseFinder, types.MappingProxyType[str, _CueDef]]:
     marked: dict[str, _CueDef] = {}
     folded: dict[str, _CueDef] = {}
     for cue in _CUE_DEFS:
         key = vtext.tone_key(vtext.nfc(cue.phrase))
         marked[key] = cue
         folded.setdefault(vtext.fold(key), cue)
-
-    def regex(keys: list[str]) -> re.Pattern[str]:
-        return re.compile(r"(?<!\w)(?:" + vtext.phrases_pattern(keys) + r")(?!\w)")  # longest first
-
-    return (regex(list(marked)), types.MappingProxyType(marked),
-            regex(list(folded)), types.MappingProxyType(folded))
+    # Marked cues are searched in tone_key form, found from the lower-case text: in either tone placement.
+    return (vtext.PhraseFinder(list(marked), vtext.tone_spellings), types.MappingProxyType(marked),
+            vtext.PhraseFinder(list(folded)), types.MappingProxyType(folded))
 
 
-_MARKED_RE, _MARKED, _FOLDED_RE, _FOLDED = _cue_maps()
+_MARKED_CUES, _MARKED, _FOLDED_CUES, _FOLDED = _cue_maps()
+_MARKED_RE, _FOLDED_RE = _MARKED_CUES.pattern, _FOLDED_CUES.pattern  # (?<!\w)(?:cue|...)(?!\w), longest first
 
 _ABBR_OF_CATEGORY = types.MappingProxyType({
     "meeting_invitation": "GM", "report": "BC", "announcement": "TB", "decision": "QĐ",
@@ -167,8 +165,11 @@ _REF_TAIL = re.compile(r"(?:[\s:(\[,]+|(?<!\w)(?:" + "|".join(_TYPE_WORDS) + r")
 _REF_END = re.compile(r"(?<!\w)(?:" + "|".join(_REFERENCE_WORDS) + r")$")
 
 _NOT_A_CUE = re.compile(r"\s+(?:them|duoc|ro|ve viec nay)(?!\w)")
-_TIME_PLACE = (re.compile(r"(?m)^\W{0,3}(?:thời gian|thoi gian)\s*:", re.IGNORECASE),
-               re.compile(r"(?m)^\W{0,3}(?:địa điểm|dia diem)\s*:", re.IGNORECASE))
+# "Thời gian:" and "Địa điểm:" opening a line, searched for in "\n" + text: a pattern
+# that starts with a line feed lets the regex engine jump from line to line, where
+# "(?m)^" would have it try the pattern at every character.
+_TIME_PLACE = (re.compile(r"\n\W{0,3}(?:thời gian|thoi gian)\s*:", re.IGNORECASE),
+               re.compile(r"\n\W{0,3}(?:địa điểm|dia diem)\s*:", re.IGNORECASE))
 
 _CATEGORY_HEADERS = ("X-GovVN-Category", "X-GovVN-Doc-Category")
 _TYPE_HEADERS = ("X-GovVN-Doc-Type", "X-GovVN-DocType")
@@ -213,6 +214,7 @@ class _State:
     notes: list[Evidence] = dataclasses.field(default_factory=list)
     doc_type_header: str | None = None
     importance_high: str | None = None
+    raw: _RawHeaders | None = None  # the message's headers as received, by name
 
     def unit(self, name: str) -> _Unit:
         return self.units.setdefault(name, _Unit())
@@ -240,7 +242,7 @@ class _Part:
                 except (binascii.Error, UnicodeEncodeError):
                     pass
         try:
-            data = self.part.get_payload(decode=True)
+            data = decoded_payload(self.part)
         except Exception:
             return b""
         if isinstance(data, bytes):
@@ -252,7 +254,7 @@ class _Part:
 
 def classify(msg: email.message.EmailMessage, *, limits: ClassifyLimits = ClassifyLimits()) -> Classification:
     """The classification of one message; never raises (malformed MIME gets a best-effort result)."""
-    state = _State(limits)
+    state = _State(limits, raw=_RawHeaders(msg))
     steps = (_read_headers, _read_subject, _read_body_and_attachments)
     for step in steps:
         try:
@@ -282,10 +284,31 @@ def _raw_headers(msg: email.message.Message, name: str) -> list[str]:
     return [" ".join(v.split()) for v in raw]
 
 
-def _header_values(msg: email.message.Message, names: tuple[str, ...]) -> list[str]:
+class _RawHeaders:
+    """``_raw_headers(msg, name)`` for any name, the header list read once (the classifier asks for 14 names)."""
+
+    def __init__(self, msg: email.message.Message):
+        self.msg = msg
+        self.by_name: dict[str, list[Any]] | None = {}
+        try:
+            for k, v in msg.raw_items():
+                self.by_name.setdefault(k.lower(), []).append(v)
+        except Exception:
+            self.by_name = None  # each name read by _raw_headers, which falls back as it can
+
+    def get(self, name: str) -> list[str]:
+        if self.by_name is not None:
+            try:
+                return [" ".join(str(v).split()) for v in self.by_name.get(name.lower(), ())]
+            except Exception:
+                pass
+        return _raw_headers(self.msg, name)
+
+
+def _header_values(msg: email.message.Message, names: tuple[str, ...], raw: _RawHeaders | None = None) -> list[str]:
     out: list[str] = []
     for name in names:
-        for value in _raw_headers(msg, name):
+        for value in (raw.get(name) if raw is not None else _raw_headers(msg, name)):
             text = vtext.decode_header(value).strip()
             if text:
                 out.append(text[:200])
@@ -293,32 +316,32 @@ def _header_values(msg: email.message.Message, names: tuple[str, ...]) -> list[s
 
 
 def _read_headers(msg: email.message.Message, state: _State) -> None:
-    for value in _header_values(msg, _CATEGORY_HEADERS):
+    for value in _header_values(msg, _CATEGORY_HEADERS, state.raw):
         category = value.strip().lower()
         if category in CATEGORIES and category != "general":
             state.cues.append(_Cue(category, _HEADER, "header", (0, 0), False, False, 0, value,
                                    "category_header"))
-    for value in _header_values(msg, _TYPE_HEADERS):
+    for value in _header_values(msg, _TYPE_HEADERS, state.raw):
         state.doc_type_header = value
-    for value in _header_values(msg, _NUMBER_HEADERS):
+    for value in _header_values(msg, _NUMBER_HEADERS, state.raw):
         found = docnumber.find_all(value)
         if found:
             doc = found[0]
             state.cues.append(_Cue(doc.category, _NUMBER, "header", (0, 0), False, False, 0, doc.text,
                                    "doc_number", doc.type_code, doc))
-    for value in _header_values(msg, _SECRECY_HEADERS):
+    for value in _header_values(msg, _SECRECY_HEADERS, state.raw):
         level = _header_level(value, secrecy.SECRECY_LEVELS, {"mật": "mat", "tối mật": "toi_mat",
                                                               "tuyệt mật": "tuyet_mat"})
         if level not in (None, "none"):
             mark = secrecy.Mark("secrecy", level, True, False, value, 0)
             state.unit("header").marks.append(("header", mark))
-    for value in _header_values(msg, _URGENCY_HEADERS):
+    for value in _header_values(msg, _URGENCY_HEADERS, state.raw):
         level = _header_level(value, secrecy.URGENCY_LEVELS, {"khẩn": "khan", "thượng khẩn": "thuong_khan",
                                                               "hỏa tốc": "hoa_toc"})
         if level not in (None, "none"):
             state.urgency.append(("header", secrecy.Mark("urgency", level, True, False, value, 0)))
     for name in ("Importance", "Priority", "X-Priority", "X-MSMail-Priority"):
-        for value in _header_values(msg, (name,)):
+        for value in _header_values(msg, (name,), state.raw):
             low = value.lower()
             if low.startswith(("high", "urgent")) or low[:1] in ("1", "2"):
                 state.importance_high = f"{name}: {value}"
@@ -335,15 +358,15 @@ def _header_level(value: str, levels: tuple[str, ...], words: dict[str, str]) ->
     return None
 
 
-def _subject(msg: email.message.Message) -> str:
-    raw = _raw_headers(msg, "Subject")
+def _subject(msg: email.message.Message, headers: _RawHeaders | None = None) -> str:
+    raw = headers.get("Subject") if headers is not None else _raw_headers(msg, "Subject")
     if not raw:
         return ""
     return vtext.strip_prefixes(" ".join(vtext.decode_header(raw[0]).split()))
 
 
 def _read_subject(msg: email.message.Message, state: _State) -> None:
-    subject = _subject(msg)
+    subject = _subject(msg, state.raw)
     if not subject:
         return
     _scan(subject, "subject", (1, 0), state, unit="subject", headings_only=False)
@@ -436,18 +459,19 @@ def _read_body(text: str, state: _State) -> None:
     lines: list[str] = []
     size = 0
     for line in text.splitlines():
-        if not line.strip():
+        stripped = line.strip()
+        if not stripped:
             continue
-        if line.lstrip().startswith(">"):
+        if stripped.startswith(">"):
             continue  # quoted reply text belongs to another message
-        lines.append(line.strip())
+        lines.append(stripped)
         size += len(line)
         if len(lines) >= state.limits.body_lines or size >= state.limits.body_chars:
             break
     head = "\n".join(lines)[: state.limits.body_chars]
     if head:
         _scan(head, "body", (2, 0), state, unit="body", headings_only=True)
-        if all(r.search(head) for r in _TIME_PLACE):
+        if all(r.search("\n" + head) for r in _TIME_PLACE):
             state.cues.append(_Cue("meeting_invitation", _PHRASE, "body", (2, 0), False, False,
                                    0, "Thời gian: / Địa điểm:", "phrase", "GM"))
 
@@ -474,10 +498,10 @@ def _scan(text: str, where: str, source: tuple[int, int], state: _State, *, unit
     if filename:
         # "Bao_cao_quy_3.pdf": separators become spaces so words can be found; same length.
         shown = re.sub(r"[_+]", " ", text)
-    key = vtext.tone_key(shown)
-    folded = vtext.fold(key)
+    _, key, folded, spaced_low, spaced_folded = vtext.search_forms(shown)  # fold(lower) is fold(tone_key)
     _scan_numbers(text, shown, folded, where, source, state, headings_only=headings_only, filename=filename)
-    _scan_titles(shown, key, folded, where, source, state, headings_only=headings_only)
+    _scan_titles(shown, key, folded, where, source, state, headings_only=headings_only,
+                 spaced=(spaced_low, spaced_folded))
     for mark in secrecy.scan_secrecy(shown, folded=folded):
         state.unit(unit).marks.append((where, mark))
     for mark in secrecy.scan_urgency(shown, corroborated=state.importance_high is not None, folded=folded):
@@ -523,14 +547,14 @@ def _is_reference(folded: str, pos: int) -> bool:
 
 
 def _scan_titles(shown: str, key: str, folded: str, where: str, source: tuple[int, int], state: _State, *,
-                 headings_only: bool) -> None:
+                 headings_only: bool, spaced: tuple[str | None, str | None] = (None, None)) -> None:
     found: list[tuple[int, int, _CueDef, bool]] = []
-    for m in _MARKED_RE.finditer(key):
+    for m in _MARKED_CUES.finditer(key, spaced[0]):
         found.append((m.start(), m.end(), _MARKED[m.group(0)], False))
     # Marked matches do not overlap one another, so their ends are sorted as their
     # starts are: the only one a folded match can overlap is the first ending after it starts.
     ends = [f[1] for f in found]
-    for m in _FOLDED_RE.finditer(folded):
+    for m in _FOLDED_CUES.finditer(folded, spaced[1]):
         s, e = m.span()
         i = bisect.bisect_right(ends, s)
         if i < len(found) and found[i][0] < e:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import types
+from collections.abc import Iterator
 
 from mailgw.vn import text as vtext
 
@@ -54,6 +55,11 @@ _DOC_NO = re.compile(
     r"(?!\w)",
     re.IGNORECASE,
 )
+# Every match holds a "/" right after its number (and the white space after that),
+# followed by what the pattern needs after it: the year, if any, and a letter. A
+# pattern that starts with a literal lets the regex engine jump from one "/" to the
+# next (ten times faster than from digit to digit); see _matches.
+_SLASH = re.compile(r"/\s*(?:(?:19|20)\d{2}\s*/\s*)?[A-Za-zĐđ]", re.IGNORECASE)
 # In file names "/" cannot appear: "1896_QD-TTg_m_294779.doc", "30_2020_ND-CP.pdf".
 _FILE_NO = re.compile(
     r"(?<![0-9A-Za-z])(?P<num>\d{1,5})[ _.-]+(?:(?P<year>(?:19|20)\d{2})[ _.-]+)?"
@@ -149,7 +155,7 @@ def find_all(text: str, *, context: str | None = None) -> list[DocNumber]:
     """Every number/symbol in ``text`` (NFC), in order; ``context`` settles HD/HĐ and DA/ĐA."""
     ctx = text if context is None else context
     found: list[DocNumber] = []
-    for m in _DOC_NO.finditer(text):
+    for m in _matches(text):
         sym = m.group("sym")
         issues: list[str] = []
         spaced = bool(re.search(r"\s", m.group(0)[len(m.group("prefix") or ""):]))
@@ -172,6 +178,44 @@ def find_all(text: str, *, context: str | None = None) -> list[DocNumber]:
         if doc is not None:
             found.append(doc)
     return found
+
+
+def _matches(text: str) -> Iterator[re.Match[str]]:
+    """What ``_DOC_NO.finditer(text)`` yields, with the pattern tried only where a match can start.
+
+    finditer tries the pattern at every character (0.17 ms for a 4,000-character
+    body, most of the number search). A match starts at its number, or at the
+    "Số"/"No." before it: at most three characters before the white space and
+    colons that precede the number's digits, which end (after white space) at a
+    "/" that _SLASH finds. Trying, slash by slash, every position from there to the
+    number's first digit finds every match finditer finds; the first that matches
+    at or after the end of the previous match is the one finditer would give next
+    (a later slash's positions all lie after this slash's number, or cannot hold a
+    match: "Số"/"No." has no digit and no "/").
+    """
+    pos = 0  # where finditer would go on from: the end of the last match
+    at = 0
+    while (slash := _SLASH.search(text, at)) is not None:
+        at = slash.start() + 1
+        last = slash.start()  # the number's last digit, before the white space (\s is isspace)
+        while last > 0 and text[last - 1].isspace():
+            last -= 1
+        last -= 1
+        if last < 0 or not text[last].isdecimal():  # \d is a decimal digit
+            continue
+        first = last  # the number's first digit ...
+        while first > 0 and text[first - 1].isdecimal():
+            first -= 1
+        space = first  # ... and the white space and colons before it
+        while space > 0 and (text[space - 1].isspace() or text[space - 1] == ":"):
+            space -= 1
+        for start in range(max(pos, space - 3), first + 1):
+            m = _DOC_NO.match(text, start)
+            if m is not None:
+                yield m
+                pos = m.end()
+                at = max(at, pos)
+                break
 
 
 def _span_of(sym: str, groups: list[str]) -> int:

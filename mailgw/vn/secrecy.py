@@ -22,7 +22,9 @@ subject. ASCII "GIAI MAT" never lifts anything (folded evidence must not decide)
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import itertools
 import re
 
 from mailgw.vn import text as vtext
@@ -64,6 +66,9 @@ _SECRET_FOLDED_RE = re.compile(r"(?<![\w])(?:giai mat|tuyet mat|toi mat|mat)(?![
 _URGENT_RE = re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, [
     _key("hỏa tốc"), _key("thượng khẩn"), _key("khẩn")])) + r")(?!\w)")
 _URGENT_FOLDED_RE = re.compile(r"(?<!\w)(?:hoa toc|thuong khan|khan)(?!\w)")
+# What every match of _SECRET_RE / _URGENT_RE holds (see _may_mark).
+_SECRET_WORDS = (_key("mật"),)
+_URGENT_WORDS = (_key("khẩn"), _key("hỏa tốc"))
 
 # "Độ mật: Mật", "Độ khẩn: Thượng khẩn", also folded "Do mat:".
 _LABEL_RE = re.compile(
@@ -125,13 +130,28 @@ def _labels(line: str, key: str, folded: str) -> list[re.Match[str]]:
     return found
 
 
-def _lines(text: str) -> list[tuple[int, str]]:
-    out: list[tuple[int, str]] = []
-    pos = 0
-    for line in text.splitlines(keepends=True):
-        out.append((pos, line.rstrip("\r\n")))
-        pos += len(line)
-    return out
+def _may_mark(line: str, low: str, key: str, words: tuple[str, ...], ascii_words: tuple[str, ...]) -> bool:
+    """Whether the searches of a line can find a marking in it: a label (it has a colon), a
+    marked word (in ``key``, its tone_key form) or an ASCII one (in ``low``, its lower case)."""
+    return ":" in line or "：" in line or any(w in key for w in words) or any(w in low for w in ascii_words)
+
+
+def _lines_with(text: str, folded_text: str, needles: tuple[str, ...]) -> list[tuple[int, str]]:
+    """(offset, line) for each line of ``text`` (``splitlines``, endings dropped) whose part of ``folded_text`` holds one of ``needles``.
+
+    In order. Found from where the needles are rather than by testing every line: a
+    body's sixty lines cost more than the one or two that hold a marking. A needle
+    holds no line break, so each place it occurs lies inside one line.
+    """
+    parts = text.splitlines(keepends=True)
+    starts = list(itertools.accumulate(map(len, parts), initial=0))
+    found: set[int] = set()
+    for needle in needles:
+        at = folded_text.find(needle)
+        while at >= 0:
+            found.add(bisect.bisect_right(starts, at) - 1)
+            at = folded_text.find(needle, at + 1)
+    return [(starts[i], parts[i].rstrip("\r\n")) for i in sorted(found)]
 
 
 def _folded(text: str, folded: str | None) -> str:
@@ -152,12 +172,10 @@ def scan_secrecy(text: str, *, folded: str | None = None) -> list[Mark]:
     folded_text = _folded(text, folded)
     if "mat" not in folded_text:
         return marks  # every marking, label or stamp, folds to something with "mat"
-    for offset, line in _lines(text):
-        if "mat" not in folded_text[offset:offset + len(line)]:
-            continue
-        low = vtext.lower(line)
-        key = vtext.tone_key(line)
-        folded = vtext.fold(low)
+    for offset, line in _lines_with(text, folded_text, ("mat",)):
+        low, key, folded = vtext.forms(line)
+        if not _may_mark(line, low, key, _SECRET_WORDS, ("mat",)):
+            continue  # "mặt", "mất"
         skip = _spans(_EXCL_RE, key) + _spans(_EXCL_FOLDED_RE, folded)
         for m in _labels(line, key, folded):
             if not m.group("secrecy"):
@@ -238,13 +256,10 @@ def scan_urgency(text: str, *, corroborated: bool = False, folded: str | None = 
     folded_text = _folded(text, folded)
     if "khan" not in folded_text and "hoa toc" not in folded_text:
         return marks  # every marking, label or stamp, folds to something with one of these
-    for offset, line in _lines(text):
-        folded_line = folded_text[offset:offset + len(line)]
-        if "khan" not in folded_line and "hoa toc" not in folded_line:
-            continue
-        low = vtext.lower(line)
-        key = vtext.tone_key(line)
-        folded = vtext.fold(low)
+    for offset, line in _lines_with(text, folded_text, ("khan", "hoa toc")):
+        low, key, folded = vtext.forms(line)
+        if not _may_mark(line, low, key, _URGENT_WORDS, ("khan", "hoa toc")):
+            continue  # "khó khăn"
         skip = _spans(_UEXCL_RE, key) + _spans(_UEXCL_FOLDED_RE, folded)
         for m in _labels(line, key, folded):
             if not m.group("urgency"):

@@ -1,0 +1,391 @@
+"""The fast paths of parse, classify and attachments give what the slow paths they shortcut give.
+
+Each shortcut here replaces a general computation by a cheaper one for the common
+case; these tests hold each to the general one, on chosen edge cases and on
+generated input.
+"""
+
+from __future__ import annotations
+
+import email.feedparser
+import email.message
+import email.parser
+import email.policy
+import re
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mailgw.attachments import inspect_message, mime
+from mailgw.model import Envelope, Message, ParsedOnce, _header_section, decoded_payload, parse_header_section, parse_one_part
+from mailgw.settings import AttachmentLimits
+
+_FUZZ = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _tree(msg: email.message.Message) -> Any:
+    """Everything the feed parser decides about a message, comparable with ==."""
+    payload = msg._payload
+    return (
+        type(msg).__name__, msg.get_unixfrom(), list(msg.raw_items()), [type(d).__name__ for d in msg.defects],
+        msg.preamble, msg.epilogue, msg.get_default_type(),
+        [_tree(p) for p in payload] if isinstance(payload, list) else payload,
+    )
+
+
+def _feed(raw: bytes, policy: email.policy.Policy, factory: Any = None) -> email.message.Message:
+    parser = email.feedparser.BytesFeedParser(_factory=factory, policy=policy)
+    parser.feed(raw)
+    return parser.close()
+
+
+_CASES = [
+    b"",
+    b"\r\n",
+    b"\r\nbody",
+    b"\nX: y\n\nbody",
+    b"\r\r\nbody",
+    b"Subject: a\r\n\r\nbody\r\n",
+    b"Subject: a\n\nbody\n\n\nmore",
+    b"Subject: a\n\n\r\nbody",
+    b"Subject: a\r\n\r\n",
+    b"Subject: no body at all\r\n",
+    b"Subject: no end of line",
+    b"Subject: a\r\n folded\r\nX: y\r\n\r\nbody",
+    b"Subject : not a header for the parser\r\nX: y\r\n\r\nbody",
+    b"Subject: a\r\nnot a header line\r\nX: y\r\n\r\nbody",
+    b"From someone Mon Jan 1\r\nSubject: a\r\n\r\nbody",
+    b"Subject: a\r\rX: b\r\n\r\nbody",
+    b"Subject: a\r\n\r\nn\xe1\xbb\x99i dung \xff\xfe\r\n",
+    b"Subject: \xe1\xbb\x99\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nbody",
+    b"Content-Type: text/html\r\nContent-Transfer-Encoding: base64\r\n\r\nPGI+eDwvYj4=\r\n",
+    b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n",
+    b"Content-Type: MULTIPART/alternative; boundary=b\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n",
+    b"Content-Type: multipart/mixed\r\n\r\nno boundary",
+    b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\nbody",
+    b"Content-Type: message/delivery-status\r\n\r\nA: b\r\n\r\nC: d\r\n",
+    b"Content-Type: message\r\n\r\nbody",
+    b"Content-Type: text\r\n\r\nbody",
+    b"Content-Type: ;;;\r\n\r\nbody",
+    b"Content-Type: text/plain\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n",
+]
+
+_header_lines = st.one_of(
+    st.sampled_from([b"Subject: a", b"Content-Type: text/plain", b"Content-Type: multipart/mixed; boundary=b",
+                     b"Content-Type: message/rfc822", b"Content-Type: text/html; charset=\"utf-8\"",
+                     b"Content-Transfer-Encoding: base64", b"Content-Transfer-Encoding: quoted-printable",
+                     b" folded", b"\tfolded", b"not a header", b"X : y", b"From x", b"Content-Type: =?utf-8?q?x?=",
+                     b"Subject: \xe1\xbb\x99"]),
+    st.binary(max_size=20),
+)
+_raws = st.builds(
+    lambda lines, ends, body: b"".join(line + end for line, end in zip(lines, ends)) + body,
+    st.lists(_header_lines, max_size=6),
+    st.lists(st.sampled_from([b"\r\n", b"\n", b"\r", b"\r\n\r\n", b"\n\n", b"\n\r\n"]), min_size=6, max_size=6),
+    st.one_of(st.binary(max_size=60), st.sampled_from([b"--b\r\n\r\nx\r\n--b--\r\n", b"Subject: in\r\n\r\nx"])),
+)
+
+
+def _same_as_the_feed_parser(raw: bytes) -> None:
+    for policy in (email.policy.compat32, email.policy.default):
+        one = parse_one_part(raw, policy)
+        if one is not None:
+            assert _tree(one) == _tree(_feed(raw, policy))
+    message = Message("T", Envelope("", [], "mx", "mx", "127.0.0.1"), raw)
+    message.headers  # the parse stage reads the headers first
+    assert _tree(message.parsed) == _tree(_feed(raw, email.policy.default, ParsedOnce))
+
+
+def _same_header_section(raw: bytes) -> None:
+    section = _header_section(raw)
+    for policy, factory in ((email.policy.compat32, None), (email.policy.default, None), (email.policy.default, ParsedOnce)):
+        expected = email.parser.BytesHeaderParser(_class=factory, policy=policy).parsebytes(section)
+        assert _tree(parse_header_section(section, policy, factory)) == _tree(expected)
+
+
+_plain_sections = st.builds(
+    lambda fields: b"".join(fields) + b"\r\n",
+    st.lists(st.sampled_from([b"Subject: a\r\n", b"From: =?utf-8?b?VsSDbg==?= <a@b.vn>\r\n", b"X:\r\n", b"X-Y:  \t v \r\n",
+                              b" folded\r\n", b"\t\tfolded \r\n", b"To: a@b, c@d\r\n", b"Subject: n\xe1\xbb\x99i\r\n",
+                              b"From x\r\n", b":\r\n", b"Subject : a\r\n", b"A:b\rc\r\n", b"A: b\n"]), max_size=8),
+)
+
+
+@pytest.mark.parametrize("raw", _CASES)
+def test_a_header_section_parses_as_the_header_parser_parses_it(raw: bytes) -> None:
+    _same_header_section(raw)
+
+
+@_FUZZ
+@given(st.one_of(_raws, _plain_sections, st.builds(lambda s, b: s + b, _plain_sections, st.binary(max_size=20))))
+def test_generated_header_sections_parse_as_the_header_parser_parses_them(raw: bytes) -> None:
+    _same_header_section(raw)
+
+
+@pytest.mark.parametrize("raw", _CASES)
+def test_a_message_of_one_part_parses_as_the_feed_parser_parses_it(raw: bytes) -> None:
+    _same_as_the_feed_parser(raw)
+
+
+def test_only_messages_of_one_part_take_the_short_way() -> None:
+    assert parse_one_part(b"Subject: a\r\n\r\nbody", email.policy.compat32) is not None
+    for raw in _CASES:
+        first = re.search(rb"(?im)^content-type:\s*(\S+)", raw)  # the first one counts
+        if first and first.group(1).lower().startswith((b"multipart/", b"message/")):
+            assert parse_one_part(raw, email.policy.compat32) is None
+
+
+@_FUZZ
+@given(_raws)
+def test_generated_messages_parse_as_the_feed_parser_parses_them(raw: bytes) -> None:
+    _same_as_the_feed_parser(raw)
+
+
+# --- attachments: the same facts with and without the one-part parse ---------------------
+
+
+def _without_fast_parse(monkeypatch: pytest.MonkeyPatch, raw: bytes, limits: AttachmentLimits) -> dict[str, Any]:
+    with monkeypatch.context() as m:
+        m.setattr(mime, "parse_one_part", lambda raw, policy: None)
+        return inspect_message(raw, limits)
+
+
+@pytest.mark.parametrize("raw", _CASES)
+def test_attachment_facts_do_not_depend_on_the_one_part_parse(raw: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    for limits in (AttachmentLimits(), AttachmentLimits(max_parts=1)):
+        assert inspect_message(raw, limits) == _without_fast_parse(monkeypatch, raw, limits)
+
+
+_UUENCODE_REFERENCE = re.compile(rb"(?m)^begin(?:-base64)? [0-7]{3,4} \S")
+
+
+@pytest.mark.parametrize("data", [b"", b"begin 644 a.exe\r\n", b"x\nbegin 644 a\n", b"xbegin 644 a", b"\r\nbegin-base64 0644 a",
+                                  b"begin 64 a", b"\n\nbegin 7777 \xff", b"begin 644  a", b"BEGIN 644 a"])
+def test_uuencode_lines_are_found_where_the_multiline_pattern_finds_them(data: bytes) -> None:
+    assert mime._has_uuencode(data) == bool(_UUENCODE_REFERENCE.search(data))
+
+
+def _overlong_reference(raw: bytes) -> str | None:
+    """overlong_mime_header as first written: a multi-line pattern tried at every byte."""
+    for m in re.finditer(rb"(?im)^(content-type|content-disposition)[ \t]*:", raw):
+        end = re.compile(rb"\r?\n(?![ \t])").search(raw, m.end())
+        length = (end.start() if end else len(raw)) - m.start()
+        if length > mime.MAX_HEADER:
+            name = {"content-type": "Content-Type", "content-disposition": "Content-Disposition"}[m.group(1).lower().decode()]
+            return f"{name} header over {mime.MAX_HEADER} characters"
+    return None
+
+
+_long = b"x" * (mime.MAX_HEADER - 20)
+
+
+@pytest.mark.parametrize("raw", [
+    b"", b"Content-Type: text/plain\r\n\r\n", b"Content-Type: a; b=" + _long + b"\r\n",
+    b"content-TYPE : a; b=" + _long + _long, b"X: y\r\nContent-Disposition:" + _long + b"\r\n\t" + _long + b"\r\n",
+    b"X: y\nContent-Disposition:" + _long + b"\n " + b"y" * 30 + b"\r\nZ: z", b"XContent-Type: " + _long * 2,
+    b"X: y\r\n\r\n--b\r\nContent-Type: a; name=" + _long + b"\r\n and more\r\n\r\n",
+    b"Content-Type: short\r\nContent-Type: " + _long * 2,
+])
+def test_overlong_mime_headers_are_found_as_before(raw: bytes) -> None:
+    assert mime.overlong_mime_header(raw) == _overlong_reference(raw)
+
+
+@_FUZZ
+@given(st.lists(st.sampled_from([b"Content-Type:", b"content-disposition :", b"\r\n", b"\n", b" ", b"\t", b"x" * 3000,
+                                 b"X: y", b"Content-Type"]), max_size=12))
+def test_generated_mime_headers_are_judged_as_before(pieces: list[bytes]) -> None:
+    raw = b"".join(pieces)
+    assert mime.overlong_mime_header(raw) == _overlong_reference(raw)
+
+
+@_FUZZ
+@given(_raws)
+def test_generated_messages_have_the_same_attachment_facts_without_the_one_part_parse(raw: bytes) -> None:
+    with pytest.MonkeyPatch.context() as m:
+        facts = inspect_message(raw, AttachmentLimits())
+        assert facts == _without_fast_parse(m, raw, AttachmentLimits())
+
+
+def _outcome(f: Any, *args: Any) -> Any:
+    try:
+        return f(*args)
+    except Exception as exc:
+        return type(exc)
+
+
+def _decode_reference(node: email.message.Message, cte: str) -> bytes:
+    """mime._decode as first written: the email package decodes all but valid base64."""
+    import binascii
+
+    payload = node.get_payload()
+    if cte == "base64" and isinstance(payload, str):
+        try:
+            return binascii.a2b_base64(payload)
+        except (ValueError, binascii.Error):
+            pass
+    data = node.get_payload(decode=True)
+    return data if isinstance(data, bytes) else b""
+
+
+@_FUZZ
+@given(st.one_of(st.sampled_from(["", "7bit", "8BIT", "base64", "base64 ", "Quoted-Printable", "x-uuencode", "binary",
+                                  "bogus"]), st.text(max_size=12)),
+       st.one_of(st.binary(max_size=80).map(lambda b: b.decode("ascii", "surrogateescape")), st.text(max_size=40),
+                 st.sampled_from(["aGVsbG8=\r\n", "=C3=A9\r\n", "begin 644 a\r\n#86)C\r\n`\r\nend\r\n", "\udc80\u00e9"])))
+def test_parts_decode_to_the_bytes_the_email_package_gives(cte: str, payload: str) -> None:
+    for policy in (email.policy.compat32, email.policy.default):
+        node = email.message.Message(policy=policy) if policy is email.policy.compat32 else ParsedOnce(policy=policy)
+        if cte:
+            try:
+                node["Content-Transfer-Encoding"] = cte
+            except Exception:  # policy.default refuses some values outright
+                continue
+        node.set_payload(payload)
+        assert _outcome(decoded_payload, node) == _outcome(lambda n: n.get_payload(decode=True), node)
+    node = email.message.Message()
+    if cte:
+        node["Content-Transfer-Encoding"] = cte
+    node.set_payload(payload)
+    walker_cte = mime._cte(node)
+    try:
+        expected: Any = _decode_reference(node, walker_cte)
+    except Exception as exc:  # the email package raises on some strings no bytes parser makes
+        expected = type(exc)
+    try:
+        got: Any = mime._decode(node, walker_cte)
+    except Exception as exc:
+        got = type(exc)
+    assert got == expected
+
+
+@pytest.mark.parametrize("value,header", [
+    ("text/plain; charset=utf-8", "content-type"), ("attachment; filename=\"a.pdf\"", "content-disposition"),
+    ("application/pdf; name=\"=?utf-8?b?YS5wZGY=?=\"", "content-type"), ("attachment; filename*=utf-8''%E1%BB%99.pdf", "content-disposition"),
+    ("text/plain (a comment)", "content-type"), ("x" * 300, "content-type"), ("", "content-disposition"),
+])
+def test_remembered_parameters_are_the_parameters_read_afresh(value: str, header: str) -> None:
+    for _ in range(2):
+        assert mime._params(value, header) == mime._read_params(value, header)
+
+
+# --- classify: the text forms and searches, against the plain computations ----------------
+
+from mailgw.stages import classify as classify_stage  # noqa: E402
+from mailgw.vn import docnumber, secrecy  # noqa: E402
+from mailgw.vn import text as vtext  # noqa: E402
+
+_PHRASES = [d.phrase for d in classify_stage._CUE_DEFS]
+_WORDS = (_PHRASES + [p.upper() for p in _PHRASES] + [vtext.fold(p) for p in _PHRASES]
+          + ["hoà", "thoả", "uỷ", "ủy", "Hoả tốc", "v-v", "V/V", "mật", "MẬT", "khẩn", "khó khăn", "Số:", "No.", "112",
+             "/", "KH-UBND", "2020", "QĐ", "-", " ", "  ", "\n", "\r\n", "\u2028", ",", ".", "(", ")", "“", "”", "x", "ạ",
+             "đ", "_", "1", "İ", "Σ", "ς", "ǅ", "ﬁ", "\u00a0", "\t", "oa\u0300", "Oà", "٣", "thêm", "ro"])
+_texts = st.lists(st.sampled_from(_WORDS), max_size=14).map("".join)
+
+
+def _reference_forms(text: str) -> tuple[str, str, str]:
+    low = text.lower()
+    if len(low) != len(text):
+        low = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+    key = re.sub("|".join(sorted(vtext._TONE_PAIRS)), lambda m: vtext._TONE_PAIRS[m.group(0)], low)
+    return low, key, key.translate(vtext._FOLD_STR)
+
+
+@_FUZZ
+@given(st.one_of(_texts, _texts.map(vtext.nfc), st.text(max_size=30)))
+def test_text_forms_are_the_plain_ones(text: str) -> None:
+    low, key, folded = _reference_forms(text)
+    assert vtext.lower(text) == low and vtext.tone_key(text) == key
+    assert vtext.fold(text) == text.translate(vtext._FOLD_STR) and vtext.fold(key) == folded
+    assert vtext.forms(text) == (low, key, folded)
+    assert vtext.search_forms(text)[:3] == (low, key, folded)
+
+
+@_FUZZ
+@given(st.one_of(_texts, _texts.map(vtext.nfc), st.text(max_size=30)))
+def test_cues_are_found_where_the_plain_patterns_find_them(text: str) -> None:
+    _, key, folded, spaced_low, spaced_folded = vtext.search_forms(text)
+    for finder, searched, spaced in ((classify_stage._MARKED_CUES, key, spaced_low),
+                                     (classify_stage._FOLDED_CUES, folded, spaced_folded)):
+        expected = [(m.span(), m.group(0)) for m in finder.pattern.finditer(searched)]
+        assert [(m.span(), m.group(0)) for m in finder.finditer(searched, spaced)] == expected
+
+
+_number_pieces = st.lists(st.sampled_from(["Số", "số", "SỐ", "So", "No", "No.", ":", " ", "\n", "/", " / ", "-", " - ", "12",
+                                           "5", "123456", "2020", "٣", "０", "QĐ", "KH", "UBND", "ſ", "a", "đ", ".", ",", "&",
+                                           "\u2003", "QH14"]), max_size=16).map("".join)
+_numbers = st.builds(
+    lambda prefix, gap, num, slash, year, sym, tail: prefix + gap + num + slash + year + sym + tail,
+    st.sampled_from(["", "Số", "số:", "SỐ", "No.", "No", "no.", "x", "Căn cứ ", "/", "1"]),
+    st.sampled_from(["", " ", ": ", " : ", "::", "\n", "\t"]),
+    st.sampled_from(["1", "07", "12345", "123456", "٣"]), st.sampled_from(["/", " / ", "/ ", "//"]),
+    st.sampled_from(["", "2020/", "1999 / ", "2020"]), st.sampled_from(["QĐ-UBND", "KH", "GM-STTTT - Giay", "QH14", "a-b", "1"]),
+    st.sampled_from(["", " ", ".", "x", "/", "-"]),
+)
+
+
+@_FUZZ
+@given(st.lists(st.one_of(_texts, _number_pieces, _numbers), max_size=4).map("".join))
+def test_document_numbers_are_found_where_finditer_finds_them(text: str) -> None:
+    expected = [(m.span(), m.groupdict()) for m in docnumber._DOC_NO.finditer(text)]
+    assert [(m.span(), m.groupdict()) for m in docnumber._matches(text)] == expected
+
+
+@_FUZZ
+@given(st.lists(st.sampled_from(["mat", "khan", "hoa toc", "hoa", " toc", "\n", "\r\n", "\r", "\x0b", "\u2028", "x", " "]),
+                max_size=12).map("".join))
+def test_marking_lines_are_the_lines_that_hold_a_mark(text: str) -> None:
+    lines, pos = [], 0
+    for line in text.splitlines(keepends=True):
+        lines.append((pos, line.rstrip("\r\n")))
+        pos += len(line)
+    for needles in (("mat",), ("khan", "hoa toc")):
+        expected = [(o, line) for o, line in lines if any(n in text[o:o + len(line)] for n in needles)]
+        assert secrecy._lines_with(text, text, needles) == expected
+
+
+@pytest.mark.parametrize("text", ["Thời gian: 8h\nĐịa điểm: phòng họp", "x\n  - THỜI GIAN : 8h\n\t*Dia diem:", "Thời gian: 8h Địa điểm: a",
+                                  "thoi gian:\nxx dia diem:", "", "\n\nđịa điểm :\nthời gian\n:"])
+def test_time_and_place_lines_are_found_as_the_multiline_patterns_find_them(text: str) -> None:
+    reference = (re.compile(r"(?m)^\W{0,3}(?:thời gian|thoi gian)\s*:", re.IGNORECASE),
+                 re.compile(r"(?m)^\W{0,3}(?:địa điểm|dia diem)\s*:", re.IGNORECASE))
+    for new, old in zip(classify_stage._TIME_PLACE, reference):
+        assert bool(new.search("\n" + text)) == bool(old.search(text))
+
+
+_MARKING_WORDS = ["mật", "MẬT", "Mật", "mat", "MAT", "mặt", "mất", "tối mật", "TỐI MẬT", "TUYET MAT", "giải mật", "GIẢI MẬT",
+                  "bảo mật", "mật khẩu", "khẩn", "KHẨN", "KHAN", "khan", "khăn", "khó khăn", "hỏa tốc", "HOẢ TỐC", "HOA TOC",
+                  "thượng khẩn", "khẩn trương", "Độ mật:", "Do mat:", "Độ khẩn：", "muc do khan:", "Thường", "[", "]", "(",
+                  ")", " ", "  ", "\t", "\n", "\r\n", ":", "-", "x", "Kính gửi", "K", "\u2028"]
+
+
+@_FUZZ
+@given(st.lists(st.sampled_from(_MARKING_WORDS), max_size=14).map("".join), st.booleans())
+def test_markings_are_those_every_line_gives(text: str, corroborated: bool) -> None:
+    text = vtext.nfc(text)
+    found = (secrecy.scan_secrecy(text), secrecy.scan_urgency(text, corroborated=corroborated))
+    with pytest.MonkeyPatch.context() as m:  # every line read, each searched in full
+        m.setattr(secrecy, "_may_mark", lambda *args: True)
+        m.setattr(secrecy, "_lines_with", lambda text, folded, needles: [
+            (o, line) for o, line in _all_lines(text) if any(n in folded[o:o + len(line)] for n in needles)])
+        assert (secrecy.scan_secrecy(text), secrecy.scan_urgency(text, corroborated=corroborated)) == found
+
+
+def _all_lines(text: str) -> list[tuple[int, str]]:
+    out, pos = [], 0
+    for line in text.splitlines(keepends=True):
+        out.append((pos, line.rstrip("\r\n")))
+        pos += len(line)
+    return out
+
+
+@pytest.mark.parametrize("size", [0, 10, (1 << 20) + 10])
+def test_a_one_part_body_decodes_to_the_bytes_it_was_read_from(size: int) -> None:
+    body = (b"n\xe1\xbb\x99i dung \xff\r\n" * (size // 16 + 1))[:size]
+    raw = b"Subject: a\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + body
+    message = Message("T", Envelope("", [], "mx", "mx", "127.0.0.1"), raw)
+    message.headers
+    for part in (message.parsed, parse_one_part(raw, email.policy.compat32)):
+        assert part is not None
+        assert decoded_payload(part) == body == part.get_payload(decode=True)
