@@ -177,12 +177,11 @@ def _chunks(items: Sequence[Any], size: int = _ID_CHUNK) -> Iterable[Sequence[An
         yield items[i:i + size]
 
 
-# The searchable columns of an exchange row, in the order of the rows _Statements.exchange takes.
-_DERIVED = ("time", "direction", "sender", "sender_agency", "sender_unit", "category", "doc_number", "doc_key",
-            "decision", "rule", "message_id")
-_RECIPIENT = ("address", "agency", "unit", "official", "local", "time")
+# Derived columns (Derived.columns, Derived.recipients) in the order of the rows _write_tx builds.
+_SEARCH = ("direction", "sender", "sender_agency", "sender_unit", "category", "doc_number", "doc_key", "decision",
+           "rule", "message_id")
+_RECIPIENT = ("address", "agency", "unit", "official", "local")
 _PG_PARAMETERS = 30000  # bound parameters per PostgreSQL statement (its limit is 65535)
-_NOTHING = object()
 
 Events = dict[tuple[str, str, int, str], tuple[DeliveryEvent, dt.datetime]]
 
@@ -196,24 +195,19 @@ class _Table:
     """
 
     def __init__(self, dialect: Dialect, table: Any, columns: Sequence[str]):
+        # Except for the time: one record's goes into four tables, the caller converts it once (bind_time).
         q = dialect.identifier_preparer.quote
         self.name = table.name
         self.into = f"INSERT INTO {q(table.name)} ({', '.join(q(c) for c in columns)}) VALUES "
         self.width = len(columns)
         self.one_row = ""  # the INSERT of one row (set by _Statements, which knows the placeholders)
-        self._convert = [(i, proc) for i, c in enumerate(columns)
-                         if (proc := table.c[c].type.dialect_impl(dialect).bind_processor(dialect)) is not None]
+        self._convert = [(i, proc) for i, c in enumerate(columns) if c != "time"
+                         and (proc := table.c[c].type.dialect_impl(dialect).bind_processor(dialect)) is not None]
 
     def convert(self, rows: list[list[Any]]) -> None:
         for i, proc in self._convert:
-            # The rows of one record share their values (its time): each is converted once.
-            last_in: Any = _NOTHING
-            last_out: Any = None
             for row in rows:
-                value = row[i]
-                if value is not last_in:
-                    last_in, last_out = value, proc(value)
-                row[i] = last_out
+                row[i] = proc(row[i])
 
 
 class _Statements:
@@ -247,15 +241,18 @@ class _Statements:
         self.head = f"SELECT seq, hash FROM audit_head WHERE chain = {self.marks(1)}{lock}"
         self.new_head = f"INSERT INTO audit_head (chain, seq, hash) VALUES ({self.marks(3)}) ON CONFLICT DO NOTHING"
         self.set_head = self._set_head_text(1)
-        self.exchange = _Table(dialect, Exchange.__table__, ("id", "node", "seq", *_DERIVED, "record", "body",
+        self.exchange = _Table(dialect, Exchange.__table__, ("id", "node", "seq", "time", *_SEARCH, "record", "body",
                                                               "content_hash", "prev_hash", "hash"))
-        self.recipient = _Table(dialect, Recipient.__table__, ("exchange_id", *_RECIPIENT))
+        self.recipient = _Table(dialect, Recipient.__table__, ("exchange_id", *_RECIPIENT, "time"))
         self.rule = _Table(dialect, RuleHit.__table__, ("exchange_id", "rule", "time"))
         self.agency = _Table(dialect, AgencyHit.__table__, ("exchange_id", "agency", "time"))
         self.delivery = _Table(dialect, Delivery.__table__, ("node", "seq", "exchange_id", "recipient", "time",
                                                               "status", "reply", "attempt", "content_hash",
                                                               "prev_hash", "hash"))
         self.checkpoint = _Table(dialect, Checkpoint.__table__, ("chain", "seq", "hash", "kind", "time", "pruned"))
+        # Every time column is a DateTime(timezone=False), as Exchange.time.
+        self.bind_time: Any = (Exchange.__table__.c.time.type.dialect_impl(dialect).bind_processor(dialect)
+                               or (lambda t: t))
         for t in (self.exchange, self.recipient, self.rule, self.agency, self.delivery, self.checkpoint):
             t.one_row = t.into + f"({self.marks(t.width)})"
         self._texts: dict[tuple[tuple[str, int], ...], str] = {}
@@ -479,15 +476,17 @@ class AuditLog:
         agencies: list[list[Any]] = []
         deliveries: list[list[Any]] = []
         checkpoints: list[list[Any]] = []
-        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        bind_time = sql.bind_time
+        now = bind_time(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
         for p in new:
             seq += 1
             h = ch.entry_hash(node, seq, ch.KIND_EXCHANGE, prev, p.content_hash)
             d = p.derived
             columns = d.columns
-            time = columns["time"]
-            rows.append([p.id, node, seq, *[columns[c] for c in _DERIVED], p.text, p.body, p.content_hash, prev, h])
-            recipients += [[p.id, *[r[c] for c in _RECIPIENT]] for r in d.recipients]
+            time = bind_time(columns["time"])  # the recipients' time too: derive gives them the record's
+            rows.append([p.id, node, seq, time, *[columns[c] for c in _SEARCH], p.text, p.body, p.content_hash,
+                         prev, h])
+            recipients += [[p.id, *[r[c] for c in _RECIPIENT], time] for r in d.recipients]
             rules += [[p.id, r, time] for r in d.rules]
             agencies += [[p.id, a, time] for a in d.agencies]
             if seq % self._every == 0:
@@ -498,8 +497,8 @@ class AuditLog:
             content = ch.sha256_text(ch.delivery_content(ev.exchange_id, ev.recipient, t, ev.status,
                                                          ev.reply, ev.attempt))
             h = ch.entry_hash(node, seq, ch.KIND_DELIVERY, prev, content)
-            deliveries.append([node, seq, ev.exchange_id, ev.recipient, t, ev.status, ev.reply, ev.attempt,
-                               content, prev, h])
+            deliveries.append([node, seq, ev.exchange_id, ev.recipient, bind_time(t), ev.status, ev.reply,
+                               ev.attempt, content, prev, h])
             if seq % self._every == 0:
                 checkpoints.append([node, seq, h, "periodic", now, 0])
             prev = h

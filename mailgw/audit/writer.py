@@ -285,13 +285,16 @@ class AuditWriter:
             self._commit(work)
         if stop:
             return True
-        if time.monotonic() >= self._next_replay and (not self._healthy or self.journal.pending()):
-            self._connect()
+        if time.monotonic() >= self._next_replay:
+            if not self._healthy or self.journal.pending():
+                self._connect()
+            else:
+                self._next_replay = time.monotonic() + self.retry
         return False
 
-    def _wait(self) -> float | None:
-        if self._healthy and not self.journal.pending():
-            return None
+    def _wait(self) -> float:
+        """Seconds until the journal is looked at again (every ``retry``: another process of the
+        node may have written to it), or the database tried again when it is unavailable."""
         return max(0.01, self._next_replay - time.monotonic())
 
     def _commit(self, jobs: list[_Job]) -> None:
