@@ -108,6 +108,78 @@ def test_show_has_delivery_history(log: AuditLog, url: str) -> None:
     assert status == 1 and "NOPE" in err
 
 
+def test_records_and_events_written_together_are_chained_in_order(log: AuditLog, url: str, caplog) -> None:  # type: ignore[no-untyped-def]
+    ev = DeliveryEvent("X0001", "vanthu@sotc.binhthuan.gov.vn", "2025-03-02T01:00:00Z", "sent", "250", 1)
+    log.write([_rec(1), _rec(2)], [ev])
+    log.write([_rec(1), _rec(2)], [ev])  # a replay: nothing new
+    with log.engine.connect() as conn:
+        assert dict(conn.execute(select(Exchange.id, Exchange.seq)).all()) == {"X0001": 1, "X0002": 2}
+        assert conn.execute(select(Delivery.seq)).scalar_one() == 3
+        assert conn.execute(select(Head.seq).where(Head.chain == "gw1")).scalar_one() == 3
+    log.write([_rec(2, decision__rule="changed"), _rec(3)], [])  # X0002 again, with other content
+    assert "exchange X0002 logged again with different content" in caplog.text
+    with log.engine.connect() as conn:
+        assert conn.execute(select(Exchange.rule).where(Exchange.id == "X0002")).scalar_one() == "default"
+    assert _count(log, Exchange) == 3
+    assert verify(url) == []
+
+
+def test_a_batch_larger_than_one_statement_takes(log: AuditLog, url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # PostgreSQL writes a batch in one statement unless it has too many parameters for one.
+    import mailgw.audit.log as log_module
+
+    monkeypatch.setattr(log_module, "_PG_PARAMETERS", 60)
+    log.write([_rec(i, rcpts=[f"a{i}@x.vn", f"b{i}@x.vn"]) for i in range(1, 9)],
+              [DeliveryEvent("X0001", f"a{i}@x.vn", "2025-03-02T01:00:00Z", "sent", "250", i) for i in range(1, 9)])
+    assert _count(log, Exchange) == 8 and _count(log, Recipient) == 24 and _count(log, Delivery) == 8
+    assert verify(url) == []
+
+
+def test_another_node_logging_the_same_id_meanwhile_is_retried(log: AuditLog, url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Between our check for logged ids and our insert, another node commits the same exchange id:
+    # our insert fails on the unique id, the retry sees it logged and skips it. (On SQLite the
+    # check and the insert are in one BEGIN IMMEDIATE transaction, so another writer cannot get
+    # in between: only PostgreSQL can meet this.)
+    if not url.startswith("postgresql"):
+        pytest.skip("SQLite serialises whole write transactions")
+    import mailgw.audit.log as log_module
+
+    other = AuditLog.open(url, "gw2")
+    lock_head = log_module._Statements.lock_head
+    calls = []
+
+    def meanwhile(self, cur, chain):  # type: ignore[no-untyped-def]
+        calls.append(chain)
+        if calls == ["gw1"]:
+            other.append([_rec(1)])
+        return lock_head(self, cur, chain)
+
+    monkeypatch.setattr(log_module._Statements, "lock_head", meanwhile)
+    try:
+        log.append([_rec(1), _rec(2)])
+    finally:
+        other.close()
+    assert calls == ["gw1", "gw2", "gw1"]
+    with log.engine.connect() as conn:
+        assert dict(conn.execute(select(Exchange.id, Exchange.node)).all()) == {"X0001": "gw2", "X0002": "gw1"}
+    assert verify(url) == []
+
+
+def test_a_connection_the_server_dropped_is_replaced(log: AuditLog, url: str) -> None:
+    if not url.startswith("postgresql"):
+        pytest.skip("a server that drops connections: PostgreSQL")
+    from sqlalchemy import text
+
+    log.append([_rec(1)])
+    writing = log._raw.dbapi_connection.info.backend_pid  # type: ignore[union-attr]  # the connection it keeps
+    with log.engine.connect() as conn:  # the server ends that session (a restart, an idle timeout)
+        assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": writing}).scalar_one()
+    log.append([_rec(2)])
+    assert log._raw.dbapi_connection.info.backend_pid != writing  # type: ignore[union-attr]
+    assert _count(log, Exchange) == 2
+    assert verify(url) == []
+
+
 def test_secrecy_blocked_records_never_store_a_body(log: AuditLog, url: str) -> None:
     secret = {**sample_record()["classification"], "secrecy": "mat", "secrecy_strength": "strong"}
     weak = {**sample_record()["classification"], "secrecy": "mat", "secrecy_strength": "weak"}
@@ -400,6 +472,33 @@ def test_two_writer_processes_keep_both_chains_valid(url: str) -> None:
         assert conn.execute(select(func.count()).select_from(Exchange)).scalar_one() == 120
     a.close()
     assert heads == {"gwA": 66, "gwB": 66}
+
+
+def _same_node_writer(url: str, worker: int, n: int) -> None:
+    a = AuditLog.open(url, "gw1", checkpoint_every=7)
+    for b in range(0, n, 3):
+        ids = [f"w{worker}-{i}" for i in range(b, b + 3)]
+        a.write([sample_record(id=i) for i in ids],
+                [DeliveryEvent(ids[0], "vanthu@sotc.binhthuan.gov.vn", "2025-03-01T00:01:00Z", "sent", "250", 1)])
+    a.close()
+
+
+def test_two_processes_of_one_node_share_its_chain(url: str) -> None:
+    # The gateway's serving processes each have a writer on the node's one chain.
+    AuditLog.open(url, "setup").close()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_same_node_writer, args=(url, w, 60)) for w in (1, 2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert verify(url) == []
+    a = AuditLog.open(url, "check")
+    with a.engine.connect() as conn:
+        assert conn.execute(select(Head.seq).where(Head.chain == "gw1")).scalar_one() == 160
+        assert conn.execute(select(func.count()).select_from(Exchange)).scalar_one() == 120
+    a.close()
 
 
 def test_two_processes_migrate_a_fresh_database(url: str) -> None:

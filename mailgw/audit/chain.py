@@ -25,9 +25,12 @@ KIND_DELIVERY = "delivery"
 KIND_ACCESS = "access"
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def canonical(value: Any) -> str:
     """Canonical JSON: sorted keys, no insignificant spaces, non-ASCII kept as is."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _CANONICAL.encode(value)  # json.dumps with these options, without building an encoder per call
 
 
 def sha256_text(text: str) -> str:

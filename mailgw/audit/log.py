@@ -15,12 +15,13 @@ import threading
 import unicodedata
 from typing import Any, Iterable, Mapping, Sequence
 
-from sqlalchemy import Connection, Engine, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Dialect, Engine, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.pool import PoolProxiedConnection
 
 from mailgw.audit import chain as ch
 from mailgw.audit.schema import ACCESS_CHAIN, GENESIS, AgencyHit, Checkpoint, Delivery, Exchange, Head, Recipient, RuleHit
-from mailgw.audit.store import IMMEDIATE, open_engine
+from mailgw.audit.store import open_engine
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,10 @@ def _prepare(record: Mapping[str, Any]) -> _Prepared:
 
 
 def lock_head(conn: Connection, chain: str) -> tuple[int, str]:
-    """The chain's head (seq, hash), locked until the transaction ends; created at (0, genesis)."""
+    """The chain's head (seq, hash), locked until the transaction ends; created at (0, genesis).
+
+    For the rare writers (auditor access, prune); the gateway's writes use :class:`_Statements`.
+    """
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
@@ -173,6 +177,154 @@ def _chunks(items: Sequence[Any], size: int = _ID_CHUNK) -> Iterable[Sequence[An
         yield items[i:i + size]
 
 
+# Derived columns (Derived.columns, Derived.recipients) in the order of the rows _write_tx builds.
+_SEARCH = ("direction", "sender", "sender_agency", "sender_unit", "category", "doc_number", "doc_key", "decision",
+           "rule", "message_id")
+_RECIPIENT = ("address", "agency", "unit", "official", "local")
+_PG_PARAMETERS = 30000  # bound parameters per PostgreSQL statement (its limit is 65535)
+
+Events = dict[tuple[str, str, int, str], tuple[DeliveryEvent, dt.datetime]]
+
+
+class _Table:
+    """A table the write path inserts into: its ``INSERT`` and the conversions SQLAlchemy would apply.
+
+    The conversions are the column types' bind processors for the dialect (on
+    SQLite: datetimes to SQLAlchemy's text format, booleans checked and made
+    integers), so the rows stored are exactly those ``insert(Table)`` stores.
+    """
+
+    def __init__(self, dialect: Dialect, table: Any, columns: Sequence[str]):
+        # Except for the time: one record's goes into four tables, the caller converts it once (bind_time).
+        q = dialect.identifier_preparer.quote
+        self.name = table.name
+        self.into = f"INSERT INTO {q(table.name)} ({', '.join(q(c) for c in columns)}) VALUES "
+        self.width = len(columns)
+        self.one_row = ""  # the INSERT of one row (set by _Statements, which knows the placeholders)
+        self._convert = [(i, proc) for i, c in enumerate(columns) if c != "time"
+                         and (proc := table.c[c].type.dialect_impl(dialect).bind_processor(dialect)) is not None]
+
+    def convert(self, rows: list[list[Any]]) -> None:
+        for i, proc in self._convert:
+            for row in rows:
+                row[i] = proc(row[i])
+
+
+class _Statements:
+    """The SQL of the gateway's write transaction for one engine, as the driver's own text.
+
+    The gateway writes a batch every few milliseconds; building, caching and
+    executing SQLAlchemy Core statements for it cost more CPU than the rest of
+    the write, so the write path runs these texts on the driver's cursor.
+    """
+
+    def __init__(self, dialect: Dialect):
+        if dialect.name not in ("sqlite", "postgresql"):
+            raise ValueError(f"the exchange log runs on SQLite or PostgreSQL, not {dialect.name}")
+        dbapi = dialect.loaded_dbapi
+        self.dialect = dialect
+        self.dbapi_error: type[Exception] = dbapi.Error
+        self.postgresql = dialect.name == "postgresql"
+        # psycopg 3's RawCursor takes PostgreSQL's own placeholders ($1, $2, ...) and sends the text
+        # as it is; its ordinary cursor parses every text it has not cached for %s, and a multi-row
+        # INSERT is too long for its cache.
+        self._raw_cursor = getattr(dbapi, "RawCursor", None) if self.postgresql else None
+        marks = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+        if self._raw_cursor is None and dialect.paramstyle not in marks:
+            raise ValueError(f"database driver {dialect.driver}: parameter style {dialect.paramstyle} not supported")
+        self._mark = None if self._raw_cursor is not None else marks[dialect.paramstyle]
+        # SQLite: the transaction starts with BEGIN IMMEDIATE (as mailgw.audit.store's IMMEDIATE),
+        # which takes the database's write lock, so a plain read of the head is already serialised
+        # with every other writer. PostgreSQL: the head row is locked.
+        self.begin = None if self.postgresql else "BEGIN IMMEDIATE"
+        lock = " FOR UPDATE" if self.postgresql else ""
+        self.head = f"SELECT seq, hash FROM audit_head WHERE chain = {self.marks(1)}{lock}"
+        self.new_head = f"INSERT INTO audit_head (chain, seq, hash) VALUES ({self.marks(3)}) ON CONFLICT DO NOTHING"
+        self.set_head = self._set_head_text(1)
+        self.exchange = _Table(dialect, Exchange.__table__, ("id", "node", "seq", "time", *_SEARCH, "record", "body",
+                                                              "content_hash", "prev_hash", "hash"))
+        self.recipient = _Table(dialect, Recipient.__table__, ("exchange_id", *_RECIPIENT, "time"))
+        self.rule = _Table(dialect, RuleHit.__table__, ("exchange_id", "rule", "time"))
+        self.agency = _Table(dialect, AgencyHit.__table__, ("exchange_id", "agency", "time"))
+        self.delivery = _Table(dialect, Delivery.__table__, ("node", "seq", "exchange_id", "recipient", "time",
+                                                              "status", "reply", "attempt", "content_hash",
+                                                              "prev_hash", "hash"))
+        self.checkpoint = _Table(dialect, Checkpoint.__table__, ("chain", "seq", "hash", "kind", "time", "pruned"))
+        # Every time column is a DateTime(timezone=False), as Exchange.time.
+        self.bind_time: Any = (Exchange.__table__.c.time.type.dialect_impl(dialect).bind_processor(dialect)
+                               or (lambda t: t))
+        for t in (self.exchange, self.recipient, self.rule, self.agency, self.delivery, self.checkpoint):
+            t.one_row = t.into + f"({self.marks(t.width)})"
+        self._texts: dict[tuple[tuple[str, int], ...], str] = {}
+
+    def marks(self, n: int, first: int = 1) -> str:
+        """``n`` placeholders, numbered from ``first`` where the driver numbers them."""
+        if self._mark is None:
+            return ", ".join(f"${i}" for i in range(first, first + n))
+        return ", ".join([self._mark] * n)
+
+    def _set_head_text(self, first: int) -> str:
+        """The head's UPDATE, its parameters (seq, hash, chain) numbered from ``first``."""
+        return "UPDATE audit_head SET seq = {}, hash = {} WHERE chain = {}".format(*self.marks(3, first).split(", "))
+
+    def lock_head(self, cur: Any, chain: str) -> tuple[int, str]:
+        """As :func:`lock_head`, on the driver's cursor; the row is inserted only when missing."""
+        cur.execute(self.head, (chain,))
+        row = cur.fetchone()
+        if row is None:  # the chain's first entry
+            cur.execute(self.new_head, (chain, 0, GENESIS))
+            cur.execute(self.head, (chain,))
+            row = cur.fetchone()
+        return int(row[0]), str(row[1])
+
+    def where_in(self, select_from_where: str, values: Sequence[Any]) -> str:
+        return f"{select_from_where} IN ({self.marks(len(values))})"
+
+    def cursor(self, raw: PoolProxiedConnection) -> Any:
+        return self._raw_cursor(raw.dbapi_connection) if self._raw_cursor is not None else raw.cursor()
+
+    def _values(self, table: _Table, rows: int, first: int) -> str:
+        w = table.width
+        return table.into + ", ".join(f"({self.marks(w, first + r * w)})" for r in range(rows))
+
+    def write(self, cur: Any, parts: list[tuple[_Table, list[list[Any]]]], node: str, seq: int, hash_: str) -> None:
+        """Insert every table's rows and move the chain's head to ``seq``, ``hash_``.
+
+        SQLite: a statement per table, the driver looping over the rows in C. PostgreSQL: one
+        statement for it all (the inserts as WITH clauses of the head's UPDATE), so one set of
+        parameters for the driver to send instead of one per statement or row.
+        """
+        parts = [(t, rows) for t, rows in parts if rows]
+        for t, rows in parts:
+            t.convert(rows)
+        if not self.postgresql:
+            for t, rows in parts:
+                cur.executemany(t.one_row, rows)  # the driver's loop, in C
+            cur.execute(self.set_head, (seq, hash_, node))
+            return
+        params = [v for _, rows in parts for row in rows for v in row]
+        if len(params) + 3 > _PG_PARAMETERS:  # a very large batch: one statement per table and chunk
+            for t, rows in parts:
+                per = _PG_PARAMETERS // t.width
+                for i in range(0, len(rows), per):
+                    chunk = rows[i:i + per]
+                    cur.execute(self._values(t, len(chunk), 1), [v for row in chunk for v in row])
+            cur.execute(self.set_head, (seq, hash_, node))
+            return
+        key = tuple((t.name, len(rows)) for t, rows in parts)
+        text = self._texts.get(key)
+        if text is None:
+            n, clauses = 1, []
+            for i, (t, rows) in enumerate(parts):
+                clauses.append(f"w{i} AS ({self._values(t, len(rows), n)})")
+                n += len(rows) * t.width
+            text = f"WITH {', '.join(clauses)} " + self._set_head_text(n)
+            if len(self._texts) >= 256:
+                self._texts.clear()
+            self._texts[key] = text
+        cur.execute(text, [*params, seq, hash_, node])
+
+
 class AuditLog:
     """The exchange log as the gateway sees it: append records, append delivery events. Thread-safe."""
 
@@ -182,9 +334,12 @@ class AuditLog:
         self._engine = engine
         self._node = node
         self._every = checkpoint_every
+        self._sql = _Statements(engine.dialect)
         # One writer per process at a time: the database would serialise them anyway
         # (head row lock), and on SQLite this avoids busy waits between our own threads.
         self._lock = threading.Lock()
+        # The pooled connection the writes use, kept between them (under _lock).
+        self._raw: PoolProxiedConnection | None = None
 
     @classmethod
     def open(cls, url: str, node: str, checkpoint_every: int = CHECKPOINT_EVERY) -> AuditLog:
@@ -197,23 +352,15 @@ class AuditLog:
 
     def append(self, records: Sequence[Mapping[str, Any]]) -> None:
         """Log exchanges in one durable transaction; ids already logged are skipped (idempotent)."""
-        prepared: dict[str, _Prepared] = {}
-        for r in records:
-            p = _prepare(r)
-            prepared.setdefault(p.id, p)
-        if prepared:
-            self._write(lambda conn: self._append_tx(conn, list(prepared.values())))
+        self.write(records, ())
 
     def delivery(self, events: Sequence[DeliveryEvent | Mapping[str, Any]]) -> None:
         """Log delivery outcomes in one durable transaction; an event already logged is skipped."""
-        clean = self._clean_events(events)
-        if clean:
-            self._write(lambda conn: self._delivery_tx(conn, clean))
+        self.write((), events)
 
     @staticmethod
-    def _clean_events(events: Sequence[DeliveryEvent | Mapping[str, Any]]
-                      ) -> dict[tuple[str, str, int, str], tuple[DeliveryEvent, dt.datetime]]:
-        clean: dict[tuple[str, str, int, str], tuple[DeliveryEvent, dt.datetime]] = {}
+    def _clean_events(events: Sequence[DeliveryEvent | Mapping[str, Any]]) -> Events:
+        clean: Events = {}
         for e in events:
             ev = e if isinstance(e, DeliveryEvent) else DeliveryEvent(**e)
             if ev.status not in DELIVERY_STATUSES:
@@ -224,32 +371,21 @@ class AuditLog:
 
     def write(self, records: Sequence[Mapping[str, Any]],
               events: Sequence[DeliveryEvent | Mapping[str, Any]]) -> None:
-        """``append`` and ``delivery`` in one durable transaction (one commit for a writer's whole batch)."""
+        """``append`` and ``delivery`` in one durable transaction (one commit for a writer's whole batch).
+
+        Returns once the transaction is committed. Records are chained before events.
+        """
         prepared: dict[str, _Prepared] = {}
         for r in records:
             p = _prepare(r)
             prepared.setdefault(p.id, p)
         clean = self._clean_events(events)
-
-        def body(conn: Connection) -> None:
-            if prepared:
-                self._append_tx(conn, list(prepared.values()))
-            if clean:
-                self._delivery_tx(conn, clean)
-
-        if prepared or clean:
-            self._write(body)
-
-    def close(self) -> None:
-        self._engine.dispose()
-
-    def _write(self, body: Any) -> None:
+        if not prepared and not clean:
+            return
         with self._lock:
             for attempt in range(3):
                 try:
-                    with self._engine.connect().execution_options(**IMMEDIATE) as conn:
-                        with conn.begin():
-                            body(conn)
+                    self._transaction(prepared, clean)
                     return
                 except IntegrityError:
                     # Another node logged the same exchange id at the same moment; the
@@ -257,76 +393,118 @@ class AuditLog:
                     if attempt == 2:
                         raise
 
-    def _append_tx(self, conn: Connection, prepared: list[_Prepared]) -> None:
+    def close(self) -> None:
+        with self._lock:
+            if self._raw is not None:
+                self._raw.close()
+                self._raw = None
+        self._engine.dispose()
+
+    def _transaction(self, prepared: dict[str, _Prepared], clean: Events) -> None:
+        """One write transaction on the driver's cursor, committed before it returns.
+
+        Driver errors come out as SQLAlchemy's (``IntegrityError``, ``OperationalError``, ...), as
+        from ``Connection.execute``. The connection is kept for the next write; if the database
+        dropped it meanwhile, the write is tried once more on a new one (from the pool, which checks
+        it first on PostgreSQL). That is safe whatever the first try did: a write is idempotent.
+        """
+        sql = self._sql
+        for retry_dropped in (True, False):
+            kept = self._raw is not None
+            raw = self._raw = self._raw or self._engine.raw_connection()
+            try:
+                self._write_tx(raw, prepared, clean)
+                raw.commit()
+                return
+            except sql.dbapi_error as e:
+                dropped = sql.dialect.is_disconnect(e, raw.dbapi_connection, None)
+                if dropped:
+                    raw.invalidate(e)
+                    self._forget()
+                    if kept and retry_dropped:
+                        continue
+                else:
+                    self._rollback()
+                raise DBAPIError.instance(None, None, e, sql.dbapi_error, connection_invalidated=dropped,
+                                          dialect=sql.dialect) from e
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _rollback(self) -> None:
+        assert self._raw is not None
+        try:
+            self._raw.rollback()
+        except self._sql.dbapi_error as e:  # a connection that cannot even roll back is not kept
+            self._raw.invalidate(e)
+            self._forget()
+
+    def _forget(self) -> None:
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
+
+    def _write_tx(self, raw: PoolProxiedConnection, prepared: dict[str, _Prepared], clean: Events) -> None:
+        sql, node = self._sql, self._node
+        cur = sql.cursor(raw)
+        if sql.begin:
+            cur.execute(sql.begin)
+        # What is already logged (a replay after a crash, the spool's records at start-up) is skipped.
         existing: dict[str, str] = {}
-        for ids in _chunks([p.id for p in prepared]):
-            existing.update(conn.execute(
-                select(Exchange.id, Exchange.content_hash).where(Exchange.id.in_(ids))).all())
+        for ids in _chunks(list(prepared)):
+            cur.execute(sql.where_in("SELECT id, content_hash FROM audit_exchange WHERE id", ids), ids)
+            existing.update(cur.fetchall())
         new = []
-        for p in prepared:
+        for p in prepared.values():
             if p.id not in existing:
                 new.append(p)
             elif existing[p.id] != p.content_hash:
                 log.warning("exchange %s logged again with different content; the first record is kept", p.id)
-        if not new:
+        seen: set[tuple[str, str, int, str]] = set()
+        for ids in _chunks(sorted({k[0] for k in clean})):
+            cur.execute(sql.where_in("SELECT exchange_id, recipient, attempt, status FROM audit_delivery "
+                                     "WHERE exchange_id", ids), ids)
+            seen.update(tuple(r) for r in cur.fetchall())
+        events = [v for k, v in clean.items() if k not in seen]
+        if not new and not events:
             return
-        seq, prev = lock_head(conn, self._node)
-        rows, recipients, rules, agencies, checkpoints = [], [], [], [], []
-        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        seq, prev = sql.lock_head(cur, node)
+
+        rows: list[list[Any]] = []
+        recipients: list[list[Any]] = []
+        rules: list[list[Any]] = []
+        agencies: list[list[Any]] = []
+        deliveries: list[list[Any]] = []
+        checkpoints: list[list[Any]] = []
+        bind_time = sql.bind_time
+        now = bind_time(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
         for p in new:
             seq += 1
-            h = ch.entry_hash(self._node, seq, ch.KIND_EXCHANGE, prev, p.content_hash)
-            rows.append({**p.derived.columns, "id": p.id, "node": self._node, "seq": seq, "record": p.text,
-                         "body": p.body, "content_hash": p.content_hash, "prev_hash": prev, "hash": h})
-            recipients += [{**r, "exchange_id": p.id} for r in p.derived.recipients]
-            rules += [{"exchange_id": p.id, "rule": r, "time": p.derived.columns["time"]} for r in p.derived.rules]
-            agencies += [{"exchange_id": p.id, "agency": a, "time": p.derived.columns["time"]}
-                         for a in p.derived.agencies]
+            h = ch.entry_hash(node, seq, ch.KIND_EXCHANGE, prev, p.content_hash)
+            d = p.derived
+            columns = d.columns
+            time = bind_time(columns["time"])  # the recipients' time too: derive gives them the record's
+            rows.append([p.id, node, seq, time, *[columns[c] for c in _SEARCH], p.text, p.body, p.content_hash,
+                         prev, h])
+            recipients += [[p.id, *[r[c] for c in _RECIPIENT], time] for r in d.recipients]
+            rules += [[p.id, r, time] for r in d.rules]
+            agencies += [[p.id, a, time] for a in d.agencies]
             if seq % self._every == 0:
-                checkpoints.append({"chain": self._node, "seq": seq, "hash": h, "kind": "periodic",
-                                    "time": now, "pruned": 0})
+                checkpoints.append([node, seq, h, "periodic", now, 0])
             prev = h
-        conn.execute(insert(Exchange), rows)
-        if recipients:
-            conn.execute(insert(Recipient), recipients)
-        if rules:
-            conn.execute(insert(RuleHit), rules)
-        if agencies:
-            conn.execute(insert(AgencyHit), agencies)
-        if checkpoints:
-            conn.execute(insert(Checkpoint), checkpoints)
-        set_head(conn, self._node, seq, prev)
-
-    def _delivery_tx(self, conn: Connection,
-                     clean: dict[tuple[str, str, int, str], tuple[DeliveryEvent, dt.datetime]]) -> None:
-        keys = list(clean)
-        seen: set[tuple[str, str, int, str]] = set()
-        for ids in _chunks(sorted({k[0] for k in keys})):
-            q = select(Delivery.exchange_id, Delivery.recipient, Delivery.attempt, Delivery.status).where(
-                Delivery.exchange_id.in_(ids))
-            seen.update(tuple(r) for r in conn.execute(q))  # type: ignore[misc]
-        new = [clean[k] for k in keys if k not in seen]
-        if not new:
-            return
-        seq, prev = lock_head(conn, self._node)
-        rows, checkpoints = [], []
-        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-        for ev, t in new:
+        for ev, t in events:
             seq += 1
             content = ch.sha256_text(ch.delivery_content(ev.exchange_id, ev.recipient, t, ev.status,
                                                          ev.reply, ev.attempt))
-            h = ch.entry_hash(self._node, seq, ch.KIND_DELIVERY, prev, content)
-            rows.append({"node": self._node, "seq": seq, "exchange_id": ev.exchange_id,
-                         "recipient": ev.recipient, "time": t, "status": ev.status, "reply": ev.reply,
-                         "attempt": ev.attempt, "content_hash": content, "prev_hash": prev, "hash": h})
+            h = ch.entry_hash(node, seq, ch.KIND_DELIVERY, prev, content)
+            deliveries.append([node, seq, ev.exchange_id, ev.recipient, bind_time(t), ev.status, ev.reply,
+                               ev.attempt, content, prev, h])
             if seq % self._every == 0:
-                checkpoints.append({"chain": self._node, "seq": seq, "hash": h, "kind": "periodic",
-                                    "time": now, "pruned": 0})
+                checkpoints.append([node, seq, h, "periodic", now, 0])
             prev = h
-        conn.execute(insert(Delivery), rows)
-        if checkpoints:
-            conn.execute(insert(Checkpoint), checkpoints)
-        set_head(conn, self._node, seq, prev)
+        sql.write(cur, [(sql.exchange, rows), (sql.recipient, recipients), (sql.rule, rules),
+                        (sql.agency, agencies), (sql.delivery, deliveries), (sql.checkpoint, checkpoints)],
+                  node, seq, prev)
 
 
 __all__ = ["AuditLog", "DeliveryEvent", "Derived", "derive", "doc_key", "secrecy_blocked", "utc"]

@@ -278,20 +278,23 @@ class AuditWriter:
                 break
         stop = jobs[-1] is _STOP
         work = [j for j in jobs if j is not _STOP]
-        # Records first, in a transaction of their own: a client waits for each of them, while
-        # delivery outcomes only hold back the delivery worker's bookkeeping.
-        for group in ([j for j in work if j.kind == "record"], [j for j in work if j.kind != "record"]):
-            if group:
-                self._commit(group)
+        # Records and delivery outcomes waiting together share one transaction: their rows cost
+        # the records' clients far less than a second commit (a second fsync on SQLite) would cost
+        # the next batch.
+        if work:
+            self._commit(work)
         if stop:
             return True
-        if time.monotonic() >= self._next_replay and (not self._healthy or self.journal.pending()):
-            self._connect()
+        if time.monotonic() >= self._next_replay:
+            if not self._healthy or self.journal.pending():
+                self._connect()
+            else:
+                self._next_replay = time.monotonic() + self.retry
         return False
 
-    def _wait(self) -> float | None:
-        if self._healthy and not self.journal.pending():
-            return None
+    def _wait(self) -> float:
+        """Seconds until the journal is looked at again (every ``retry``: another process of the
+        node may have written to it), or the database tried again when it is unavailable."""
         return max(0.01, self._next_replay - time.monotonic())
 
     def _commit(self, jobs: list[_Job]) -> None:
