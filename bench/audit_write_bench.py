@@ -71,9 +71,9 @@ def _load(name: str, path: pathlib.Path) -> types.ModuleType:
 class Subject:
     """One version of the write path (log and writer modules) on a database of its own."""
 
-    def __init__(self, log_module: Any, writer_module: Any, url: str):
+    def __init__(self, log_module: Any, writer_module: Any, url: str, journal: str):
         self.log = log_module.AuditLog.open(url, "bench")
-        self.writer = writer_module.AuditWriter(url, "bench", tempfile.mkdtemp(prefix="audit-write-bench-"))
+        self.writer = writer_module.AuditWriter(url, "bench", journal)
         self.writer._connect()  # opens its own AuditLog, as the thread does at start
         self.job = writer_module._Job
 
@@ -113,7 +113,9 @@ def _cpu(step: Callable[[Any], None], make: Callable[[], Any], calls: int, size:
 
 def bench(label: str, urls: list[str], versions: list[tuple[Any, Any]], sizes: list[int], n: int,
           rounds: int) -> None:
-    subjects = [Subject(log_module, writer_module, url) for (log_module, writer_module), url in zip(versions, urls)]
+    journals = tempfile.TemporaryDirectory(prefix="audit-write-bench-")
+    subjects = [Subject(log_module, writer_module, url, f"{journals.name}/{i}")
+                for i, ((log_module, writer_module), url) in enumerate(zip(versions, urls))]
     try:
         for size in sizes:
             calls = max(5, n // size)
@@ -130,6 +132,7 @@ def bench(label: str, urls: list[str], versions: list[tuple[Any, Any]], sizes: l
     finally:
         for s in subjects:
             s.close()
+        journals.cleanup()
 
 
 def main() -> int:
