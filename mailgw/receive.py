@@ -403,7 +403,14 @@ class SmtpServer(SMTP):
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         fast = fast_getaddr(arg, self.local_part_limit)
-        return fast if fast is not None else super()._getaddr(arg)
+        if fast is not None:
+            return fast
+        try:
+            return super()._getaddr(arg)
+        except IndexError:
+            # The email package indexes past the end of a lone "<": the client's syntax
+            # error (553 5.1.3, a malformed address), not a fault of ours (it was a 451 before).
+            return None, None
 
     def _counted_command(self, method: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
         async def counted(arg: Any) -> None:

@@ -14,6 +14,8 @@ from aiosmtpd.smtp import SMTP
 from hypothesis import given, settings, strategies as st
 
 from mailgw.receive import fast_getaddr
+from tests.conftest import port
+from tests.dialog import Dialog
 
 
 def aiosmtpd_getaddr(arg: str, limit: int) -> object:
@@ -78,3 +80,15 @@ def test_random_arguments_agree(arg: str) -> None:
 def test_near_misses_of_the_common_shape_agree(path: str, rest: str) -> None:
     arg = path + rest
     assert ours(arg, 64) == aiosmtpd_getaddr(arg, 64)
+
+
+async def test_a_truncated_path_is_a_malformed_address_and_the_session_goes_on(gateway):
+    # aiosmtpd's parse raises IndexError on a lone "<"; the client gets 553 5.1.3 as for any malformed path, not a 451.
+    d = await Dialog.open(port(gateway, "mx"))
+    await d.reply()
+    await d.cmd("EHLO probe.example.com")
+    for arg in ("<", "< ", "<a@"):
+        code, text = await d.cmd(f"MAIL FROM:{arg}")
+        assert (code, text[:5]) == (553, "5.1.3"), (arg, code, text)
+    assert (await d.cmd("MAIL FROM:<a@example.com>"))[0] == 250
+    await d.close()
