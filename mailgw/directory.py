@@ -290,8 +290,8 @@ class Directory:
         self._suffixes = frozenset(official_suffixes)
         self._exceptions = {e.address: e for e in exceptions}
         self._delegations = {(d.login, d.address): d for d in delegations}
-        # What _domain_facts worked out, by canonical domain (the directory never changes: a reload makes a new one).
-        self._domain_facts: dict[str, tuple[str | None, Partner | None, bool]] = {}
+        # Worked out once per canonical domain (the directory never changes: a reload makes a new one).
+        self._facts = functools.lru_cache(maxsize=4096)(self._domain_facts)
 
     def __repr__(self) -> str:
         return f"<Directory {self.path} version {self.version}: {len(self.agencies)} agencies, {len(self.mailboxes)} mailboxes>"
@@ -366,23 +366,15 @@ class Directory:
     def _partner_for(self, domain: str) -> Partner | None:
         return self._facts(domain)[1]
 
-    _DOMAIN_FACTS_LIMIT = 4096  # domains remembered; past that the memory starts again
-
-    def _facts(self, domain: str) -> tuple[str | None, Partner | None, bool]:
-        """(local root, partner, official by its domain alone) of a canonical domain, worked out once per domain."""
-        known = self._domain_facts.get(domain)
-        if known is None:
-            root = next((d for d in _ancestors(domain) if d in self._agencies_by_domain), None)
-            # A partner's subdomains are its own: only its DNS admins can create them.
-            partner = next((self._partner_by_domain[d] for d in _ancestors(domain) if d in self._partner_by_domain), None)
-            # Only a proper parent counts: the suffix itself ("gov.vn") is no agency's domain.
-            official = (root is not None or partner is not None
-                        or any(parent in self._suffixes for parent in _ancestors(domain) if parent != domain))
-            known = (root, partner, official)
-            if len(self._domain_facts) >= self._DOMAIN_FACTS_LIMIT:
-                self._domain_facts.clear()
-            self._domain_facts[domain] = known
-        return known
+    def _domain_facts(self, domain: str) -> tuple[str | None, Partner | None, bool]:
+        """(local root, partner, official by its domain alone) of a canonical domain; through ``self._facts``."""
+        root = next((d for d in _ancestors(domain) if d in self._agencies_by_domain), None)
+        # A partner's subdomains are its own: only its DNS admins can create them.
+        partner = next((self._partner_by_domain[d] for d in _ancestors(domain) if d in self._partner_by_domain), None)
+        # Only a proper parent counts: the suffix itself ("gov.vn") is no agency's domain.
+        official = (root is not None or partner is not None
+                    or any(parent in self._suffixes for parent in _ancestors(domain) if parent != domain))
+        return root, partner, official
 
     def _valid_exception(self, canonical: str, today: datetime.date | None) -> TemporaryException | None:
         exception = self._exceptions.get(canonical)

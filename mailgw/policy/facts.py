@@ -90,24 +90,13 @@ class _Known:
     (a tenth of a millisecond each), not for every message.
     """
 
-    LIMIT = 4096  # domains remembered; past that the memory starts again
-
     def __init__(self, directory: Any):
         # The domains a lookalike imitates: local and partner domains.
         self.protected = tuple(sorted(set(directory.local_domains) | {d for p in directory.partners for d in p.domains}))
-        self._lookalikes: dict[str, str | None] = {}
+        self.lookalike = functools.lru_cache(maxsize=4096)(self._lookalike)
 
-    def lookalike(self, domain: str) -> str | None:
-        """``lookalike.resembles(domain, self.protected)``, remembered."""
-        try:
-            return self._lookalikes[domain]
-        except KeyError:
-            pass
-        found = lookalike.resembles(domain, self.protected)
-        if len(self._lookalikes) >= self.LIMIT:
-            self._lookalikes.clear()
-        self._lookalikes[domain] = found
-        return found
+    def _lookalike(self, domain: str) -> str | None:
+        return lookalike.resembles(domain, self.protected)
 
 
 @functools.lru_cache(maxsize=2)  # per loaded directory (compared by identity): a reload starts afresh

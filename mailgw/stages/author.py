@@ -30,7 +30,6 @@ def _author(message: Message) -> str:
     headers = message.headers
     values = [v for k, v in headers.raw_items() if k.lower() == "from"]
     if len(values) != 1:
-        headers.get_all("From")  # parsed all the same, as always: a value the parser chokes on fails as before
         raise Reject(replies.AMBIGUOUS_AUTHOR)
     # The usual shapes (a bare address, Name <address>) read without the full
     # parser; fastheaders takes only values the full parser reads the same
