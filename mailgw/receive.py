@@ -19,7 +19,7 @@ from typing import Any, Awaitable, Callable
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope as SmtpEnvelope, Session as SmtpSession
 
-from mailgw import addresses, dsn, pipeline, record, replies
+from mailgw import addresses, datastream, dsn, pipeline, record, replies
 from mailgw.model import Context, Decision, Envelope, Message, new_id
 from mailgw.replies import Refusal, SmtpReply
 from mailgw.settings import Listener
@@ -305,7 +305,7 @@ async def _initial_response(server: SmtpServer, text: str) -> bytes | None:
         return None
 
 
-class SmtpServer(SMTP):
+class SmtpServer(datastream.ChunkedData, SMTP):
     """aiosmtpd's protocol with the limits a public MX needs and enhanced codes on every reply."""
 
     def __init__(self, handler: Handler, edge: Edge, listener: Listener, tls_context: ssl.SSLContext | None):
