@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ssl
 from typing import Callable
 
 from aiosmtpd.smtp import SMTP
@@ -29,12 +30,15 @@ class Sink:
         self.port = port
         self.arrived = asyncio.Event()
         self.smtputf8 = True  # offer SMTPUTF8 (set before start)
+        self.tls_context: ssl.SSLContext | None = None  # offer STARTTLS (set before start)
+        self.tls_sessions = 0  # transactions that arrived over TLS
         self.sessions: list[SMTP] = []
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         def session() -> SMTP:
-            self.sessions.append(SMTP(self, hostname="sink.test", enable_SMTPUTF8=self.smtputf8, decode_data=False))
+            self.sessions.append(SMTP(self, hostname="sink.test", enable_SMTPUTF8=self.smtputf8, decode_data=False,
+                                      tls_context=self.tls_context))
             return self.sessions[-1]
 
         self.server = await loop.create_server(session, self.host, self.port)
@@ -64,6 +68,7 @@ class Sink:
         if reply:
             return reply
         mail_from = "" if envelope.mail_from == "<>" else envelope.mail_from
+        self.tls_sessions += session.ssl is not None
         self.messages.append(Received(mail_from, list(envelope.rcpt_tos), envelope.original_content,
                                       list(envelope.mail_options)))
         self.arrived.set()
