@@ -179,6 +179,22 @@ async def test_idle_timeout(make_gateway):
     await d.close()
 
 
+async def test_idle_timeout_counts_from_the_last_command(make_gateway):
+    gw = await make_gateway(limits={"idle_timeout": "300ms"})
+    d = await Dialog.open(port(gw, "relay"))
+    assert (await d.reply())[0] == 220
+    for _ in range(4):  # 800 ms in all, never 300 ms without a command
+        await asyncio.sleep(0.2)
+        assert (await d.cmd("NOOP"))[0] == 250
+    last = asyncio.get_running_loop().time()
+    code, text = await d.reply(timeout=5)
+    waited = asyncio.get_running_loop().time() - last
+    assert (code, text[:5]) == (421, "4.4.2")
+    assert 0.25 < waited < 1.0
+    assert await d.closed()
+    await d.close()
+
+
 async def test_connections_per_ip(make_gateway):
     gw = await make_gateway(limits={"connections_per_ip": 2})
     first = [await Dialog.open(port(gw, "mx")) for _ in range(2)]
