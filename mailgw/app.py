@@ -173,6 +173,8 @@ class Gateway:
             await session.shutdown()
         for server in self.servers.values():
             await server.wait_closed()
+        if self.edge.accepting:  # messages whose client left before the reply: spooled and recorded all the same
+            await asyncio.gather(*self.edge.accepting, return_exceptions=True)
         self.deliverer.stop()
         if self._delivery is not None:
             await self._delivery

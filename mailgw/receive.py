@@ -66,13 +66,24 @@ class Edge:
         self.recorder = recorder or _log_record
         self.connections: collections.Counter[tuple[str, str]] = collections.Counter()
         self.sessions: set[SmtpServer] = set()
+        self.accepting: set[asyncio.Task[str]] = set()  # messages between end of data and reply (drain waits for them)
 
     async def accept(self, message: Message, ctx: Context) -> str:
         """Run one message through the pipeline and return the reply for DATA.
 
         Every outcome is recorded before its reply is returned; a record that
         cannot be kept anywhere turns the reply into a 451 (see mailgw.audit.writer).
+        The work goes on to its end when the client hangs up meanwhile (aiosmtpd
+        then cancels the session): a message spooled by then is recorded and
+        delivered like any other. The client saw no 250 and may send it again,
+        a duplicate RFC 5321 6.1 allows; a delivered message without a record would not be.
         """
+        task = asyncio.get_running_loop().create_task(self._accept(message, ctx))
+        self.accepting.add(task)
+        task.add_done_callback(self.accepting.discard)
+        return await asyncio.shield(task)
+
+    async def _accept(self, message: Message, ctx: Context) -> str:
         settings = ctx.settings
         if self.spool.free_bytes() < _min_free(settings) + 2 * len(message.raw):
             return await self._refuse(message, ctx, replies.NO_STORAGE, "smtp")

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import sqlite3
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -347,3 +348,28 @@ def test_the_migrations_make_the_schema_the_code_expects(audit_url):
     finally:
         engine.dispose()
     assert [d for d in diff if not (d[0] == "remove_table" and d[1].name == "mailgw_audit_version")] == []
+
+
+async def test_a_message_spooled_after_its_client_left_is_logged_and_delivered(make_gateway, sink, audit_url, book,
+                                                                                monkeypatch):
+    """The client hangs up after its end of data, while the pipeline runs: no 250 reaches it, but the
+    message is spooled all the same, so it must also get its record now (not at the next start, by
+    which time it may be delivered and gone) and be delivered; the client will likely send it again,
+    a duplicate RFC 5321 6.1 allows."""
+    def slow(msg, ctx):
+        if "cham" in str(msg.headers.get("subject", "")):
+            time.sleep(0.5)  # the pipeline runs in a thread: the client is gone before it ends
+
+    monkeypatch.setattr(pipeline, "STAGES", pipeline.STAGES + (slow,))
+    gw = await make_gateway(database=audit_url)
+    d = await Dialog.open(port(gw, "relay"))
+    await d.envelope(SENDER, [LOCAL])
+    assert (await d.cmd("DATA"))[0] == 354
+    d.send(message(subject="cham") + b".\r\n")
+    await d.close()
+    await sink.wait_for(lambda: len(sink.to(LOCAL)) == 1)
+    await _wait(lambda: len(book.records()) == 1)
+    (xid, rec), = book.records().items()
+    assert rec["decision"]["decision"] == "accept"
+    await _wait(lambda: book.deliveries(xid) == [(LOCAL, "sent", 1)])
+    assert verify(audit_url) == []
