@@ -33,7 +33,6 @@ Bodies never come here: a decision record carries metadata and hashes only.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
 import datetime as dt
 import hashlib
@@ -67,7 +66,12 @@ class RecordNotKept(Exception):
 class _Job:
     kind: str  # record | delivery
     payload: dict[str, Any]
-    done: concurrent.futures.Future[None]
+    done: asyncio.Future[None] | None = None  # the waiting caller's (none for a journal replay), on ``loop``
+    loop: asyncio.AbstractEventLoop | None = None
+
+
+class _Late(Exception):
+    """The database did not answer within ``AuditWriter.timeout``."""
 
 
 _STOP = object()
@@ -233,19 +237,21 @@ class AuditWriter:
 
     async def _keep(self, kind: str, payload: dict[str, Any]) -> None:
         if self._healthy and self._thread is not None:
-            done: concurrent.futures.Future[None] = concurrent.futures.Future()
-            self._jobs.put(_Job(kind, payload, done))
-            waiting = asyncio.wrap_future(done)
+            loop = asyncio.get_running_loop()
+            done: asyncio.Future[None] = loop.create_future()
+            timer = loop.call_later(self.timeout, _too_late, done)
+            self._jobs.put(_Job(kind, payload, done, loop))
             try:
-                await asyncio.wait_for(asyncio.shield(waiting), self.timeout)
+                await done
                 return
-            except asyncio.TimeoutError:
+            except _Late:
                 # The thread still owns the job and will commit or journal it; so do we, now.
-                waiting.add_done_callback(_consume)
                 if self._healthy:
                     log.error("exchange log: no answer from the database in %.1f s; records go to the journal "
                               "%s until it answers again", self.timeout, self.journal.path)
                 self._healthy = False
+            finally:
+                timer.cancel()
         try:
             await asyncio.to_thread(self.journal.write, [(kind, payload)])
         except (OSError, ValueError, TypeError) as e:
@@ -381,7 +387,7 @@ class AuditWriter:
                     self.journal.set_aside(name)
                     continue
                 chunk.append((name, kind, payload))
-            jobs = [_Job(kind, payload, concurrent.futures.Future()) for _, kind, payload in chunk]
+            jobs = [_Job(kind, payload) for _, kind, payload in chunk]
             try:
                 self._write(jobs)
             except (ValueError, TypeError):
@@ -426,19 +432,30 @@ def _complete(rec: Mapping[str, Any]) -> bool:
 
 
 def _settle(jobs: list[_Job], error: BaseException | None = None) -> None:
+    """Wake the callers of ``jobs``: one call into each event loop for the whole batch, not one per job."""
+    waiting: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
     for j in jobs:
+        if j.done is not None and j.loop is not None:
+            waiting.setdefault(j.loop, []).append(j.done)
+    for loop, futures in waiting.items():
         try:
-            if error is None:
-                j.done.set_result(None)
-            else:
-                j.done.set_exception(error)
-        except concurrent.futures.InvalidStateError:
+            loop.call_soon_threadsafe(_resolve, futures, error)
+        except RuntimeError:  # that loop is closed: nobody waits any more
             pass
 
 
-def _consume(f: asyncio.Future[None]) -> None:
-    if not f.cancelled():
-        f.exception()
+def _resolve(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for f in futures:
+        if not f.done():  # not given up already (timed out, or its caller cancelled)
+            if error is None:
+                f.set_result(None)
+            else:
+                f.set_exception(error)
+
+
+def _too_late(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_exception(_Late())
 
 
 def _short(error: BaseException) -> str:
