@@ -48,12 +48,17 @@ async def read(reader: asyncio.StreamReader, size_limit: int | None, line_limit:
         tail = (tail + head[-1:])[-len(END):]
         if tail == END:
             del head[-3:]  # ".\r\n" ends the data; the line end before it is the message's
-            return _finish([bytes(head)], size_limit, line_limit)
+            if size_limit and len(head) > size_limit:
+                return b"", TOO_MUCH_DATA
+            return _finish([bytes(head)], line_limit)
     kept: list[bytes] = [bytes(head)]
     total = len(head)
-    # Past the size limit, nothing more is kept but the line that crossed it, as far
-    # as needed to tell which refusal aiosmtpd would give (``_first_fault``).
+    # Past the size limit nothing is kept but the line that crossed it, as far as
+    # needed to tell which refusal aiosmtpd gives: it refuses a line longer than
+    # ``line_limit`` (CRLF not counted) as soon as it starts, before it counts its
+    # size, and any other line after counting it.
     crossing: bytes | None = None
+    fault = TOO_MUCH_DATA
     # From here on, an end marker cannot have begun in what was read: the reader
     # finds it in its own buffer, and what it hands over without one always
     # leaves the last four bytes behind.
@@ -72,13 +77,17 @@ async def read(reader: asyncio.StreamReader, size_limit: int | None, line_limit:
                 joined = b"".join(kept)
                 last = joined.rfind(b"\r\n", 0, size_limit)  # the end of the last line within the limit
                 start = last + 2 if last >= 0 else 0
-                kept, crossing = [joined[:start]], joined[start:]
+                if _too_long(joined[:start].split(b"\r\n"), line_limit):  # a line before the one that crossed
+                    fault = LINE_TOO_LONG
+                kept, crossing = [], joined[start:]
         elif b"\r\n" not in crossing and len(crossing) <= line_limit + 1:
             crossing += chunk
         if done:
-            if crossing is not None:
-                return b"", _first_fault((kept[0] + crossing).split(b"\r\n"), size_limit, line_limit)
-            return _finish(kept, size_limit, line_limit)
+            if crossing is None:
+                return _finish(kept, line_limit)
+            if len(crossing.split(b"\r\n", 1)[0]) > line_limit:
+                fault = LINE_TOO_LONG
+            return b"", fault
 
 
 def _partial_end(tail: bytes) -> bool:
@@ -86,35 +95,18 @@ def _partial_end(tail: bytes) -> bool:
     return any(tail.endswith(END[:n]) for n in range(1, len(END)))
 
 
-def _finish(kept: list[bytes], size_limit: int | None, line_limit: int) -> tuple[bytes, str | None]:
+def _too_long(lines: list[bytes], line_limit: int) -> bool:
+    return max(map(len, lines)) + 2 > line_limit
+
+
+def _finish(kept: list[bytes], line_limit: int) -> tuple[bytes, str | None]:
     """Within the size limit: the message, or the line-length refusal."""
     raw = b"".join(kept)
-    lines = raw.split(b"\r\n")  # the last item is the empty one after the last line end
-    if max(map(len, lines)) + 2 <= line_limit:
-        if raw.startswith(b"."):
-            raw = raw[1:]
-        return raw.replace(b"\r\n.", b"\r\n"), None  # RFC 5321 4.5.2: drop each line's stuffing dot
-    return b"", _first_fault(lines, size_limit, line_limit)
-
-
-def _first_fault(lines: list[bytes], size_limit: int | None, line_limit: int) -> str:
-    """The refusal aiosmtpd gives: for the first faulty line in stream order.
-
-    A line longer than ``line_limit`` by more than its CRLF is refused as soon as
-    it starts; any other line first adds to the size, then has its length checked.
-    Past the size limit, ``lines`` ends with the line that crossed it, complete or
-    long enough to be too long.
-    """
-    seen = 0
-    for line in lines:
-        if len(line) > line_limit:
-            return LINE_TOO_LONG
-        seen += len(line) + 2
-        if size_limit and seen > size_limit:
-            return TOO_MUCH_DATA
-        if len(line) + 2 > line_limit:
-            return LINE_TOO_LONG
-    raise AssertionError("no fault in a stream refused")  # unreachable: the caller saw one
+    if _too_long(raw.split(b"\r\n"), line_limit):  # the last item, after the last line end, is empty
+        return b"", LINE_TOO_LONG
+    if raw.startswith(b"."):
+        raw = raw[1:]
+    return raw.replace(b"\r\n.", b"\r\n"), None  # RFC 5321 4.5.2: drop each line's stuffing dot
 
 
 class ChunkedData:

@@ -184,6 +184,13 @@ def test_a_long_line_that_crosses_the_size_limit_is_refused_as_too_long(servers:
     assert b"500 Line too long" in replies
 
 
+@pytest.mark.parametrize("length", [1000, 1001, 1500])
+def test_a_long_line_before_the_size_limit_is_the_refusal_given(servers: Servers, length: int) -> None:
+    data = b"a" * length + b"\r\n" + (b"b" * 500 + b"\r\n") * 6 + END
+    replies, _ = assert_same(servers, [data[:700], data[700:]], pause=0.02)
+    assert b"500 Line too long" in replies
+
+
 PIECES = st.sampled_from([
     b"\r\n", b"\r", b"\n", b".", b"..", b"\r\n.", b".\r\n", b"\r\n.\r", b"a", b"Subject: x", b" ",
     b"x" * 200, b"y" * 499, b"z" * 997, b"\r\n.\r\n", b"\xc3\xa2", b"\x00",
