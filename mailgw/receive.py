@@ -34,8 +34,7 @@ MAX_AUTH_FAILURES = 3  # per session, then 421: slows down password guessing
 # package (a third of the CPU of MAIL and RCPT) gives exactly the address as written
 # and the rest without its leading spaces (tests/test_receive_getaddr.py checks that
 # against aiosmtpd on random input); everything else still goes the long way.
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_SIMPLE_PATH = re.compile(rf"<({_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?:[ \t]+(?=[!-'*-~])|\Z)")
+_SIMPLE_PATH = re.compile(rf"<({addresses.PLAIN_ADDRESS})>(?:[ \t]+(?=[!-'*-~])|\Z)")
 
 
 def fast_getaddr(arg: str, local_part_limit: int) -> tuple[str | None, str | None] | None:

@@ -24,6 +24,7 @@ import aiosmtplib
 from aiosmtplib.email import quote_address
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
+from mailgw.addresses import PLAIN_ADDRESS
 from mailgw.dnsanswers import DnsNameError, DnsResolver, DnsTemporaryError
 from mailgw.settings import QueueSettings, Route
 
@@ -218,7 +219,7 @@ async def _transaction(
             failed = permanent(f"{remote} does not support SMTPUTF8, which this message needs (5.6.7)", remote)
             return {r: failed for r in rcpts}, True  # nothing was sent: the session is as clean as it was
         await _command(client, b"MAIL", b"FROM:" + _path(mail_from).encode(encoding),
-                       *_mail_options(client, data, utf8), ok=(250,), refused=aiosmtplib.SMTPSenderRefused)
+                       *_mail_options(client, data, utf8), ok=(250,))
     except aiosmtplib.SMTPResponseException as e:
         if reused:
             return None
@@ -232,8 +233,7 @@ async def _transaction(
     accepted: list[str] = []
     for rcpt in rcpts:
         try:
-            await _command(client, b"RCPT", b"TO:" + _path(rcpt).encode(encoding), ok=(250, 251),
-                           refused=aiosmtplib.SMTPRecipientRefused)
+            await _command(client, b"RCPT", b"TO:" + _path(rcpt).encode(encoding), ok=(250, 251))
             accepted.append(rcpt)
         except aiosmtplib.SMTPResponseException as e:
             results[rcpt] = _from_code(e.code, f"RCPT TO: {e.code} {e.message}", remote)
@@ -371,12 +371,10 @@ def _mail_options(client: aiosmtplib.SMTP, data: bytes, utf8: bool) -> list[byte
     return options
 
 
-# The usual shape of an address (dot-atom@LDH labels): aiosmtplib's quote_address,
-# which parses every address with email.utils.parseaddr, gives it back as it is
-# between angle brackets (tests/test_transports_wire.py checks that on random input).
-_PLAIN_ADDRESS = re.compile(
-    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
-)
+# For the usual shape of an address, aiosmtplib's quote_address, which parses every
+# address with email.utils.parseaddr, gives it back as it is between angle brackets
+# (tests/test_transports_wire.py checks that on random input).
+_PLAIN_ADDRESS = re.compile(PLAIN_ADDRESS)
 
 
 def _path(address: str) -> str:
@@ -388,12 +386,11 @@ def _path(address: str) -> str:
     return quote_address(address)
 
 
-async def _command(client: aiosmtplib.SMTP, verb: bytes, *args: bytes, ok: tuple[int, ...],
-                   refused: type[aiosmtplib.SMTPResponseException]) -> aiosmtplib.SMTPResponse:
+async def _command(client: aiosmtplib.SMTP, verb: bytes, *args: bytes, ok: tuple[int, ...]) -> aiosmtplib.SMTPResponse:
     """MAIL or RCPT as aiosmtplib's own methods send them, from a path already made by ``_path``."""
     response = await client.execute_command(verb, *args)
     if response.code not in ok:
-        raise refused(response.code, response.message, "")
+        raise aiosmtplib.SMTPResponseException(response.code, response.message)
     return response
 
 

@@ -7,6 +7,7 @@ import inspect
 import io
 import json
 import multiprocessing
+from typing import Any
 
 import pytest
 from sqlalchemy import delete, func, select, update
@@ -456,16 +457,21 @@ def _writer(url: str, node: str, n: int) -> None:
     a.close()
 
 
-def test_two_writer_processes_keep_both_chains_valid(url: str) -> None:
-    AuditLog.open(url, "setup").close()  # a fresh database: both children find the schema in place
+def _run_writers(url: str, target: Any, args: list[tuple[Any, ...]]) -> None:
+    """Run ``target`` in one spawned process per ``args`` at once; each must succeed and the log stay valid."""
+    AuditLog.open(url, "setup").close()  # a fresh database: the children find the schema in place
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(url, node, 60)) for node in ("gwA", "gwB")]
+    procs = [ctx.Process(target=target, args=a) for a in args]
     for p in procs:
         p.start()
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
     assert verify(url) == []
+
+
+def test_two_writer_processes_keep_both_chains_valid(url: str) -> None:
+    _run_writers(url, _writer, [(url, node, 60) for node in ("gwA", "gwB")])
     a = AuditLog.open(url, "check")
     with a.engine.connect() as conn:
         heads = dict(conn.execute(select(Head.chain, Head.seq)).all())
@@ -485,15 +491,7 @@ def _same_node_writer(url: str, worker: int, n: int) -> None:
 
 def test_two_processes_of_one_node_share_its_chain(url: str) -> None:
     # The gateway's serving processes each have a writer on the node's one chain.
-    AuditLog.open(url, "setup").close()
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_same_node_writer, args=(url, w, 60)) for w in (1, 2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
-    assert verify(url) == []
+    _run_writers(url, _same_node_writer, [(url, w, 60) for w in (1, 2)])
     a = AuditLog.open(url, "check")
     with a.engine.connect() as conn:
         assert conn.execute(select(Head.seq).where(Head.chain == "gw1")).scalar_one() == 160

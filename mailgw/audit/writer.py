@@ -66,8 +66,7 @@ class RecordNotKept(Exception):
 class _Job:
     kind: str  # record | delivery
     payload: dict[str, Any]
-    done: asyncio.Future[None] | None = None  # the waiting caller's (none for a journal replay), on ``loop``
-    loop: asyncio.AbstractEventLoop | None = None
+    done: asyncio.Future[None] | None = None  # the waiting caller's (none for a journal replay)
 
 
 class _Late(Exception):
@@ -240,7 +239,7 @@ class AuditWriter:
             loop = asyncio.get_running_loop()
             done: asyncio.Future[None] = loop.create_future()
             timer = loop.call_later(self.timeout, _too_late, done)
-            self._jobs.put(_Job(kind, payload, done, loop))
+            self._jobs.put(_Job(kind, payload, done))
             try:
                 await done
                 return
@@ -435,8 +434,8 @@ def _settle(jobs: list[_Job], error: BaseException | None = None) -> None:
     """Wake the callers of ``jobs``: one call into each event loop for the whole batch, not one per job."""
     waiting: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
     for j in jobs:
-        if j.done is not None and j.loop is not None:
-            waiting.setdefault(j.loop, []).append(j.done)
+        if j.done is not None:
+            waiting.setdefault(j.done.get_loop(), []).append(j.done)
     for loop, futures in waiting.items():
         try:
             loop.call_soon_threadsafe(_resolve, futures, error)
