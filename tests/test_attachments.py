@@ -507,6 +507,27 @@ def test_a_signed_pdf_changed_after_signing_is_not_trusted(signed_pdf, test_ca, 
     assert f["pdf"]["signatures"] == 1 and f["pdf"]["trusted"] is False
 
 
+def test_without_pyhanko_trust_is_unknown_and_said_once_in_the_log(signed_pdf, test_ca, tmp_path, monkeypatch, caplog):
+    import sys
+
+    from mailgw.attachments import pdf as pdffacts
+
+    store = tmp_path / "roots.pem"
+    store.write_bytes(test_ca.ca_pem())
+    monkeypatch.setitem(sys.modules, "pyhanko.sign.validation", None)  # import fails as if not installed
+    pdffacts._validator.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="mailgw.attachments.pdf"):
+            first = only(fx.mail(fx.attachment(signed_pdf, filename="quyetdinh.pdf")), trust_store=str(store))
+            second = only(fx.mail(fx.attachment(signed_pdf, filename="quyetdinh2.pdf")), trust_store=str(store))
+    finally:
+        pdffacts._validator.cache_clear()
+    assert first["pdf"]["trusted"] is None and second["pdf"]["trusted"] is None
+    assert first["pdf"]["signers"] == ["Nguyễn Văn An"]  # read without pyHanko
+    said = [r for r in caplog.records if r.name == "mailgw.attachments.pdf" and r.levelname == "WARNING"]
+    assert len(said) == 1 and "pyHanko did not import" in said[0].getMessage()
+
+
 def test_an_unsigned_pdf_is_not_signed():
     result = facts(fx.mail(fx.attachment(fx.pdf_plain(), filename="a.pdf")))
     assert not result["signed_any"] and at(result, "2")["pdf"]["signatures"] == 0

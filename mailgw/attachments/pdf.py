@@ -11,13 +11,16 @@ timestamps, ``/DocTimeStamp``, are not signatures of a person). Its signer is
 the subject of the certificate that the PKCS#7 SignerInfo names, read with
 asn1crypto. Whether a signature is trusted is asked only when a trust store is
 configured: pyHanko validates it (integrity, then the chain to a configured
-root, no network fetches); without a store ``trusted`` is None.
+root, no network fetches); without a store ``trusted`` is None, and so it is
+when pyHanko cannot be imported (said once in the log at WARNING: unknown is
+not the same as untrusted).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import io
 import logging
 import re
@@ -25,6 +28,8 @@ import threading
 from typing import Any
 
 from mailgw.attachments.budget import Budget, OverLimit
+
+log = logging.getLogger(__name__)
 
 # pypdf and pyHanko log a warning for every defect they repair, and the sender
 # chooses the defects: left at WARNING, one hostile PDF could write thousands of
@@ -240,8 +245,24 @@ def signer_name(blob: bytes) -> str | None:
         return None
 
 
-def _trusted(data: bytes, store: str, count: int) -> bool:
-    """True when every signature validates (intact, and chained to a root of the store)."""
+@functools.cache
+def _validator() -> tuple[Any, Any, Any] | None:
+    """pyHanko's reader, validator and validation context; None (logged once) when it cannot be imported."""
+    try:
+        from pyhanko.pdf_utils.reader import PdfFileReader
+        from pyhanko.sign.validation import validate_pdf_signature
+        from pyhanko_certvalidator import ValidationContext
+    except Exception as e:  # ImportError, or an import-time warning that a filter turned into an error
+        log.warning("PDF signatures cannot be validated: pyHanko did not import (%s: %s); "
+                    "signed PDFs get trusted=null until mailgw is restarted with it", type(e).__name__, e)
+        return None
+    return PdfFileReader, validate_pdf_signature, ValidationContext
+
+
+def _trusted(data: bytes, store: str, count: int) -> bool | None:
+    """True when every signature validates (intact, and chained to a root of the store); None without pyHanko."""
+    if _validator() is None:
+        return None
     result: list[bool] = []
 
     def work() -> None:
@@ -259,11 +280,12 @@ def _trusted(data: bytes, store: str, count: int) -> bool:
 
 
 def _validate(data: bytes, store: str, count: int) -> bool:
+    validator = _validator()
+    if validator is None:
+        return False
+    PdfFileReader, validate_pdf_signature, ValidationContext = validator
     try:
         from asn1crypto import x509 as asn1_x509
-        from pyhanko.pdf_utils.reader import PdfFileReader
-        from pyhanko.sign.validation import validate_pdf_signature
-        from pyhanko_certvalidator import ValidationContext
 
         from mailgw.attachments.trust import load_roots
 
