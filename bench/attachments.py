@@ -98,7 +98,7 @@ def build() -> tuple[bytes, bytes]:
 def measure(path: str, store: str | None) -> dict[str, float]:
     """Run in a fresh process: time, tracemalloc peak and ru_maxrss growth of inspect_message."""
     from mailgw.attachments import inspect_message
-    from mailgw.settings import AttachmentLimits
+    from mailgw.config.settings import AttachmentLimits
 
     with open(path, "rb") as f:
         raw = f.read()
@@ -120,7 +120,7 @@ def measure(path: str, store: str | None) -> dict[str, float]:
     inspect_message(raw, limits)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    from mailgw.model import Envelope, Message
+    from mailgw.message.model import Envelope, Message
 
     tracemalloc.start()
     tree = Message("bench", Envelope("", [], "relay", "relay", "127.0.0.1"), raw).parsed

@@ -8,7 +8,7 @@ fixes the category but carries no secrecy mark, so the PDF's page one IS read
 
 Run: ``python bench/classify_bench.py [iterations]``. CPU time per message, median
 and p95, counts this thread (``time.thread_time``) plus the CPU the PDF reader
-worker process reports for the message (mailgw.pdfworker). Figures:
+worker process reports for the message (mailgw.classify.pdfworker). Figures:
 
 - classify: ``classify(parsed message)``, page one read by PDFium in a worker;
 - classify, pypdf only: the same with ``ReadLimits(pdfium=False)`` (the fallback);
@@ -34,8 +34,9 @@ from typing import Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from mailgw import directory, docread  # noqa: E402
-from mailgw.model import Context, Envelope, Message  # noqa: E402
+from mailgw.directory import model as directory  # noqa: E402
+from mailgw.classify import docread
+from mailgw.message.model import Context, Envelope, Message  # noqa: E402
 from mailgw.stages import classify as stage  # noqa: E402
 
 REPO = os.path.join(os.path.dirname(__file__), "..")

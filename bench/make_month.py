@@ -78,7 +78,7 @@ DEFAULT = Province(_local, PARTNERS, "PARTNER", (EXCEPTIONS[0], "SYT", "VP"), "2
 
 def from_directory(path: str) -> Province:
     """The province of a directory file: its agencies' mailboxes, its partners, its first exception."""
-    from mailgw import directory
+    from mailgw.directory import model as directory
 
     d = directory.load(path)
     boxes: dict[str, list[tuple[str, str, str | None]]] = {}

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mailgw.app import load_context  # noqa: E402
-from mailgw.model import Envelope, Message, new_id  # noqa: E402
+from mailgw.message.model import Envelope, Message, new_id  # noqa: E402
 from mailgw.stages import author, classify, parse, policy  # noqa: E402
 
 CASES = {

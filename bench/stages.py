@@ -28,10 +28,11 @@ import shutil  # noqa: E402
 import yaml  # noqa: E402
 
 import postfix_vs_mailgw as bench  # noqa: E402
-from mailgw import pipeline, record  # noqa: E402
+from mailgw import pipeline  # noqa: E402
+from mailgw.audit import record
 from mailgw.app import load_context  # noqa: E402
 from mailgw.dkim import keygen  # noqa: E402
-from mailgw.model import Envelope, Message, new_id  # noqa: E402
+from mailgw.message.model import Envelope, Message, new_id  # noqa: E402
 
 
 def main() -> None:

@@ -8,14 +8,17 @@ import os
 import signal
 from typing import Any, Callable
 
-from mailgw import credentials, directory, dnsanswers, policy, settings, tls
+from mailgw.smtp import credentials, tls
+from mailgw.directory import model as directory
+from mailgw.config import resolver as dnsanswers, settings
+from mailgw import policy
 from mailgw.audit.writer import JOURNAL, AuditWriter
-from mailgw.deliver import Deliverer
-from mailgw.model import Context
-from mailgw.receive import Edge, Handler, SmtpServer
-from mailgw.spool import Spool
+from mailgw.delivery.worker import Deliverer
+from mailgw.message.model import Context
+from mailgw.smtp.edge import Edge, Handler, SmtpServer
+from mailgw.queue.spool import Spool
 from mailgw.stages import dkim_sign
-from mailgw.yamlfile import ConfigError, Problem
+from mailgw.config.yamlfile import ConfigError, Problem
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import time
 from typing import Any, Sequence
 
 from mailgw import __version__
-from mailgw.yamlfile import ConfigError
+from mailgw.config.yamlfile import ConfigError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from mailgw.settings import default_path
+    from mailgw.config.settings import default_path
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default=default_path(), help="settings file (default: $MAILGW_CONFIG, else ./gateway.yaml)")
@@ -125,7 +125,7 @@ def _setup_logging(level: str = "INFO", who: str = "") -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from mailgw.app import Gateway
-    from mailgw.settings import load
+    from mailgw.config.settings import load
 
     settings = load(args.config)
     _setup_logging(settings.log_level, f"worker {args.worker}" if args.worker else "")
@@ -157,7 +157,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from mailgw import directory
+    from mailgw.directory import model as directory
     from mailgw.app import load_context
     from mailgw.stages import dkim_sign
 
@@ -177,7 +177,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_policy_test(args: argparse.Namespace) -> int:
     from mailgw.app import load_context
-    from mailgw.policy import trace
+    from mailgw import trace
 
     ctx, _ = load_context(args.config)
     status = 0
@@ -209,9 +209,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
     import email
     import email.policy
 
-    from mailgw import directory, settings
+    from mailgw.directory import model as directory
+    from mailgw.config import settings
     from mailgw.stages.classify import classify, explain, limits_for
-    from mailgw.yamlfile import ConfigError
+    from mailgw.config.yamlfile import ConfigError
 
     try:
         with open(args.file, "rb") as f:
@@ -229,7 +230,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_directory_check(args: argparse.Namespace) -> int:
-    from mailgw import directory, settings
+    from mailgw.directory import model as directory
+    from mailgw.config import settings
 
     path = settings.load(args.config).directory
     problems = directory.check(path)
@@ -242,7 +244,8 @@ def cmd_directory_check(args: argparse.Namespace) -> int:
 
 
 def cmd_directory_publish(args: argparse.Namespace) -> int:
-    from mailgw import directory, publish, settings
+    from mailgw.directory import model as directory, publish
+    from mailgw.config import settings
 
     d = directory.load(settings.load(args.config).directory)
     text = publish.publish_html(d) if args.format == "html" else publish.publish_csv(d)
@@ -272,8 +275,8 @@ def cmd_dkim_keygen(args: argparse.Namespace) -> int:
 
 
 def _spool(args: argparse.Namespace) -> Any:
-    from mailgw import settings
-    from mailgw.spool import Spool
+    from mailgw.config import settings
+    from mailgw.queue.spool import Spool
 
     return Spool(settings.load(args.config).spool)
 
@@ -333,7 +336,7 @@ def cmd_queue_flush(args: argparse.Namespace) -> int:
 
 
 def cmd_passwd(args: argparse.Namespace) -> int:
-    from mailgw.credentials import hash_password
+    from mailgw.smtp.credentials import hash_password
 
     if sys.stdin.isatty():
         password = getpass.getpass(f"password for {args.login}: ")
@@ -408,7 +411,7 @@ def _audit(args: argparse.Namespace, run: Any) -> int:
     """Run an audit command on the log named by the settings' ``database``; a log that cannot be opened is exit 1."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from mailgw import settings
+    from mailgw.config import settings
 
     url = settings.load(args.config).database
     try:

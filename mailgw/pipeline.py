@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from mailgw.model import Context, Message
+from mailgw.message.model import Context, Message
 from mailgw.stages import attachments, author, classify, dkim_sign, dkim_verify, parse, policy, stamp
 
 Stage = Callable[[Message, Context], None]

@@ -17,7 +17,7 @@ import uvloop
 import yaml
 
 from mailgw.app import Gateway
-from mailgw.credentials import hash_password
+from mailgw.smtp.credentials import hash_password
 from tests.sink import Sink
 
 REPO = Path(__file__).resolve().parent.parent

@@ -16,7 +16,7 @@ import aiosmtplib
 import pytest
 
 from mailgw.app import load_context
-from mailgw.policy import trace
+from mailgw import trace
 from tests import attachment_fixtures as fx
 from tests.conftest import REPO, send
 

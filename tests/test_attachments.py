@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from mailgw.attachments import DANGEROUS, inspect_message
 from mailgw.attachments import names as namefacts
-from mailgw.settings import AttachmentLimits
+from mailgw.config.settings import AttachmentLimits
 from tests import attachment_fixtures as fx
 from tests.conftest import send
 
@@ -680,7 +680,7 @@ def _settings(tmp_path: Path, section: str) -> Path:
 
 
 def test_settings_attachments_section(tmp_path, test_ca):
-    from mailgw import settings
+    from mailgw.config import settings
 
     (tmp_path / "roots.pem").write_bytes(test_ca.ca_pem())
     s = settings.load(str(_settings(tmp_path, "attachments:\n  max_depth: 12\n  max_decoded_size: 40M\n"
@@ -702,8 +702,8 @@ def test_settings_attachments_section(tmp_path, test_ca):
     ("attachments:\n  trust_store: gateway.yaml\n", "is not a PEM or DER certificate"),
 ])
 def test_settings_attachments_errors_name_the_line(tmp_path, section, message):
-    from mailgw import settings
-    from mailgw.yamlfile import ConfigError
+    from mailgw.config import settings
+    from mailgw.config.yamlfile import ConfigError
 
     path = _settings(tmp_path, section)
     with pytest.raises(ConfigError) as err:
@@ -745,7 +745,7 @@ async def test_dangerous_attachments_are_refused_by_name_and_the_record_keeps_th
 
 
 def test_the_header_view_of_a_message_does_not_hold_its_body():
-    from mailgw.model import Envelope, Message
+    from mailgw.message.model import Envelope, Message
 
     raw = fx.mail(fx.attachment(b"\x00" * 100_000, filename="a.bin"))
     msg = Message("x", Envelope("", [], "relay", "relay", "127.0.0.1"), raw)

@@ -11,8 +11,9 @@ from email.message import EmailMessage
 
 import pytest
 
-from mailgw import directory, docread, pdfworker
-from mailgw.model import Context, Envelope, Message, _header_section
+from mailgw.directory import model as directory
+from mailgw.classify import docread, pdfworker
+from mailgw.message.model import Context, Envelope, Message, _header_section
 from mailgw.stages import classify as stage
 from mailgw.stages.classify import ClassifyLimits, classify
 from tests.data.classify.make_fixtures import make_pdf
@@ -146,7 +147,7 @@ def test_a_decompression_bomb_ends_the_worker_and_pypdf_refuses_it(
     # pypdf's decompression limit when it tries next.
     monkeypatch.setattr(docread, "_POOL", pdfworker.Pool(1, address_space=160 * 1024 * 1024))
     bomb = _bomb(300)
-    with caplog.at_level(logging.WARNING, logger="mailgw.docread"):
+    with caplog.at_level(logging.WARNING, logger="mailgw.classify.docread"):
         page = docread.first_page(bomb, "pdf", docread.ReadLimits(max_seconds=30))
     assert page.text == "" and page.skipped is not None and "unreadable" in page.skipped
     assert any("PDF reader worker ended" in r.getMessage() for r in caplog.records)
@@ -172,7 +173,7 @@ def test_a_worker_that_cannot_start_leaves_pypdf_to_read(monkeypatch: pytest.Mon
     monkeypatch.setattr(pdfworker.sys, "executable", "/bin/false")  # starts, and exits 1 at once
     pool = pdfworker.Pool(1)
     monkeypatch.setattr(docread, "_POOL", pool)
-    with caplog.at_level(logging.WARNING, logger="mailgw.pdfworker"):
+    with caplog.at_level(logging.WARNING, logger="mailgw.classify.pdfworker"):
         page = docread.first_page(_pdf(b"BT /F1 12 Tf 72 800 Td (Bao cao) Tj ET"), "pdf")
     assert page.text == "Bao cao" and page.skipped is None  # read by pypdf
     (record,) = [r for r in caplog.records if "did not start" in r.getMessage()]

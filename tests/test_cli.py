@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mailgw.spool import Spool
+from mailgw.queue.spool import Spool
 from tests.conftest import REPO, message, write_config
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 from aiosmtpd.smtp import SMTP
 
-from mailgw import transports
+from mailgw.delivery import transports
 from tests.conftest import message, send
 from tests.sink import Sink
 

@@ -1,4 +1,4 @@
-"""The edge reads DATA in chunks (mailgw.datastream) and must answer exactly as aiosmtpd's line loop does.
+"""The edge reads DATA in chunks (mailgw.smtp.datastream) and must answer exactly as aiosmtpd's line loop does.
 
 Two real servers run side by side on loopback: aiosmtpd's own ``SMTP`` and the
 same class with ``ChunkedData`` mixed in, with the same small limits. The same
@@ -20,7 +20,7 @@ import pytest
 from aiosmtpd.smtp import SMTP
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from mailgw.datastream import ChunkedData
+from mailgw.smtp.datastream import ChunkedData
 
 SIZE_LIMIT = 3000
 

@@ -12,8 +12,9 @@ import textwrap
 import pytest
 import yaml
 
-from mailgw import directory, yamlfile
-from mailgw.publish import publish_csv, publish_html
+from mailgw.directory import model as directory
+from mailgw.config import yamlfile
+from mailgw.directory.publish import publish_csv, publish_html
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEMO = ROOT / "directory.yaml"

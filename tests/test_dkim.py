@@ -22,7 +22,7 @@ from mailgw.dkim import (
     txt_record,
     verify,
 )
-from mailgw.dnsanswers import FileResolver
+from mailgw.config.resolver import FileResolver
 
 DATA = Path(__file__).parent / "data" / "dkim"
 VECTORS = DATA / "vectors"

@@ -14,7 +14,7 @@ import dns.rrset
 import pytest
 
 from mailgw.dkim import SigningKey, load_key, sign, txt_record, verify
-from mailgw.dnsanswers import DnsResolver, DnsTemporaryError, FileResolver
+from mailgw.config.resolver import DnsResolver, DnsTemporaryError, FileResolver
 
 DATA = Path(__file__).parent / "data" / "dkim"
 DOMAIN = "example.gov.vn"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mailgw.dkim import SigningKey, load_key, sign, txt_record, verify
-from mailgw.dnsanswers import FileResolver
+from mailgw.config.resolver import FileResolver
 
 DATA = Path(__file__).parent / "data" / "dkim"
 MESSAGES = sorted((DATA / "messages").glob("*.eml"))

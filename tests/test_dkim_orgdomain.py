@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailgw.orgdomain import aligned, is_public_suffix, normalise, organisational_domain
+from mailgw.dkim.orgdomain import aligned, is_public_suffix, normalise, organisational_domain
 
 
 @pytest.mark.parametrize(("domain", "organisation"), [

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from mailgw.dkim import SigningKey, load_key, sign, txt_record, verify
-from mailgw.dnsanswers import FileResolver
+from mailgw.config.resolver import FileResolver
 from tests.conftest import message, send
 from tests.test_dkim_dns import _DnsServer
 from tests.test_dkim_opendkim import opendkim, opendkim_verify  # noqa: F401 - opendkim is a fixture
@@ -427,7 +427,7 @@ async def test_expired_signature_and_short_key(make_gateway, sink, tmp_path):
 async def test_the_stage_also_works_when_called_on_a_running_loop(make_gateway, tmp_path):
     # The edge runs the pipeline in a worker thread; a caller that runs it on
     # its own event loop's thread (a script, a future tool) must work too.
-    from mailgw.model import Envelope, Message, new_id
+    from mailgw.message.model import Envelope, Message, new_id
     from mailgw.stages import dkim_verify
 
     gw = await make_gateway(dns=_answers(tmp_path, _zone_line(REMOTE, "ed")))
@@ -534,7 +534,7 @@ def test_check_names_the_line_of_a_bad_key(tmp_path, ca, password_hash):
 
 def test_starting_with_a_bad_key_fails_with_file_and_line(tmp_path, ca, password_hash):
     from mailgw.app import Gateway
-    from mailgw.yamlfile import ConfigError
+    from mailgw.config.yamlfile import ConfigError
     from tests.conftest import write_config
 
     (tmp_path / "keys").mkdir()

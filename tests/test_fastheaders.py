@@ -1,4 +1,4 @@
-"""mailgw.fastheaders gives exactly what the email package's full parser gives, or steps aside (None).
+"""mailgw.message.fastheaders gives exactly what the email package's full parser gives, or steps aside (None).
 
 The author stage's spoofing checks and the decision record rely on it, so
 every value here is read both ways: the shortcut must agree with
@@ -15,8 +15,8 @@ import random
 
 import pytest
 
-from mailgw import fastheaders
-from mailgw.model import Envelope, Message
+from mailgw.message import fastheaders
+from mailgw.message.model import Envelope, Message
 
 FACTORY = email.policy.default.header_factory
 

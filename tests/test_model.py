@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from mailgw.model import Decision, Envelope
+from mailgw.message.model import Decision, Envelope
 
 
 def test_envelope_to_json_is_asdict():

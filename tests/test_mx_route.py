@@ -22,7 +22,7 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from mailgw.dnsanswers import DnsNameError, DnsResolver, DnsTemporaryError, FileResolver
+from mailgw.config.resolver import DnsNameError, DnsResolver, DnsTemporaryError, FileResolver
 from tests.conftest import GatewayFactory, message, send
 from tests.sink import Sink
 
@@ -110,7 +110,7 @@ def _status(dsn: email.message.EmailMessage) -> str:
 
 async def test_the_most_preferred_mx_host_gets_the_message(make_gateway, tmp_path, sink, mx_sinks, caplog):
     gw = await _gateway(make_gateway, tmp_path, sink, mx_sinks)
-    with caplog.at_level(logging.INFO, logger="mailgw.deliver"):
+    with caplog.at_level(logging.INFO, logger="mailgw.delivery.worker"):
         await send(gw, "relay", message(to="nam@example.vn"), SENDER, ["nam@example.vn"])
         await mx_sinks.at["127.0.0.2"].wait_for(lambda: bool(mx_sinks.at["127.0.0.2"].messages))
         await gw.deliverer.run_until_empty()
@@ -121,7 +121,7 @@ async def test_the_most_preferred_mx_host_gets_the_message(make_gateway, tmp_pat
 
 async def test_a_refused_connection_falls_back_to_the_next_mx_in_the_same_attempt(make_gateway, tmp_path, sink, mx_sinks, caplog):
     gw = await _gateway(make_gateway, tmp_path, sink, mx_sinks)
-    with caplog.at_level(logging.INFO, logger="mailgw.deliver"):
+    with caplog.at_level(logging.INFO, logger="mailgw.delivery.worker"):
         await send(gw, "relay", message(to="an@refusing.vn"), SENDER, ["an@refusing.vn"])
         await mx_sinks.at["127.0.0.3"].wait_for(lambda: bool(mx_sinks.at["127.0.0.3"].messages))
         await gw.deliverer.run_until_empty()

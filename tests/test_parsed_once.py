@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import email.message
 
-from mailgw.model import Envelope, Message
+from mailgw.message.model import Envelope, Message
 
 RAW = (
     b"From: =?utf-8?b?VsSDbiB0aMawIFPhu58gVFRUVA==?= <vanthu.sotttt@binhthuan.gov.vn>\r\n"

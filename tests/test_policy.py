@@ -12,8 +12,9 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from mailgw import directory, policy
-from mailgw.yamlfile import ConfigError
+from mailgw.directory import model as directory
+from mailgw import policy
+from mailgw.config.yamlfile import ConfigError
 from tests.conftest import REPO, message, port, send
 
 BAD = Path(__file__).parent / "data" / "bad_policies"

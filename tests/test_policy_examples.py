@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from mailgw.app import load_context
-from mailgw.policy import trace
+from mailgw import trace
 from tests.conftest import REPO
 from tests.attachment_fixtures import sign_pdf_twice
 

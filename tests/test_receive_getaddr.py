@@ -13,7 +13,7 @@ import types
 from aiosmtpd.smtp import SMTP
 from hypothesis import given, settings, strategies as st
 
-from mailgw.receive import fast_getaddr
+from mailgw.smtp.edge import fast_getaddr
 from tests.conftest import port
 from tests.dialog import Dialog
 

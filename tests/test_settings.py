@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mailgw import settings
-from mailgw.yamlfile import ConfigError
+from mailgw.config import settings
+from mailgw.config.yamlfile import ConfigError
 from tests.conftest import REPO
 
 BAD = Path(__file__).parent / "data" / "bad_settings"
@@ -54,7 +54,7 @@ def test_dns_answers_file_gives_a_file_resolver(tmp_path, ca, password_hash):
     import asyncio
 
     from mailgw.app import load_context
-    from mailgw.dnsanswers import FileResolver
+    from mailgw.config.resolver import FileResolver
     from tests.conftest import write_config
 
     (tmp_path / "answers.zone").write_text('sel._domainkey.example.vn. IN TXT "v=DKIM1; p=abc"\n')
@@ -67,7 +67,7 @@ def test_dns_answers_file_gives_a_file_resolver(tmp_path, ca, password_hash):
 
 def test_bad_dns_answers_line_is_reported_with_its_line(tmp_path, ca, password_hash):
     from mailgw.app import load_context
-    from mailgw.yamlfile import ConfigError
+    from mailgw.config.yamlfile import ConfigError
     from tests.conftest import write_config
 
     (tmp_path / "answers.zone").write_text("# ok\nexample.vn. IN CNAME other.vn.\n")

@@ -1,6 +1,6 @@
 """What the delivery client puts on the wire: the same bytes aiosmtplib's own MAIL, RCPT and DATA would send.
 
-``mailgw.transports`` skips aiosmtplib's address parse and its two passes over
+``mailgw.delivery.transports`` skips aiosmtplib's address parse and its two passes over
 the message when they would change nothing; these tests compare the shortcuts
 with the library on random input, then deliver to a real server over STARTTLS.
 """
@@ -15,8 +15,8 @@ from aiosmtplib.email import quote_address
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 from hypothesis import given, settings, strategies as st
 
-from mailgw import transports
-from mailgw.settings import QueueSettings, Route
+from mailgw.delivery import transports
+from mailgw.config.settings import QueueSettings, Route
 from tests.sink import Sink
 
 

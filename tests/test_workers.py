@@ -16,8 +16,8 @@ import aiosmtplib
 import pytest
 import yaml
 
-from mailgw.settings import load
-from mailgw.yamlfile import ConfigError
+from mailgw.config.settings import load
+from mailgw.config.yamlfile import ConfigError
 from tests.conftest import REPO, message, write_config
 
 SENDER = "vanthu.sotttt@binhthuan.gov.vn"
@@ -147,8 +147,8 @@ async def test_two_workers_share_the_port_and_each_message_is_delivered_once(tmp
         assert proc.wait(timeout=60) == 0
     log = (path.parent / "serve.log").read_text()
     # Only the supervisor delivered; every exchange is in the one exchange log, from both workers.
-    assert not re.search(r"\[worker \d\] mailgw.deliver", log)
-    assert len(re.findall(r"^\S+ \S+ INFO mailgw.deliver: delivery id=", log, re.M)) == 100
+    assert not re.search(r"\[worker \d\] mailgw.delivery.worker", log)
+    assert len(re.findall(r"^\S+ \S+ INFO mailgw.delivery.worker: delivery id=", log, re.M)) == 100
     assert not list((path.parent / "spool" / "queue").iterdir())
     search = subprocess.run(
         [sys.executable, "-m", "mailgw", "audit", "search", "--json", "--limit", "1000", "--config", str(path)],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from mailgw.settings import AttachmentLimits
+from mailgw.config.settings import AttachmentLimits
 
 
 class OverLimit(Exception):
@@ -21,7 +21,7 @@ class OverLimit(Exception):
 class Budget:
     """Counters for one message, checked against its limits.
 
-    Time is the CPU time of the calling thread (as in mailgw.docread): a busy
+    Time is the CPU time of the calling thread (as in mailgw.classify.docread): a busy
     machine slows every thread, and a benign file must not fail because of it.
     """
 

@@ -14,7 +14,7 @@ from mailgw.attachments import archives, mime, office, pdf
 from mailgw.attachments import names as namefacts
 from mailgw.attachments import sniff as types
 from mailgw.attachments.budget import Budget, OverLimit
-from mailgw.settings import AttachmentLimits
+from mailgw.config.settings import AttachmentLimits
 
 DANGEROUS = ("executable", "script", "macro", "double_extension", "rtl_override",
              "encrypted_archive", "archive_limits", "type_mismatch_executable")

@@ -4,7 +4,7 @@ Two views, as the MIME walker does: every object pypdf can reach (through the
 cross-reference table and the object streams, so compressed objects count)
 and a scan of the raw bytes for the action names, which also finds objects a
 damaged cross-reference table hides. pypdf runs with its resource limits
-tightened for the call, as in mailgw.docread.
+tightened for the call, as in mailgw.classify.docread.
 
 A signature is a dictionary with ``/ByteRange`` and ``/Contents`` (document
 timestamps, ``/DocTimeStamp``, are not signatures of a person). Its signer is

@@ -47,7 +47,7 @@ import uuid
 from typing import Any, Iterable, Mapping
 
 from mailgw.audit.log import AuditLog
-from mailgw.spool import fsync_dir, unlink_if_present
+from mailgw.queue.spool import fsync_dir, unlink_if_present
 
 log = logging.getLogger(__name__)
 

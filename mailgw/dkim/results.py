@@ -6,7 +6,7 @@ import dataclasses
 import re
 from typing import Any, Iterable, Sequence
 
-from mailgw.orgdomain import normalise
+from mailgw.dkim.orgdomain import normalise
 
 # RFC 8601 section 2.7.1 result values.
 PASS, FAIL, NEUTRAL, POLICY, TEMPERROR, PERMERROR = "pass", "fail", "neutral", "policy", "temperror", "permerror"

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from dkim.canonicalization import CanonicalizationPolicy, InvalidCanonicalizationPolicyError
 from dkim.util import InvalidTagValueList, parse_tag_value
 
-from mailgw import orgdomain
+from mailgw.dkim import orgdomain
 from mailgw.dkim import canon
 from mailgw.dkim.results import (
     FAIL,
@@ -30,7 +30,7 @@ from mailgw.dkim.results import (
     DkimReport,
     SignatureResult,
 )
-from mailgw.dnsanswers import DnsTemporaryError, TxtResolver
+from mailgw.config.resolver import DnsTemporaryError, TxtResolver
 
 PublicKey = Union[rsa.RSAPublicKey, ed25519.Ed25519PublicKey]
 

@@ -30,9 +30,9 @@ import ipaddress
 import re
 from typing import Any, Callable, Sequence
 
-from mailgw.vn.classification import CATEGORIES
-from mailgw.vn.secrecy import SECRECY_LEVELS, URGENCY_LEVELS
-from mailgw.yamlfile import Checker, YList, YMap, kind_of as _kind
+from mailgw.classify.vn.classification import CATEGORIES
+from mailgw.classify.vn.secrecy import SECRECY_LEVELS, URGENCY_LEVELS
+from mailgw.config.yamlfile import Checker, YList, YMap, kind_of as _kind
 
 View = dict[str, Any]
 Result = tuple[bool, str]

@@ -13,8 +13,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from mailgw.directory import canonical_address
-from mailgw.model import Context, Message
+from mailgw.directory.model import canonical_address
+from mailgw.message.model import Context, Message
 from mailgw.policy import lookalike
 
 NO_ATTACHMENTS: dict[str, Any] = {"count": 0, "total_size": 0, "ambiguous": False, "ambiguous_reason": None,

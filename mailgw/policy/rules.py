@@ -33,10 +33,10 @@ import re
 import string
 from typing import Any, Iterable
 
-from mailgw import yamlfile
+from mailgw.config import yamlfile
 from mailgw.policy import conditions
 from mailgw.policy.conditions import Known, Test
-from mailgw.yamlfile import Checker, ConfigError, Problem, YList, YMap
+from mailgw.config.yamlfile import Checker, ConfigError, Problem, YList, YMap
 
 DECISIONS = ("accept", "reject", "quarantine", "defer")
 _VERB = {"accept": "accepts (and stops at)", "reject": "rejects", "quarantine": "quarantines", "defer": "defers"}
@@ -122,7 +122,7 @@ class PolicySet:
 def load(folder: str, directory: Any = None) -> PolicySet:
     """Read every policy file of ``folder``; raise ConfigError naming every problem.
 
-    ``directory`` (a mailgw.directory.Directory) lets rules name agencies and
+    ``directory`` (a mailgw.directory.model.Directory) lets rules name agencies and
     units, which are then checked against it.
     """
     if not os.path.isdir(folder):

@@ -13,9 +13,9 @@ from typing import Any
 
 import email_validator
 
-from mailgw import fastheaders, replies
-from mailgw.model import Context, Message
-from mailgw.replies import Reject
+from mailgw.message import fastheaders, replies
+from mailgw.message.model import Context, Message
+from mailgw.message.replies import Reject
 
 
 def run(message: Message, ctx: Context) -> None:

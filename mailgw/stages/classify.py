@@ -32,7 +32,7 @@ subject's), so opening the file would change nothing.
 
 from __future__ import annotations
 
-from mailgw.model import Context, Message, decoded_payload
+from mailgw.message.model import Context, Message, decoded_payload
 
 import binascii
 import bisect
@@ -46,10 +46,10 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
-from mailgw import docread
-from mailgw.vn import docnumber, secrecy
-from mailgw.vn import text as vtext
-from mailgw.vn.classification import CATEGORIES, Classification, Evidence
+from mailgw.classify import docread
+from mailgw.classify.vn import docnumber, secrecy
+from mailgw.classify.vn import text as vtext
+from mailgw.classify.vn.classification import CATEGORIES, Classification, Evidence
 
 
 @dataclasses.dataclass(frozen=True)

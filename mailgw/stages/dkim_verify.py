@@ -33,9 +33,9 @@ from typing import Any, Callable, Coroutine, TypeVar
 
 from mailgw.dkim import DkimReport, authentication_results, pinned_ok, strip_forged_authentication_results, verify
 from mailgw.dkim.results import TEMPERROR
-from mailgw.dnsanswers import DnsTemporaryError, TxtResolver
-from mailgw.model import Context, Message
-from mailgw.orgdomain import normalise
+from mailgw.config.resolver import DnsTemporaryError, TxtResolver
+from mailgw.message.model import Context, Message
+from mailgw.dkim.orgdomain import normalise
 
 MISSING_PARTNER_TAG = "dkim-missing-partner"
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from mailgw import replies
+from mailgw.message import replies
 from mailgw.attachments.mime import overlong_mime_header
-from mailgw.model import Context, Message
-from mailgw.replies import Reject
+from mailgw.message.model import Context, Message
+from mailgw.message.replies import Reject
 
 # A header line: a field name (printable ASCII but ':') and a colon, or a
 # continuation that starts with white space (RFC 5322 2.2, 3.2.2).

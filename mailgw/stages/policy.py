@@ -9,8 +9,8 @@ with ``redact`` (secret documents) keeps only metadata and hashes in its record.
 
 from __future__ import annotations
 
-from mailgw import replies
-from mailgw.model import Context, Message
+from mailgw.message import replies
+from mailgw.message.model import Context, Message
 from mailgw.policy import engine, facts
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import email.utils
 import re
 
-from mailgw.model import Context, Message
+from mailgw.message.model import Context, Message
 
 # HELO names and addresses come from the client: keep only what is safe in a header.
 _UNSAFE = re.compile(r"[^A-Za-z0-9.\-_:\[\]@+]")

@@ -38,8 +38,8 @@ from typing import Any, Iterator
 import idna
 from email_validator import EmailNotValidError, validate_email
 
-from mailgw import yamlfile
-from mailgw.yamlfile import Checker, ConfigError, Problem, YList, YMap
+from mailgw.config import yamlfile
+from mailgw.config.yamlfile import Checker, ConfigError, Problem, YList, YMap
 
 #: Roles a mailbox may have, with the labels the published directory shows.
 ROLES: types.MappingProxyType[str, tuple[str, str]] = types.MappingProxyType(

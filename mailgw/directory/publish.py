@@ -15,7 +15,7 @@ from typing import Iterable
 
 import idna
 
-from mailgw.directory import ROLES, Agency, Directory, Mailbox, TemporaryException
+from mailgw.directory.model import ROLES, Agency, Directory, Mailbox, TemporaryException
 
 # An exception this close to its end is flagged, so that it is renewed or replaced in time.
 _EXPIRING_SOON = datetime.timedelta(days=30)

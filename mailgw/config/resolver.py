@@ -238,11 +238,11 @@ class FileResolver:
 
 
 def load(dns: object) -> DnsResolver | FileResolver:
-    """The resolver the settings' ``dns:`` section asks for (mailgw.settings.DnsSettings).
+    """The resolver the settings' ``dns:`` section asks for (mailgw.config.settings.DnsSettings).
 
     Raises ConfigError with ``FILE:LINE:`` problems when the answers file is bad.
     """
-    from mailgw.yamlfile import ConfigError, Problem
+    from mailgw.config.yamlfile import ConfigError, Problem
 
     answers = getattr(dns, "answers", None)
     if answers:

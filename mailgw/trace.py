@@ -11,9 +11,10 @@ from __future__ import annotations
 import email.utils
 from typing import Any, Sequence
 
-from mailgw import pipeline, replies
-from mailgw.model import Context, Envelope, Message, new_id
-from mailgw.replies import Refusal
+from mailgw import pipeline
+from mailgw.message import replies
+from mailgw.message.model import Context, Envelope, Message, new_id
+from mailgw.message.replies import Refusal
 
 # What each stage contributes to the trace, by the fact it leaves.
 _STAGE_FACTS = {"classify": "classification", "attachments": "attachments", "dkim_verify": "dkim"}

@@ -19,10 +19,11 @@ import logging
 import time
 from typing import Any, Awaitable, Callable
 
-from mailgw import dsn, record, transports
-from mailgw.model import Context, Decision, Envelope, Message
-from mailgw.settings import Route
-from mailgw.spool import QUEUED, Spool, SpoolError
+from mailgw.delivery import dsn, transports
+from mailgw.audit import record
+from mailgw.message.model import Context, Decision, Envelope, Message
+from mailgw.config.settings import Route
+from mailgw.queue.spool import QUEUED, Spool, SpoolError
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import re
 import time
 from typing import Any, Callable
 
-from mailgw import fastheaders
+from mailgw.message import fastheaders
 
 
 @dataclasses.dataclass
@@ -208,7 +208,7 @@ class ParsedOnce(email.message.EmailMessage):
         """``str(self.get(name))`` when the field is present, else None; exact shortcuts for common shapes.
 
         The decoded text the record keeps (From, Subject...), without the
-        parse tree when mailgw.fastheaders can read the value by itself.
+        parse tree when mailgw.message.fastheaders can read the value by itself.
         """
         name = name.lower()
         for k, v in self._headers:
@@ -399,9 +399,9 @@ class Context:
     A reload builds a new Context; a message keeps the one it started with.
     """
 
-    settings: Any  # mailgw.settings.Settings
-    directory: Any  # mailgw.directory.Directory
-    credentials: Any = None  # mailgw.credentials.Credentials, when a submission listener exists
+    settings: Any  # mailgw.config.settings.Settings
+    directory: Any  # mailgw.directory.model.Directory
+    credentials: Any = None  # mailgw.smtp.credentials.Credentials, when a submission listener exists
     policies: Any = None  # mailgw.policy.PolicySet
-    resolver: Any = None  # mailgw.dnsanswers resolver (DnsResolver or FileResolver), from settings `dns:`
+    resolver: Any = None  # mailgw.config.resolver resolver (DnsResolver or FileResolver), from settings `dns:`
     signing_keys: Any = dataclasses.field(default_factory=dict)  # domain -> tuple of mailgw.dkim.SigningKey, from `dkim:`

@@ -15,8 +15,8 @@ import dataclasses
 
 import argon2
 
-from mailgw import yamlfile
-from mailgw.yamlfile import Checker, YMap
+from mailgw.config import yamlfile
+from mailgw.config.yamlfile import Checker, YMap
 
 _HASHER = argon2.PasswordHasher()
 # Verified when the login is unknown, so an unknown login costs as much as a known one.

@@ -7,7 +7,7 @@ import logging
 import os
 import ssl
 
-from mailgw.settings import TlsFiles
+from mailgw.config.settings import TlsFiles
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 END = b"\r\n.\r\n"  # a line end, then the line that ends the data (RFC 5321 4.1.1.4)
 
-# aiosmtpd's replies, so that the edge rewrites them as it does aiosmtpd's own (mailgw.replies.BUILTIN_REWRITES).
+# aiosmtpd's replies, so that the edge rewrites them as it does aiosmtpd's own (mailgw.message.replies.BUILTIN_REWRITES).
 LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
 TOO_MUCH_DATA = "552 Error: Too much mail data"
 

@@ -19,11 +19,15 @@ from typing import Any, Awaitable, Callable
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope as SmtpEnvelope, Session as SmtpSession
 
-from mailgw import addresses, datastream, dsn, pipeline, record, replies
-from mailgw.model import Context, Decision, Envelope, Message, new_id
-from mailgw.replies import Refusal, SmtpReply
-from mailgw.settings import Listener
-from mailgw.spool import Spool
+from mailgw.message import addresses, replies
+from mailgw.smtp import datastream
+from mailgw.delivery import dsn
+from mailgw import pipeline
+from mailgw.audit import record
+from mailgw.message.model import Context, Decision, Envelope, Message, new_id
+from mailgw.message.replies import Refusal, SmtpReply
+from mailgw.config.settings import Listener
+from mailgw.queue.spool import Spool
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ capped. A file that is skipped or cut short says so in ``FirstPage.skipped``,
 which the classifier reports in its evidence. Nothing here raises.
 
 PDF: PDFium (pypdfium2) in worker processes with a CPU budget and a memory cap
-(mailgw.pdfworker: about 1 ms for a typical page one, native code kept out of
+(mailgw.classify.pdfworker: about 1 ms for a typical page one, native code kept out of
 the gateway's process). When no worker can be had, or PDFium cannot read the
 file, pypdf (pure Python, so a hostile file cannot corrupt memory) reads it in
 this thread, with its resource limits tightened for the call through
@@ -33,7 +33,7 @@ import time
 import zipfile
 from typing import IO, Any
 
-from mailgw import pdfworker
+from mailgw.classify import pdfworker
 
 log = logging.getLogger(__name__)
 

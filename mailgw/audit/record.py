@@ -9,7 +9,7 @@ import datetime
 import hashlib
 from typing import Any
 
-from mailgw.model import Context, Message
+from mailgw.message.model import Context, Message
 
 _HEADER_FIELDS = ("from", "to", "cc", "subject", "message-id", "in-reply-to", "references")
 

@@ -15,7 +15,7 @@ import re
 import types
 from collections.abc import Iterator
 
-from mailgw.vn import text as vtext
+from mailgw.classify.vn import text as vtext
 
 # Decree 30 abbreviations (Phụ lục III) plus the legal normative types NĐ, TT, TTLT.
 TYPE_CODES = (

@@ -15,8 +15,8 @@ import re
 import socket
 from typing import Any
 
-from mailgw import yamlfile
-from mailgw.yamlfile import Checker, YList, YMap
+from mailgw.config import yamlfile
+from mailgw.config.yamlfile import Checker, YList, YMap
 
 ROLES = ("mx", "relay", "submission")
 
@@ -100,7 +100,7 @@ class Limits:
 class DnsSettings:
     """Where DNS answers come from: the system resolver, given servers, or a local answers file."""
 
-    answers: str | None = None  # zone-file lines (mailgw.dnsanswers.FileResolver): tests, air-gapped rigs
+    answers: str | None = None  # zone-file lines (mailgw.config.resolver.FileResolver): tests, air-gapped rigs
     nameservers: tuple[str, ...] = ()  # empty: /etc/resolv.conf
     port: int = 53
     timeout: float = 5.0  # seconds for one whole lookup, retries included

@@ -16,8 +16,8 @@ import functools
 import email_validator
 
 # The usual shape of an address, written as it is in a MAIL or RCPT path: a dot-atom
-# local part, "@", LDH labels. Shortcuts on the edge (mailgw.receive) and in delivery
-# (mailgw.transports) take it where the libraries' full parses give the same answer.
+# local part, "@", LDH labels. Shortcuts on the edge (mailgw.smtp.edge) and in delivery
+# (mailgw.delivery.transports) take it where the libraries' full parses give the same answer.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 PLAIN_ADDRESS = rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
 

@@ -24,9 +24,9 @@ import aiosmtplib
 from aiosmtplib.email import quote_address
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
-from mailgw.addresses import PLAIN_ADDRESS
-from mailgw.dnsanswers import DnsNameError, DnsResolver, DnsTemporaryError
-from mailgw.settings import QueueSettings, Route
+from mailgw.message.addresses import PLAIN_ADDRESS
+from mailgw.config.resolver import DnsNameError, DnsResolver, DnsTemporaryError
+from mailgw.config.settings import QueueSettings, Route
 
 # Postfix's smtp_mx_address_limit and smtp_mx_session_limit: a domain with a hundred
 # unreachable MX hosts must not hold a delivery worker for hours.
@@ -58,7 +58,7 @@ async def deliver(route: Route, mail_from: str, rcpts: Sequence[str], data: byte
                   timeouts: QueueSettings, resolver: Any = None, mx_port: int = 25) -> dict[str, Result]:
     """Deliver ``data`` to ``rcpts`` (all of them on this route); one Result per recipient.
 
-    ``resolver`` (mailgw.dnsanswers) answers the MX and address lookups of the
+    ``resolver`` (mailgw.config.resolver) answers the MX and address lookups of the
     ``mx`` route; ``mx_port`` is 25 except on test rigs (settings ``dns.mx_port``).
     """
     if route.kind == "maildir":
@@ -410,7 +410,7 @@ def wire_data(data: bytes) -> bytes:
 async def _data(client: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse:
     """aiosmtplib's ``SMTP.data`` with the message made ready for the wire by ``wire_data``.
 
-    The client is ours alone while it carries a transaction (mailgw.transports.ConnectionCache),
+    The client is ours alone while it carries a transaction (mailgw.delivery.transports.ConnectionCache),
     so the message is written and its reply read without the library's command lock.
     """
     start = await client.execute_command(b"DATA")

@@ -27,7 +27,7 @@ import dataclasses
 import itertools
 import re
 
-from mailgw.vn import text as vtext
+from mailgw.classify.vn import text as vtext
 
 SECRECY_LEVELS = ("none", "mat", "toi_mat", "tuyet_mat")
 URGENCY_LEVELS = ("none", "khan", "thuong_khan", "hoa_toc")

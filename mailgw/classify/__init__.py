@@ -1,0 +1,1 @@
+"""The Vietnamese document classifier's parts: first-page readers and vn/ (text, numbers, secrecy)."""

@@ -1,0 +1,1 @@
+"""Delivery: the worker (retries, DSNs), transports (smtp, mx, maildir), DSNs."""

@@ -1,0 +1,1 @@
+"""The official directory: who is local and official, and its publication."""
