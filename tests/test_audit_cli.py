@@ -53,7 +53,9 @@ def _rec(xid: str, time: str, direction: str, sender: dict[str, Any], recipients
                 "in_reply_to": in_reply_to, "references": in_reply_to},
         classification={**base["classification"], "category": category, "doc_number": doc_number,
                         "doc_type": None, "evidence": []},
-        attachments=[{**base["attachments"][0], "signed": signed, "signer": "x" if signed else None}],
+        attachments={"count": 1, "signed_any": signed, "files": [
+            {**base["attachments"]["files"][0], "signed": signed,
+             "pdf": {"signatures": int(signed), "signers": ["x"] if signed else []}}]},
         decision={"decision": decision, "rule": rule, "mode": "enforce", "matched": matched or [],
                   "tags": tags or [], "reply": "250 2.0.0 OK" if decision == "accept" else "550 5.7.1 no"},
     )
@@ -273,3 +275,48 @@ def test_report_numbers_for_the_month(config: Path, capsys: Any, tmp_path: Path)
     assert data["chain_heads"]["gw1"]["seq"] == 9
     assert "<svg" in page and 'src="http' not in page and "<link" not in page  # one self-contained file
     assert "Tỷ lệ văn bản điện tử" in page and "Electronic share" in page
+
+
+def _legacy(xid: str) -> dict[str, Any]:
+    """A record as releases before the typed model wrote it: attachments a list of files with ``signer``."""
+    rec = sample_record(id=xid, time="2025-03-04T02:00:00Z")
+    rec["attachments"] = [{"name": "QD-12.pdf", "size": 9000, "sha256": "cd34" + "0" * 60,
+                           "declared_type": "application/pdf", "true_type": "application/pdf",
+                           "signed": True, "signer": "Ủy ban nhân dân tỉnh Bình Thuận"}]
+    return rec
+
+
+def test_records_of_the_earlier_shape_keep_reading(tmp_path: Path, ca: Any, password_hash: str, audit_url: str,
+                                                    capsys: Any) -> None:
+    log = AuditLog.open(audit_url, "gw1")
+    log.append([_legacy("OLD1")])
+    log.close()
+    config = write_config(tmp_path, 2526, ca, password_hash, database=audit_url)
+    status, out, err = run(capsys, "audit", "show", "OLD1", "--config", str(config))
+    assert status == 0, err
+    assert re.search(r"Attachment: +QD-12\.pdf 9000 bytes, application/pdf .*signed by Ủy ban nhân dân tỉnh Bình Thuận",
+                     out), out
+    csv_path = tmp_path / "old.csv"
+    assert run(capsys, "audit", "export", "--format", "csv", "--out", str(csv_path), "--config", str(config))[0] == 0
+    row = next(csv.DictReader(csv_path.read_text(encoding="utf-8").splitlines()))
+    assert (row["attachments"], row["signed_attachments"]) == ("1", "1")
+    status, _, err = run(capsys, "report", "--period", "2025-03", "--out", str(tmp_path / "r.html"), "--config", str(config))
+    assert status == 0, err
+    assert run(capsys, "audit", "verify", "--config", str(config))[0] == 0  # the stored text is what is hashed
+
+
+def test_a_record_of_the_wrong_shape_is_a_clear_error(tmp_path: Path, ca: Any, password_hash: str, audit_url: str,
+                                                      capsys: Any) -> None:
+    bad = sample_record(id="BAD1", time="2025-03-04T02:00:00Z")
+    bad["attachments"] = "three files"  # a shape no release wrote
+    log = AuditLog.open(audit_url, "gw1")
+    log.append([bad])
+    log.close()
+    config = write_config(tmp_path, 2526, ca, password_hash, database=audit_url)
+    status, out, err = run(capsys, "audit", "show", "BAD1", "--config", str(config))
+    assert status == 1 and "exchange BAD1: not an exchange record" in err and "Traceback" not in err
+    status, _, err = run(capsys, "report", "--period", "2025-03", "--out", str(tmp_path / "r.html"), "--config", str(config))
+    assert status == 1 and "exchange BAD1" in err and not (tmp_path / "r.html").exists()
+    status, _, err = run(capsys, "audit", "export", "--format", "jsonl", "--out", str(tmp_path / "x.jsonl"),
+                         "--config", str(config))
+    assert status == 1 and "exchange BAD1" in err and not (tmp_path / "x.jsonl").exists()

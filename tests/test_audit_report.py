@@ -31,7 +31,9 @@ def snd(address: str, agency: str | None, unit: str | None, official: bool, exce
 CLS = sample_record()["classification"]
 PARTNER = rc("vanthu@mic.gov.vn", "BTTTT", None, True, False)
 STTTT = snd("vp.stttt@binhthuan.gov.vn", "STTTT", "VP", True)
-UNSIGNED = [{**sample_record()["attachments"][0], "signed": False, "signer": None}]
+_FILE = sample_record()["attachments"]["files"][0]
+UNSIGNED = {"count": 1, "total_size": _FILE["size"], "signed_any": False,
+            "files": [{**_FILE, "signed": False, "pdf": {**_FILE["pdf"], "signatures": 0, "signers": []}}]}
 
 
 def dec(decision: str, rule: str, tags: list[str] = []) -> dict:  # type: ignore[type-arg]
@@ -44,8 +46,8 @@ def cls(category: str, doc_number: str | None, **kw: str) -> dict:  # type: igno
 
 
 def inbound(**kw):  # type: ignore[no-untyped-def]
-    base = {"direction": "inbound", "role": "mx", "listener": "mx", "attachments": [],
-            "dkim": {"signed": False, "aligned_pass": False, "results": []}}
+    base = {"direction": "inbound", "role": "mx", "listener": "mx", "attachments": {},
+            "dkim": {"signed": False, "aligned_pass": False, "signatures": []}}
     return sample_record(**{**base, **kw})
 
 
@@ -54,7 +56,7 @@ DATA = [
     sample_record(id="R1", time="2025-03-02T01:00:00Z", sender=STTTT, recipients=[PARTNER]),
     # R2: STTTT sends an unsigned official letter, no TLS, no DKIM signature.
     sample_record(id="R2", time="2025-03-02T02:00:00Z", sender=STTTT, recipients=[PARTNER], tls=None,
-                  dkim={"signed": False, "aligned_pass": False, "results": []}, attachments=UNSIGNED,
+                  dkim={"signed": False, "aligned_pass": False, "signatures": []}, attachments=UNSIGNED,
                   classification=cls("official_letter", "456/STTTT-VP"),
                   decision=dec("accept", "default", ["channel:dms", "unsigned-document"])),
     # R3: SYT to UBND inside the province, a signed report.
@@ -69,7 +71,7 @@ DATA = [
             header={**sample_record()["header"], "message_id": "<q1@gmail.com>", "subject": "Hỏi thủ tục"},
             classification=cls("general", None)),
     sample_record(id="R5", time="2025-03-05T06:00:00Z", sender=snd("vp.ubnd@binhthuan.gov.vn", "UBND", "VP", True),
-                  recipients=[rc("dan@gmail.com", None, None, False, False)], attachments=[],
+                  recipients=[rc("dan@gmail.com", None, None, False, False)], attachments={},
                   header={**sample_record()["header"], "message_id": "<a1@binhthuan.gov.vn>",
                           "in_reply_to": "<q1@gmail.com>", "references": "<q1@gmail.com>"},
                   classification=cls("general", None)),
@@ -78,7 +80,7 @@ DATA = [
     inbound(id="R6", time="2025-03-31T00:00:00Z", mail_from="vanthu@mic.gov.vn",
             sender=snd("vanthu@mic.gov.vn", "BTTTT", None, True),
             recipients=[rc("vp.stttt@binhthuan.gov.vn", "STTTT", "VP", True, True)],
-            dkim={"signed": True, "aligned_pass": True, "results": []},
+            dkim={"signed": True, "aligned_pass": True, "signatures": []},
             header={**sample_record()["header"], "message_id": "<cv99@mic.gov.vn>"},
             classification=cls("official_letter", "99/BTTTT-KHTC")),
     sample_record(id="R7", time="2025-04-02T00:00:00Z", sender=STTTT, recipients=[PARTNER],

@@ -18,10 +18,11 @@ from typing import Any, Iterator, Mapping, TextIO
 from sqlalchemy import func, select
 from tqdm import tqdm
 
-from mailgw.audit import query
+from mailgw.audit import query, record
 from mailgw.audit.access import log_access
 from mailgw.audit.prune import prune as prune_log
-from mailgw.audit.query import FilterError, Filters
+from mailgw.audit.query import FilterError, Filters, LoggedExchange
+from mailgw.audit.record import ClassificationFacts, Party, RecordError
 from mailgw.audit.schema import Exchange
 from mailgw.audit.store import open_engine
 from mailgw.audit.verify import verify_engine
@@ -49,11 +50,18 @@ def search(url: str, filters: Mapping[str, Any], json: bool, out: TextIO, err: T
         log_access(engine, "audit search", _who(f.as_args(), auditor))
         with engine.connect() as conn:
             rows = query.search(conn, f)
+        unreadable = 0
         for x in rows:
             if json:
-                out.write(jsonlib.dumps(query.full_record(x), ensure_ascii=False, sort_keys=True) + "\n")
+                try:
+                    out.write(jsonlib.dumps(query.full_record(x).to_json(), ensure_ascii=False, sort_keys=True) + "\n")
+                except RecordError as e:
+                    unreadable += 1
+                    print(f"mailgw audit search: {e}", file=err)
             else:
                 out.write(_line(x) + "\n")
+        if unreadable:
+            return 1
         if not json:
             print(f"{len(rows)} exchange(s)" + (" (limit reached)" if f.limit and len(rows) >= f.limit else ""),
                   file=err)
@@ -72,9 +80,13 @@ def show(url: str, id: str, json: bool, out: TextIO, err: TextIO = sys.stderr, a
             if x is None:
                 print(f"mailgw audit show: no exchange {id!r} in the log", file=err)
                 return 1
-            rec = query.full_record(x, query.deliveries(conn, [x.id]).get(x.id, []))
+            try:
+                rec = query.full_record(x, query.deliveries(conn, [x.id]).get(x.id, []))
+            except RecordError as e:
+                print(f"mailgw audit show: {e}", file=err)
+                return 1
         if json:
-            out.write(jsonlib.dumps(rec, ensure_ascii=False, sort_keys=True, indent=2) + "\n")
+            out.write(jsonlib.dumps(rec.to_json(), ensure_ascii=False, sort_keys=True, indent=2) + "\n")
         else:
             out.write(_describe(rec))
         return 0
@@ -104,6 +116,9 @@ def export(url: str, fmt: str, filters: Mapping[str, Any], out_path: str, progre
             bar = tqdm(total=total, unit="rec", disable=not progress, file=err, desc="export")
             try:
                 count = _write_atomically(out_path, fmt, records, bar)
+            except RecordError as e:
+                print(f"mailgw audit export: {e}; nothing written", file=err)
+                return 1
             finally:
                 bar.close()
         print(f"{count} exchange(s) written to {out_path}", file=err)
@@ -168,7 +183,11 @@ def report(url: str, period: str, out_path: str, err: TextIO = sys.stderr, audit
     engine = open_engine(url)
     try:
         log_access(engine, "report", _who({"period": period, "out": os.path.abspath(out_path)}, auditor))
-        data = reports.compute(engine, period)
+        try:
+            data = reports.compute(engine, period)
+        except RecordError as e:
+            print(f"mailgw report: {e}; no report written", file=err)
+            return 1
         html = reports.render(data)
         _replace(out_path, lambda fh: fh.write(html))
         print(f"report for {period} written to {out_path}", file=err)
@@ -197,7 +216,7 @@ def _replace(path: str, write: Any) -> None:
         raise
 
 
-def _write_atomically(path: str, fmt: str, records: Iterator[dict[str, Any]], bar: Any) -> int:
+def _write_atomically(path: str, fmt: str, records: Iterator[LoggedExchange], bar: Any) -> int:
     count = 0
 
     def write(fh: TextIO) -> None:
@@ -209,7 +228,7 @@ def _write_atomically(path: str, fmt: str, records: Iterator[dict[str, Any]], ba
             if writer:
                 writer.writerow(_csv_row(rec))
             else:
-                fh.write(jsonlib.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n")
+                fh.write(jsonlib.dumps(rec.to_json(), ensure_ascii=False, sort_keys=True) + "\n")
             count += 1
             bar.update(1)
 
@@ -221,38 +240,39 @@ def _join(values: Any) -> str:
     return ";".join(str(v) for v in values or [] if v is not None)
 
 
-def _csv_row(rec: dict[str, Any]) -> list[Any]:
-    sender = rec.get("sender") or {}
-    header = rec.get("header") or {}
-    cls = rec.get("classification") or {}
-    decision = rec.get("decision") or {}
-    dkim = rec.get("dkim") or {}
-    recipients = rec.get("recipients") or []
-    attachments = rec.get("attachments") or []
-    audit = rec.get("audit") or {}
+def _csv_row(x: LoggedExchange) -> list[Any]:
+    rec = x.record
+    sender = rec.sender or Party(address="")
+    header = rec.header
+    cls = rec.classification or ClassificationFacts()
+    decision = rec.decision
+    dkim = rec.dkim
+    files = rec.attachments.files
     values = {
-        "id": rec.get("id"), "time": rec.get("time"), "node": audit.get("node"), "seq": audit.get("seq"),
-        "direction": rec.get("direction"), "role": rec.get("role"), "listener": rec.get("listener"),
-        "client_ip": rec.get("client_ip"), "helo": rec.get("helo"), "tls": rec.get("tls"),
-        "auth_user": rec.get("auth_user"), "mail_from": rec.get("mail_from"), "rcpts": _join(rec.get("rcpts")),
-        "sender": sender.get("address"), "sender_agency": sender.get("agency"), "sender_unit": sender.get("unit"),
-        "sender_official": sender.get("official"), "sender_exception": sender.get("exception"),
-        "recipients": _join(r.get("address") for r in recipients),
-        "recipient_agencies": _join(sorted({r.get("agency") for r in recipients if r.get("agency")})),
-        "header_from": header.get("from"), "subject": header.get("subject"),
-        "message_id": header.get("message_id"), "in_reply_to": header.get("in_reply_to"),
-        "category": cls.get("category"), "doc_type": cls.get("doc_type"), "doc_number": cls.get("doc_number"),
-        "secrecy": cls.get("secrecy"), "secrecy_strength": cls.get("secrecy_strength"),
-        "urgency": cls.get("urgency"), "confidence": cls.get("confidence"),
-        "decision": decision.get("decision"), "rule": decision.get("rule"), "mode": decision.get("mode"),
-        "matched": _join(decision.get("matched")), "tags": _join(decision.get("tags")),
-        "reply": decision.get("reply"), "dkim_signed": dkim.get("signed"),
-        "dkim_aligned_pass": dkim.get("aligned_pass"), "attachments": len(attachments),
-        "signed_attachments": sum(1 for a in attachments if a.get("signed")), "size": rec.get("size"),
-        "sha256": rec.get("sha256"), "policy_version": rec.get("policy_version"),
-        "directory_version": rec.get("directory_version"),
-        "deliveries": _join(f"{d['recipient']}={d['status']}#{d['attempt']}" for d in rec.get("deliveries") or []),
-        "hash": audit.get("hash"),
+        "id": rec.id, "time": rec.time, "node": x.audit.node, "seq": x.audit.seq,
+        "direction": rec.direction, "role": rec.role, "listener": rec.listener,
+        "client_ip": rec.client_ip, "helo": rec.helo, "tls": rec.tls,
+        "auth_user": rec.auth_user, "mail_from": rec.mail_from, "rcpts": _join(rec.rcpts),
+        "sender": sender.address or None, "sender_agency": sender.agency, "sender_unit": sender.unit,
+        "sender_official": sender.official, "sender_exception": sender.exception,
+        "recipients": _join(r.address for r in rec.recipients),
+        "recipient_agencies": _join(sorted({r.agency for r in rec.recipients if r.agency})),
+        "header_from": header.from_, "subject": header.subject,
+        "message_id": header.message_id, "in_reply_to": header.in_reply_to,
+        "category": cls.category if rec.classification else None, "doc_type": cls.doc_type,
+        "doc_number": cls.doc_number, "secrecy": cls.secrecy if rec.classification else None,
+        "secrecy_strength": cls.secrecy_strength if rec.classification else None,
+        "urgency": cls.urgency if rec.classification else None,
+        "confidence": cls.confidence if rec.classification else None,
+        "decision": decision.decision, "rule": decision.rule, "mode": decision.mode,
+        "matched": _join(decision.matched), "tags": _join(decision.tags),
+        "reply": decision.reply, "dkim_signed": dkim.signed if dkim else None,
+        "dkim_aligned_pass": dkim.aligned_pass if dkim else None, "attachments": rec.attachments.count,
+        "signed_attachments": sum(1 for a in files if a.signed), "size": rec.size,
+        "sha256": rec.sha256, "policy_version": rec.policy_version,
+        "directory_version": rec.directory_version,
+        "deliveries": _join(f"{d.recipient}={d.status}#{d.attempt}" for d in x.deliveries or []),
+        "hash": x.audit.hash,
     }
     return [_cell(values[c]) for c in CSV_COLUMNS]
 
@@ -265,68 +285,89 @@ def _cell(value: Any) -> Any:
 
 
 def _line(x: Exchange) -> str:
-    rec = jsonlib.loads(x.record)
-    rcpts = [r.get("address") for r in rec.get("recipients") or []] or list(rec.get("rcpts") or [])
+    try:
+        rec = record.decode(x.record)
+    except record.RecordError as e:
+        return f"{query._z(x.time)}  {x.id}  (record unreadable: {e})"
+    rcpts = [r.address for r in rec.recipients] or list(rec.rcpts)
     to = ", ".join(rcpts[:2]) + (f" (+{len(rcpts) - 2})" if len(rcpts) > 2 else "")
-    subject = " ".join(str((rec.get("header") or {}).get("subject") or "").split())
+    subject = " ".join(str(rec.header.subject or "").split())
     if len(subject) > 60:
         subject = subject[:59] + "…"
     return (f"{query._z(x.time)}  {x.id}  {x.decision or '-':<10} {x.rule or '-':<22} {x.category or '-':<20} "
             f"{x.doc_number or '-'}  {x.sender or '<>'} -> {to}  {subject}")
 
 
-def _describe(rec: dict[str, Any]) -> str:
+def _describe(x: LoggedExchange) -> str:
     lines: list[str] = []
 
     def add(label: str, value: Any) -> None:
         if value not in (None, "", [], {}):
             lines.append(f"{label + ':':<22}{value}")
 
-    audit = rec.get("audit") or {}
-    header = rec.get("header") or {}
-    sender = rec.get("sender") or {}
-    cls = rec.get("classification") or {}
-    decision = rec.get("decision") or {}
-    dkim = rec.get("dkim") or {}
-    lines.append(f"Exchange {rec.get('id')}")
-    add("Time (UTC)", rec.get("time"))
-    add("Logged", f"node {audit.get('node')}, seq {audit.get('seq')}, hash {audit.get('hash')}")
-    add("Gateway", f"node {rec.get('node')}, listener {rec.get('listener')} ({rec.get('role')}), "
-                   f"{rec.get('direction')}")
-    add("Client", f"{rec.get('client_ip')} helo {rec.get('helo')}, TLS {rec.get('tls') or 'none'}"
-                  + (f", login {rec['auth_user']}" if rec.get("auth_user") else ""))
-    add("Envelope", f"{rec.get('mail_from') or '<>'} -> {', '.join(rec.get('rcpts') or [])}")
-    for key, label in (("from", "From"), ("to", "To"), ("cc", "Cc"), ("subject", "Subject"),
-                       ("message_id", "Message-ID"), ("in_reply_to", "In-Reply-To"), ("references", "References")):
-        add(label, header.get(key))
-    add("Sender", f"{sender.get('address')} agency {sender.get('agency') or '-'} unit {sender.get('unit') or '-'}"
-                  f"{' official' if sender.get('official') else ''}"
-                  f"{' TEMPORARY EXCEPTION' if sender.get('exception') else ''}")
-    for r in rec.get("recipients") or []:
-        add("Recipient", f"{r.get('address')} agency {r.get('agency') or '-'} unit {r.get('unit') or '-'}"
-                         f"{' official' if r.get('official') else ''}{' local' if r.get('local') else ''}")
-    add("Category", f"{cls.get('category')} ({cls.get('doc_type') or '-'}) {cls.get('doc_number') or ''}".strip())
-    add("Secrecy", f"{cls.get('secrecy')} ({cls.get('secrecy_strength')})"
-                   + (", declassified" if cls.get("declassified") else ""))
-    add("Urgency", cls.get("urgency"))
-    add("Confidence", cls.get("confidence"))
-    for ev in cls.get("evidence") or []:
-        add("Evidence", f"{ev.get('cue')} in {ev.get('where')}: {ev.get('text')}")
-    add("DKIM", f"signed {dkim.get('signed')}, aligned pass {dkim.get('aligned_pass')}" if dkim else "not checked")
-    for a in rec.get("attachments") or []:
-        add("Attachment", f"{a.get('name')} {a.get('size')} bytes, {a.get('true_type')} "
-                          f"(declared {a.get('declared_type')})"
-                          + (f", signed by {a.get('signer')}" if a.get("signed") else ", not signed")
-                          + f", sha256 {a.get('sha256')}")
-    add("Decision", f"{decision.get('decision')} by rule {decision.get('rule')} ({decision.get('mode')} mode)")
-    add("Matched rules", ", ".join(decision.get("matched") or []))
-    add("Tags", ", ".join(decision.get("tags") or []))
-    add("Reply", decision.get("reply"))
-    add("Versions", f"policy {rec.get('policy_version')}, directory {rec.get('directory_version')}")
-    add("Message", f"{rec.get('size')} bytes, sha256 {rec.get('sha256')}"
-                   + (", body archived" if audit.get("body_archived") else ""))
-    history = rec.get("deliveries") or []
+    rec = x.record
+    header = rec.header
+    cls = rec.classification
+    decision = rec.decision
+    dkim = rec.dkim
+    lines.append(f"Exchange {rec.id}")
+    add("Time (UTC)", rec.time)
+    add("Logged", f"node {x.audit.node}, seq {x.audit.seq}, hash {x.audit.hash}")
+    add("Gateway", f"node {rec.node}, listener {rec.listener} ({rec.role}), {rec.direction}")
+    add("Client", f"{rec.client_ip} helo {rec.helo}, TLS {rec.tls or 'none'}"
+                  + (f", login {rec.auth_user}" if rec.auth_user else ""))
+    add("Envelope", f"{rec.mail_from or '<>'} -> {', '.join(rec.rcpts)}")
+    for label, value in (("From", header.from_), ("To", header.to), ("Cc", header.cc), ("Subject", header.subject),
+                         ("Message-ID", header.message_id), ("In-Reply-To", header.in_reply_to),
+                         ("References", header.references)):
+        add(label, value)
+    if rec.sender:
+        s = rec.sender
+        add("Sender", f"{s.address} agency {s.agency or '-'} unit {s.unit or '-'}"
+                      f"{' official' if s.official else ''}{' TEMPORARY EXCEPTION' if s.exception else ''}")
+    for r in rec.recipients:
+        add("Recipient", f"{r.address} agency {r.agency or '-'} unit {r.unit or '-'}"
+                         f"{' official' if r.official else ''}{' local' if r.local else ''}")
+    if cls:
+        add("Category", f"{cls.category} ({cls.doc_type or '-'}) {cls.doc_number or ''}".strip())
+        add("Secrecy", f"{cls.secrecy} ({cls.secrecy_strength})" + (", declassified" if cls.declassified else ""))
+        add("Urgency", cls.urgency)
+        add("Confidence", cls.confidence)
+        for ev in cls.evidence:
+            add("Evidence", f"{ev.cue} in {ev.where}: {ev.text}")
+    if dkim is None:
+        add("DKIM", "not checked")
+    elif dkim.status is not None:
+        add("DKIM", f"verified: {dkim.status}, aligned pass {dkim.aligned_pass}"
+                    + "".join(f"; d={s.d} s={s.s} {s.result}" for s in dkim.signatures))
+    else:
+        add("DKIM", ("signed by the gateway" if dkim.signed else "not signed")
+                    + "".join(f"; d={s.d} s={s.s} a={s.a}" for s in dkim.signatures))
+    att = rec.attachments
+    if att.count:
+        add("Attachments", f"{att.count} file(s), {att.total_size} bytes"
+                           + (", signed" if att.signed_any else "")
+                           + (f", too ambiguous to inspect: {att.ambiguous_reason}" if att.ambiguous else ""))
+    for a in att.files:
+        add("Attachment", f"{a.location} {a.name or '(no name)'} {a.size} bytes, {a.true_type} "
+                          f"(declared {a.declared_type or '-'})"
+                          + (f", signed by {', '.join(a.signers)}" if a.signers else ", signed" if a.signed else ", not signed")
+                          + (f", DANGEROUS: {', '.join(a.dangerous)}" if a.dangerous else "")
+                          + f", sha256 {a.sha256 or '-'}")
+    add("Decision", f"{decision.decision} by rule {decision.rule} ({decision.mode} mode)")
+    add("Matched rules", ", ".join(decision.matched))
+    add("Tags", ", ".join(decision.tags))
+    add("Reply", decision.reply)
+    if rec.dsn_for:
+        add("DSN for", rec.dsn_for)
+    if rec.notice_for:
+        add("Notice for", rec.notice_for)
+    add("Versions", f"policy {rec.policy_version}, directory {rec.directory_version}")
+    add("Message", f"{rec.size} bytes, sha256 {rec.sha256}"
+                   + (", redacted (metadata and hashes only)" if rec.redacted else "")
+                   + (", body archived" if x.audit.body_archived else ""))
+    history = x.deliveries or []
     lines.append("Deliveries:" if history else "Deliveries: none logged")
     for d in history:
-        lines.append(f"  {d['time']}  {d['recipient']}  {d['status']}  attempt {d['attempt']}  {d.get('reply') or ''}")
+        lines.append(f"  {d.time}  {d.recipient}  {d.status}  attempt {d.attempt}  {d.reply or ''}")
     return "\n".join(lines) + "\n"

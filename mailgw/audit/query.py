@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import re
 from typing import Any, Iterator, Mapping
 
+import msgspec
 from sqlalchemy import Connection, Select, and_, exists, or_, select
 
+from mailgw.audit import record
 from mailgw.audit.log import doc_key, utc
+from mailgw.audit.record import ExchangeRecord
 from mailgw.audit.schema import AgencyHit, Delivery, Exchange, Recipient, RuleHit
 
 VN_TZ = dt.timezone(dt.timedelta(hours=7), "ICT")
@@ -154,32 +156,73 @@ def search(conn: Connection, f: Filters) -> list[Any]:
     return conn.execute(statement(f)).all()
 
 
-def deliveries(conn: Connection, exchange_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+class LogPosition(msgspec.Struct, kw_only=True, frozen=True):
+    """Where a record sits in the exchange log."""
+
+    node: str
+    seq: int
+    hash: str
+    body_archived: bool = False
+
+
+class DeliveryEvent(msgspec.Struct, kw_only=True, frozen=True):
+    recipient: str
+    time: str
+    status: str
+    reply: str | None = None
+    attempt: int = 0
+    node: str | None = None
+    seq: int | None = None
+
+
+class LoggedExchange(msgspec.Struct, kw_only=True, frozen=True):
+    """An exchange as an auditor reads it: the record, its place in the log, and what happened to it."""
+
+    record: ExchangeRecord
+    audit: LogPosition
+    deliveries: list[DeliveryEvent] | None = None
+    body: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The record's JSON with ``audit`` (and ``deliveries``, ``body`` when read) beside its fields."""
+        out = self.record.to_json()
+        out["audit"] = msgspec.to_builtins(self.audit)
+        if self.deliveries is not None:
+            out["deliveries"] = msgspec.to_builtins(self.deliveries)
+        if self.body is not None:
+            out["body"] = self.body
+        return out
+
+
+def deliveries(conn: Connection, exchange_ids: list[str]) -> dict[str, list[DeliveryEvent]]:
     """Delivery history per exchange id, oldest first."""
-    out: dict[str, list[dict[str, Any]]] = {}
+    out: dict[str, list[DeliveryEvent]] = {}
     for i in range(0, len(exchange_ids), 500):
         rows = conn.execute(select(Delivery).where(Delivery.exchange_id.in_(exchange_ids[i:i + 500]))
                             .order_by(Delivery.time, Delivery.attempt, Delivery.seq))
         for d in rows:
-            out.setdefault(d.exchange_id, []).append({
-                "recipient": d.recipient, "time": _z(d.time), "status": d.status, "reply": d.reply,
-                "attempt": d.attempt, "node": d.node, "seq": d.seq})
+            out.setdefault(d.exchange_id, []).append(DeliveryEvent(
+                recipient=d.recipient, time=_z(d.time), status=d.status, reply=d.reply,
+                attempt=d.attempt, node=d.node, seq=d.seq))
     return out
 
 
-def full_record(x: Exchange, history: list[dict[str, Any]] | None = None,
-                with_body: bool = False) -> dict[str, Any]:
+def full_record(x: Exchange, history: list[DeliveryEvent] | None = None,
+                with_body: bool = False) -> LoggedExchange:
     """The decision record as logged, with where it sits in its chain and (optionally) its deliveries."""
-    rec: dict[str, Any] = json.loads(x.record)
-    rec["audit"] = {"node": x.node, "seq": x.seq, "hash": x.hash, "body_archived": x.body is not None}
-    if with_body and x.body is not None:
-        rec["body"] = x.body
-    if history is not None:
-        rec["deliveries"] = history
-    return rec
+    try:
+        rec = record.decode(x.record)
+    except record.RecordError as e:
+        raise record.RecordError(f"exchange {x.id}: {e}") from e
+    return LoggedExchange(
+        record=rec,
+        audit=LogPosition(node=x.node, seq=x.seq, hash=x.hash, body_archived=x.body is not None),
+        deliveries=history,
+        body=x.body if with_body else None,
+    )
 
 
-def iter_export(conn: Connection, f: Filters, batch: int = 1000) -> Iterator[dict[str, Any]]:
+def iter_export(conn: Connection, f: Filters, batch: int = 1000) -> Iterator[LoggedExchange]:
     """Every matching record with its deliveries, newest first, read in batches (constant memory)."""
     last: tuple[dt.datetime, str] | None = None
     remaining = f.limit

@@ -1,71 +1,335 @@
-"""The decision record of one exchange: what the spool keeps and the audit log stores.
+"""The exchange record: one typed model for the writer and every reader.
 
-Metadata and hashes only: the body of a message is never part of it.
+The record of one exchange is what the spool keeps with a message and what the
+exchange log stores (as canonical JSON, hashed into its chain). Metadata and
+hashes only: the body of a message is never part of it.
+
+``build()`` makes an :class:`ExchangeRecord` from a message that went through
+the pipeline; ``to_json()`` is the JSON form the spool, the journal and the log
+store; :func:`decode` reads any stored record back into the model, and is what
+every reader (show, export, report, verify, replay) uses. Decoding checks types:
+a record of the wrong shape is an error here, not an AttributeError deep in a
+report. Records of earlier releases keep reading (:func:`_upgrade`).
 """
 
 from __future__ import annotations
 
 import datetime
 import hashlib
+import json
+from collections.abc import Mapping
 from typing import Any
+
+import msgspec
 
 from mailgw.message.model import Context, Message
 
 _HEADER_FIELDS = ("from", "to", "cc", "subject", "message-id", "in-reply-to", "references")
 
 
-def build(message: Message, ctx: Context, reply: str) -> dict[str, Any]:
+class _Model(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Unknown fields are errors, on build as on decode: no fact is dropped without a word."""
+
+
+class Party(_Model):
+    """A sender or recipient as the directory saw it when the message passed."""
+
+    address: str
+    local: bool | None = None
+    official: bool | None = None
+    agency: str | None = None
+    unit: str | None = None
+    exception: bool | None = None
+
+
+class HeaderFields(_Model):
+    """The header fields an auditor searches by (each cut at 998 characters)."""
+
+    from_: str | None = msgspec.field(default=None, name="from")
+    to: str | None = None
+    cc: str | None = None
+    subject: str | None = None  # "sha256:..." in a redacted record
+    message_id: str | None = None
+    in_reply_to: str | None = None
+    references: str | None = None
+
+
+class Evidence(_Model):
+    cue: str
+    where: str
+    text: str = ""
+
+
+class ClassificationFacts(_Model):
+    """CONTRACT section 4."""
+
+    category: str = "general"
+    doc_type: str | None = None
+    doc_number: str | None = None
+    secrecy: str = "none"
+    secrecy_strength: str = "none"
+    declassified: bool = False
+    urgency: str = "none"
+    confidence: float = 0.0
+    evidence: list[Evidence] = []
+
+
+class DkimSignature(_Model):
+    """One DKIM-Signature: verified on mx (result and the rest), or made by us (d, s, a only)."""
+
+    d: str
+    s: str
+    a: str
+    result: str | None = None
+    reason: str = ""
+    covers_body: bool = True
+    aligned: bool = False
+    key_bits: int | None = None
+    b_prefix: str = ""
+
+
+class DkimFacts(_Model):
+    """What DKIM says of the message: our own signatures (``signed`` with d/s/a), or the
+    verification of inbound mail (``status`` and ``aligned_pass``); None when neither applied."""
+
+    signed: bool = False
+    signatures: list[DkimSignature] = []
+    status: str | None = None
+    aligned_pass: bool | None = None
+    from_domain: str | None = None
+    error: str | None = None
+    pinned: bool | None = None
+
+
+class PdfFacts(_Model):
+    javascript: bool = False
+    launch: bool = False
+    signatures: int = 0
+    signers: list[str] = []
+    trusted: bool | None = None
+
+
+class ArchiveFacts(_Model):
+    members: int = 0
+    expanded: int = 0
+    ratio: float = 0.0
+    over_limits: bool = False
+    reason: str | None = None
+
+
+class AttachedFile(_Model):
+    """One file of the message (schema: mailgw/attachments/__init__.py)."""
+
+    name: str | None = None
+    names: list[str] = []
+    location: str = ""
+    in_archive: bool = False
+    depth: int = 0
+    size: int = 0
+    sha256: str | None = None
+    declared_type: str | None = None
+    true_type: str = "application/octet-stream"
+    extension: str | None = None
+    type_mismatch: bool = False
+    kind: str = "other"
+    executable: bool = False
+    script: bool = False
+    macro: bool = False
+    double_extension: bool = False
+    rtl_override: bool = False
+    encrypted: bool = False
+    pdf: PdfFacts | None = None
+    archive: ArchiveFacts | None = None
+    signed: bool = False
+    dangerous: list[str] = []
+
+    @property
+    def signers(self) -> list[str]:
+        return list(self.pdf.signers) if self.pdf else []
+
+
+class AttachmentFacts(_Model):
+    count: int = 0
+    total_size: int = 0
+    ambiguous: bool = False
+    ambiguous_reason: str | None = None
+    signed_any: bool = False
+    files: list[AttachedFile] = []
+
+
+class AuditModeHit(_Model):
+    """A rule in audit mode: what it would have done."""
+
+    rule: str
+    would: str
+    tags: list[str] = []
+
+
+class DecisionFacts(_Model):
+    """The decision as recorded (CONTRACT section 5) and the reply the client got."""
+
+    decision: str = "accept"
+    rule: str = "default"
+    mode: str = "enforce"
+    matched: list[str] = []
+    tags: list[str] = []
+    reply: str | None = None
+    headers: list[tuple[str, str]] = []
+    archive: list[str] = []
+    notify_sender: bool = False
+    redact: bool = False
+    audit: list[AuditModeHit] = []
+
+
+class ExchangeRecord(_Model):
+    """The decision record of one exchange."""
+
+    id: str
+    time: str  # ISO 8601, UTC
+    node: str | None = None
+    listener: str | None = None
+    role: str | None = None
+    direction: str | None = None  # inbound, internal, outbound
+    client_ip: str | None = None
+    helo: str | None = None
+    tls: str | None = None
+    auth_user: str | None = None
+    mail_from: str | None = None
+    rcpts: list[str] = []
+    header: HeaderFields = HeaderFields()
+    sender: Party | None = None
+    recipients: list[Party] = []
+    size: int = 0
+    sha256: str | None = None
+    classification: ClassificationFacts | None = None
+    dkim: DkimFacts | None = None
+    attachments: AttachmentFacts = AttachmentFacts()
+    decision: DecisionFacts = DecisionFacts()
+    policy_version: str | None = None
+    directory_version: str | None = None
+    redacted: bool = False
+    dsn_for: str | None = None  # a DSN the gateway made: the exchange it reports on
+    notice_for: str | None = None  # a held-message notice: the held exchange
+    body_sha256: str | None = None  # set by the log when the body is archived
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form kept in the spool, the journal and the exchange log."""
+        out: dict[str, Any] = msgspec.to_builtins(self)
+        for key in ("redacted", "dsn_for", "notice_for", "body_sha256"):
+            if not out.get(key):
+                out.pop(key, None)  # absent unless it applies, as records always had it
+        return out
+
+
+_DECODER = msgspec.json.Decoder(ExchangeRecord)
+
+
+class RecordError(ValueError):
+    """A stored record that does not have the record's shape."""
+
+
+def decode(stored: str | bytes | Mapping[str, Any]) -> ExchangeRecord:
+    """A stored record (its JSON text, or the parsed JSON) as the model."""
+    try:
+        if isinstance(stored, (str, bytes)):
+            try:
+                return _DECODER.decode(stored)
+            except msgspec.ValidationError:
+                stored = json.loads(stored)  # maybe a record of an earlier shape
+        assert isinstance(stored, Mapping)
+        return msgspec.convert(_upgrade(stored), ExchangeRecord)
+    except (msgspec.ValidationError, msgspec.DecodeError, ValueError, AssertionError) as e:
+        raise RecordError(f"not an exchange record: {e}") from e
+
+
+def _upgrade(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """Records written before the attachment facts were a mapping kept them as a list of files."""
+    out = dict(rec)
+    for key in ("audit", "deliveries", "body"):  # what readers add beside the record
+        out.pop(key, None)
+    files = out.get("attachments")
+    if isinstance(files, list):
+        out["attachments"] = {
+            "count": len(files), "files": [_upgrade_file(f) for f in files if isinstance(f, Mapping)],
+            "total_size": sum(f.get("size") or 0 for f in files if isinstance(f, Mapping)),
+            "signed_any": any(f.get("signed") for f in files if isinstance(f, Mapping)),
+        }
+    elif files is None:
+        out.pop("attachments", None)
+    return out
+
+
+def _upgrade_file(f: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in f.items() if k != "signer"}
+    if f.get("signer") and not f.get("pdf"):
+        out["pdf"] = {"signatures": 1, "signers": [f["signer"]]}
+    return out
+
+
+def build(message: Message, ctx: Context, reply: str, **links: str) -> ExchangeRecord:
+    """The record of a message the pipeline has decided on; ``links``: dsn_for= or notice_for=."""
     env = message.envelope
     directory = ctx.directory
     author = message.facts.get("from")
-    record: dict[str, Any] = {
-        "id": message.id,
-        "time": datetime.datetime.fromtimestamp(env.received_at, datetime.timezone.utc).isoformat(),
-        "node": ctx.settings.node,
-        "listener": env.listener,
-        "role": env.role,
-        "direction": direction(message, ctx),
-        "client_ip": env.client_ip,
-        "helo": env.helo,
-        "tls": env.tls,
-        "auth_user": env.auth_user,
-        "mail_from": env.mail_from,
-        "rcpts": list(env.rcpts),
-        "header": _headers(message),
-        "sender": _party(directory, author) if author else None,
-        "recipients": [_party(directory, r) for r in env.rcpts],
-        "size": len(message.raw),
-        "sha256": hashlib.sha256(message.raw).hexdigest(),
-        "classification": message.facts.get("classification"),
-        "dkim": message.facts.get("dkim"),
-        "attachments": message.facts.get("attachments", []),
-        "decision": message.decision.to_json() | {"reply": reply},
-        "policy_version": message.facts.get("policy_version"),
-        "directory_version": directory.version,
-    }
-    if message.decision.redact:
-        _redact(record)
-    return record
+    decision = message.decision
+    record = ExchangeRecord(
+        id=message.id,
+        time=datetime.datetime.fromtimestamp(env.received_at, datetime.timezone.utc).isoformat(),
+        node=ctx.settings.node,
+        listener=env.listener,
+        role=env.role,
+        direction=direction(message, ctx),
+        client_ip=env.client_ip,
+        helo=env.helo,
+        tls=env.tls,
+        auth_user=env.auth_user,
+        mail_from=env.mail_from,
+        rcpts=list(env.rcpts),
+        header=_headers(message),
+        sender=_party(directory, author) if author else None,
+        recipients=[_party(directory, r) for r in env.rcpts],
+        size=len(message.raw),
+        sha256=hashlib.sha256(message.raw).hexdigest(),
+        classification=_convert(message.facts.get("classification"), ClassificationFacts),
+        dkim=_convert(message.facts.get("dkim"), DkimFacts),
+        attachments=_convert(message.facts.get("attachments"), AttachmentFacts) or AttachmentFacts(),
+        decision=DecisionFacts(
+            decision=decision.decision, rule=decision.rule, mode=decision.mode, matched=list(decision.matched),
+            tags=list(decision.tags), reply=reply, headers=[(str(n), str(v)) for n, v in decision.headers],
+            archive=list(decision.archive), notify_sender=decision.notify_sender, redact=decision.redact,
+            audit=msgspec.convert(decision.audit, list[AuditModeHit]),
+        ),
+        policy_version=message.facts.get("policy_version"),
+        directory_version=directory.version,
+        **links,
+    )
+    return _redacted(record) if decision.redact else record
 
 
-def _redact(record: dict[str, Any]) -> None:
+def _convert(value: Any, kind: type[msgspec.Struct]) -> Any:
+    if value is None:
+        return None
+    if hasattr(value, "to_json"):
+        value = value.to_json()
+    return msgspec.convert(value, kind)
+
+
+def _redacted(record: ExchangeRecord) -> ExchangeRecord:
     """Metadata and hashes only (a secret document, VN-DOCUMENTS section 5: keep no copy).
 
     The subject becomes its hash; the classification keeps its cues and where
     they were found, and the text of only the secrecy marks themselves.
     """
-    subject = record["header"].get("subject")
-    if subject is not None:
-        record["header"]["subject"] = "sha256:" + hashlib.sha256(subject.encode("utf-8", "surrogateescape")).hexdigest()
-    c = record.get("classification")
+    header = record.header
+    if header.subject is not None:
+        digest = hashlib.sha256(header.subject.encode("utf-8", "surrogateescape")).hexdigest()
+        header = msgspec.structs.replace(header, subject="sha256:" + digest)
+    c = record.classification
     if c:
-        c = dict(c)
-        c["evidence"] = [
-            {**e, "text": e.get("text", "")[:40] if e.get("cue", "").startswith("secrecy") else ""}
-            for e in c.get("evidence", [])
-        ]
-        record["classification"] = c
-    record["redacted"] = True
+        c = msgspec.structs.replace(c, evidence=[
+            msgspec.structs.replace(e, text=e.text[:40] if e.cue.startswith("secrecy") else "") for e in c.evidence
+        ])
+    return msgspec.structs.replace(record, header=header, classification=c, redacted=True)
 
 
 def direction(message: Message, ctx: Context) -> str:
@@ -79,26 +343,26 @@ def direction(message: Message, ctx: Context) -> str:
     return "outbound"
 
 
-def _headers(message: Message) -> dict[str, Any]:
+def _headers(message: Message) -> HeaderFields:
     out: dict[str, Any] = {}
     try:
         headers = message.headers
         for name in _HEADER_FIELDS:
             value = headers.text(name)  # str(headers.get(name)), without a parse tree for the usual shapes
-            out[name.replace("-", "_")] = value[:998] if value is not None else None
+            out["from_" if name == "from" else name.replace("-", "_")] = value[:998] if value is not None else None
     except Exception:  # a record is written even for a message whose headers do not parse
         pass
-    return out
+    return HeaderFields(**out)
 
 
-def _party(directory: Any, address: str) -> dict[str, Any]:
+def _party(directory: Any, address: str) -> Party:
     box = directory.mailbox(address)
     agency = directory.agency_of(address)
-    return {
-        "address": address,
-        "local": directory.is_local(address),
-        "official": directory.is_official(address),
-        "agency": agency.code if agency else None,
-        "unit": box.unit.code if box and box.unit else None,
-        "exception": directory.exception_for(address) is not None,
-    }
+    return Party(
+        address=address,
+        local=directory.is_local(address),
+        official=directory.is_official(address),
+        agency=agency.code if agency else None,
+        unit=box.unit.code if box and box.unit else None,
+        exception=directory.exception_for(address) is not None,
+    )

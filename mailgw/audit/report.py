@@ -20,8 +20,10 @@ from typing import Any, Iterable
 
 from sqlalchemy import Engine, select
 
+from mailgw.audit import record
 from mailgw.audit.log import doc_key
 from mailgw.audit.query import VN_TZ
+from mailgw.audit.record import ExchangeRecord, Party
 from mailgw.audit.schema import ACCESS_CHAIN, Exchange, Head
 
 BENCHMARK = 0.60
@@ -45,7 +47,7 @@ def period_bounds(period: str) -> tuple[dt.datetime, dt.datetime]:
             end.astimezone(dt.timezone.utc).replace(tzinfo=None))
 
 
-def _records(engine: Engine, start: dt.datetime, end: dt.datetime) -> Iterable[tuple[dt.datetime, dict[str, Any]]]:
+def _records(engine: Engine, start: dt.datetime, end: dt.datetime) -> Iterable[tuple[dt.datetime, ExchangeRecord]]:
     with engine.connect() as conn:
         last: tuple[dt.datetime, str] | None = None
         while True:
@@ -57,21 +59,24 @@ def _records(engine: Engine, start: dt.datetime, end: dt.datetime) -> Iterable[t
             if not rows:
                 return
             for r in rows:
-                yield r.time, json.loads(r.record)
+                try:
+                    yield r.time, record.decode(r.record)
+                except record.RecordError as e:
+                    raise record.RecordError(f"exchange {r.id}: {e}") from e
             last = (rows[-1].time, rows[-1].id)
 
 
-def _owners(rec: dict[str, Any]) -> list[tuple[str, str]]:
+def _owners(rec: ExchangeRecord) -> list[tuple[str, str]]:
     """The local (agency, unit) parties of an exchange: the sender if it went out, local recipients if it came in."""
     out: list[tuple[str, str]] = []
-    direction = rec.get("direction")
-    sender = rec.get("sender") or {}
+    direction = rec.direction
+    sender = rec.sender
     if direction in ("outbound", "internal"):
-        out.append((sender.get("agency") or UNKNOWN, sender.get("unit") or UNKNOWN))
+        out.append(((sender.agency if sender else None) or UNKNOWN, (sender.unit if sender else None) or UNKNOWN))
     if direction in ("inbound", "internal"):
-        for r in rec.get("recipients") or []:
-            if r.get("local"):
-                out.append((r.get("agency") or UNKNOWN, r.get("unit") or UNKNOWN))
+        for r in rec.recipients:
+            if r.local:
+                out.append((r.agency or UNKNOWN, r.unit or UNKNOWN))
     return list(dict.fromkeys(out))
 
 
@@ -87,12 +92,15 @@ def _share(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
-def _sender_class(rec: dict[str, Any]) -> str:
-    sender = rec.get("sender") or {}
-    if sender.get("official"):
+def _sender_class(rec: ExchangeRecord) -> str:
+    if rec.sender and rec.sender.official:
         return "agency"
-    address = (sender.get("address") or rec.get("mail_from") or "").lower()
+    address = _sender_address(rec)
     return "citizen" if address.rsplit("@", 1)[-1] in FREE_MAIL else "business"
+
+
+def _sender_address(rec: ExchangeRecord) -> str:
+    return ((rec.sender.address if rec.sender else "") or rec.mail_from or "").lower()
 
 
 def _hours(a: dt.datetime, b: dt.datetime) -> float:
@@ -129,19 +137,20 @@ def compute(engine: Engine, period: str, as_of: dt.datetime | None = None) -> di
 
     dsns = 0
     for t, rec in _records(engine, start, end):
-        if rec.get("role") in ("dsn", "notice"):
+        if rec.role in ("dsn", "notice"):
             # Made by the gateway itself (a bounce or a held-message notice to a sender), not an exchange of the agencies.
             dsns += 1
             continue
         total += 1
-        decision = (rec.get("decision") or {})
-        verdict = decision.get("decision") or UNKNOWN
-        rule = decision.get("rule") or UNKNOWN
-        tags = set(decision.get("tags") or [])
-        cls = rec.get("classification") or {}
-        category = cls.get("category") or UNKNOWN
-        direction = rec.get("direction") or UNKNOWN
-        sender = rec.get("sender") or {}
+        decision = rec.decision
+        verdict = decision.decision or UNKNOWN
+        rule = decision.rule or UNKNOWN
+        tags = set(decision.tags)
+        cls = rec.classification
+        category = (cls.category if cls else None) or UNKNOWN
+        doc_number = cls.doc_number if cls else None
+        direction = rec.direction or UNKNOWN
+        sender = rec.sender or Party(address="")
         decisions[verdict] += 1
         directions[direction] += 1
         categories[category] += 1
@@ -169,40 +178,40 @@ def compute(engine: Engine, period: str, as_of: dt.datetime | None = None) -> di
                 by_rule["tag"][tag] += 1
         # Directive 15's benchmark: see DEFINITIONS["electronic"].
         if (verdict == "accept" and direction in ("outbound", "internal") and category != "general"
-                and cls.get("doc_number") and sender.get("official")
-                and any(r.get("official") for r in rec.get("recipients") or [])):
-            e = electronic[sender.get("agency") or UNKNOWN]
+                and doc_number and sender.official
+                and any(r.official for r in rec.recipients)):
+            e = electronic[sender.agency or UNKNOWN]
             e["documents"] += 1
-            if any(a.get("signed") for a in rec.get("attachments") or []):
+            if rec.attachments.signed_any or any(a.signed for a in rec.attachments.files):
                 e["signed"] += 1
         tls[direction]["total"] += 1
-        if rec.get("tls"):
+        if rec.tls:
             tls[direction]["tls"] += 1
-        d = rec.get("dkim") or {}
+        d = rec.dkim
         if verdict == "accept":
             if direction in ("outbound", "internal"):
                 dkim["out_total"] += 1
-                dkim["out_signed"] += bool(d.get("signed"))
+                dkim["out_signed"] += bool(d and d.signed)
             elif direction == "inbound":
                 dkim["in_total"] += 1
-                dkim["in_signed"] += bool(d.get("signed"))
-                dkim["in_aligned"] += bool(d.get("aligned_pass"))
-        if sender.get("exception"):
-            addr = (sender.get("address") or rec.get("mail_from") or "").lower()
-            x = exceptions.setdefault(addr, {"address": addr, "agency": sender.get("agency"),
-                                             "unit": sender.get("unit"), "count": 0, "first": _z(t), "last": _z(t)})
+                dkim["in_signed"] += bool(d and d.signed)
+                dkim["in_aligned"] += bool(d and d.aligned_pass)
+        if sender.exception:
+            addr = _sender_address(rec)
+            x = exceptions.setdefault(addr, {"address": addr, "agency": sender.agency,
+                                             "unit": sender.unit, "count": 0, "first": _z(t), "last": _z(t)})
             x["count"] += 1
             x["last"] = _z(t)
-        header = rec.get("header") or {}
-        if (direction == "inbound" and verdict == "accept" and rec.get("mail_from")
-                and (category != "general" or not sender.get("official"))):
-            local = [r for r in rec.get("recipients") or [] if r.get("local")]
+        header = rec.header
+        if (direction == "inbound" and verdict == "accept" and rec.mail_from
+                and (category != "general" or not sender.official)):
+            local = [r for r in rec.recipients if r.local]
             awaiting.append({
-                "id": rec.get("id"), "time": t, "from": (sender.get("address") or rec.get("mail_from") or "").lower(),
-                "class": _sender_class(rec), "agency": (local[0].get("agency") if local else None) or UNKNOWN,
-                "to": ", ".join(r.get("address") or "" for r in local), "subject": header.get("subject"),
-                "doc_number": cls.get("doc_number"), "urgency": cls.get("urgency") or "none",
-                "message_id": (_msgids(header.get("message_id")) or [None])[0],
+                "id": rec.id, "time": t, "from": _sender_address(rec),
+                "class": _sender_class(rec), "agency": (local[0].agency if local else None) or UNKNOWN,
+                "to": ", ".join(r.address for r in local), "subject": header.subject,
+                "doc_number": doc_number, "urgency": (cls.urgency if cls else None) or "none",
+                "message_id": (_msgids(header.message_id) or [None])[0],
             })
 
     response = _response_times(engine, awaiting, start, as_of)
@@ -262,18 +271,17 @@ def _response_times(engine: Engine, awaiting: list[dict[str, Any]], start: dt.da
     answered: dict[str, dt.datetime] = {}
     if awaiting:
         for t, rec in _records(engine, start, as_of):
-            if rec.get("direction") not in ("outbound", "internal") or (rec.get("decision") or {}).get(
-                    "decision") != "accept":
+            if rec.direction not in ("outbound", "internal") or rec.decision.decision != "accept":
                 continue
-            header = rec.get("header") or {}
-            for m in _msgids(header.get("in_reply_to")) + _msgids(header.get("references")):
+            header = rec.header
+            for m in _msgids(header.in_reply_to) + _msgids(header.references):
                 a = by_msgid.get(m)
                 if a and t > a["time"] and (a["id"] not in answered or t < answered[a["id"]]):
                     answered[a["id"]] = t
             if by_sender:
-                subject = _norm(header.get("subject"))
-                for r in rec.get("recipients") or []:
-                    for a in by_sender.get((r.get("address") or "").lower(), []):
+                subject = _norm(header.subject)
+                for r in rec.recipients:
+                    for a in by_sender.get(r.address.lower(), []):
                         key = doc_key(a["doc_number"]) or ""
                         if key and key in subject and t > a["time"] and (
                                 a["id"] not in answered or t < answered[a["id"]]):

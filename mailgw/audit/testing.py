@@ -12,8 +12,11 @@ import os
 import uuid
 from typing import Any, Iterator
 
+import msgspec
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
+
+from mailgw.audit.record import ExchangeRecord
 
 PG_BASE_URLS = (
     "postgresql+psycopg://postgres@127.0.0.1:5432/test",
@@ -54,11 +57,13 @@ _BASE: dict[str, Any] = {
         "secrecy": "none", "secrecy_strength": "none", "declassified": False, "urgency": "none",
         "confidence": 0.93, "evidence": [{"cue": "doc_number", "where": "subject", "text": "07/GM-STTTT"}],
     },
-    "dkim": {"signed": True, "aligned_pass": True, "results": [{"domain": "stttt.binhthuan.gov.vn",
-                                                               "selector": "mailgw", "result": "pass"}]},
-    "attachments": [{"name": "GM-07.pdf", "size": 40211, "sha256": "ab12" + "0" * 60,
-                     "declared_type": "application/pdf", "true_type": "application/pdf",
-                     "signed": True, "signer": "Sở Thông tin và Truyền thông tỉnh Bình Thuận"}],
+    "dkim": {"signed": True, "status": "pass", "aligned_pass": True, "from_domain": "stttt.binhthuan.gov.vn",
+             "signatures": [{"d": "stttt.binhthuan.gov.vn", "s": "mailgw", "a": "ed25519-sha256", "result": "pass",
+                             "aligned": True}]},
+    "attachments": {"count": 1, "total_size": 40211, "signed_any": True, "files": [{
+        "name": "GM-07.pdf", "names": ["GM-07.pdf"], "location": "2", "size": 40211, "sha256": "ab12" + "0" * 60,
+        "declared_type": "application/pdf", "true_type": "application/pdf", "extension": "pdf", "kind": "pdf",
+        "pdf": {"signatures": 1, "signers": ["Sở Thông tin và Truyền thông tỉnh Bình Thuận"]}, "signed": True}]},
     "decision": {"decision": "accept", "rule": "default", "mode": "enforce", "tags": [],
                  "matched": [], "reply": "250 2.0.0 OK"},
     "policy_version": "policies@3f2a9c1",
@@ -67,8 +72,13 @@ _BASE: dict[str, Any] = {
 
 
 def sample_record(**overrides: Any) -> dict[str, Any]:
-    """A complete exchange record as the gateway sends it; keyword arguments replace top-level keys,
-    and ``key__sub=value`` replaces one key of a nested mapping (``decision__rule="x"``)."""
+    """A complete exchange record in the JSON form the gateway writes; keyword arguments replace
+    top-level keys, and ``key__sub=value`` replaces one key of a nested mapping (``decision__rule="x"``).
+
+    The result goes through the record's model (:mod:`mailgw.audit.record`) both ways, so it has
+    exactly the shape the gateway writes: a field of the wrong name or type is an error here.
+    Tests of what the gateway itself writes drive the gateway instead (tests/test_journeys.py).
+    """
     rec = copy.deepcopy(_BASE)
     for key, value in overrides.items():
         if "__" in key:
@@ -77,7 +87,11 @@ def sample_record(**overrides: Any) -> dict[str, Any]:
             rec[outer][inner] = value
         else:
             rec[key] = value
-    return rec
+    body = rec.pop("body", None)  # beside the record: the body the log archives (a quarantined message)
+    out = msgspec.convert(rec, ExchangeRecord).to_json()
+    if body is not None:
+        out["body"] = body
+    return out
 
 
 @contextlib.contextmanager

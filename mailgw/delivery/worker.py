@@ -282,9 +282,7 @@ def _initial_state(env: dict[str, Any]) -> dict[str, Any]:
 def _dsn_record(dsn_id: str, env: Envelope, data: bytes, original_id: str, ctx: Context) -> dict[str, Any]:
     """The exchange record of a DSN the gateway makes: an exchange of its own, pointing at the original."""
     message = Message(dsn_id, env, data, decision=Decision(rule="dsn", tags=["dsn"]))
-    rec = record.build(message, ctx, "")
-    rec["dsn_for"] = original_id
-    return rec
+    return record.build(message, ctx, "", dsn_for=original_id).to_json()
 
 
 def _log_event(event: dict[str, Any]) -> None:

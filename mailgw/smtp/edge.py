@@ -130,7 +130,7 @@ class Edge:
         reply = str(replies.queued(message.id))
         envelope = message.envelope.to_json()
         envelope["rcpts"] = envelope["rcpts"] + [a for a in decision.archive if a not in envelope["rcpts"]]
-        meta = {"envelope": envelope, "record": record.build(message, ctx, reply)}
+        meta = {"envelope": envelope, "record": record.build(message, ctx, reply).to_json()}
         self.spool.put_sync(message.id, meta, message.final_bytes(), held=decision.decision == "quarantine")
         return reply, meta
 
@@ -145,8 +145,8 @@ class Edge:
             subject=str(message.headers.get("subject", "")),
         )
         env = Envelope(mail_from="", rcpts=[message.envelope.mail_from], listener="notice", role="notice", client_ip="")
-        rec = record.build(Message(notice_id, env, data, decision=Decision(rule="notice", tags=["notice"])), ctx, "")
-        rec["notice_for"] = message.id
+        rec = record.build(Message(notice_id, env, data, decision=Decision(rule="notice", tags=["notice"])), ctx, "",
+                           notice_for=message.id).to_json()
         await self.spool.put(notice_id, {"envelope": env.to_json(), "record": rec}, data)
         if not await self._keep(rec):
             log.error("notice %s: record not kept now; it is logged from the spool at the next start", notice_id)
@@ -164,7 +164,7 @@ class Edge:
 
     async def _record(self, message: Message, ctx: Context, reply: str) -> bool:
         try:
-            rec = record.build(message, ctx, reply)
+            rec = record.build(message, ctx, reply).to_json()
         except Exception:
             log.exception("exchange %s: decision record cannot be built", message.id)
             return False
