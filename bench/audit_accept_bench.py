@@ -40,9 +40,9 @@ import yaml  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.exc import OperationalError  # noqa: E402
 
-from mailgw.delivery import worker as deliver  # noqa: E402
-from mailgw.smtp import edge as receive
 from mailgw.app import Gateway  # noqa: E402
+from mailgw.delivery import worker as deliver  # noqa: E402
+from mailgw.smtp import edge as receive  # noqa: E402
 
 SENDER = "vanthu.sotttt@binhthuan.gov.vn"
 RCPTS = ["vanthu.snv@binhthuan.gov.vn", "vanthu@mic.gov.vn"]

@@ -25,9 +25,9 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
+from make_month import generate  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 
-from make_month import generate  # noqa: E402
 from mailgw.audit.log import AuditLog  # noqa: E402
 from mailgw.audit.query import Filters, search  # noqa: E402
 from mailgw.audit.schema import Exchange, Recipient  # noqa: E402

@@ -34,8 +34,8 @@ from typing import Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from mailgw.directory import model as directory  # noqa: E402
 from mailgw.classify import docread
+from mailgw.directory import model as directory  # noqa: E402
 from mailgw.message.model import Context, Envelope, Message  # noqa: E402
 from mailgw.stages import classify as stage  # noqa: E402
 

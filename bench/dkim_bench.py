@@ -21,9 +21,9 @@ sys.path.insert(0, str(ROOT))
 
 import dkim as dkimpy  # noqa: E402
 
+from mailgw.config.resolver import FileResolver  # noqa: E402
 from mailgw.directory import model as directory_file  # noqa: E402
 from mailgw.dkim import SigningKey, sign, txt_record, verify  # noqa: E402
-from mailgw.config.resolver import FileResolver  # noqa: E402
 from mailgw.message.model import Context, Envelope, Message  # noqa: E402
 from mailgw.stages import dkim_sign, dkim_verify  # noqa: E402
 

@@ -25,12 +25,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import shutil  # noqa: E402
 
+import postfix_vs_mailgw as bench  # noqa: E402
 import yaml  # noqa: E402
 
-import postfix_vs_mailgw as bench  # noqa: E402
 from mailgw import pipeline  # noqa: E402
-from mailgw.audit import record
 from mailgw.app import load_context  # noqa: E402
+from mailgw.audit import record  # noqa: E402
 from mailgw.dkim import keygen  # noqa: E402
 from mailgw.message.model import Envelope, Message, new_id  # noqa: E402
 

@@ -8,17 +8,18 @@ import os
 import signal
 from typing import Any, Callable
 
-from mailgw.smtp import credentials, tls
-from mailgw.directory import model as directory
-from mailgw.config import resolver as dnsanswers, settings
 from mailgw import policy
 from mailgw.audit.writer import JOURNAL, AuditWriter
-from mailgw.delivery.worker import Deliverer
-from mailgw.message.model import Context
-from mailgw.smtp.edge import Edge, Handler, SmtpServer
-from mailgw.queue.spool import Spool
-from mailgw.stages import dkim_sign
+from mailgw.config import resolver as dnsanswers
+from mailgw.config import settings
 from mailgw.config.yamlfile import ConfigError, Problem
+from mailgw.delivery.worker import Deliverer
+from mailgw.directory import model as directory
+from mailgw.message.model import Context
+from mailgw.queue.spool import Spool
+from mailgw.smtp import credentials, tls
+from mailgw.smtp.edge import Edge, Handler, SmtpServer
+from mailgw.stages import dkim_sign
 
 log = logging.getLogger(__name__)
 

@@ -157,8 +157,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from mailgw.directory import model as directory
     from mailgw.app import load_context
+    from mailgw.directory import model as directory
     from mailgw.stages import dkim_sign
 
     ctx, warnings = load_context(args.config)
@@ -176,8 +176,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_policy_test(args: argparse.Namespace) -> int:
-    from mailgw.app import load_context
     from mailgw import trace
+    from mailgw.app import load_context
 
     ctx, _ = load_context(args.config)
     status = 0
@@ -209,10 +209,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
     import email
     import email.policy
 
-    from mailgw.directory import model as directory
     from mailgw.config import settings
-    from mailgw.stages.classify import classify, explain, limits_for
     from mailgw.config.yamlfile import ConfigError
+    from mailgw.directory import model as directory
+    from mailgw.stages.classify import classify, explain, limits_for
 
     try:
         with open(args.file, "rb") as f:
@@ -230,8 +230,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_directory_check(args: argparse.Namespace) -> int:
-    from mailgw.directory import model as directory
     from mailgw.config import settings
+    from mailgw.directory import model as directory
 
     path = settings.load(args.config).directory
     problems = directory.check(path)
@@ -244,8 +244,9 @@ def cmd_directory_check(args: argparse.Namespace) -> int:
 
 
 def cmd_directory_publish(args: argparse.Namespace) -> int:
-    from mailgw.directory import model as directory, publish
     from mailgw.config import settings
+    from mailgw.directory import model as directory
+    from mailgw.directory import publish
 
     d = directory.load(settings.load(args.config).directory)
     text = publish.publish_html(d) if args.format == "html" else publish.publish_csv(d)

@@ -8,7 +8,6 @@ and why. Nothing is queued, signed or recorded.
 
 from __future__ import annotations
 
-import email.utils
 from typing import Any, Sequence
 
 from mailgw import pipeline

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-
-import aiosmtplib
 import ssl
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
+import aiosmtplib
 import pytest
 import trustme
 import uvloop

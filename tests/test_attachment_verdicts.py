@@ -15,8 +15,8 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from mailgw.app import load_context
 from mailgw import trace
+from mailgw.app import load_context
 from tests import attachment_fixtures as fx
 from tests.conftest import REPO, send
 

@@ -15,7 +15,8 @@ from sqlalchemy import delete, func, select, update
 from mailgw.audit import chain as ch
 from mailgw.audit import commands
 from mailgw.audit.log import AuditLog, DeliveryEvent
-from mailgw.audit.query import Filters, search as query_search
+from mailgw.audit.query import Filters
+from mailgw.audit.query import search as query_search
 from mailgw.audit.schema import Access, Checkpoint, Delivery, Exchange, Head, Recipient
 from mailgw.audit.testing import sample_record
 from mailgw.audit.verify import verify

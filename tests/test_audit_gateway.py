@@ -25,14 +25,13 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import OperationalError
 
 from mailgw import pipeline
-from mailgw.message import replies
 from mailgw.app import Gateway
 from mailgw.audit.schema import Delivery, Exchange
 from mailgw.audit.store import open_engine
-from mailgw.audit.testing import PG_BASE_URLS, REQUIRE_PG, pg_schema_url
+from mailgw.audit.testing import PG_BASE_URLS, REQUIRE_PG
 from mailgw.audit.verify import verify
-from mailgw.message.model import Decision
-from tests.conftest import message, port, send, write_config
+from mailgw.message import replies
+from tests.conftest import message, port, send
 from tests.dialog import Dialog
 
 SENDER = "vanthu.sotttt@binhthuan.gov.vn"

@@ -11,8 +11,8 @@ from email.message import EmailMessage
 
 import pytest
 
-from mailgw.directory import model as directory
 from mailgw.classify import docread, pdfworker
+from mailgw.directory import model as directory
 from mailgw.message.model import Context, Envelope, Message, _header_section
 from mailgw.stages import classify as stage
 from mailgw.stages.classify import ClassifyLimits, classify

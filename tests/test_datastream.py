@@ -18,7 +18,8 @@ from typing import Any, Iterator
 
 import pytest
 from aiosmtpd.smtp import SMTP
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mailgw.smtp.datastream import ChunkedData
 

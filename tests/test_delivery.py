@@ -5,9 +5,6 @@ from __future__ import annotations
 import email
 import email.policy
 
-import aiosmtplib
-import pytest
-
 from tests.conftest import message, port, send
 from tests.dialog import Dialog
 

@@ -12,8 +12,8 @@ import textwrap
 import pytest
 import yaml
 
-from mailgw.directory import model as directory
 from mailgw.config import yamlfile
+from mailgw.directory import model as directory
 from mailgw.directory.publish import publish_csv, publish_html
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

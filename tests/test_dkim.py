@@ -10,6 +10,7 @@ from pathlib import Path
 import dkim as dkimpy
 import pytest
 
+from mailgw.config.resolver import FileResolver
 from mailgw.dkim import (
     OVERSIGNED,
     DkimSigningError,
@@ -22,7 +23,6 @@ from mailgw.dkim import (
     txt_record,
     verify,
 )
-from mailgw.config.resolver import FileResolver
 
 DATA = Path(__file__).parent / "data" / "dkim"
 VECTORS = DATA / "vectors"

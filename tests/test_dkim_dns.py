@@ -13,8 +13,8 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from mailgw.dkim import SigningKey, load_key, sign, txt_record, verify
 from mailgw.config.resolver import DnsResolver, DnsTemporaryError, FileResolver
+from mailgw.dkim import SigningKey, load_key, sign, txt_record, verify
 
 DATA = Path(__file__).parent / "data" / "dkim"
 DOMAIN = "example.gov.vn"

@@ -13,8 +13,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from mailgw.dkim import DkimKeyError, SigningKey, key_warnings, keygen, load_key, sign, verify
 from mailgw.config.resolver import FileResolver
+from mailgw.dkim import DkimKeyError, SigningKey, key_warnings, keygen, load_key, sign, verify
 
 DATA = Path(__file__).parent / "data" / "dkim"
 MESSAGE = b"From: Van thu <vanthu@binhthuan.gov.vn>\r\nTo: x@example.net\r\nSubject: keygen\r\n\r\nbody\r\n"

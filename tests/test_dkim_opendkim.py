@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mailgw.dkim import SigningKey, load_key, sign, txt_record, verify
 from mailgw.config.resolver import FileResolver
+from mailgw.dkim import SigningKey, load_key, sign, txt_record, verify
 
 DATA = Path(__file__).parent / "data" / "dkim"
 MESSAGES = sorted((DATA / "messages").glob("*.eml"))

@@ -23,8 +23,8 @@ import dkim as dkimpy
 import pytest
 import yaml
 
-from mailgw.dkim import SigningKey, load_key, sign, txt_record, verify
 from mailgw.config.resolver import FileResolver
+from mailgw.dkim import SigningKey, load_key, sign, txt_record, verify
 from tests.conftest import message, send
 from tests.test_dkim_dns import _DnsServer
 from tests.test_dkim_opendkim import opendkim, opendkim_verify  # noqa: F401 - opendkim is a fixture

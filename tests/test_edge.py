@@ -258,7 +258,6 @@ async def test_a_line_that_is_not_a_header_in_the_header_section_is_refused(gate
 
 
 async def test_an_overlong_mime_header_is_refused_before_anything_parses_it(gateway, sink):
-    import time
 
     folded = ";\r\n ".join(";".join(['"a"'] * 20) for _ in range(1500))  # 30,000 parameters, lines under 100 octets
     raw = message(extra_headers="Content-Disposition: attachment;\r\n " + folded + "\r\n")

@@ -19,8 +19,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailgw.attachments import inspect_message, mime
-from mailgw.message.model import Envelope, Message, ParsedOnce, _header_section, decoded_payload, parse_header_section, parse_one_part
 from mailgw.config.settings import AttachmentLimits
+from mailgw.message.model import (
+    Envelope,
+    Message,
+    ParsedOnce,
+    _header_section,
+    decoded_payload,
+    parse_header_section,
+    parse_one_part,
+)
 
 _FUZZ = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -272,9 +280,9 @@ def test_remembered_parameters_are_the_parameters_read_afresh(value: str, header
 
 # --- classify: the text forms and searches, against the plain computations ----------------
 
-from mailgw.stages import classify as classify_stage  # noqa: E402
 from mailgw.classify.vn import docnumber, secrecy  # noqa: E402
 from mailgw.classify.vn import text as vtext  # noqa: E402
+from mailgw.stages import classify as classify_stage  # noqa: E402
 
 _PHRASES = [d.phrase for d in classify_stage._CUE_DEFS]
 _WORDS = (_PHRASES + [p.upper() for p in _PHRASES] + [vtext.fold(p) for p in _PHRASES]

@@ -12,10 +12,10 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from mailgw.directory import model as directory
 from mailgw import policy
 from mailgw.config.yamlfile import ConfigError
-from tests.conftest import REPO, message, port, send
+from mailgw.directory import model as directory
+from tests.conftest import REPO, message, send
 
 BAD = Path(__file__).parent / "data" / "bad_policies"
 BT = "binhthuan.gov.vn"

@@ -14,15 +14,14 @@ import email.policy
 import json
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mailgw.app import load_context
 from mailgw import trace
-from tests.conftest import REPO
+from mailgw.app import load_context
 from tests.attachment_fixtures import sign_pdf_twice
+from tests.conftest import REPO
 
 FIXTURES = REPO / "tests" / "data" / "classify"
 BT = "binhthuan.gov.vn"

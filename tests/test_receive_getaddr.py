@@ -11,7 +11,8 @@ from __future__ import annotations
 import types
 
 from aiosmtpd.smtp import SMTP
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailgw.smtp.edge import fast_getaddr
 from tests.conftest import port

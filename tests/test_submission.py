@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiosmtplib
 import pytest
 
-from tests.conftest import LOGIN, PASSWORD, message, port, send
+from tests.conftest import LOGIN, PASSWORD, message, port
 from tests.dialog import Dialog
 
 

@@ -13,10 +13,11 @@ import pytest
 import trustme
 from aiosmtplib.email import quote_address
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from mailgw.delivery import transports
 from mailgw.config.settings import QueueSettings, Route
+from mailgw.delivery import transports
 from tests.sink import Sink
 
 

@@ -24,8 +24,8 @@ whole header) and all of them are kept.
 
 from __future__ import annotations
 
-import dataclasses
 import binascii
+import dataclasses
 import email.errors
 import email.feedparser
 import email.message
@@ -38,8 +38,8 @@ from collections.abc import Iterator
 
 from mailgw.attachments import names as namefacts
 from mailgw.attachments.budget import Budget, OverLimit
-from mailgw.message.model import decoded_payload, parse_one_part
 from mailgw.classify.vn import text as vtext
+from mailgw.message.model import decoded_payload, parse_one_part
 
 MAX_HEADER = 8192  # characters of one Content-Type or Content-Disposition value that are parsed
 _FEED = 64 * 1024

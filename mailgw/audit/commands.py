@@ -15,7 +15,7 @@ import sys
 import tempfile
 from typing import Any, Iterator, Mapping, TextIO
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 from tqdm import tqdm
 
 from mailgw.audit import query, record
@@ -284,7 +284,7 @@ def _cell(value: Any) -> Any:
     return "" if value is None else value
 
 
-def _line(x: Exchange) -> str:
+def _line(x: Row[Any]) -> str:
     try:
         rec = record.decode(x.record)
     except record.RecordError as e:

@@ -20,7 +20,17 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import PoolProxiedConnection
 
 from mailgw.audit import chain as ch
-from mailgw.audit.schema import ACCESS_CHAIN, GENESIS, AgencyHit, Checkpoint, Delivery, Exchange, Head, Recipient, RuleHit
+from mailgw.audit.schema import (
+    ACCESS_CHAIN,
+    GENESIS,
+    AgencyHit,
+    Checkpoint,
+    Delivery,
+    Exchange,
+    Head,
+    Recipient,
+    RuleHit,
+)
 from mailgw.audit.store import open_engine
 
 log = logging.getLogger(__name__)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import msgspec
-from sqlalchemy import Connection, Select, and_, exists, or_, select
+from sqlalchemy import Connection, Row, Select, and_, exists, or_, select
 
 from mailgw.audit import record
 from mailgw.audit.log import doc_key, utc
@@ -114,8 +114,8 @@ def statement(f: Filters, columns: Any = None, after: tuple[dt.datetime, str] | 
     table's index, unless a sender or a number/symbol is given: those are
     selective enough that walking the exchange table is cheaper.
     """
-    children = [(Recipient, Recipient.address, f.recipient), (AgencyHit, AgencyHit.agency, f.agency),
-                (RuleHit, RuleHit.rule, f.rule)]
+    children: list[tuple[Any, Any, Any]] = [(Recipient, Recipient.address, f.recipient),
+                                            (AgencyHit, AgencyHit.agency, f.agency), (RuleHit, RuleHit.rule, f.rule)]
     children = [c for c in children if c[2] is not None]
     drive = children[0] if children and not (f.sender or f.doc_number) else None
     stmt = select(columns if columns is not None else Exchange)
@@ -151,7 +151,7 @@ def statement(f: Filters, columns: Any = None, after: tuple[dt.datetime, str] | 
     return stmt
 
 
-def search(conn: Connection, f: Filters) -> list[Any]:
+def search(conn: Connection, f: Filters) -> Sequence[Row[Any]]:
     """The exchanges matching ``f``, newest first, at most ``f.limit``."""
     return conn.execute(statement(f)).all()
 
@@ -207,7 +207,7 @@ def deliveries(conn: Connection, exchange_ids: list[str]) -> dict[str, list[Deli
     return out
 
 
-def full_record(x: Exchange, history: list[DeliveryEvent] | None = None,
+def full_record(x: Row[Any], history: list[DeliveryEvent] | None = None,
                 with_body: bool = False) -> LoggedExchange:
     """The decision record as logged, with where it sits in its chain and (optionally) its deliveries."""
     try:

@@ -31,7 +31,7 @@ class _Model(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     """Unknown fields are errors, on build as on decode: no fact is dropped without a word."""
 
 
-class Party(_Model):
+class Party(_Model, frozen=True):
     """A sender or recipient as the directory saw it when the message passed."""
 
     address: str
@@ -42,7 +42,7 @@ class Party(_Model):
     exception: bool | None = None
 
 
-class HeaderFields(_Model):
+class HeaderFields(_Model, frozen=True):
     """The header fields an auditor searches by (each cut at 998 characters)."""
 
     from_: str | None = msgspec.field(default=None, name="from")
@@ -54,13 +54,13 @@ class HeaderFields(_Model):
     references: str | None = None
 
 
-class Evidence(_Model):
+class Evidence(_Model, frozen=True):
     cue: str
     where: str
     text: str = ""
 
 
-class ClassificationFacts(_Model):
+class ClassificationFacts(_Model, frozen=True):
     """CONTRACT section 4."""
 
     category: str = "general"
@@ -74,7 +74,7 @@ class ClassificationFacts(_Model):
     evidence: list[Evidence] = []
 
 
-class DkimSignature(_Model):
+class DkimSignature(_Model, frozen=True):
     """One DKIM-Signature: verified on mx (result and the rest), or made by us (d, s, a only)."""
 
     d: str
@@ -88,7 +88,7 @@ class DkimSignature(_Model):
     b_prefix: str = ""
 
 
-class DkimFacts(_Model):
+class DkimFacts(_Model, frozen=True):
     """What DKIM says of the message: our own signatures (``signed`` with d/s/a), or the
     verification of inbound mail (``status`` and ``aligned_pass``); None when neither applied."""
 
@@ -101,7 +101,7 @@ class DkimFacts(_Model):
     pinned: bool | None = None
 
 
-class PdfFacts(_Model):
+class PdfFacts(_Model, frozen=True):
     javascript: bool = False
     launch: bool = False
     signatures: int = 0
@@ -109,7 +109,7 @@ class PdfFacts(_Model):
     trusted: bool | None = None
 
 
-class ArchiveFacts(_Model):
+class ArchiveFacts(_Model, frozen=True):
     members: int = 0
     expanded: int = 0
     ratio: float = 0.0
@@ -117,7 +117,7 @@ class ArchiveFacts(_Model):
     reason: str | None = None
 
 
-class AttachedFile(_Model):
+class AttachedFile(_Model, frozen=True):
     """One file of the message (schema: mailgw/attachments/__init__.py)."""
 
     name: str | None = None
@@ -148,7 +148,7 @@ class AttachedFile(_Model):
         return list(self.pdf.signers) if self.pdf else []
 
 
-class AttachmentFacts(_Model):
+class AttachmentFacts(_Model, frozen=True):
     count: int = 0
     total_size: int = 0
     ambiguous: bool = False
@@ -157,7 +157,7 @@ class AttachmentFacts(_Model):
     files: list[AttachedFile] = []
 
 
-class AuditModeHit(_Model):
+class AuditModeHit(_Model, frozen=True):
     """A rule in audit mode: what it would have done."""
 
     rule: str
@@ -165,7 +165,7 @@ class AuditModeHit(_Model):
     tags: list[str] = []
 
 
-class DecisionFacts(_Model):
+class DecisionFacts(_Model, frozen=True):
     """The decision as recorded (CONTRACT section 5) and the reply the client got."""
 
     decision: str = "accept"
@@ -181,7 +181,7 @@ class DecisionFacts(_Model):
     audit: list[AuditModeHit] = []
 
 
-class ExchangeRecord(_Model):
+class ExchangeRecord(_Model, frozen=True):
     """The decision record of one exchange."""
 
     id: str
@@ -266,8 +266,9 @@ def _upgrade_file(f: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build(message: Message, ctx: Context, reply: str, **links: str) -> ExchangeRecord:
-    """The record of a message the pipeline has decided on; ``links``: dsn_for= or notice_for=."""
+def build(message: Message, ctx: Context, reply: str, *, dsn_for: str | None = None,
+          notice_for: str | None = None) -> ExchangeRecord:
+    """The record of a message the pipeline has decided on (a DSN or notice names its exchange)."""
     env = message.envelope
     directory = ctx.directory
     author = message.facts.get("from")
@@ -301,7 +302,8 @@ def build(message: Message, ctx: Context, reply: str, **links: str) -> ExchangeR
         ),
         policy_version=message.facts.get("policy_version"),
         directory_version=directory.version,
-        **links,
+        dsn_for=dsn_for,
+        notice_for=notice_for,
     )
     return _redacted(record) if decision.redact else record
 

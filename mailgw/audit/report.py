@@ -211,14 +211,14 @@ def compute(engine: Engine, period: str, as_of: dt.datetime | None = None) -> di
                 "class": _sender_class(rec), "agency": (local[0].agency if local else None) or UNKNOWN,
                 "to": ", ".join(r.address for r in local), "subject": header.subject,
                 "doc_number": doc_number, "urgency": (cls.urgency if cls else None) or "none",
-                "message_id": (_msgids(header.message_id) or [None])[0],
+                "message_id": next(iter(_msgids(header.message_id)), None),
             })
 
     response = _response_times(engine, awaiting, start, as_of)
     heads = {}
     with engine.connect() as conn:
-        for chain, seq, h in conn.execute(select(Head.chain, Head.seq, Head.hash)).all():
-            heads["auditor access" if chain == ACCESS_CHAIN else chain] = {"seq": seq, "hash": h}
+        for chain, seq, head_hash in conn.execute(select(Head.chain, Head.seq, Head.hash)).all():
+            heads["auditor access" if chain == ACCESS_CHAIN else chain] = {"seq": seq, "hash": head_hash}
     agencies = sorted(agency_dir, key=lambda a: (-agency_dir[a]["total"], a))
     return {
         "period": period, "start_utc": _z(start), "end_utc": _z(end), "as_of_utc": _z(as_of),
@@ -275,9 +275,9 @@ def _response_times(engine: Engine, awaiting: list[dict[str, Any]], start: dt.da
                 continue
             header = rec.header
             for m in _msgids(header.in_reply_to) + _msgids(header.references):
-                a = by_msgid.get(m)
-                if a and t > a["time"] and (a["id"] not in answered or t < answered[a["id"]]):
-                    answered[a["id"]] = t
+                asked = by_msgid.get(m)
+                if asked and t > asked["time"] and (asked["id"] not in answered or t < answered[asked["id"]]):
+                    answered[asked["id"]] = t
             if by_sender:
                 subject = _norm(header.subject)
                 for r in rec.recipients:

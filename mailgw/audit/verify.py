@@ -23,7 +23,16 @@ from sqlalchemy import Connection, Engine, select
 from mailgw.audit import chain as ch
 from mailgw.audit.log import derive
 from mailgw.audit.schema import (
-    ACCESS_CHAIN, GENESIS, Access, AgencyHit, Checkpoint, Delivery, Exchange, Head, Recipient, RuleHit,
+    ACCESS_CHAIN,
+    GENESIS,
+    Access,
+    AgencyHit,
+    Checkpoint,
+    Delivery,
+    Exchange,
+    Head,
+    Recipient,
+    RuleHit,
 )
 from mailgw.audit.store import open_engine
 

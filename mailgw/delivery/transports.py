@@ -24,9 +24,9 @@ import aiosmtplib
 from aiosmtplib.email import quote_address
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
-from mailgw.message.addresses import PLAIN_ADDRESS
 from mailgw.config.resolver import DnsNameError, DnsResolver, DnsTemporaryError
 from mailgw.config.settings import QueueSettings, Route
+from mailgw.message.addresses import PLAIN_ADDRESS
 
 # Postfix's smtp_mx_address_limit and smtp_mx_session_limit: a domain with a hundred
 # unreachable MX hosts must not hold a delivery worker for hours.

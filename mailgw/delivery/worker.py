@@ -19,10 +19,10 @@ import logging
 import time
 from typing import Any, Awaitable, Callable
 
-from mailgw.delivery import dsn, transports
 from mailgw.audit import record
-from mailgw.message.model import Context, Decision, Envelope, Message
 from mailgw.config.settings import Route
+from mailgw.delivery import dsn, transports
+from mailgw.message.model import Context, Decision, Envelope, Message
 from mailgw.queue.spool import QUEUED, Spool, SpoolError
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,8 @@ import re
 from typing import Sequence
 
 import dkim as _dkimpy
-from dkim.canonicalization import CanonicalizationPolicy, Relaxed as _Relaxed
+from dkim.canonicalization import CanonicalizationPolicy
+from dkim.canonicalization import Relaxed as _Relaxed
 
 RSA_SHA256 = "rsa-sha256"
 ED25519_SHA256 = "ed25519-sha256"

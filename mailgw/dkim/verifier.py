@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from dkim.canonicalization import CanonicalizationPolicy, InvalidCanonicalizationPolicyError
 from dkim.util import InvalidTagValueList, parse_tag_value
 
-from mailgw.dkim import orgdomain
-from mailgw.dkim import canon
+from mailgw.config.resolver import DnsTemporaryError, TxtResolver
+from mailgw.dkim import canon, orgdomain
 from mailgw.dkim.results import (
     FAIL,
     NEUTRAL,
@@ -30,7 +30,6 @@ from mailgw.dkim.results import (
     DkimReport,
     SignatureResult,
 )
-from mailgw.config.resolver import DnsTemporaryError, TxtResolver
 
 PublicKey = Union[rsa.RSAPublicKey, ed25519.Ed25519PublicKey]
 

@@ -32,7 +32,8 @@ from typing import Any, Callable, Sequence
 
 from mailgw.classify.vn.classification import CATEGORIES
 from mailgw.classify.vn.secrecy import SECRECY_LEVELS, URGENCY_LEVELS
-from mailgw.config.yamlfile import Checker, YList, YMap, kind_of as _kind
+from mailgw.config.yamlfile import Checker, YList, YMap
+from mailgw.config.yamlfile import kind_of as _kind
 
 View = dict[str, Any]
 Result = tuple[bool, str]

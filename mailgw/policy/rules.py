@@ -34,9 +34,9 @@ import string
 from typing import Any, Iterable
 
 from mailgw.config import yamlfile
+from mailgw.config.yamlfile import Checker, ConfigError, Problem, YList, YMap
 from mailgw.policy import conditions
 from mailgw.policy.conditions import Known, Test
-from mailgw.config.yamlfile import Checker, ConfigError, Problem, YList, YMap
 
 DECISIONS = ("accept", "reject", "quarantine", "defer")
 _VERB = {"accept": "accepts (and stops at)", "reject": "rejects", "quarantine": "quarantines", "defer": "defers"}

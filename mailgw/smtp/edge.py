@@ -17,17 +17,19 @@ import re
 import ssl
 from typing import Any, Awaitable, Callable
 
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope as SmtpEnvelope, Session as SmtpSession
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
+from aiosmtpd.smtp import Session as SmtpSession
 
-from mailgw.message import addresses, replies
-from mailgw.smtp import datastream
-from mailgw.delivery import dsn
 from mailgw import pipeline
 from mailgw.audit import record
+from mailgw.config.settings import Listener
+from mailgw.delivery import dsn
+from mailgw.message import addresses, replies
 from mailgw.message.model import Context, Decision, Envelope, Message, new_id
 from mailgw.message.replies import Refusal, SmtpReply
-from mailgw.config.settings import Listener
 from mailgw.queue.spool import Spool
+from mailgw.smtp import datastream
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ refuses a message itself: a hostile or ambiguous structure becomes a fact
 from __future__ import annotations
 
 from mailgw.attachments import inspect_message
-from mailgw.message.model import Context, Message
 from mailgw.config.settings import AttachmentLimits
+from mailgw.message.model import Context, Message
 
 
 def run(message: Message, ctx: Context) -> None:

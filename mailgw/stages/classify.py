@@ -32,8 +32,6 @@ subject's), so opening the file would change nothing.
 
 from __future__ import annotations
 
-from mailgw.message.model import Context, Message, decoded_payload
-
 import binascii
 import bisect
 import dataclasses
@@ -50,6 +48,7 @@ from mailgw.classify import docread
 from mailgw.classify.vn import docnumber, secrecy
 from mailgw.classify.vn import text as vtext
 from mailgw.classify.vn.classification import CATEGORIES, Classification, Evidence
+from mailgw.message.model import Context, Message, decoded_payload
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,14 +26,14 @@ import asyncio
 import dataclasses
 from typing import Any, Mapping
 
-from mailgw.message import replies
+from mailgw.config.resolver import DnsTemporaryError
+from mailgw.config.yamlfile import ConfigError, Problem
 from mailgw.dkim import DkimKeyError, DkimSigningError, SigningKey, key_warnings, published_key_problem, sign
 from mailgw.dkim.canon import MessageFormatError
-from mailgw.config.resolver import DnsTemporaryError
-from mailgw.message.model import Context, Message
 from mailgw.dkim.orgdomain import normalise
+from mailgw.message import replies
+from mailgw.message.model import Context, Message
 from mailgw.message.replies import Defer, Reject
-from mailgw.config.yamlfile import ConfigError, Problem
 
 Keyring = Mapping[str, tuple[SigningKey, ...]]  # domain (A-labels) -> its keys, in settings order
 

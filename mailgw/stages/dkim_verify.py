@@ -31,11 +31,11 @@ import concurrent.futures
 import re
 from typing import Any, Callable, Coroutine, TypeVar
 
-from mailgw.dkim import DkimReport, authentication_results, pinned_ok, strip_forged_authentication_results, verify
-from mailgw.dkim.results import TEMPERROR
 from mailgw.config.resolver import DnsTemporaryError, TxtResolver
-from mailgw.message.model import Context, Message
+from mailgw.dkim import DkimReport, authentication_results, pinned_ok, strip_forged_authentication_results, verify
 from mailgw.dkim.orgdomain import normalise
+from mailgw.dkim.results import TEMPERROR
+from mailgw.message.model import Context, Message
 
 MISSING_PARTNER_TAG = "dkim-missing-partner"
 

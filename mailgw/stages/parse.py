@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from mailgw.message import replies
 from mailgw.attachments.mime import overlong_mime_header
+from mailgw.message import replies
 from mailgw.message.model import Context, Message
 from mailgw.message.replies import Reject
 
