@@ -159,10 +159,14 @@ def generate(month: str, count: int, seed: int = 1, node: str = "gw1", id_prefix
             issuer = (s_agency if s_agency and s_agency != partner_agency else "UBND").upper()
             doc_number = f"{rnd.randrange(1, 999)}/{code}-{issuer}" if code else f"{rnd.randrange(1, 999)}/{issuer}-VP"
         signed = doc_number is not None and rnd.random() < 0.55
-        attachments = [{"name": f"VB-{i}-{k}.pdf", "size": rnd.randrange(20_000, 900_000), "sha256": _hex(xid, k),
-                        "declared_type": "application/pdf", "true_type": "application/pdf",
-                        "signed": signed and k == 0, "signer": "UBND tỉnh Bình Thuận" if signed and k == 0 else None}
-                       for k in range(rnd.choice((0, 1, 1, 2, 3)))]
+        files = [{"name": f"VB-{i}-{k}.pdf", "names": [f"VB-{i}-{k}.pdf"], "location": str(k + 2),
+                  "size": rnd.randrange(20_000, 900_000), "sha256": _hex(xid, k), "declared_type": "application/pdf",
+                  "true_type": "application/pdf", "extension": "pdf", "kind": "pdf", "signed": signed and k == 0,
+                  "pdf": {"signatures": int(signed and k == 0),
+                          "signers": ["UBND tỉnh Bình Thuận"] if signed and k == 0 else []}}
+                 for k in range(rnd.choice((0, 1, 1, 2, 3)))]
+        attachments = {"count": len(files), "total_size": sum(f["size"] for f in files),
+                       "signed_any": any(f["signed"] for f in files), "files": files}
         secrecy, strength = "none", "none"
         d = rnd.random()
         decision, rule, matched, tags = "accept", "default", [], []
@@ -216,8 +220,7 @@ def generate(month: str, count: int, seed: int = 1, node: str = "gw1", id_prefix
                                "evidence": [{"cue": "doc_number", "where": "subject", "text": doc_number}]
                                if doc_number else []},
             "dkim": {"signed": direction != "inbound" or rnd.random() < 0.7,
-                     "aligned_pass": direction != "inbound" or (s_official and rnd.random() < 0.8),
-                     "results": []},
+                     "aligned_pass": direction != "inbound" or (s_official and rnd.random() < 0.8)},
             "attachments": attachments,
             "decision": {"decision": decision, "rule": rule, "mode": "enforce", "tags": tags, "matched": matched,
                          "reply": "250 2.0.0 OK" if decision == "accept" else f"550 5.7.1 [{xid}]"},
@@ -228,6 +231,7 @@ def generate(month: str, count: int, seed: int = 1, node: str = "gw1", id_prefix
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, ".")
     from mailgw.audit.log import AuditLog
+    from mailgw.audit.record import decode  # every record goes through the model: the gateway's shape, checked
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", required=True)
@@ -243,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     batch: list[dict[str, Any]] = []
     for rec in generate(args.month, args.count, args.seed, args.node, province=province):
-        batch.append(rec)
+        batch.append(decode(rec).to_json())
         if len(batch) >= args.batch:
             log.append(batch)
             batch = []

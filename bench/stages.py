@@ -66,7 +66,7 @@ def main() -> None:
                 if count:
                     spent[stage.__module__.rpartition(".")[2]] += time.thread_time() - started
             started = time.thread_time()
-            record.build(message, ctx, "250 2.0.0 queued")
+            record.build(message, ctx, "250 2.0.0 queued").to_json()  # as the edge does: the JSON form is spooled
             if count:
                 spent["(decision record)"] += time.thread_time() - started
 
