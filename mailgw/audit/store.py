@@ -9,6 +9,8 @@ PostgreSQL (``postgresql+psycopg://``) is for several nodes sharing one log.
 from __future__ import annotations
 
 import pathlib
+import sqlite3
+import time
 from typing import Any
 
 from alembic import command
@@ -21,6 +23,8 @@ _MIGRATIONS = pathlib.Path(__file__).parent / "migrations"
 # Any fixed number: the advisory lock that keeps two nodes from migrating at once.
 _MIGRATION_LOCK = 0x6D61696C6777  # "mailgw"
 _VERSION_TABLE = "mailgw_audit_version"
+
+_WAL_PATIENCE = 60.0  # seconds, as the busy timeout
 
 IMMEDIATE = {"sqlite_immediate": True}
 """Execution options for a write transaction (``BEGIN IMMEDIATE`` on SQLite, ignored elsewhere)."""
@@ -49,15 +53,34 @@ def _sqlite_setup(engine: Engine) -> None:
         # Take transaction control from pysqlite so we can choose BEGIN IMMEDIATE.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA busy_timeout=60000")
+        _wal(cur)
+        cur.execute("PRAGMA synchronous=FULL")
         cur.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         immediate = conn.get_execution_options().get("sqlite_immediate")
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _wal(cur: Any) -> None:
+    """Put the database in WAL mode (kept in the file: later opens find it so and change nothing).
+
+    Switching a new file to WAL while another process opens it can fail at once with
+    "database is locked", without waiting on the busy timeout (seen with two gateway
+    processes starting on a fresh database on a loaded machine): try again for a while.
+    """
+    deadline = time.monotonic() + _WAL_PATIENCE
+    while True:
+        try:
+            if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _config(conn: Connection) -> Config:
