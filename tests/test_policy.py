@@ -405,3 +405,24 @@ def test_a_real_neighbour_listed_as_partner_is_never_a_lookalike():
     assert resembles("mail.ninhthuan.gov.vn", ["binhthuan.gov.vn", "ninhthuan.gov.vn"]) is None
     assert resembles("hanoi.gov.vn", ["hanam.gov.vn"]) is None  # short names: two letters is not a resemblance
     assert resembles("danang.gov.vn", ["binhthuan.gov.vn"]) is None
+
+
+# --- one rule for "internal" -----------------------------------------------------
+
+
+@pytest.mark.parametrize("mail_from, author, rcpt, expected", [
+    # a local clerk's letter sent with an outside bounce address (a list manager's): still internal
+    ("bounce+123@lists.example.org", CLERK, OTHER_CLERK, "internal"),
+    # a local envelope sender but an outside author (a relay forwarding a citizen's mail): not internal
+    (CLERK, "nguoidan@gmail.com", OTHER_CLERK, "outbound"),
+    (CLERK, CLERK, "ban@gmail.com", "outbound"),
+    (CLERK, CLERK, OTHER_CLERK, "internal"),
+])
+async def test_the_record_and_the_policy_agree_on_internal(gw, sink, mail_from, author, rcpt, expected):
+    from mailgw import trace
+
+    raw = message(subject="Trao đổi công việc", sender=author, to=rcpt)
+    await send(gw, "relay", raw, mail_from, [rcpt])
+    assert _record(gw)["direction"] == expected
+    t = trace.run(gw.context(), raw, listener="relay", mail_from=mail_from, rcpts=[rcpt])
+    assert t["facts"]["internal"] is (expected == "internal")

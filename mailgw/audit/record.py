@@ -335,14 +335,9 @@ def _redacted(record: ExchangeRecord) -> ExchangeRecord:
 
 
 def direction(message: Message, ctx: Context) -> str:
-    """inbound (arrived on mx), internal (every party local) or outbound."""
+    """inbound, internal or outbound, by the directory's one rule (the policy's ``internal`` is the same)."""
     env = message.envelope
-    if env.role == "mx":
-        return "inbound"
-    is_local = ctx.directory.is_local
-    if all(is_local(r) for r in env.rcpts) and (not env.mail_from or is_local(env.mail_from)):
-        return "internal"
-    return "outbound"
+    return str(ctx.directory.direction(env.role, message.facts.get("from"), env.rcpts, env.mail_from))
 
 
 def _headers(message: Message) -> HeaderFields:

@@ -33,7 +33,7 @@ import os
 import re
 import types
 import unicodedata
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import idna
 from email_validator import EmailNotValidError, validate_email
@@ -308,6 +308,21 @@ class Directory:
         """Whether the address's domain is a local domain or a subdomain of one."""
         domain = _domain_of(address)
         return domain is not None and self._local_root(domain) is not None
+
+    def direction(self, role: str, author: str | None, rcpts: Iterable[str], mail_from: str | None = None) -> str:
+        """``inbound`` (from the Internet: the mx listener), ``internal`` (the author and every
+        recipient local) or ``outbound``: the one rule that the decision record and the policy
+        facts share.
+
+        The author is the From address that the author stage validated; a message without
+        one (a DSN or notice the gateway makes itself) is judged by its envelope sender.
+        """
+        if role == "mx":
+            return "inbound"
+        party = author or mail_from
+        if all(self.is_local(r) for r in rcpts) and (not party or self.is_local(party)):
+            return "internal"
+        return "outbound"
 
     def is_official(self, address: str, today: datetime.date | None = None) -> bool:
         """CONTRACT section 3: local, a partner's domain, an official suffix, or an unexpired exception."""

@@ -37,7 +37,7 @@ def view(message: Message, ctx: Context) -> dict[str, Any]:
     mail_from = _party(directory, env.mail_from, known) if env.mail_from else None
     if mail_from is not None:
         mail_from["verified"] = mail_from["official"] and not inbound
-    internal = (not inbound and all(r["local"] for r in recipients) and (sender is None or sender["local"]))
+    internal = directory.direction(env.role, author, env.rcpts, env.mail_from) == "internal"  # as the record says
     return {
         "listener": env.listener,
         "role": env.role,
