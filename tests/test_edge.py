@@ -115,6 +115,42 @@ async def test_ambiguous_author_is_rejected_at_data(gateway, sink, headers):
     assert not sink.messages
 
 
+@pytest.mark.parametrize("spaced", ["From :", "From\t:", "FROM  :"])
+async def test_a_from_field_with_space_before_its_colon_is_a_from_field(gateway, sink, spaced):
+    # RFC 5322's obsolete syntax, read as From by mail clients; Python's parser drops it as an
+    # mbox line. On mx, with another From: two authors, refused (espoofer server_a10).
+    spoof = (f"From: <evil@attacker.example>\r\n{spaced} <hanh.vp@binhthuan.gov.vn>\r\nTo: {LOCAL}\r\n"
+             "Subject: Khẩn\r\n\r\nChuyển khoản gấp.\r\n").encode()
+    with pytest.raises(aiosmtplib.SMTPDataError) as err:
+        await send(gateway, "mx", spoof, "bounce@attacker.example", [LOCAL])
+    assert err.value.code == 550 and err.value.message.startswith("5.7.1")
+    # Alone, it is the author, and the next hop gets it written the ordinary way.
+    alone = f"{spaced} vanthu.sotttt@binhthuan.gov.vn\r\nTo: {LOCAL}\r\nSubject: x\r\n\r\nbody\r\n".encode()
+    await send(gateway, "relay", alone, "vanthu.sotttt@binhthuan.gov.vn", [LOCAL])
+    await sink.wait_for(lambda: sink.to(LOCAL))
+    delivered = sink.to(LOCAL)[0].data
+    assert b"\r\nFrom: vanthu.sotttt@binhthuan.gov.vn\r\n" in delivered.replace(b"FROM:", b"From:")
+    assert spaced.encode() not in delivered and len(sink.messages) == 1
+
+
+async def test_a_logged_in_user_cannot_add_an_author_with_a_spaced_colon(gateway, sink, client_tls):
+    from tests.conftest import LOGIN, PASSWORD
+
+    raw = (f"From: {LOGIN}\r\nFrom : giamdoc.skhdt@binhthuan.gov.vn\r\nTo: friend@mic.gov.vn\r\n"
+           "Subject: x\r\n\r\nbody\r\n").encode()
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port(gateway, "submission"), start_tls=True,
+                             tls_context=client_tls)
+    await client.connect()
+    try:
+        await client.login(LOGIN, PASSWORD)
+        with pytest.raises(aiosmtplib.SMTPDataError) as err:
+            await client.sendmail(LOGIN, ["friend@mic.gov.vn"], raw)
+    finally:
+        await client.quit()
+    assert err.value.code == 550 and err.value.message.startswith("5.7.1")
+    assert not sink.messages
+
+
 async def test_mail_loop_is_refused(gateway, sink):
     hops = "".join(f"Received: from h{i} by h{i + 1}; Sat, 21 Nov 2026 09:00:00 +0700\r\n" for i in range(50))
     with pytest.raises(aiosmtplib.SMTPDataError) as err:

@@ -17,6 +17,8 @@ from mailgw.message.replies import Reject
 # A header line: a field name (printable ASCII but ':') and a colon, or a
 # continuation that starts with white space (RFC 5322 2.2, 3.2.2).
 _FIELD = re.compile(rb"[!-9;-~]+[ \t]*:|[ \t]")
+# A field name with white space before its colon (RFC 5322 4.5, obsolete syntax: "From :").
+_SPACED_NAME = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.MULTILINE)
 
 
 def run(message: Message, ctx: Context) -> None:
@@ -29,6 +31,12 @@ def run(message: Message, ctx: Context) -> None:
     # so every header after it would be seen by the next hop and not by us.
     if lines[0][:1] in (b" ", b"\t") or any(line and not _FIELD.match(line) for line in lines):
         raise Reject(replies.BAD_HEADER)
+    if _SPACED_NAME.search(section):
+        # "From : x" is a From field to a mail client and to RFC 5322, and an mbox line to
+        # Python's parser, which drops it: one more author that only the next hop would see.
+        # Written as "From: x" for every reader, ours and theirs (relaxed DKIM
+        # canonicalization deletes that white space too, so such signatures still verify).
+        message.sanitise(_SPACED_NAME.sub(rb"\1:", section) + message.raw[len(section):])
     overlong = overlong_mime_header(message.raw)
     if overlong:
         # Before anything parses the MIME tree: the email package's parameter
