@@ -52,3 +52,10 @@ def test_parse_is_dkimpys_for_any_input():
                 continue
             raise AssertionError(f"accepted what dkimpy refuses: {message!r}")
         assert canon.parse_message(message) == expected, message
+
+
+def test_a_field_folded_many_times_parses_as_dkimpy_parses_it():
+    # dkimpy appends per continuation line (quadratic); ours joins once: the same result.
+    # The cost is measured outside the suite: 200,000 folded lines take dkimpy 1.0 s of CPU, us 0.06 s.
+    message = b"From: a@b.gov.vn\r\nSubject: x\r\n" + b" y\r\n\t z\r\n" * 3000 + b"To: c@d.gov.vn\r\n\r\nbody\r\n"
+    assert canon.parse_message(message) == dkimpy.rfc822_parse(message)

@@ -151,6 +151,18 @@ async def test_a_logged_in_user_cannot_add_an_author_with_a_spaced_colon(gateway
     assert not sink.messages
 
 
+@pytest.mark.parametrize("folded", [
+    "Subject: x\r\n" + " y\r\n" * 6000,  # more lines than limits.header_lines, 24 KB
+    "Subject: x\r\n" + (" " + "y" * 900 + "\r\n") * 300,  # 270 KB: over limits.header_size
+])
+async def test_an_oversized_header_section_is_refused_552(gateway, sink, folded):
+    raw = f"From: vanthu.sotttt@binhthuan.gov.vn\r\nTo: {LOCAL}\r\n{folded}\r\nbody\r\n".encode()
+    with pytest.raises(aiosmtplib.SMTPDataError) as err:
+        await send(gateway, "relay", raw, "vanthu.sotttt@binhthuan.gov.vn", [LOCAL])
+    assert (err.value.code, err.value.message[:5]) == (552, "5.3.4")
+    assert "header section too large" in err.value.message and not sink.messages
+
+
 async def test_mail_loop_is_refused(gateway, sink):
     hops = "".join(f"Received: from h{i} by h{i + 1}; Sat, 21 Nov 2026 09:00:00 +0700\r\n" for i in range(50))
     with pytest.raises(aiosmtplib.SMTPDataError) as err:

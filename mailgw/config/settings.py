@@ -92,6 +92,8 @@ class Limits:
     idle_timeout: float = 300.0  # seconds without a command; 421 and close
     connections_per_ip: int = 20  # concurrent, per listener; 421 above this
     max_received: int = 50  # Received headers; more means a loop (Postfix hopcount_limit)
+    header_size: int = 256 * 1024  # bytes of the header section; 552 above this (Exchange's MaxHeaderSize)
+    header_lines: int = 5000  # lines of the header section, continuations included; 552 above this
     min_free_space: int = 0  # bytes; 0 means 1.5 x message_size, as Postfix does
     drain_timeout: float = 30.0  # SIGTERM: how long open sessions may finish
 
@@ -531,10 +533,10 @@ def _limits(c: Checker, data: YMap) -> Limits:
         return Limits()
     c.keys(m, {f.name for f in dataclasses.fields(Limits)}, what="limits")
     values: dict[str, Any] = {}
-    for key in ("message_size", "min_free_space"):
+    for key in ("message_size", "min_free_space", "header_size"):
         if key in m:
             values[key] = _size(c, m, key)
-    for key in ("recipients", "commands", "connections_per_ip", "max_received"):
+    for key in ("recipients", "commands", "connections_per_ip", "max_received", "header_lines"):
         if key in m:
             values[key] = _positive_int(c, m, key)
     for key in ("idle_timeout", "drain_timeout"):

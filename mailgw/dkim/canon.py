@@ -45,8 +45,12 @@ _FIELD_NAME = re.compile(br"([\x21-\x7e]+?):")
 
 
 def _rfc822_parse(message: bytes) -> tuple[list[list[bytes]], bytes]:
-    """``dkim.rfc822_parse``, line for line, with its two regular expressions compiled once."""
-    headers: list[list[bytes]] = []
+    """``dkim.rfc822_parse``, line for line, with its two regular expressions compiled once.
+
+    In linear time: a field's lines are collected and joined once (dkimpy appends to
+    a bytes value per continuation line, quadratic in a field folded many times).
+    """
+    fields: list[tuple[bytes, list[bytes]]] = []
     lines = _LINE_END.split(message)
     i = 0
     while i < len(lines):
@@ -55,16 +59,19 @@ def _rfc822_parse(message: bytes) -> tuple[list[list[bytes]], bytes]:
             i += 1
             break
         if lines[i][0] in (0x09, 0x20):
-            headers[-1][1] += lines[i] + b"\r\n"
+            if not fields:
+                raise IndexError("list index out of range")  # as dkimpy fails on a leading continuation
+            fields[-1][1].append(lines[i])
         else:
             m = _FIELD_NAME.match(lines[i])
             if m is not None:
-                headers.append([m.group(1), lines[i][m.end(0):] + b"\r\n"])
+                fields.append((m.group(1), [lines[i][m.end(0):]]))
             elif lines[i].startswith(b"From "):
                 pass
             else:
                 raise MessageFormatError("Unexpected characters in RFC822 header: %s" % lines[i])
         i += 1
+    headers = [[name, b"\r\n".join(parts) + b"\r\n"] for name, parts in fields]
     return (headers, b"\r\n".join(lines[i:]))
 
 

@@ -26,6 +26,10 @@ def run(message: Message, ctx: Context) -> None:
         raise Reject(replies.BARE_LINE_ENDING)
     end = message.raw.find(b"\r\n\r\n")
     section = message.raw[: end if end >= 0 else len(message.raw)]
+    limits = ctx.settings.limits
+    if len(section) > limits.header_size or section.count(b"\r\n") >= limits.header_lines:
+        # Every reader of the header section works on all of it; bounded before any of them runs.
+        raise Reject(replies.HEADER_TOO_BIG)
     lines = section.split(b"\r\n")
     # Python's parser takes a line that is not a header for the start of the body,
     # so every header after it would be seen by the next hop and not by us.
