@@ -104,7 +104,7 @@ async def test_secrecy_block_rejects_and_keeps_no_copy(gw, sink, tmp_path):
     raw = message(subject="[MẬT] Báo cáo tình hình an ninh trật tự", sender=CLERK, to=OTHER_CLERK,
                   body="Nội dung báo cáo về tình hình an ninh trật tự quý III.\r\n")
     err = await _refused(gw, "relay", raw, CLERK, [OTHER_CLERK])
-    assert err.code == 550 and err.message.startswith("5.7.1 Thư có văn bản mang dấu độ mật")
+    assert err.code == 550 and err.message.startswith("5.7.1 Thu co van ban mang dau do mat")  # folded: no SMTPUTF8
     rec = _record(gw)
     assert rec["decision"]["rule"] == "secrecy-block" and rec["decision"]["decision"] == "reject"
     assert err.message.endswith(f"[{rec['id']}]")

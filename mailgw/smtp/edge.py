@@ -29,7 +29,7 @@ from mailgw.message import addresses, replies
 from mailgw.message.model import Context, Decision, Envelope, Message, new_id
 from mailgw.message.replies import Refusal, SmtpReply
 from mailgw.queue.spool import Spool
-from mailgw.smtp import datastream
+from mailgw.smtp import datastream, wire
 
 log = logging.getLogger(__name__)
 
@@ -352,6 +352,7 @@ class SmtpServer(datastream.ChunkedData, SMTP):
         self._counted = False
         self._refused = False
         self._closing = False
+        self._data_reply_utf8 = False
         for name, method in list(self._smtp_methods.items()):
             self._smtp_methods[name] = self._counted_command(method)
 
@@ -405,9 +406,20 @@ class SmtpServer(datastream.ChunkedData, SMTP):
                 if status.startswith(prefix):
                     status = str(reply)
                     break
-        await super().push(status)
+            # ASCII unless this transaction said SMTPUTF8; 512 octets a line at most (smtp/wire.py).
+            utf8 = bool(self.envelope is not None and self.envelope.smtp_utf8) or self._data_reply_utf8
+            self._data_reply_utf8 = False
+            for line in wire.reply_lines(status, utf8=utf8):
+                await super().push(line)
+        else:
+            await super().push(status)
         if self._closing and self.transport is not None:
             self.transport.close()
+
+    def _set_post_data_state(self) -> None:
+        # The reply to DATA is pushed after the transaction is reset: remember whether it was SMTPUTF8.
+        self._data_reply_utf8 = bool(self.envelope is not None and self.envelope.smtp_utf8)
+        super()._set_post_data_state()
 
     def close_after_reply(self) -> None:
         self._closing = True
