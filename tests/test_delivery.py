@@ -166,3 +166,24 @@ async def test_a_next_hop_without_smtputf8_gets_nothing_and_the_sender_one_dsn(m
         assert dsn.mail_from == "" and b"Status: 5.6.7" in dsn.data
     finally:
         await plain.stop()
+
+
+async def test_a_utf8_sender_gets_an_internationalised_dsn(gateway, sink):
+    # dsn.py wrote the header section as ASCII: a UTF-8 sender's DSN raised, and the message
+    # was retried for ever and never bounced.
+    sender = "văn.thư@binhthuan.gov.vn"
+    sink.rcpt_reply = lambda rcpt: "550 5.1.1 no such user\x07 (hộp thư không tồn tại)" if rcpt.startswith("bad") else None
+    raw = message(subject="Trao đổi", sender=SENDER, to="bad@example.com")  # the envelope sender is UTF-8
+    await send(gateway, "relay", raw, sender, ["bad@example.com"], mail_options=["SMTPUTF8"])
+    await sink.wait_for(lambda: sink.to(sender))
+    await gateway.deliverer.run_until_empty()
+    (dsn,) = sink.to(sender)
+    assert dsn.mail_from == "" and gateway.spool.ids() == []
+    parsed = email.message_from_string(dsn.data.decode("utf-8"), policy=email.policy.default)  # UTF-8 headers
+    assert parsed["To"].addresses[0].addr_spec == sender
+    status = next(p for p in parsed.walk() if p.get_content_type() == "message/global-delivery-status")
+    text = status.as_string()
+    assert "Final-Recipient: rfc822; bad@example.com" in text and "Status: 5.1.1" in text
+    diagnostic = next(line for line in text.splitlines() if line.startswith("Diagnostic-Code:"))
+    assert diagnostic.isascii() and "\x07" not in diagnostic  # the next hop's reply, checked
+    assert any(p.get_content_type() == "message/global-headers" for p in parsed.walk())

@@ -33,9 +33,19 @@ class Failure:
 
 
 def build(*, hostname: str, original_id: str, original_sender: str, arrival: float, failures: Sequence[Failure], original: bytes) -> bytes:
-    """The DSN message for ``failures`` of the message ``original``, addressed to its sender."""
+    """The DSN message for ``failures`` of the message ``original``, addressed to its sender.
+
+    When an address or the returned header section is UTF-8, the DSN is an
+    internationalised one (RFC 6533): UTF-8 header fields, the status in
+    ``message/global-delivery-status`` with ``utf-8`` address types, the header
+    section in ``message/global-headers``; delivery then asks for SMTPUTF8.
+    """
     boundary = f"=_mailgw_{secrets.token_hex(12)}"
     now = email.utils.formatdate(localtime=False)
+    head_end = original.find(b"\r\n\r\n")
+    original_headers = original[: head_end + 2 if head_end >= 0 else len(original)][:_HEADER_LIMIT]
+    utf8 = (not original_sender.isascii() or any(not f.rcpt.isascii() for f in failures)
+            or not original_headers.isascii())
     listing = "\r\n".join(f"    <{f.rcpt}>: {_one_line(f.reply)}" for f in failures)
     reason_vi = "đã quá thời hạn gửi" if any(f.expired for f in failures) else "máy chủ nhận đã từ chối"
     reason_en = "the delivery time limit expired" if any(f.expired for f in failures) else "the receiving server refused it"
@@ -52,13 +62,14 @@ def build(*, hostname: str, original_id: str, original_sender: str, arrival: flo
     per_rcpt = []
     for f in failures:
         fields = [
-            f"Final-Recipient: rfc822; {f.rcpt}",
+            f"Final-Recipient: {'rfc822' if f.rcpt.isascii() else 'utf-8'}; {f.rcpt}",
             "Action: failed",
             f"Status: {f.status}",
         ]
         if f.remote:
-            fields.append(f"Remote-MTA: dns; {_one_line(f.remote)}")
-        fields.append(f"Diagnostic-Code: smtp; {_one_line(f.reply)}")
+            fields.append(f"Remote-MTA: dns; {_ascii(_one_line(f.remote))}")
+        # A next hop's reply is text from a stranger: one line, no controls, ASCII (RFC 3464 2.3.6).
+        fields.append(f"Diagnostic-Code: smtp; {_ascii(_one_line(f.reply))}")
         fields.append(f"Last-Attempt-Date: {now}")
         per_rcpt.append("\r\n".join(fields))
     status = (
@@ -67,8 +78,6 @@ def build(*, hostname: str, original_id: str, original_sender: str, arrival: flo
         f"Arrival-Date: {email.utils.formatdate(arrival, localtime=False)}\r\n"
         "\r\n" + "\r\n\r\n".join(per_rcpt) + "\r\n"
     )
-    head_end = original.find(b"\r\n\r\n")
-    original_headers = original[: head_end + 2 if head_end >= 0 else len(original)][:_HEADER_LIMIT]
     headers = (
         f"From: {_encoded('Hệ thống thư')} (Mail Delivery System) <MAILER-DAEMON@{hostname}>\r\n"
         f"To: <{original_sender}>\r\n"
@@ -85,16 +94,23 @@ def build(*, hostname: str, original_id: str, original_sender: str, arrival: flo
         "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
         f"{text}\r\n"
         f"--{boundary}\r\n"
-        "Content-Type: message/delivery-status\r\n\r\n"
+        f"Content-Type: {'message/global-delivery-status' if utf8 else 'message/delivery-status'}\r\n\r\n"
         f"{status}\r\n"
         f"--{boundary}\r\n"
-        "Content-Type: text/rfc822-headers\r\n\r\n"
+        f"Content-Type: {'message/global-headers' if utf8 else 'text/rfc822-headers'}\r\n\r\n"
     ).encode("utf-8")
-    return headers.encode("ascii") + body + original_headers + f"\r\n--{boundary}--\r\n".encode("ascii")
+    return headers.encode("utf-8" if utf8 else "ascii") + body + original_headers + f"\r\n--{boundary}--\r\n".encode("ascii")
+
+
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())[:900]
+    return " ".join(_CONTROLS.sub(" ", text).split())[:900]
+
+
+def _ascii(text: str) -> str:
+    return text.encode("ascii", "replace").decode("ascii")
 
 
 def _encoded(text: str) -> str:
