@@ -163,6 +163,48 @@ async def test_an_oversized_header_section_is_refused_552(gateway, sink, folded)
     assert "header section too large" in err.value.message and not sink.messages
 
 
+@pytest.mark.parametrize("field", ["Sender", "Resent-From", "Resent-Sender"])
+async def test_our_domain_in_sender_or_resent_from_on_mx_is_a_forgery_without_dkim(gateway, sink, field):
+    raw = (f"From: Tin tức <news@example.org>\r\n{field}: hanh.vp@binhthuan.gov.vn\r\nTo: {LOCAL}\r\n"
+           "Subject: Thông báo\r\n\r\nbody\r\n").encode()
+    with pytest.raises(aiosmtplib.SMTPDataError) as err:
+        await send(gateway, "mx", raw, "news@example.org", [LOCAL])
+    assert (err.value.code, err.value.message[:6]) == (550, "5.7.26")
+    # A list's own Sender is no claim on our domain: delivered.
+    listed = raw.replace(b"hanh.vp@binhthuan.gov.vn", b"list-owner@lists.example.org")
+    await send(gateway, "mx", listed, "news@example.org", [LOCAL])
+    await sink.wait_for(lambda: sink.to(LOCAL))
+
+
+async def test_an_unreadable_sender_field_is_refused(gateway, sink):
+    raw = f"From: a@example.org\r\nSender: <<hanh.vp@binhthuan.gov.vn\r\nTo: {LOCAL}\r\nSubject: x\r\n\r\nb\r\n".encode()
+    with pytest.raises(aiosmtplib.SMTPDataError) as err:
+        await send(gateway, "mx", raw, "a@example.org", [LOCAL])
+    assert (err.value.code, err.value.message[:5]) == (550, "5.6.0")
+
+
+@pytest.mark.parametrize("field", ["Sender", "Resent-From"])
+async def test_a_logged_in_user_must_own_sender_and_resent_from(gateway, sink, client_tls, field):
+    from tests.conftest import LOGIN, PASSWORD
+
+    raw = (f"From: {LOGIN}\r\n{field}: giamdoc.skhdt@binhthuan.gov.vn\r\nTo: friend@mic.gov.vn\r\n"
+           "Subject: x\r\n\r\nbody\r\n").encode()
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port(gateway, "submission"), start_tls=True,
+                             tls_context=client_tls)
+    await client.connect()
+    try:
+        await client.login(LOGIN, PASSWORD)
+        with pytest.raises(aiosmtplib.SMTPDataError) as err:
+            await client.sendmail(LOGIN, ["friend@mic.gov.vn"], raw)
+        # naming themselves is fine
+        await client.sendmail(LOGIN, ["friend@mic.gov.vn"], raw.replace(b"giamdoc.skhdt@", b"vanthu.sotttt@"))
+    finally:
+        await client.quit()
+    assert (err.value.code, err.value.message[:5]) == (550, "5.7.1")
+    await sink.wait_for(lambda: sink.to("friend@mic.gov.vn"))
+    assert len(sink.messages) == 1
+
+
 async def test_mail_loop_is_refused(gateway, sink):
     hops = "".join(f"Received: from h{i} by h{i + 1}; Sat, 21 Nov 2026 09:00:00 +0700\r\n" for i in range(50))
     with pytest.raises(aiosmtplib.SMTPDataError) as err:

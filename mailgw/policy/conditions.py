@@ -12,7 +12,8 @@ message        listener, role, direction (inbound|outbound), internal,
 document       category, doc_type, has_doc_number, secrecy, secrecy_strength,
                declassified, urgency, confidence
 parties        sender (the From author), mail_from (the envelope sender),
-               any_recipient, all_recipients: each a mapping of PARTY keys
+               any_recipient, all_recipients, any_claimed (an address of a
+               Sender, Resent-From or Resent-Sender field): each a mapping of PARTY keys
 DKIM           dkim: a mapping of DKIM keys
 attachments    attachments (message-wide facts), any_attachment,
                all_attachments: each a mapping of FILE keys
@@ -474,7 +475,7 @@ _FILE_FIELDS: dict[str, tuple[Reader, Callable[[View], Any]]] = {
 }
 
 LOGIC = ("all", "any", "not", "always")
-PARTY_KEYS = ("sender", "mail_from", "any_recipient", "all_recipients")
+PARTY_KEYS = ("sender", "mail_from", "any_recipient", "all_recipients", "any_claimed")
 FILE_KEYS = ("any_attachment", "all_attachments")
 NESTED = ("dkim", "attachments", *PARTY_KEYS, *FILE_KEYS)
 
@@ -522,6 +523,8 @@ def compile_when(c: Checker, node: Any, parent: YMap | YList, key: Any, known: K
                     getter = _get(name)
 
                     t = _Sub(name, getter, inner)
+                elif name == "any_claimed":
+                    t = Each(name, _get("claimed"), t, every=False)
                 else:
                     t = Each(name, _get("recipients"), t, every=name == "all_recipients")
         elif name == "dkim":

@@ -14,6 +14,7 @@ import functools
 from typing import Any
 
 from mailgw.directory.model import canonical_address
+from mailgw.dkim import orgdomain
 from mailgw.message.model import Context, Message
 from mailgw.policy import lookalike
 
@@ -38,6 +39,12 @@ def view(message: Message, ctx: Context) -> dict[str, Any]:
     if mail_from is not None:
         mail_from["verified"] = mail_from["official"] and not inbound
     internal = directory.direction(env.role, author, env.rcpts, env.mail_from) == "internal"  # as the record says
+    claimed = [_party(directory, a, known) for a in message.facts.get("claimed") or ()]
+    passing = [s.get("d") or "" for s in (message.facts.get("dkim") or {}).get("signatures") or ()
+               if s.get("result") == "pass" and s.get("covers_body", True)]
+    for c in claimed:
+        # vouched for as From is: official, and on mail from the Internet a passing signature aligned with it
+        c["verified"] = c["official"] and (not inbound or any(orgdomain.aligned(d, c["domain"]) for d in passing))
     return {
         "listener": env.listener,
         "role": env.role,
@@ -52,6 +59,7 @@ def view(message: Message, ctx: Context) -> dict[str, Any]:
         "sender": sender,
         "mail_from": mail_from,
         "recipients": recipients,
+        "claimed": claimed,
         "dkim": dkim,
         "attachments": message.facts.get("attachments") or dict(NO_ATTACHMENTS),
         "tags": list(message.decision.tags),

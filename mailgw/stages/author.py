@@ -17,13 +17,45 @@ from mailgw.message import fastheaders, replies
 from mailgw.message.model import Context, Message
 from mailgw.message.replies import Reject
 
+# Fields that also name who sent a message, and that some mail clients show: on
+# submission the login must own them as it owns From; on mx the policy sees them
+# (``facts["claimed"]``: the shipped pack treats one of our domains there as it
+# treats one in From).
+IDENTITY_FIELDS = ("sender", "resent-from", "resent-sender")
+
 
 def run(message: Message, ctx: Context) -> None:
     author = _author(message)
     message.facts["from"] = author
+    claimed = _claimed(message)
+    message.facts["claimed"] = claimed
     login = message.envelope.auth_user
-    if login is not None and not ctx.directory.may_send_as(login, author):
+    if login is not None and not all(ctx.directory.may_send_as(login, a) for a in (author, *claimed)):
         raise Reject(replies.FROM_NOT_OWNED)
+
+
+def _claimed(message: Message) -> list[str]:
+    """The addresses of the Sender, Resent-From and Resent-Sender fields; a field we cannot read is refused."""
+    found: list[str] = []
+    for name, value in message.headers.raw_items():
+        if name.lower() not in IDENTITY_FIELDS:
+            continue
+        simple = fastheaders.addresses(value)
+        if simple is not None:
+            specs = [a.addr_spec for a in simple]
+        else:
+            try:
+                field = message.headers.get_all(name)
+                specs = [a.addr_spec for f in field or () for a in f.addresses]
+            except Exception:  # the parser could not make sense of it: a client might
+                raise Reject(replies.BAD_HEADER) from None
+        for spec in specs:
+            valid = _validated(spec)
+            if valid is None:
+                raise Reject(replies.BAD_HEADER)
+            if valid not in found:
+                found.append(valid)
+    return found
 
 
 def _author(message: Message) -> str:
