@@ -11,10 +11,14 @@ talks SMTP and never touches the spool.
 
 from __future__ import annotations
 
+import dataclasses
+import email.errors
 import time
 from typing import Any, Callable
 
+from mailgw.message import replies
 from mailgw.message.model import Context, Message
+from mailgw.message.replies import Reject
 from mailgw.stages import attachments, author, classify, dkim_sign, dkim_verify, parse, policy, stamp
 
 Stage = Callable[[Message, Context], None]
@@ -44,6 +48,11 @@ def run(message: Message, ctx: Context, *, until: Stage | None = None, timings: 
         started = time.perf_counter()
         try:
             stage(message, ctx)
+        except (RecursionError, email.errors.HeaderParseError) as e:
+            # The email package recurses once per MIME level and per nested comment: a structure
+            # that exhausts it is the message's fault (550), not a temporary one of ours (451).
+            reason = f"{stage.__module__.rsplit('.', 1)[-1]}: {type(e).__name__}"
+            raise Reject(dataclasses.replace(replies.BAD_STRUCTURE, reason=reason)) from None
         finally:
             if timings is not None:
                 timings.append({"stage": stage.__module__.rsplit(".", 1)[-1],

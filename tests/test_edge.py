@@ -205,6 +205,26 @@ async def test_a_logged_in_user_must_own_sender_and_resent_from(gateway, sink, c
     assert len(sink.messages) == 1
 
 
+def _nested_mime(depth: int) -> bytes:
+    body = b"Content-Type: text/plain\r\n\r\nhi\r\n"
+    for i in range(depth):
+        b = f"b{i}".encode()
+        body = (b'Content-Type: multipart/mixed; boundary="' + b + b'"\r\n\r\n--' + b + b"\r\n" + body
+                + b"\r\n--" + b + b"--\r\n")
+    return f"From: vanthu.sotttt@binhthuan.gov.vn\r\nTo: {LOCAL}\r\nSubject: x\r\nMIME-Version: 1.0\r\n".encode() + body
+
+
+@pytest.mark.parametrize("raw", [
+    _nested_mime(1000),  # the email package recurses once per level
+    f"From: {'(' * 900}a@binhthuan.gov.vn\r\nTo: {LOCAL}\r\nSubject: x\r\n\r\nb\r\n".encode(),  # and per comment
+], ids=["mime-1000-deep", "from-900-comments"])
+async def test_a_structure_too_deep_to_parse_is_the_messages_fault_not_ours(gateway, sink, raw):
+    with pytest.raises(aiosmtplib.SMTPDataError) as err:
+        await send(gateway, "relay", raw, "vanthu.sotttt@binhthuan.gov.vn", [LOCAL])
+    assert (err.value.code, err.value.message[:5]) == (550, "5.6.0")  # was 451 4.3.0: retried for days
+    assert "RecursionError" not in err.value.message and not sink.messages
+
+
 async def test_mail_loop_is_refused(gateway, sink):
     hops = "".join(f"Received: from h{i} by h{i + 1}; Sat, 21 Nov 2026 09:00:00 +0700\r\n" for i in range(50))
     with pytest.raises(aiosmtplib.SMTPDataError) as err:
