@@ -225,6 +225,49 @@ async def test_a_structure_too_deep_to_parse_is_the_messages_fault_not_ours(gate
     assert "RecursionError" not in err.value.message and not sink.messages
 
 
+async def test_a_nul_byte_is_refused(gateway, sink):
+    raw = message().replace(b"\r\n\r\n", b"\r\n\r\nnul\x00here\r\n", 1)
+    with pytest.raises(aiosmtplib.SMTPDataError) as err:
+        await send(gateway, "relay", raw, "vanthu.sotttt@binhthuan.gov.vn", [LOCAL])
+    assert (err.value.code, err.value.message[:5]) == (550, "5.6.0") and not sink.messages
+
+
+async def test_a_utf8_address_needs_the_smtputf8_parameter(gateway):
+    d = await Dialog.open(port(gateway, "relay"))
+    await d.reply()
+    assert (await d.cmd("EHLO client.test"))[0] == 250
+    assert (await d.cmd("MAIL FROM:<văn.thư@binhthuan.gov.vn>".encode() + b"\r\n"))[:1] == (553,)
+    assert (await d.cmd("MAIL FROM:<vanthu.sotttt@binhthuan.gov.vn>"))[0] == 250
+    code, text = await d.cmd("RCPT TO:<người.nhận@binhthuan.gov.vn>".encode() + b"\r\n")
+    assert (code, text[:5]) == (553, "5.6.7")
+    assert (await d.cmd("RSET"))[0] == 250
+    assert (await d.cmd("MAIL FROM:<vanthu.sotttt@binhthuan.gov.vn> SMTPUTF8"))[0] == 250
+    assert (await d.cmd("RCPT TO:<người.nhận@binhthuan.gov.vn>".encode() + b"\r\n"))[0] == 250
+    await d.cmd("QUIT")
+    await d.close()
+
+
+async def test_submitted_mail_gets_date_and_message_id_when_it_has_none(gateway, sink, client_tls):
+    from tests.conftest import LOGIN, PASSWORD
+
+    raw = f"From: {LOGIN}\r\nTo: friend@mic.gov.vn\r\nSubject: x\r\n\r\nbody\r\n".encode()
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port(gateway, "submission"), start_tls=True,
+                             tls_context=client_tls)
+    await client.connect()
+    try:
+        await client.login(LOGIN, PASSWORD)
+        await client.sendmail(LOGIN, ["friend@mic.gov.vn"], raw)
+        await client.sendmail(LOGIN, ["friend@mic.gov.vn"], b"Date: Mon, 7 Dec 2026 09:00:00 +0700\r\n"
+                              b"Message-ID: <own@client>\r\n" + raw)
+    finally:
+        await client.quit()
+    await sink.wait_for(lambda: len(sink.to("friend@mic.gov.vn")) == 2)
+    for m in sink.to("friend@mic.gov.vn"):
+        head = m.data.split(b"\r\n\r\n", 1)[0]
+        assert head.count(b"\r\nDate: ") == 1 and head.count(b"\r\nMessage-ID: <") == 1
+    assert any(b"Message-ID: <own@client>" in m.data for m in sink.messages)
+
+
 async def test_mail_loop_is_refused(gateway, sink):
     hops = "".join(f"Received: from h{i} by h{i + 1}; Sat, 21 Nov 2026 09:00:00 +0700\r\n" for i in range(50))
     with pytest.raises(aiosmtplib.SMTPDataError) as err:

@@ -92,6 +92,9 @@ BAD_HEADER = _r(550, "6.0", "Phần đầu thư không hợp lệ", "Malformed m
 BARE_LINE_ENDING = _r(550, "5.2", "Thư chứa ký tự xuống dòng CR hoặc LF đơn lẻ", "Message contains a bare CR or LF (see RFC 5321 2.3.8)")
 LOOP_DETECTED = _r(554, "4.6", "Thư bị lặp vòng (quá nhiều trường Received)", "Mail loop detected: too many Received headers")
 MESSAGE_TOO_BIG = _r(552, "3.4", "Thư vượt quá dung lượng cho phép", "Message exceeds the size limit")
+NUL_BYTE = _r(550, "6.0", "Thư chứa ký tự NUL", "Message contains a NUL character")
+UTF8_WITHOUT_SMTPUTF8 = _r(553, "6.7", "Địa chỉ có ký tự ngoài ASCII cần tham số SMTPUTF8",
+                           "Non-ASCII address requires the SMTPUTF8 parameter (RFC 6531)")
 BAD_STRUCTURE = _r(550, "6.0", "Cấu trúc thư lồng nhau quá sâu hoặc không đọc được", "Message structure nested too deeply or unreadable")
 HEADER_TOO_BIG = _r(552, "3.4", "Phần đầu thư quá lớn hoặc quá nhiều dòng", "Message header section too large")
 LINE_TOO_LONG = _r(500, "6.0", "Dòng thư dài quá 998 ký tự", "Line too long (see RFC 5321 4.5.3.1.6)")

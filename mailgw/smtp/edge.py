@@ -212,6 +212,8 @@ class Handler:
         sender = addresses.sender(address)
         if sender is None:
             return str(replies.BAD_SENDER_ADDRESS)
+        if not address.isascii() and not envelope.smtp_utf8:  # as the client wrote it (an A-label is ASCII)
+            return str(replies.UTF8_WITHOUT_SMTPUTF8)
         if self.listener.role == "submission":
             login = session.auth_data
             if not sender or not ctx.directory.may_send_as(login, sender):
@@ -234,6 +236,8 @@ class Handler:
                 return str(replies.RELAY_DENIED)
         elif rcpt is None:
             return str(replies.BAD_ADDRESS)
+        if not address.isascii() and not envelope.smtp_utf8:
+            return str(replies.UTF8_WITHOUT_SMTPUTF8)
         envelope.rcpt_tos.append(rcpt)
         envelope.rcpt_options.extend(options)
         return str(replies.OK_RECIPIENT)

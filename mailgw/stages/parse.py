@@ -24,6 +24,9 @@ _SPACED_NAME = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.MULTILINE)
 def run(message: Message, ctx: Context) -> None:
     if has_bare_line_ending(message.raw):
         raise Reject(replies.BARE_LINE_ENDING)
+    if b"\x00" in message.raw:
+        # RFC 5321 4.1.1.4 and RFC 5322 forbid it; readers stop at it or keep it, differently.
+        raise Reject(replies.NUL_BYTE)
     end = message.raw.find(b"\r\n\r\n")
     section = message.raw[: end if end >= 0 else len(message.raw)]
     limits = ctx.settings.limits

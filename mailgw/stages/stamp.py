@@ -1,7 +1,7 @@
 """Stage: stamp. The trace and decision headers added to the message (RFC 5321 4.4).
 
 Comes after the decision and before DKIM signing, so the signature covers
-what we add. The ``Authentication-Results`` field (RFC 8601) that dkim_verify
+what we add. Submitted mail without Date or Message-ID gets them here. The ``Authentication-Results`` field (RFC 8601) that dkim_verify
 prepared goes right below our ``Received``: both describe this hop.
 """
 
@@ -33,6 +33,14 @@ def run(message: Message, ctx: Context) -> None:
         f"\t{date}\r\n"
     )
     added = [f"{name}: {value}\r\n" for name, value in message.decision.headers]
+    if env.role == "submission":
+        # A mail client may leave these to its server (Postfix adds them too); mail without
+        # them is refused by large providers. Made here, before signing, so DKIM covers them.
+        headers = message.headers
+        if "date" not in headers:
+            added.append(f"Date: {date}\r\n")
+        if "message-id" not in headers:
+            added.append(f"Message-ID: <{message.id}@{ctx.settings.hostname}>\r\n")
     results = message.facts.get("authentication_results")
     if results:
         added.insert(0, f"Authentication-Results: {results}\r\n")
