@@ -69,7 +69,7 @@ def write_config(tmp_path: Path, sink_port: int, ca: trustme.CA, password_hash: 
         "routes": {"local": f"smtp://127.0.0.1:{sink_port}", "remote": f"smtp://127.0.0.1:{sink_port}"},
         "tls": {"cert": "cert.pem", "key": "key.pem"},
         "queue": {"retry_min": "200ms", "retry_max": "1s", "lifetime": "5d", "scan_interval": "100ms", "connect_timeout": "5s", "command_timeout": "10s"},
-        "limits": {"idle_timeout": "30s"},
+        "limits": {"idle_timeout": "30s", "auth_penalty": "20ms"},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(settings.get(key), dict):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+
 import aiosmtplib
 import pytest
 
@@ -56,16 +59,34 @@ async def test_unknown_login_is_refused(gateway, client_tls):
     client.close()
 
 
-async def test_repeated_failures_close_the_session(gateway, client_tls):
+async def test_repeated_failures_close_the_session_with_421(gateway, client_tls):
     client = await _client(gateway, client_tls)
     for _ in range(2):
-        with pytest.raises(aiosmtplib.SMTPAuthenticationError):
+        with pytest.raises(aiosmtplib.SMTPAuthenticationError) as err:
             await client.auth_plain(LOGIN, "guess")
-    with pytest.raises((aiosmtplib.SMTPAuthenticationError, aiosmtplib.SMTPServerDisconnected)):
-        await client.auth_plain(LOGIN, "guess")
+        assert err.value.code == 535
+    response = await client.execute_command(b"AUTH", b"PLAIN", base64.b64encode(f"\0{LOGIN}\0guess".encode()))
+    assert (response.code, response.message[:5]) == (421, "4.7.0")  # said before the close, not a bare hang-up
     with pytest.raises(aiosmtplib.SMTPServerDisconnected):
         await client.noop()
     client.close()
+
+
+async def test_failed_logins_slow_down_the_next_attempt_from_that_address(make_gateway, client_tls):
+    gw = await make_gateway(limits={"auth_penalty": "400ms"})
+    client = await _client(gw, client_tls)
+    for _ in range(2):
+        with pytest.raises(aiosmtplib.SMTPAuthenticationError):
+            await client.auth_plain(LOGIN, "guess")
+    client.close()
+    assert gw.edge.auth_penalty.delay("127.0.0.1", "someone.else@binhthuan.gov.vn") == pytest.approx(0.8)
+    # A new connection gets no fresh allowance: even the right password waits out the penalty.
+    client = await _client(gw, client_tls)
+    started = asyncio.get_running_loop().time()
+    await client.login(LOGIN, PASSWORD)
+    assert asyncio.get_running_loop().time() - started >= 0.75
+    await client.quit()
+    assert gw.edge.auth_penalty.delay("127.0.0.1", LOGIN) == 0  # a success clears it
 
 
 async def test_mail_from_must_belong_to_the_login(gateway, sink, client_tls):

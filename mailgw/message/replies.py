@@ -101,6 +101,7 @@ LINE_TOO_LONG = _r(500, "6.0", "Dòng thư dài quá 998 ký tự", "Line too lo
 COMMAND_TOO_LONG = _r(500, "5.2", "Lệnh quá dài", "Command line too long")
 AUTH_OK = SmtpReply(235, "7.0", "Authentication successful")
 AUTH_FAILED = _r(535, "7.8", "Sai tên đăng nhập hoặc mật khẩu", "Authentication credentials invalid")
+AUTH_TOO_MANY = _r(421, "7.0", "Đăng nhập sai quá nhiều lần, đóng kết nối", "Too many failed logins, closing connection")
 AUTH_REQUIRED = _r(530, "7.0", "Cần đăng nhập trước khi gửi thư", "Authentication required")
 SIGNING_FAILED = _r(451, "3.0", "Lỗi tạm thời khi xử lý thư, vui lòng gửi lại sau", "Temporary error while processing the message, please try again later")
 DEFAULT_DEFER = _r(451, "7.1", "Thư tạm thời chưa được nhận, vui lòng gửi lại sau", "Message deferred, please try again later")

@@ -30,6 +30,7 @@ from mailgw.message.model import Context, Decision, Envelope, Message, new_id
 from mailgw.message.replies import Refusal, SmtpReply
 from mailgw.queue.spool import Spool
 from mailgw.smtp import datastream, wire
+from mailgw.smtp.penalty import AuthPenalty
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class Edge:
         self.on_queued = on_queued
         self.recorder = recorder or _log_record
         self.connections: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.auth_penalty = AuthPenalty(base=context().settings.limits.auth_penalty)
         self.sessions: set[SmtpServer] = set()
         self.accepting: set[asyncio.Task[str]] = set()  # messages between end of data and reply (drain waits for them)
 
@@ -298,20 +300,29 @@ class Handler:
 
     async def _check(self, server: SmtpServer, login_b: bytes, password_b: bytes) -> AuthResult:
         ctx = self.edge.context()
+        penalty = self.edge.auth_penalty
+        login = login_b.decode("utf-8", "replace")
+        wait = penalty.delay(server.client_ip, login)
+        if wait:
+            await asyncio.sleep(wait)  # this session only: the others go on
         try:
-            login, password = login_b.decode("utf-8"), password_b.decode("utf-8")
+            password = password_b.decode("utf-8")
         except UnicodeDecodeError:
-            return await self._failed(server)
+            return await self._failed(server, login)
         creds = ctx.credentials
-        if creds is None or not await asyncio.to_thread(creds.verify, login, password):
-            return await self._failed(server)
+        if creds is None or not await penalty.check(lambda: creds.verify(login, password)):
+            return await self._failed(server, login)
+        penalty.succeeded(server.client_ip, login)
         return AuthResult(success=True, auth_data=login.lower())
 
-    async def _failed(self, server: SmtpServer) -> AuthResult:
+    async def _failed(self, server: SmtpServer, login: str) -> AuthResult:
         server.auth_failures += 1
+        count = self.edge.auth_penalty.failed(server.client_ip, login)
+        log.warning("%s: failed login %r from %s (%d failed in a row from this address)",
+                    self.listener.name, login[:100], server.client_ip, count)
         if server.auth_failures >= MAX_AUTH_FAILURES:
             server.close_after_reply()
-            await server.push(str(replies.AUTH_FAILED))
+            await server.push(str(replies.AUTH_TOO_MANY))
             return AuthResult(success=False, handled=True)
         return AuthResult(success=False, handled=False)  # aiosmtpd then replies 535
 
