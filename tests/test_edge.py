@@ -268,6 +268,27 @@ async def test_submitted_mail_gets_date_and_message_id_when_it_has_none(gateway,
     assert any(b"Message-ID: <own@client>" in m.data for m in sink.messages)
 
 
+async def test_an_authoritative_directory_refuses_unknown_local_mailboxes_at_rcpt(make_gateway, sink, tmp_path):
+    # Without it, any mailbox of a local domain got 250 and a later refusal bounced to a
+    # sender who may be forged (backscatter).
+    gw = await make_gateway()
+    directory = tmp_path / "directory.yaml"
+    directory.write_text(directory.read_text(encoding="utf-8").replace(
+        "official_suffixes:", "authoritative: [binhthuan.gov.vn]\nofficial_suffixes:", 1), encoding="utf-8")
+    assert gw.reload()  # as SIGHUP does
+    d = await Dialog.open(port(gw, "mx"))
+    await d.reply()
+    assert (await d.cmd("EHLO client.test"))[0] == 250
+    assert (await d.cmd("MAIL FROM:<someone@example.org>"))[0] == 250
+    code, text = await d.cmd("RCPT TO:<nosuchuser@binhthuan.gov.vn>")
+    assert (code, text[:5]) == (550, "5.1.1")
+    code, text = await d.cmd("RCPT TO:<x@deep.sub.binhthuan.gov.vn>")  # an undeclared subdomain is not ours
+    assert (code, text[:5]) == (550, "5.7.1")
+    assert (await d.cmd(f"RCPT TO:<{LOCAL}>"))[0] == 250
+    await d.cmd("QUIT")
+    await d.close()
+
+
 async def test_mail_loop_is_refused(gateway, sink):
     hops = "".join(f"Received: from h{i} by h{i + 1}; Sat, 21 Nov 2026 09:00:00 +0700\r\n" for i in range(50))
     with pytest.raises(aiosmtplib.SMTPDataError) as err:

@@ -69,7 +69,8 @@ _ASCII_DOMAIN = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:
 # full validator for the ordinary case, see _Reader._address.
 _DOT_ATOM = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z", re.IGNORECASE)
 _MAILBOX_FIELDS = "address | name | unit | roles"
-_TOP_KEYS = ("name", "name_en", "updated", "official_suffixes", "agencies", "partners", "exceptions", "delegations")
+_TOP_KEYS = ("name", "name_en", "updated", "official_suffixes", "authoritative", "agencies", "partners", "exceptions",
+             "delegations")
 
 
 # --- the values the rest of the gateway sees ---------------------------------
@@ -264,6 +265,7 @@ class Directory:
         exceptions: tuple[TemporaryException, ...],
         delegations: tuple[Delegation, ...],
         warnings: tuple[Problem, ...] = (),
+        authoritative: frozenset[str] = frozenset(),
     ):
         self.path = path
         self.version = version
@@ -277,6 +279,9 @@ class Directory:
         self.exceptions = exceptions
         self.delegations = delegations
         self.warnings = warnings
+        # Local domains whose every mailbox is listed here: an unknown address there does not
+        # exist (550 5.1.1 at RCPT), and only declared domains under them are local.
+        self.authoritative = authoritative
 
         agencies_by_domain: dict[str, list[Agency]] = {}
         for agency in agencies:
@@ -364,6 +369,14 @@ class Directory:
         canonical = canonical_address(address)
         return self._valid_exception(canonical, today) if canonical else None
 
+    def unknown_local(self, address: str) -> bool:
+        """An address of an authoritative local domain that no mailbox of this directory has."""
+        canonical = canonical_address(address)
+        if canonical is None:
+            return False
+        domain = canonical[canonical.rindex("@") + 1 :]
+        return domain in self.authoritative and canonical not in self._mailboxes
+
     def may_send_as(self, login: str, address: str, today: datetime.date | None = None) -> bool:
         """Whether the user authenticated as ``login`` may use ``address`` as sender."""
         login_c, address_c = canonical_address(login), canonical_address(address)
@@ -384,6 +397,8 @@ class Directory:
     def _domain_facts(self, domain: str) -> tuple[str | None, Partner | None, bool]:
         """(local root, partner, official by its domain alone) of a canonical domain; through ``self._facts``."""
         root = next((d for d in _ancestors(domain) if d in self._agencies_by_domain), None)
+        if root in self.authoritative and root != domain:
+            root = None  # an undeclared subdomain of a domain we know all of is not ours
         # A partner's subdomains are its own: only its DNS admins can create them.
         partner = next((self._partner_by_domain[d] for d in _ancestors(domain) if d in self._partner_by_domain), None)
         # Only a proper parent counts: the suffix itself ("gov.vn") is no agency's domain.
@@ -470,7 +485,9 @@ class _Reader(Checker):
         official = (local_domains, {d for p in partners for d in p.domains}, set(suffixes))
         exceptions = self._exceptions(root, agency_by_code, official)
         delegations = self._delegations(root, mailboxes)
+        authoritative = self._authoritative(root, local_domains)
         return {
+            "authoritative": authoritative,
             "name": self.typed(root, "name", str, "Danh bạ thư điện tử công vụ"),
             "name_en": self.typed(root, "name_en", str),
             "updated": self._date(root, "updated"),
@@ -483,6 +500,20 @@ class _Reader(Checker):
         }
 
     # --- top-level sections ---
+
+    def _authoritative(self, root: YMap, local_domains: set[str]) -> frozenset[str]:
+        items = self._list(root, "authoritative")
+        out: set[str] = set()
+        for i, item in enumerate(items or ()):
+            if not isinstance(item, str):
+                self.error(items, i, f"an authoritative domain must be a string, not {_kind(item)}")  # type: ignore[arg-type]
+                continue
+            domain = self._domain(item.strip(), items, i, "authoritative domain")  # type: ignore[arg-type]
+            if domain is not None and domain not in local_domains:
+                self.error(items, i, f"authoritative domain {item!r} is not the domain of an agency listed here")  # type: ignore[arg-type]
+            elif domain is not None:
+                out.add(domain)
+        return frozenset(out)
 
     def _suffixes(self, root: YMap) -> tuple[str, ...]:
         items = self._list(root, "official_suffixes")

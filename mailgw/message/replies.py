@@ -81,6 +81,7 @@ TOO_MANY_CONNECTIONS = _r(421, "7.0", "Quá nhiều kết nối từ địa ch�
 TOO_MANY_COMMANDS = _r(421, "7.0", "Quá nhiều lệnh trong một phiên", "Too many commands in this session")
 IDLE_TIMEOUT = _r(421, "4.2", "Hết thời gian chờ", "Idle timeout, closing connection")
 SHUTTING_DOWN = _r(421, "3.2", "Máy chủ đang dừng", "Server shutting down, try again later")
+NO_SUCH_MAILBOX = _r(550, "1.1", "Hộp thư không tồn tại", "No such mailbox here")
 RELAY_DENIED = _r(550, "7.1", "Không chuyển tiếp thư tới người nhận này", "Relaying denied")
 CLIENT_NOT_ALLOWED = _r(554, "7.1", "Máy của bạn không được phép gửi thư qua cổng này", "Client host not allowed to use this service")
 BAD_ADDRESS = _r(553, "1.3", "Địa chỉ không hợp lệ", "Invalid address syntax")

@@ -240,6 +240,9 @@ class Handler:
             return str(replies.BAD_ADDRESS)
         if not address.isascii() and not envelope.smtp_utf8:
             return str(replies.UTF8_WITHOUT_SMTPUTF8)
+        if ctx.directory.unknown_local(rcpt):
+            # Refused now, by us, rather than bounced later to a sender who may be forged (backscatter).
+            return str(replies.NO_SUCH_MAILBOX)
         envelope.rcpt_tos.append(rcpt)
         envelope.rcpt_options.extend(options)
         return str(replies.OK_RECIPIENT)
