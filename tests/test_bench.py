@@ -44,7 +44,8 @@ def test_quick_bench_prints_the_table() -> None:
             _, postfix, mailgw, ratio = row.split("|")
             for cell in (postfix, mailgw):
                 rate, p50, p99, rss, cpu = cell.split()  # no LOST/DUP flag in front
-                assert float(rate) > 0 and float(rss) > 0 and float(cpu) > 0, row
+                # CPU is read in clock ticks (10 ms): the quick run's 10 messages of Postfix may round to 0.0.
+                assert float(rate) > 0 and float(rss) > 0 and float(cpu) >= 0, row
                 if not load.startswith("smtp-source"):  # the Python client measures end-of-DATA to 250
                     assert 0 < float(p50) <= float(p99), row
             assert float(ratio) > 0, row

@@ -59,7 +59,8 @@ def test_the_shipped_pack_loads_in_the_documented_order(demo_directory):
     pack = policy.load(str(REPO / "policies"), demo_directory)
     assert [r.id for r in pack.rules] == [
         "secrecy-block", "spoof-local-domain", "spoof-local-domain-temperror", "dangerous-attachment",
-        "official-to-unofficial", "lookalike-domain", "unverified-official", "secrecy-suspect", "declassified",
+        "official-to-unofficial", "lookalike-domain", "display-name-spoof", "unverified-official", "secrecy-suspect",
+        "declassified",
         "should-use-dms", "urgency", "unsigned-document",
     ]
     assert pack.warnings == ()
@@ -426,3 +427,24 @@ async def test_the_record_and_the_policy_agree_on_internal(gw, sink, mail_from, 
     assert _record(gw)["direction"] == expected
     t = trace.run(gw.context(), raw, listener="relay", mail_from=mail_from, rcpts=[rcpt])
     assert t["facts"]["internal"] is (expected == "internal")
+
+
+
+# --- display-name spoofing ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("from_value, warned", [
+    ('"hanh.vp@binhthuan.gov.vn" <evil@attacker.example>', True),
+    ("=?utf-8?b?aGFuaC52cEBiaW5odGh1YW4uZ292LnZu?= <evil@attacker.example>", True),  # the same, encoded
+    ("=?utf-8?q?Nguy=E1=BB=85n_Th=E1=BB=8B_H=E1=BA=A1nh?= <nth.canhan@gmail.com>", True),  # a directory name
+    ('"NGUYEN THI HANH" <nth.canhan@gmail.com>', True),  # folded and in capitals: the same name
+    ("Tin tức <news@example.org>", False),
+    ('"news@example.org" <news@example.org>', False),  # the name is the real address
+])
+async def test_a_misleading_display_name_is_tagged_and_warned(gw, sink, from_value, warned):
+    raw = (f"From: {from_value}\r\nTo: {OTHER_CLERK}\r\nSubject: Thông báo\r\n\r\nNội dung.\r\n").encode()
+    await send(gw, "mx", raw, "bounce@attacker.example", [OTHER_CLERK])
+    await sink.wait_for(lambda: sink.to(OTHER_CLERK))
+    head = sink.to(OTHER_CLERK)[0].data.split(b"\r\n\r\n", 1)[0]
+    assert (b"\r\nX-Mailgw-Warning: " in head) is warned
+    assert ("display-name-spoof" in _record(gw)["decision"]["tags"]) is warned

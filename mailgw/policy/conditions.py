@@ -431,6 +431,7 @@ def _party_fields(known: Known) -> dict[str, tuple[Reader, Callable[[View], Any]
         "partner": (flag, _get("partner")),
         "exception": (flag, _get("exception")),
         "lookalike": (flag, lambda p: p.get("lookalike") is not None),
+        "display_spoof": (flag, lambda p: p.get("display_spoof") is not None),
         "agency": (choice(sorted(known.agencies), "agency code"), _get("agency")),
         "unit": (choice(sorted(known.units), "unit code"), _get("unit")),
         "role": (choice(MAILBOX_ROLES, "mailbox role"), _get("roles")),

@@ -11,8 +11,11 @@ signature is aligned with its domain.
 from __future__ import annotations
 
 import functools
+import re
+import unicodedata
 from typing import Any
 
+from mailgw.classify.vn.text import fold
 from mailgw.directory.model import canonical_address
 from mailgw.dkim import orgdomain
 from mailgw.message.model import Context, Message
@@ -32,6 +35,7 @@ def view(message: Message, ctx: Context) -> dict[str, Any]:
     sender = _party(directory, author, known) if author else None
     if sender is not None:
         sender["verified"] = sender["official"] and (not inbound or dkim["aligned_pass"])
+        sender["display_spoof"] = _display_spoof(message.facts.get("from_name") or "", sender, known)
     recipients = [_party(directory, r, known) for r in env.rcpts]
     for r in recipients:
         r["verified"] = r["official"]
@@ -89,6 +93,28 @@ def _party(directory: Any, address: str, known: _Known) -> dict[str, Any]:
     }
 
 
+_ADDRESS_IN_NAME = re.compile(r"[^\s<>\"'(),;:@]+@[^\s<>\"'(),;:@]+\.[^\s<>\"'(),;:@]+")
+
+
+def _display_spoof(name: str, sender: dict[str, Any], known: _Known) -> str | None:
+    """Why the display name misleads, or None: it holds an address that is not the sender's, or,
+    on an address that is not ours, it is the name of a person or agency of the directory."""
+    for shown in _ADDRESS_IN_NAME.findall(name):
+        if (canonical_address(shown.strip(".")) or shown.lower()) != sender["address"]:
+            return f"the name shows another address: {shown[:100]}"
+    if not sender["local"] and name.strip():
+        key = _name_key(name)
+        if key in known.names:
+            return f"a name of this directory on an outside address: {name.strip()[:100]}"
+    return None
+
+
+def _name_key(name: str) -> str:
+    """A name as compared: NFC, case-folded, diacritics and quotes dropped, spaces collapsed."""
+    text = fold(unicodedata.normalize("NFC", name)).casefold()
+    return " ".join(text.replace('"', " ").replace("'", " ").split())
+
+
 class _Known:
     """What the facts remember of one loaded directory: the domains a lookalike imitates, and the answers so far.
 
@@ -101,6 +127,10 @@ class _Known:
     def __init__(self, directory: Any):
         # The domains a lookalike imitates: local and partner domains.
         self.protected = tuple(sorted(set(directory.local_domains) | {d for p in directory.partners for d in p.domains}))
+        # Names a display name may not borrow on an outside address: people's and agencies'.
+        names = [m.name for m in directory.mailboxes] + [a.name for a in directory.agencies]
+        names += [a.name_en for a in directory.agencies if getattr(a, "name_en", None)]
+        self.names = frozenset(k for k in map(_name_key, names) if len(k) >= 5)
         self.lookalike = functools.lru_cache(maxsize=4096)(self._lookalike)
 
     def _lookalike(self, domain: str) -> str | None:

@@ -25,8 +25,9 @@ IDENTITY_FIELDS = ("sender", "resent-from", "resent-sender")
 
 
 def run(message: Message, ctx: Context) -> None:
-    author = _author(message)
+    author, name = _author(message)
     message.facts["from"] = author
+    message.facts["from_name"] = name  # decoded display name ("" without one): for display-name spoofing
     claimed = _claimed(message)
     message.facts["claimed"] = claimed
     login = message.envelope.auth_user
@@ -58,7 +59,7 @@ def _claimed(message: Message) -> list[str]:
     return found
 
 
-def _author(message: Message) -> str:
+def _author(message: Message) -> tuple[str, str]:
     headers = message.headers
     values = [v for k, v in headers.raw_items() if k.lower() == "from"]
     if len(values) != 1:
@@ -70,17 +71,17 @@ def _author(message: Message) -> str:
     if simple is not None:
         if len(simple) != 1:
             raise Reject(replies.AMBIGUOUS_AUTHOR)
-        spec = simple[0].addr_spec
+        spec, name = simple[0].addr_spec, simple[0].display_name
     else:
-        spec = _parsed_author(headers.get_all("From")[0])
+        spec, name = _parsed_author(headers.get_all("From")[0])
     valid = _validated(spec)
     if valid is None:
         raise Reject(replies.AMBIGUOUS_AUTHOR)
-    return valid
+    return valid, name or ""
 
 
-def _parsed_author(field: Any) -> str:
-    """The addr-spec of the only address of a From field parsed by the email package, else Reject."""
+def _parsed_author(field: Any) -> tuple[str, str]:
+    """The addr-spec and display name of the only address of a From field parsed by the email package, else Reject."""
     try:
         addresses = field.addresses
         groups = field.groups
@@ -91,7 +92,7 @@ def _parsed_author(field: Any) -> str:
     if any(type(d).__name__ in _FATAL_DEFECTS for d in getattr(field, "defects", ())):
         raise Reject(replies.AMBIGUOUS_AUTHOR)
     spec: str = addresses[0].addr_spec
-    return spec
+    return spec, str(addresses[0].display_name or "")
 
 
 @functools.lru_cache(maxsize=4096)
