@@ -15,9 +15,10 @@ import collections
 import logging
 import re
 import ssl
+import time
 from typing import Any, Awaitable, Callable
 
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, TLSSetupException
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from aiosmtpd.smtp import Session as SmtpSession
 
@@ -183,6 +184,27 @@ class Edge:
             return False
 
 
+class _RateLimitedLog:
+    """One log line per event kind and period; how many were not logged is said in the next line."""
+
+    def __init__(self, period: float = 10.0):
+        self.period = period
+        self._last = -period
+        self._suppressed = 0
+
+    def note(self, listener: str, cause: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last < self.period:
+            self._suppressed += 1
+            return
+        more = f" ({self._suppressed} more since the last line)" if self._suppressed else ""
+        log.warning("%s: TLS handshake failed: %s%s", listener, " ".join(str(cause).split())[:200] or type(cause).__name__, more)
+        self._last, self._suppressed = now, 0
+
+
+_tls_failures = _RateLimitedLog()
+
+
 def _final(message: Message, reply: SmtpReply) -> str:
     """A refusal's text ends with the exchange id, so a clerk can quote it to IT."""
     return str(reply.with_id(message.id))
@@ -265,6 +287,10 @@ class Handler:
         return await self.edge.accept(message, ctx)
 
     async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):
+            # A client (or a scanner) that fails the handshake: one line, at most one per 10 s.
+            _tls_failures.note(self.listener.name, error.__cause__ or error)
+            return str(replies.TEMP_FAILURE)  # not sent: aiosmtpd closes the connection
         # Our fault, never the client's: a temporary reply that names nothing internal.
         log.error("SMTP session error: %r", error, exc_info=error)
         return str(replies.TEMP_FAILURE)
