@@ -417,6 +417,25 @@ async def test_every_builtin_reply_has_an_enhanced_code(gateway):
     code, text = await d.cmd("MAIL FROM:<" + "a" * 600 + "@binhthuan.gov.vn>")
     assert code == 500 and text[:5] in ("5.5.2", "5.5.6")
     await d.close()
+    # aiosmtpd's own replies too, with the Vietnamese (folded: no SMTPUTF8) and aiosmtpd's detail.
+    d = await Dialog.open(port(gateway, "relay"))
+    await d.reply()
+    expected = [
+        ("MAIL FROM:<a@binhthuan.gov.vn>", 503, "5.5.1 Sai thu tu lenh / Bad sequence of commands: send HELO first"),
+        ("HELO", 501, "5.5.4 Tham so cua lenh khong hop le / Syntax error in parameters: HELO hostname"),
+        ("EHLO client.test", 250, None),
+        ("RCPT TO:<a@binhthuan.gov.vn>", 503, "5.5.1 Sai thu tu lenh / Bad sequence of commands: need MAIL command"),
+        ("FOO", 500, "5.5.2 Lenh khong hop le / Syntax error"),
+        ("RSET", 250, "2.0.0 OK"),
+        ("NOOP", 250, "2.0.0 OK"),
+        ("QUIT", 221, "2.0.0 Bye"),
+    ]
+    for command, code, text in expected:
+        got = await d.cmd(command)
+        assert got[0] == code, (command, got)
+        if text is not None:
+            assert got[1].startswith(text), (command, got)
+    await d.close()
 
 
 async def test_a_line_that_is_not_a_header_in_the_header_section_is_refused(gateway, sink):

@@ -10,6 +10,7 @@ enhanced code is always derived from the basic code (maddy once sent
 from __future__ import annotations
 
 import dataclasses
+import re
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,3 +125,47 @@ BUILTIN_REWRITES: tuple[tuple[str, SmtpReply], ...] = (
     ("530 5.7.0 Authentication required", AUTH_REQUIRED),
     ("535 5.7.8 Authentication credentials invalid", AUTH_FAILED),
 )
+
+
+# aiosmtpd's other replies ("503 Error: need MAIL command", "501 Syntax: HELO hostname",
+# "250 OK", ...) get an enhanced code and the Vietnamese, by their basic code; their own
+# English detail is kept after ours. Greeting, EHLO lines, 354 and 334 need none (RFC 2034).
+_BY_CODE: dict[int, tuple[str, str, str]] = {
+    250: ("0.0", "", ""),
+    221: ("0.0", "", ""),
+    500: ("5.2", "Lệnh không hợp lệ", "Syntax error"),
+    501: ("5.4", "Tham số của lệnh không hợp lệ", "Syntax error in parameters"),
+    502: ("5.1", "Lệnh không được hỗ trợ", "Command not implemented"),
+    503: ("5.1", "Sai thứ tự lệnh", "Bad sequence of commands"),
+    504: ("5.4", "Tham số của lệnh không được hỗ trợ", "Command parameter not implemented"),
+    530: ("7.0", "Cần đăng nhập trước khi gửi thư", "Authentication required"),
+    535: ("7.8", "Sai tên đăng nhập hoặc mật khẩu", "Authentication credentials invalid"),
+    538: ("7.11", "Cần mã hóa kết nối (STARTTLS) trước khi đăng nhập", "Encryption required for authentication"),
+    421: ("3.0", "Máy chủ tạm ngừng phục vụ", "Service not available"),
+    451: ("3.0", "Lỗi tạm thời của máy chủ", "Temporary server error"),
+    454: ("7.0", "Tạm thời không thực hiện được", "Temporary failure"),
+    550: ("7.1", "Yêu cầu bị từ chối", "Request refused"),
+    552: ("3.4", "Vượt quá giới hạn", "Limit exceeded"),
+    554: ("5.0", "Giao dịch thất bại", "Transaction failed"),
+    555: ("5.4", "Tham số MAIL hoặc RCPT không được hỗ trợ", "MAIL or RCPT parameters not recognised"),
+}
+_HAS_ENHANCED = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}(?: |$)")
+_NEEDS_NONE = (220, 334, 354)
+
+
+def with_enhanced_code(status: str) -> str:
+    """``status`` (one reply line) with an enhanced code and the Vietnamese text, when it has no code of its own."""
+    if len(status) < 4 or not status[:3].isdigit() or status[3] not in " -" or _HAS_ENHANCED.match(status):
+        return status
+    code = int(status[:3])
+    if code in _NEEDS_NONE or status[3] == "-" or code not in _BY_CODE:
+        return status
+    detail, vi, en = _BY_CODE[code]
+    own = status[4:].strip()
+    for prefix in ("Error: ", "Syntax: "):
+        if own.startswith(prefix):
+            own = own[len(prefix):]
+    enhanced = f"{enhanced_class(code)}.{detail}"
+    if not vi:
+        return f"{code} {enhanced} {own}".rstrip()
+    return f"{code} {enhanced} {vi} / {en}" + (f": {own}" if own else "")

@@ -450,6 +450,8 @@ class SmtpServer(datastream.ChunkedData, SMTP):
                 if status.startswith(prefix):
                     status = str(reply)
                     break
+            else:
+                status = replies.with_enhanced_code(status)
             # ASCII unless this transaction said SMTPUTF8; 512 octets a line at most (smtp/wire.py).
             utf8 = bool(self.envelope is not None and self.envelope.smtp_utf8) or self._data_reply_utf8
             self._data_reply_utf8 = False
