@@ -127,3 +127,18 @@ async def test_starttls_injection_is_ignored(gateway, sink, client_tls):
     await d.close()
     # Whatever happened after, no MAIL command was taken from the plaintext buffer.
     assert not [m for m in sink.messages if m.mail_from == "injected@example.com"]
+
+
+
+async def test_tls_offers_no_cbc_suite(gateway, client_tls):
+    # Mozilla "intermediate": a TLS 1.2 client that knows only CBC suites finds nothing in common.
+    import ssl
+
+    cbc_only = client_tls  # trusts the test CA; a fresh context per test
+    cbc_only.maximum_version = ssl.TLSVersion.TLSv1_2
+    cbc_only.set_ciphers("ECDHE-RSA-AES128-SHA256:ECDHE-ECDSA-AES128-SHA256:ECDHE-RSA-AES256-SHA384:ECDHE-ECDSA-AES256-SHA384")
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port(gateway, "submission"), start_tls=True,
+                             tls_context=cbc_only)
+    with pytest.raises((aiosmtplib.SMTPException, ssl.SSLError, ConnectionError)):
+        await client.connect()
+    client.close()
