@@ -369,6 +369,34 @@ async def test_idle_timeout_counts_from_the_last_command(make_gateway):
     await d.close()
 
 
+async def test_a_slow_but_steady_data_stream_is_not_cut_but_has_a_deadline(make_gateway, sink):
+    gw = await make_gateway(limits={"idle_timeout": "300ms", "data_deadline": "1500ms"})
+    d = await Dialog.open(port(gw, "relay"))
+    await d.envelope("vanthu.sotttt@binhthuan.gov.vn", [LOCAL])
+    assert (await d.cmd("DATA"))[0] == 354
+    d.send(b"From: vanthu.sotttt@binhthuan.gov.vn\r\nTo: " + LOCAL.encode() + b"\r\nSubject: x\r\n\r\n")
+    for _ in range(5):  # 1 s of DATA in all, never 300 ms without a byte: the idle timeout counts per read
+        await asyncio.sleep(0.2)
+        d.send(b"a line\r\n")
+    code, text = await d.cmd(b".\r\n")
+    assert code == 250, text
+    # The whole stream has a deadline of its own: past it, 421 4.4.2 and the close.
+    assert (await d.cmd("MAIL FROM:<vanthu.sotttt@binhthuan.gov.vn>"))[0] == 250
+    assert (await d.cmd(f"RCPT TO:<{LOCAL}>"))[0] == 250
+    assert (await d.cmd("DATA"))[0] == 354
+    line = b""
+    for _ in range(25):  # a line every 200 ms (never idle), until the gateway answers
+        d.send(b"a line\r\n")
+        try:
+            line = await asyncio.wait_for(d.reader.readline(), 0.2)
+            break
+        except asyncio.TimeoutError:
+            continue
+    assert line.startswith(b"421 4.4.2 "), line
+    assert await d.closed()
+    await d.close()
+
+
 async def test_connections_per_ip(make_gateway):
     gw = await make_gateway(limits={"connections_per_ip": 2})
     first = [await Dialog.open(port(gw, "mx")) for _ in range(2)]

@@ -94,6 +94,7 @@ class Limits:
     max_received: int = 50  # Received headers; more means a loop (Postfix hopcount_limit)
     header_size: int = 256 * 1024  # bytes of the header section; 552 above this (Exchange's MaxHeaderSize)
     header_lines: int = 5000  # lines of the header section, continuations included; 552 above this
+    data_deadline: float = 3600.0  # seconds for one whole DATA stream (each read waits idle_timeout); 421 then
     auth_penalty: float = 1.0  # seconds: the wait after one failed login, doubling per failure (at most 15 s)
     min_free_space: int = 0  # bytes; 0 means 1.5 x message_size, as Postfix does
     drain_timeout: float = 30.0  # SIGTERM: how long open sessions may finish
@@ -540,7 +541,7 @@ def _limits(c: Checker, data: YMap) -> Limits:
     for key in ("recipients", "commands", "connections_per_ip", "max_received", "header_lines"):
         if key in m:
             values[key] = _positive_int(c, m, key)
-    for key in ("idle_timeout", "drain_timeout", "auth_penalty"):
+    for key in ("idle_timeout", "drain_timeout", "auth_penalty", "data_deadline"):
         if key in m:
             values[key] = _duration(c, m, key)
     return Limits(**{k: v for k, v in values.items() if v is not None})

@@ -28,6 +28,7 @@ END = b"\r\n.\r\n"  # a line end, then the line that ends the data (RFC 5321 4.1
 # aiosmtpd's replies, so that the edge rewrites them as it does aiosmtpd's own (mailgw.message.replies.BUILTIN_REWRITES).
 LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
 TOO_MUCH_DATA = "552 Error: Too much mail data"
+DATA_DEADLINE = "421 4.4.2 Qua thoi gian nhan thu / DATA took too long, closing connection"
 
 
 async def read(reader: asyncio.StreamReader, size_limit: int | None, line_limit: int) -> tuple[bytes, str | None]:
@@ -118,6 +119,8 @@ class ChunkedData:
     line_length_limit: int
     _reader: asyncio.StreamReader
     _writer: asyncio.StreamWriter
+    data_deadline: float | None = None  # seconds for the whole DATA stream; then 421 and close
+    in_data = False  # while the DATA stream is read (the server resets its idle timer on every read)
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
@@ -134,8 +137,15 @@ class ChunkedData:
             await self.push("501 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
+        self.in_data = True
         try:
-            content, fault = await read(self._reader, self.data_size_limit, self.line_length_limit)
+            content, fault = await asyncio.wait_for(
+                read(self._reader, self.data_size_limit, self.line_length_limit), self.data_deadline)
+        except asyncio.TimeoutError:
+            log.info("%r: DATA not finished within %s s", self.session.peer, self.data_deadline)
+            await self.push(DATA_DEADLINE)
+            self._writer.close()
+            return
         except asyncio.CancelledError:  # the connection was lost (aiosmtpd cancels us on EOF)
             log.info("%r: connection lost during DATA", self.session.peer)
             self._writer.close()
@@ -144,6 +154,8 @@ class ChunkedData:
             log.info("%r: connection closed during DATA", self.session.peer)
             self._writer.close()
             return
+        finally:
+            self.in_data = False
         if fault is not None:
             await self.push(fault)
             self._set_post_data_state()

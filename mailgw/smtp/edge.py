@@ -397,6 +397,7 @@ class SmtpServer(datastream.ChunkedData, SMTP):
         self._refused = False
         self._closing = False
         self._data_reply_utf8 = False
+        self.data_deadline = limits.data_deadline
         for name, method in list(self._smtp_methods.items()):
             self._smtp_methods[name] = self._counted_command(method)
 
@@ -425,6 +426,8 @@ class SmtpServer(datastream.ChunkedData, SMTP):
 
     def data_received(self, data: bytes) -> None:
         if not self._refused:
+            if self.in_data:
+                self._reset_timeout()  # during DATA the idle timeout counts from the last read, not the command
             super().data_received(data)
 
     def eof_received(self) -> bool | None:
