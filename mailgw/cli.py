@@ -7,6 +7,7 @@ import datetime
 import getpass
 import json
 import logging
+import os
 import sys
 import time
 from typing import Any, Sequence
@@ -124,6 +125,11 @@ def _setup_logging(level: str = "INFO", who: str = "") -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if "OPENSSL_CONF" not in os.environ and not args.worker and "serve" in sys.argv[1:]:
+        # OpenSSL reads its configuration once, when the ssl module loads: start again with
+        # ours (the key-exchange groups of Mozilla's "intermediate", mailgw/smtp/openssl.cnf).
+        conf = os.path.join(os.path.dirname(os.path.abspath(__file__)), "smtp", "openssl.cnf")
+        os.execve(sys.executable, [sys.executable, "-m", "mailgw", *sys.argv[1:]], {**os.environ, "OPENSSL_CONF": conf})
     from mailgw.app import Gateway
     from mailgw.config.settings import load
 

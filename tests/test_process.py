@@ -118,3 +118,40 @@ async def test_sighup_with_a_bad_file_keeps_the_running_configuration(tmp_path, 
     log = (path.parent / "serve.log").read_text()
     assert "reload failed; keeping the running configuration" in log
     assert "gateway.yaml:" in log and "unknown key 'not_a_key'" in log
+
+
+
+async def test_tls_offers_only_mozillas_intermediate_groups(tmp_path, sink, ca, password_hash):
+    # OpenSSL's defaults add X448 and secp521r1; mailgw serve runs with mailgw/smtp/openssl.cnf.
+    import shutil
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        import pytest
+
+        pytest.skip("the openssl command is not installed")
+    path, relay = _config(tmp_path, sink, ca, password_hash)
+    env = {k: v for k, v in os.environ.items() if k != "OPENSSL_CONF"}
+    log = open(tmp_path / "serve.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "mailgw", "serve", "--config", str(path)], cwd=REPO,
+                            env={**env, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=log)
+    log.close()
+    try:
+        for _ in range(400):
+            try:
+                _, w = await asyncio.open_connection("127.0.0.1", relay)
+                w.close()
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        results = {}
+        for group in ("X448", "secp521r1", "X25519"):
+            run = await asyncio.to_thread(
+                subprocess.run, [openssl, "s_client", "-connect", f"127.0.0.1:{relay}", "-starttls", "smtp",
+                                 "-groups", group, "-brief"],
+                input=b"QUIT\r\n", capture_output=True, timeout=30, env={"PATH": os.environ.get("PATH", "")})
+            results[group] = b"Protocol version" in run.stderr or b"CONNECTION ESTABLISHED" in run.stderr
+        assert results == {"X448": False, "secp521r1": False, "X25519": True}, results
+    finally:
+        proc.terminate()
+        proc.wait(30)

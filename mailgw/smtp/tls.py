@@ -19,8 +19,9 @@ def server_context(files: TlsFiles, hostname: str) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     # Mozilla's "intermediate" TLS 1.2 suites (AEAD with forward secrecy: no CBC, no RSA key
-    # exchange); TLS 1.3 suites are OpenSSL's, all of them AEAD. Python 3.11 cannot narrow the
-    # key-exchange groups (OpenSSL's defaults, X448 and secp521r1 included, stay offered).
+    # exchange); TLS 1.3 suites are OpenSSL's, all of them AEAD. The key-exchange groups are set
+    # in OpenSSL's configuration (mailgw/smtp/openssl.cnf, which `mailgw serve` starts with):
+    # Python 3.11's ssl module has no call for them.
     ctx.set_ciphers(INTERMEDIATE_CIPHERS)
     ctx.load_cert_chain(files.cert, files.key)
     return ctx
