@@ -144,7 +144,8 @@ class ChunkedData:
         except asyncio.TimeoutError:
             log.info("%r: DATA not finished within %s s", self.session.peer, self.data_deadline)
             await self.push(DATA_DEADLINE)
-            self._writer.close()
+            await self._writer.drain()
+            self._writer.transport.abort()  # the client is still sending: no orderly close to wait for
             return
         except asyncio.CancelledError:  # the connection was lost (aiosmtpd cancels us on EOF)
             log.info("%r: connection lost during DATA", self.session.peer)
