@@ -147,7 +147,7 @@ def _message(listener: str, fields: list[tuple[str, str]], body: bytes) -> None:
             if reply is None:
                 problems.append(f"cut without a reply to {line!r}")
                 return
-            if not reply[:1] in b"23":
+            if reply[:1] not in b"23":
                 counts[f"refused before DATA {reply[:3].decode()}"] += 1
                 return
         reply = _dialog(sock, data + b".\r\n", True)
