@@ -183,6 +183,7 @@ class Gateway:
         if self._delivery is not None:
             await self._delivery
         await asyncio.to_thread(self.audit.close)
+        self.edge.auth_penalty.close()
         log.info("stopped")
 
 

@@ -19,6 +19,7 @@ from mailgw.config.yamlfile import ConfigError
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    args.command_line = argv is None  # the process's own arguments (serve may start again with them)
     if not getattr(args, "func", None):
         parser.print_usage(sys.stderr)
         return 2
@@ -125,7 +126,7 @@ def _setup_logging(level: str = "INFO", who: str = "") -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    if "OPENSSL_CONF" not in os.environ and not args.worker and "serve" in sys.argv[1:]:
+    if "OPENSSL_CONF" not in os.environ and not args.worker and args.command_line:
         # OpenSSL reads its configuration once, when the ssl module loads: start again with
         # ours (the key-exchange groups of Mozilla's "intermediate", mailgw/smtp/openssl.cnf).
         conf = os.path.join(os.path.dirname(os.path.abspath(__file__)), "smtp", "openssl.cnf")

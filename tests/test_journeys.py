@@ -10,6 +10,7 @@ a process of their own, against the gateway's own settings file.
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import datetime as dt
 import json
@@ -88,7 +89,7 @@ async def test_every_user_journey_on_what_the_gateway_wrote(make_gateway, sink, 
         "Hồ sơ kèm theo", fx.attachment(fx.zip_bytes([("ghichu.txt", "Ghi chú".encode())]), ctype="application/zip",
                                        filename="hoso.zip")), CLERK, [OTHER]))
     signed = await asyncio.to_thread(ca.sign_pdf, fx.pdf_plain("So: 30/QD-UBND"))  # pyHanko runs its own loop
-    utf8_name = "=?utf-8?b?" + __import__("base64").b64encode("Quyết định 30.pdf".encode()).decode() + "?="
+    utf8_name = "=?utf-8?b?" + base64.b64encode("Quyết định 30.pdf".encode()).decode() + "?="
     ids["signed"] = queued_id(await send(gw, "relay", with_files(
         "Quyết định số 30/QĐ-UBND", fx.attachment(signed, ctype="application/pdf", filename=utf8_name)), CLERK, [OTHER]))
     ids["urgent"] = queued_id(await send(gw, "relay", message(

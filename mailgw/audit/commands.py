@@ -22,7 +22,7 @@ from mailgw.audit import query, record
 from mailgw.audit.access import log_access
 from mailgw.audit.prune import prune as prune_log
 from mailgw.audit.query import FilterError, Filters, LoggedExchange
-from mailgw.audit.record import ClassificationFacts, Party, RecordError
+from mailgw.audit.record import RecordError
 from mailgw.audit.schema import Exchange
 from mailgw.audit.store import open_engine
 from mailgw.audit.verify import verify_engine
@@ -242,33 +242,30 @@ def _join(values: Any) -> str:
 
 def _csv_row(x: LoggedExchange) -> list[Any]:
     rec = x.record
-    sender = rec.sender or Party(address="")
+    sender = rec.sender
     header = rec.header
-    cls = rec.classification or ClassificationFacts()
+    cls = rec.classification
     decision = rec.decision
     dkim = rec.dkim
-    files = rec.attachments.files
     values = {
         "id": rec.id, "time": rec.time, "node": x.audit.node, "seq": x.audit.seq,
         "direction": rec.direction, "role": rec.role, "listener": rec.listener,
         "client_ip": rec.client_ip, "helo": rec.helo, "tls": rec.tls,
         "auth_user": rec.auth_user, "mail_from": rec.mail_from, "rcpts": _join(rec.rcpts),
-        "sender": sender.address or None, "sender_agency": sender.agency, "sender_unit": sender.unit,
-        "sender_official": sender.official, "sender_exception": sender.exception,
+        "sender": sender and sender.address, "sender_agency": sender and sender.agency,
+        "sender_unit": sender and sender.unit, "sender_official": sender and sender.official,
+        "sender_exception": sender and sender.exception,
         "recipients": _join(r.address for r in rec.recipients),
         "recipient_agencies": _join(sorted({r.agency for r in rec.recipients if r.agency})),
         "header_from": header.from_, "subject": header.subject,
         "message_id": header.message_id, "in_reply_to": header.in_reply_to,
-        "category": cls.category if rec.classification else None, "doc_type": cls.doc_type,
-        "doc_number": cls.doc_number, "secrecy": cls.secrecy if rec.classification else None,
-        "secrecy_strength": cls.secrecy_strength if rec.classification else None,
-        "urgency": cls.urgency if rec.classification else None,
-        "confidence": cls.confidence if rec.classification else None,
+        **{key: getattr(cls, key) if cls else None for key in (
+            "category", "doc_type", "doc_number", "secrecy", "secrecy_strength", "urgency", "confidence")},
         "decision": decision.decision, "rule": decision.rule, "mode": decision.mode,
         "matched": _join(decision.matched), "tags": _join(decision.tags),
-        "reply": decision.reply, "dkim_signed": dkim.signed if dkim else None,
-        "dkim_aligned_pass": dkim.aligned_pass if dkim else None, "attachments": rec.attachments.count,
-        "signed_attachments": sum(1 for a in files if a.signed), "size": rec.size,
+        "reply": decision.reply, "dkim_signed": dkim and dkim.signed,
+        "dkim_aligned_pass": dkim and dkim.aligned_pass, "attachments": rec.attachments.count,
+        "signed_attachments": sum(1 for a in rec.attachments.files if a.signed), "size": rec.size,
         "sha256": rec.sha256, "policy_version": rec.policy_version,
         "directory_version": rec.directory_version,
         "deliveries": _join(f"{d.recipient}={d.status}#{d.attempt}" for d in x.deliveries or []),
