@@ -1,0 +1,125 @@
+"""The facts the stages find about a message: one typed model per fact, shared by every reader.
+
+The fact-finding stages make these (classify: :class:`ClassificationFacts`,
+attachments: :class:`AttachmentFacts`, dkim_verify: :class:`DkimFacts`); the
+policy reads them, and the exchange record (mailgw.audit.record) embeds them as
+they are, so what the policy judged is what the auditor reads. Frozen: a fact,
+once found, is not edited by a later stage. Fields added later get defaults, so
+records already in a log keep decoding.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+__all__ = [
+    "ArchiveFacts", "AttachedFile", "AttachmentFacts", "ClassificationFacts", "DkimFacts", "DkimSignature",
+    "Evidence", "PdfFacts",
+]
+
+
+class _Model(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Unknown fields are errors, on build as on decode: no fact is dropped without a word."""
+
+
+class Evidence(_Model, frozen=True):
+    cue: str
+    where: str
+    text: str = ""
+
+
+class ClassificationFacts(_Model, frozen=True):
+    """CONTRACT section 4."""
+
+    category: str = "general"
+    doc_type: str | None = None
+    doc_number: str | None = None
+    secrecy: str = "none"
+    secrecy_strength: str = "none"
+    declassified: bool = False
+    urgency: str = "none"
+    confidence: float = 0.0
+    evidence: list[Evidence] = []
+
+
+class DkimSignature(_Model, frozen=True):
+    """One DKIM-Signature: verified on mx (result and the rest), or made by us (d, s, a only)."""
+
+    d: str
+    s: str
+    a: str
+    result: str | None = None
+    reason: str = ""
+    covers_body: bool = True
+    aligned: bool = False
+    key_bits: int | None = None
+    b_prefix: str = ""
+
+
+class DkimFacts(_Model, frozen=True):
+    """What DKIM says of the message: our own signatures (``signed`` with d/s/a), or the
+    verification of inbound mail (``status`` and ``aligned_pass``); None when neither applied."""
+
+    signed: bool = False
+    signatures: list[DkimSignature] = []
+    status: str | None = None
+    aligned_pass: bool | None = None
+    from_domain: str | None = None
+    error: str | None = None
+    pinned: bool | None = None
+
+
+class PdfFacts(_Model, frozen=True):
+    javascript: bool = False
+    launch: bool = False
+    signatures: int = 0
+    signers: list[str] = []
+    trusted: bool | None = None
+
+
+class ArchiveFacts(_Model, frozen=True):
+    members: int = 0
+    expanded: int = 0
+    ratio: float = 0.0
+    over_limits: bool = False
+    reason: str | None = None
+
+
+class AttachedFile(_Model, frozen=True):
+    """One file of the message (schema: mailgw/attachments/__init__.py)."""
+
+    name: str | None = None
+    names: list[str] = []
+    location: str = ""
+    in_archive: bool = False
+    depth: int = 0
+    size: int = 0
+    sha256: str | None = None
+    declared_type: str | None = None
+    true_type: str = "application/octet-stream"
+    extension: str | None = None
+    type_mismatch: bool = False
+    kind: str = "other"
+    executable: bool = False
+    script: bool = False
+    macro: bool = False
+    double_extension: bool = False
+    rtl_override: bool = False
+    encrypted: bool = False
+    pdf: PdfFacts | None = None
+    archive: ArchiveFacts | None = None
+    signed: bool = False
+    dangerous: list[str] = []
+
+    @property
+    def signers(self) -> list[str]:
+        return list(self.pdf.signers) if self.pdf else []
+
+
+class AttachmentFacts(_Model, frozen=True):
+    count: int = 0
+    total_size: int = 0
+    ambiguous: bool = False
+    ambiguous_reason: str | None = None
+    signed_any: bool = False
+    files: list[AttachedFile] = []
