@@ -97,7 +97,7 @@ def main() -> None:
     def stage(role: str, raw: bytes, run: Callable[[Message, Context], None], author: str) -> Callable[[], object]:
         def go() -> object:
             m = Message("BENCH", Envelope("a@" + author.rpartition("@")[2], ["b@binhthuan.gov.vn"], role, role, "127.0.0.1"), raw)
-            m.facts["from"] = author
+            m.facts.author = author
             run(m, ctx)
             return m
         return go

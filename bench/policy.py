@@ -45,7 +45,7 @@ def main() -> None:
             policy.run(m, ctx)
             times.append((time.process_time() - t0) * 1000)
         times.sort()
-        print(f"{name:18} {statistics.median(times):10.3f} {times[int(len(times) * 0.95)]:8.3f}  {m.decision.decision} ({m.decision.rule})")
+        print(f"{name:18} {statistics.median(times):10.3f} {times[int(len(times) * 0.95)]:8.3f}  {m.verdict.kind} ({m.verdict.rule})")
 
 
 if __name__ == "__main__":

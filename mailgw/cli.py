@@ -177,8 +177,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(p, file=sys.stderr)
     if any(not p.warning for p in problems):
         return 1
-    print(f"{args.config}: OK ({len(ctx.policies.rules)} policy rules from {len(ctx.policies.files)} files, "
-          f"version {ctx.policies.version}; {len(ctx.directory.mailboxes)} mailboxes)")
+    policies = ctx.policies
+    assert policies is not None  # load_context always loads the policies folder
+    print(f"{args.config}: OK ({len(policies.rules)} policy rules from {len(policies.files)} files, "
+          f"version {policies.version}; {len(ctx.directory.mailboxes)} mailboxes)")
     return 0
 
 
@@ -199,9 +201,17 @@ def cmd_policy_test(args: argparse.Namespace) -> int:
         try:
             t = trace.run(ctx, raw, listener=args.listener, mail_from=args.mail_from, rcpts=args.rcpt,
                           auth_user=args.auth_user, client_ip=args.client_ip)
+        except trace.MessageError as e:  # this message only: the batch goes on
+            print(f"{path}:0: {e}", file=sys.stderr)
+            status = 1
+            continue
         except trace.UsageError as e:
             print(f"mailgw policy test: {e}", file=sys.stderr)
             return 2
+        except Exception as e:  # a fault of ours: said, and the batch goes on
+            print(f"{path}:0: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+            status = 1
+            continue
         if args.json:
             print(json.dumps({"file": path, **t}, ensure_ascii=False))
         else:
@@ -231,7 +241,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         limits = limits_for(directory.load(settings.load(args.config).directory))
     except ConfigError:
         limits = limits_for(None)  # classifying one file needs no gateway configuration
-    c = classify(msg, limits=limits)  # type: ignore[arg-type]
+    c = classify(msg, limits=limits)
     print(json.dumps(c.to_json(), ensure_ascii=False) if args.json else explain(c))
     return 0
 

@@ -7,18 +7,24 @@ message is changed only after the decision, and not at all when it is refused;
 the DKIM signature is made last, over the exact bytes that will be queued. A
 stage returns normally or raises replies.Reject / replies.Defer; it never
 talks SMTP and never touches the spool.
+
+:func:`run` returns the message's :class:`~mailgw.message.model.Verdict`,
+reply included, whichever way the message was stopped (a rule, a stage's
+refusal, a fault of ours): the edge and ``mailgw policy test`` read that one
+answer, so they cannot disagree.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import email.errors
+import logging
 import time
 from typing import Any, Callable
 
 from mailgw.message import replies
-from mailgw.message.model import Context, Message
-from mailgw.message.replies import Reject
+from mailgw.message.model import Context, Message, Verdict
+from mailgw.message.replies import Refusal, SmtpReply
 from mailgw.stages import attachments, author, classify, dkim_sign, dkim_verify, parse, policy, stamp
 
 Stage = Callable[[Message, Context], None]
@@ -37,25 +43,54 @@ STAGES: tuple[Stage, ...] = (
 DECIDED = policy.run  # the last stage `mailgw policy test` runs: nothing after it changes the decision
 
 
-def run(message: Message, ctx: Context, *, until: Stage | None = None, timings: list[dict[str, Any]] | None = None) -> None:
-    """Run the stages in order; CPU-bound, so callers run it off the event loop.
+log = logging.getLogger("mailgw.pipeline")
+
+
+def run(message: Message, ctx: Context, *, until: Stage | None = None,
+        timings: list[dict[str, Any]] | None = None) -> Verdict:
+    """Run the stages in order and return the verdict; CPU-bound, so callers run it off the event loop.
 
     Stops after ``until`` when given, and after any stage that leaves the
     message refused (reject or defer): a refused message is never changed.
-    ``timings`` collects each stage's name and wall time, for traces.
+    A stage's refusal is the verdict of rule ``smtp``; an unexpected error,
+    a 451 of rule ``error`` (logged with its traceback). ``timings`` collects
+    each stage's name and wall time, for traces.
     """
+    verdict = message.verdict
     for stage in STAGES:
         started = time.perf_counter()
         try:
             stage(message, ctx)
+        except Refusal as refusal:
+            return refuse(message, refusal.reply, "smtp")
         except (RecursionError, email.errors.HeaderParseError) as e:
             # The email package recurses once per MIME level and per nested comment: a structure
             # that exhausts it is the message's fault (550), not a temporary one of ours (451).
-            reason = f"{stage.__module__.rsplit('.', 1)[-1]}: {type(e).__name__}"
-            raise Reject(dataclasses.replace(replies.BAD_STRUCTURE, reason=reason)) from None
+            reason = f"{_name(stage)}: {type(e).__name__}"
+            return refuse(message, dataclasses.replace(replies.BAD_STRUCTURE, reason=reason), "smtp")
+        except Exception:
+            log.exception("exchange %s: stage %s failed", message.id, _name(stage))
+            return refuse(message, replies.TEMP_FAILURE, "error")
         finally:
             if timings is not None:
-                timings.append({"stage": stage.__module__.rsplit(".", 1)[-1],
-                                "ms": round((time.perf_counter() - started) * 1000, 2)})
-        if stage is until or message.decision.decision in ("reject", "defer"):
-            return
+                timings.append({"stage": _name(stage), "ms": round((time.perf_counter() - started) * 1000, 2)})
+        if verdict.refused:
+            return verdict
+        if stage is until:
+            break
+    verdict.reply = str(replies.queued(message.id))
+    return verdict
+
+
+def refuse(message: Message, reply: SmtpReply, rule: str) -> Verdict:
+    """Refuse the message with ``reply``: reject for a 5xx, defer for a 4xx; ``rule`` unless a rule decided."""
+    verdict = message.verdict
+    verdict.kind = "defer" if reply.temporary else "reject"
+    if verdict.rule == "default":
+        verdict.rule = rule
+    verdict.reply = str(reply.with_id(message.id))
+    return verdict
+
+
+def _name(stage: Stage) -> str:
+    return stage.__module__.rsplit(".", 1)[-1]

@@ -8,12 +8,16 @@ and why. Nothing is queued, signed or recorded.
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
+import email.utils
 from typing import Any, Sequence
 
+import msgspec
+
 from mailgw import pipeline
-from mailgw.message import replies
+from mailgw.message import fastheaders
 from mailgw.message.model import Context, Envelope, Message, new_id
-from mailgw.message.replies import Refusal
 
 # What each stage contributes to the trace, by the fact it leaves.
 _STAGE_FACTS = {"classify": "classification", "attachments": "attachments", "dkim_verify": "dkim"}
@@ -21,6 +25,10 @@ _STAGE_FACTS = {"classify": "classification", "attachments": "attachments", "dki
 
 class UsageError(Exception):
     """The command line asks for something the settings do not have."""
+
+
+class MessageError(UsageError):
+    """This message cannot be traced as asked (no recipient given or found): the others can."""
 
 
 def run(
@@ -44,7 +52,7 @@ def run(
         mail_from = from_header or ""
     rcpts = list(rcpts) or to_headers
     if not rcpts:
-        raise UsageError("no recipient: give --rcpt, or a message with To or Cc")
+        raise MessageError("no recipient: give --rcpt, or a message with To or Cc")
     if chosen.role == "submission" and auth_user is None:
         auth_user = mail_from or None
     envelope = Envelope(
@@ -53,44 +61,37 @@ def run(
     )
     message = Message(id=new_id(), envelope=envelope, raw=raw)
     timings: list[dict[str, Any]] = []
-    try:
-        pipeline.run(message, ctx, until=pipeline.DECIDED, timings=timings)
-        d = message.decision
-        reply = d.reply if d.decision in ("reject", "defer") else str(replies.queued(message.id))
-    except Refusal as refusal:
-        d = message.decision
-        d.decision = "defer" if refusal.reply.temporary else "reject"
-        d.rule = "smtp"  # refused by the protocol checks, before any rule ran
-        reply = str(refusal.reply.with_id(message.id))
+    v = pipeline.run(message, ctx, until=pipeline.DECIDED, timings=timings)  # the edge's own answer
+    found = message.facts
     stages = []
     for t in timings:
         step = dict(t)
         fact = _STAGE_FACTS.get(t["stage"])
         if fact is not None:
-            step[fact] = message.facts.get(fact)
+            step[fact] = _json(getattr(found, fact))
         if t["stage"] == "policy":
-            step["decision"] = d.decision
+            step["decision"] = v.kind
         stages.append(step)
     return {
         "id": message.id,
         "envelope": {"listener": envelope.listener, "role": envelope.role, "mail_from": envelope.mail_from,
                      "rcpts": envelope.rcpts, "auth_user": envelope.auth_user, "client_ip": envelope.client_ip},
-        "classification": message.facts.get("classification"),
-        "decision": d.decision,
-        "rule": d.rule,
-        "mode": d.mode,
-        "matched": list(d.matched),
-        "reply": reply,
-        "tags": list(d.tags),
-        "headers": [list(h) for h in d.headers],
-        "archive": list(d.archive),
-        "audit": list(d.audit),
-        "dkim": message.facts.get("dkim"),
-        "attachments": message.facts.get("attachments"),
-        "facts": message.facts.get("policy_view"),
-        "rules": message.facts.get("policy_trace", []),
+        "classification": _json(found.classification),
+        "decision": v.kind,
+        "rule": v.rule,
+        "mode": v.mode,
+        "matched": list(v.matched),
+        "reply": v.reply,
+        "tags": list(v.tags),
+        "headers": [list(h) for h in v.headers],
+        "archive": list(v.archive),
+        "audit": _json(v.audit),
+        "dkim": _json(found.dkim),
+        "attachments": _json(found.attachments),
+        "facts": v.seen,
+        "rules": [step.to_json() for step in v.steps],
         "stages": stages,
-        "policy_version": message.facts.get("policy_version"),
+        "policy_version": v.policy_version,
         "directory_version": ctx.directory.version,
     }
 
@@ -139,17 +140,39 @@ def render(t: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _json(value: Any) -> Any:
+    """A fact as JSON-ready data (None stays None)."""
+    return None if value is None else msgspec.to_builtins(value)
+
+
 def _crlf(raw: bytes) -> bytes:
     """Files on disk often have LF line endings; SMTP carries CRLF."""
     return raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
 def _header_addresses(raw: bytes) -> tuple[str | None, list[str]]:
-    import email.parser
-    import email.policy
+    """The From address and the To and Cc addresses, for an envelope the command line did not give.
 
+    Read with the gateway's own linear reader (fastheaders) where it can, else
+    with the stdlib's; a field neither can read (the stdlib's parser recurses,
+    and a huge crafted field exhausts it) simply gives no address here: the
+    stages judge the message itself, as on a listener.
+    """
     headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
-    froms = email.utils.getaddresses(headers.get_all("From", []))
-    tos = email.utils.getaddresses(headers.get_all("To", []) + headers.get_all("Cc", []))
-    sender = froms[0][1] if len(froms) == 1 and froms[0][1] else None
-    return sender, [a for _, a in tos if a]
+    froms = _addresses(headers.get_all("From", []))
+    tos = _addresses(headers.get_all("To", []) + headers.get_all("Cc", []))
+    return (froms[0] if len(froms) == 1 else None), tos
+
+
+def _addresses(values: list[Any]) -> list[str]:
+    out: list[str] = []
+    for value in values:
+        found = fastheaders.addresses(str(value))
+        if found is not None:
+            out.extend(a.addr_spec for a in found if a.addr_spec)
+            continue
+        try:
+            out.extend(a for _, a in email.utils.getaddresses([str(value)]) if a)
+        except (RecursionError, ValueError, IndexError):
+            continue
+    return out

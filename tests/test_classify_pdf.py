@@ -13,7 +13,8 @@ import pytest
 
 from mailgw.classify import docread, pdfworker
 from mailgw.directory import model as directory
-from mailgw.message.model import Context, Envelope, Message, _header_section
+from mailgw.message.model import Context, Envelope, Message
+from mailgw.message.parsed import header_section
 from mailgw.stages import classify as stage
 from mailgw.stages.classify import ClassifyLimits, classify
 from tests.data.classify.make_fixtures import make_pdf
@@ -90,8 +91,8 @@ def test_the_stage_finds_the_stamp_through_the_worker() -> None:
     raw = _message("Tài liệu họp", "Kính gửi các đồng chí.", [("kh.pdf", pdf)]).as_bytes().replace(b"\n", b"\r\n")
     message = Message("T1", Envelope("a@binhthuan.gov.vn", ["b@binhthuan.gov.vn"], "relay", "relay", "127.0.0.1"), raw)
     stage.run(message, Context(settings=None, directory=directory.load(REPO / "directory.yaml")))
-    facts = message.facts["classification"]
-    assert (facts["secrecy"], facts["secrecy_strength"]) == ("toi_mat", "strong")
+    facts = message.facts.classification
+    assert facts is not None and (facts.secrecy, facts.secrecy_strength) == ("toi_mat", "strong")
     assert docread._POOL is not None and docread._POOL.cpu_seconds() > 0  # PDFium did read it
 
 
@@ -230,7 +231,7 @@ def test_the_directory_names_the_issuers_of_file_name_numbers() -> None:
 ])
 def test_the_header_section_parses_to_the_same_headers(raw: bytes) -> None:
     parser = email.parser.BytesHeaderParser(policy=email.policy.default)
-    whole, section = parser.parsebytes(raw), parser.parsebytes(_header_section(raw))
+    whole, section = parser.parsebytes(raw), parser.parsebytes(header_section(raw))
     assert whole.items() == section.items()
     assert [type(d) for d in whole.defects] == [type(d) for d in section.defects]
 

@@ -433,10 +433,10 @@ async def test_the_stage_also_works_when_called_on_a_running_loop(make_gateway, 
     gw = await make_gateway(dns=_answers(tmp_path, _zone_line(REMOTE, "ed")))
     raw = _inbound()
     msg = Message(new_id(), Envelope(f"vanphong@{REMOTE}", [LOCAL_RCPT], "mx", "mx", "127.0.0.1"), sign(raw, [_signing_key("ed", REMOTE)]) + raw)
-    msg.facts["from"] = f"vanphong@{REMOTE}"
+    msg.facts.author = f"vanphong@{REMOTE}"
     dkim_verify.run(msg, gw.context())
-    assert msg.facts["dkim"]["aligned_pass"]
-    assert msg.facts["authentication_results"].startswith("mailgw.test;\r\n\tdkim=pass")
+    assert msg.facts.dkim is not None and msg.facts.dkim.aligned_pass
+    assert (msg.facts.authentication_results or "").startswith("mailgw.test;\r\n\tdkim=pass")
 
 
 # --- partner pinning ------------------------------------------------------------

@@ -20,12 +20,11 @@ from hypothesis import strategies as st
 
 from mailgw.attachments import inspect_message, mime
 from mailgw.config.settings import AttachmentLimits
-from mailgw.message.model import (
-    Envelope,
-    Message,
+from mailgw.message.model import Envelope, Message
+from mailgw.message.parsed import (
     ParsedOnce,
-    _header_section,
     decoded_payload,
+    header_section,
     parse_header_section,
     parse_one_part,
 )
@@ -106,8 +105,8 @@ def _same_as_the_feed_parser(raw: bytes) -> None:
     assert _tree(message.parsed) == _tree(_feed(raw, email.policy.default, ParsedOnce))
 
 
-def _same_header_section(raw: bytes) -> None:
-    section = _header_section(raw)
+def _sameheader_section(raw: bytes) -> None:
+    section = header_section(raw)
     for policy, factory in ((email.policy.compat32, None), (email.policy.default, None), (email.policy.default, ParsedOnce)):
         expected = email.parser.BytesHeaderParser(_class=factory, policy=policy).parsebytes(section)
         assert _tree(parse_header_section(section, policy, factory)) == _tree(expected)
@@ -123,13 +122,13 @@ _plain_sections = st.builds(
 
 @pytest.mark.parametrize("raw", _CASES)
 def test_a_header_section_parses_as_the_header_parser_parses_it(raw: bytes) -> None:
-    _same_header_section(raw)
+    _sameheader_section(raw)
 
 
 @_FUZZ
 @given(st.one_of(_raws, _plain_sections, st.builds(lambda s, b: s + b, _plain_sections, st.binary(max_size=20))))
 def test_generated_header_sections_parse_as_the_header_parser_parses_them(raw: bytes) -> None:
-    _same_header_section(raw)
+    _sameheader_section(raw)
 
 
 @pytest.mark.parametrize("raw", _CASES)

@@ -15,6 +15,7 @@ import pytest
 from mailgw import policy
 from mailgw.config.yamlfile import ConfigError
 from mailgw.directory import model as directory
+from mailgw.message.facts import AuditModeHit
 from tests.conftest import REPO, message, send
 
 BAD = Path(__file__).parent / "data" / "bad_policies"
@@ -382,7 +383,7 @@ def test_the_readme_examples_are_valid_rules(tmp_path, demo_directory):
     }
     out = engine.evaluate(pack, view, today=datetime.date(2026, 11, 21))
     assert (out.decision, out.matched, out.audit) == ("accept", ["hold-documents-to-danang"],
-                                                      [{"rule": "hold-documents-to-danang", "would": "quarantine", "tags": []}])
+                                                      [AuditModeHit(rule="hold-documents-to-danang", would="quarantine", tags=[])])
     assert engine.evaluate(pack, view, today=datetime.date(2027, 1, 1)).matched == []
 
 
@@ -448,3 +449,46 @@ async def test_a_misleading_display_name_is_tagged_and_warned(gw, sink, from_val
     head = sink.to(OTHER_CLERK)[0].data.split(b"\r\n\r\n", 1)[0]
     assert (b"\r\nX-Mailgw-Warning: " in head) is warned
     assert ("display-name-spoof" in _record(gw)["decision"]["tags"]) is warned
+
+
+# --- policy test: a batch survives any one message; the tool and the gateway agree --------
+
+
+def _nested_to(depth: int) -> bytes:
+    # A To field the stdlib's address parser recurses into once per nested comment (folded: lines stay short).
+    comment = b"(" * depth + b")" * depth
+    folded = b"\r\n ".join(comment[i:i + 76] for i in range(0, len(comment), 76))
+    return message(subject="Thông báo", sender=CLERK, to=OTHER_CLERK).replace(b"\r\nTo: ", b"\r\nTo: " + folded + b" ", 1)
+
+
+async def test_policy_test_gives_the_gateways_reply_for_a_huge_nested_to(gw, sink, tmp_path):
+    raw = _nested_to(3000)
+    try:
+        await send(gw, "relay", raw, CLERK, [OTHER_CLERK])
+        code, text = 250, "2.0.0"
+    except aiosmtplib.SMTPResponseException as e:
+        code, text = e.code, e.message
+    record = _record(gw)
+
+    from mailgw import trace
+
+    t = trace.run(gw.context(), raw, listener="relay", mail_from=CLERK, rcpts=[OTHER_CLERK])
+    assert (int(t["reply"][:3]), t["reply"][4:9]) == (code, text[:5])
+    assert (t["decision"], t["rule"]) == (record["decision"]["decision"], record["decision"]["rule"])
+
+
+def test_policy_test_batch_goes_on_past_a_message_it_cannot_trace(tmp_path):
+    good = REPO / "tests" / "data" / "classify" / "007-e07-quyet-dinh-123.eml"
+    huge = tmp_path / "huge-to.eml"
+    huge.write_bytes(_nested_to(3000))
+    lonely = tmp_path / "no-recipient.eml"
+    lonely.write_bytes(b"From: " + CLERK.encode() + b"\r\nSubject: x\r\n\r\nbody\r\n")
+    run = _policy_test(str(lonely), str(huge), str(good), "--json")
+    assert run.returncode == 1, run.stderr
+    assert f"{lonely}:0: no recipient" in run.stderr and "Traceback" not in run.stderr
+    assert f"{huge}:0: no recipient" in run.stderr  # its To cannot be read: said, not a crash
+    traced = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [t["file"] for t in traced] == [str(good)] and traced[0]["decision"] == "accept"
+    given = _policy_test(str(huge), "--rcpt", OTHER_CLERK, "--json")
+    assert given.returncode == 0, given.stderr
+    assert json.loads(given.stdout)["envelope"]["rcpts"] == [OTHER_CLERK]

@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from mailgw.attachments import names as namefacts
 from mailgw.attachments.budget import Budget, OverLimit
 from mailgw.classify.vn import text as vtext
-from mailgw.message.model import decoded_payload, parse_one_part
+from mailgw.message.parsed import decoded_payload, parse_one_part
 
 MAX_HEADER = 8192  # characters of one Content-Type or Content-Disposition value that are parsed
 _FEED = 64 * 1024
@@ -116,7 +116,7 @@ class Walker:
         if self.limits.max_parts >= 1:
             # One part (a text body alone, most mail): the header section parsed alone and
             # the body set as its payload, the same tree as the feed parser's (see
-            # mailgw.message.model.complete_one_part) without its line-by-line pass over the body.
+            # mailgw.message.parsed.complete_one_part) without its line-by-line pass over the body.
             if self.raw:
                 self.budget.check_time()  # as the loop below does before its first slice
             one = parse_one_part(self.raw, email.policy.compat32)

@@ -427,7 +427,7 @@ class AuditLog:
                 raw.commit()
                 return
             except sql.dbapi_error as e:
-                dropped = sql.dialect.is_disconnect(e, raw.dbapi_connection, None)
+                dropped = sql.dialect.is_disconnect(e, raw.dbapi_connection, None)  # type: ignore[arg-type]  # the driver's DB-API error
                 if dropped:
                     raw.invalidate(e)
                     self._forget()

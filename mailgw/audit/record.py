@@ -24,6 +24,7 @@ import msgspec
 
 from mailgw.message.facts import (
     AttachmentFacts,
+    AuditModeHit,
     ClassificationFacts,
     DkimFacts,
     _Model,
@@ -54,14 +55,6 @@ class HeaderFields(_Model, frozen=True):
     message_id: str | None = None
     in_reply_to: str | None = None
     references: str | None = None
-
-
-class AuditModeHit(_Model, frozen=True):
-    """A rule in audit mode: what it would have done."""
-
-    rule: str
-    would: str
-    tags: list[str] = []
 
 
 class DecisionFacts(_Model, frozen=True):
@@ -170,8 +163,9 @@ def build(message: Message, ctx: Context, reply: str, *, dsn_for: str | None = N
     """The record of a message the pipeline has decided on (a DSN or notice names its exchange)."""
     env = message.envelope
     directory = ctx.directory
-    author = message.facts.get("from")
-    decision = message.decision
+    found = message.facts
+    author = found.author
+    verdict = message.verdict
     record = ExchangeRecord(
         id=message.id,
         time=datetime.datetime.fromtimestamp(env.received_at, datetime.timezone.utc).isoformat(),
@@ -190,29 +184,21 @@ def build(message: Message, ctx: Context, reply: str, *, dsn_for: str | None = N
         recipients=[_party(directory, r) for r in env.rcpts],
         size=len(message.raw),
         sha256=hashlib.sha256(message.raw).hexdigest(),
-        classification=_convert(message.facts.get("classification"), ClassificationFacts),
-        dkim=_convert(message.facts.get("dkim"), DkimFacts),
-        attachments=_convert(message.facts.get("attachments"), AttachmentFacts) or AttachmentFacts(),
+        classification=found.classification,
+        dkim=found.dkim,
+        attachments=found.attachments or AttachmentFacts(),
         decision=DecisionFacts(
-            decision=decision.decision, rule=decision.rule, mode=decision.mode, matched=list(decision.matched),
-            tags=list(decision.tags), reply=reply, headers=[(str(n), str(v)) for n, v in decision.headers],
-            archive=list(decision.archive), notify_sender=decision.notify_sender, redact=decision.redact,
-            audit=msgspec.convert(decision.audit, list[AuditModeHit]),
+            decision=verdict.kind, rule=verdict.rule, mode=verdict.mode, matched=list(verdict.matched),
+            tags=list(verdict.tags), reply=reply, headers=[(str(n), str(v)) for n, v in verdict.headers],
+            archive=list(verdict.archive), notify_sender=verdict.notify_sender, redact=verdict.redact,
+            audit=list(verdict.audit),
         ),
-        policy_version=message.facts.get("policy_version"),
+        policy_version=verdict.policy_version,
         directory_version=directory.version,
         dsn_for=dsn_for,
         notice_for=notice_for,
     )
-    return _redacted(record) if decision.redact else record
-
-
-def _convert(value: Any, kind: type[msgspec.Struct]) -> Any:
-    if value is None:
-        return None
-    if hasattr(value, "to_json"):
-        value = value.to_json()
-    return msgspec.convert(value, kind)
+    return _redacted(record) if verdict.redact else record
 
 
 def _redacted(record: ExchangeRecord) -> ExchangeRecord:
@@ -236,7 +222,7 @@ def _redacted(record: ExchangeRecord) -> ExchangeRecord:
 def direction(message: Message, ctx: Context) -> str:
     """inbound, internal or outbound, by the directory's one rule (the policy's ``internal`` is the same)."""
     env = message.envelope
-    return str(ctx.directory.direction(env.role, message.facts.get("from"), env.rcpts, env.mail_from))
+    return str(ctx.directory.direction(env.role, message.facts.author, env.rcpts, env.mail_from))
 
 
 def _headers(message: Message) -> HeaderFields:

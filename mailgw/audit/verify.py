@@ -194,10 +194,10 @@ def _exchange_entries(conn: Connection, name: str, start: int) -> Iterator[_Entr
             return
         ids = [r.id for r in rows]
         recipients: dict[str, list[dict[str, Any]]] = {}
-        for r in conn.execute(select(Recipient).where(Recipient.exchange_id.in_(ids))):
-            recipients.setdefault(r.exchange_id, []).append(
-                {"address": r.address, "agency": r.agency, "unit": r.unit, "official": r.official,
-                 "local": r.local, "time": r.time})
+        for rcpt in conn.execute(select(Recipient).where(Recipient.exchange_id.in_(ids))):
+            recipients.setdefault(rcpt.exchange_id, []).append(
+                {"address": rcpt.address, "agency": rcpt.agency, "unit": rcpt.unit, "official": rcpt.official,
+                 "local": rcpt.local, "time": rcpt.time})
         rules: dict[str, list[str]] = {}
         for x_id, rule in conn.execute(select(RuleHit.exchange_id, RuleHit.rule).where(
                 RuleHit.exchange_id.in_(ids))):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import inspect
 import logging
 import time
@@ -22,7 +23,7 @@ from typing import Any, Awaitable, Callable
 from mailgw.audit import record
 from mailgw.config.settings import Route
 from mailgw.delivery import dsn, transports
-from mailgw.message.model import Context, Decision, Envelope, Message
+from mailgw.message.model import Context, Envelope, Message, Verdict
 from mailgw.queue.spool import QUEUED, Spool, SpoolError
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class Deliverer:
             if msg_id not in self._active:
                 task = asyncio.get_running_loop().create_task(self._attempt(msg_id))
                 self._active[msg_id] = task
-                task.add_done_callback(lambda t, m=msg_id: self._finished(m, t))
+                task.add_done_callback(functools.partial(self._finished, msg_id))
 
     def _rescan(self, *, reload_all: bool) -> None:
         """Pick up messages spooled or released by someone else; forget held or deleted ones."""
@@ -250,7 +251,8 @@ class Deliverer:
     async def _spool_dsn(self, msg_id: str, state: dict[str, Any], *, original: bytes | None = None, sender: str = "", arrival: float = 0.0) -> None:
         pending = state["dsn_pending"]
         if original is None:  # resuming after a crash: read what we need again
-            entry, original = await asyncio.to_thread(self.spool.read, msg_id)
+            entry, stored = await asyncio.to_thread(self.spool.read, msg_id)
+            original = stored
             sender, arrival = entry.meta["envelope"]["mail_from"], entry.meta["envelope"]["received_at"]
         ctx = self.context()
         failures = [dsn.Failure(r, reply, remote, expired) for r, reply, remote, expired in pending["failures"]]
@@ -281,7 +283,7 @@ def _initial_state(env: dict[str, Any]) -> dict[str, Any]:
 
 def _dsn_record(dsn_id: str, env: Envelope, data: bytes, original_id: str, ctx: Context) -> dict[str, Any]:
     """The exchange record of a DSN the gateway makes: an exchange of its own, pointing at the original."""
-    message = Message(dsn_id, env, data, decision=Decision(rule="dsn", tags=["dsn"]))
+    message = Message(dsn_id, env, data, verdict=Verdict(rule="dsn", tags=["dsn"]))
     return record.build(message, ctx, "", dsn_for=original_id).to_json()
 
 

@@ -506,11 +506,11 @@ class _Reader(Checker):
         out: set[str] = set()
         for i, item in enumerate(items or ()):
             if not isinstance(item, str):
-                self.error(items, i, f"an authoritative domain must be a string, not {_kind(item)}")  # type: ignore[arg-type]
+                self.error(items, i, f"an authoritative domain must be a string, not {_kind(item)}")
                 continue
             domain = self._domain(item.strip(), items, i, "authoritative domain")  # type: ignore[arg-type]
             if domain is not None and domain not in local_domains:
-                self.error(items, i, f"authoritative domain {item!r} is not the domain of an agency listed here")  # type: ignore[arg-type]
+                self.error(items, i, f"authoritative domain {item!r} is not the domain of an agency listed here")
             elif domain is not None:
                 out.add(domain)
         return frozenset(out)

@@ -69,7 +69,7 @@ def _rfc822_parse(message: bytes) -> tuple[list[list[bytes]], bytes]:
             elif lines[i].startswith(b"From "):
                 pass
             else:
-                raise MessageFormatError("Unexpected characters in RFC822 header: %s" % lines[i])
+                raise MessageFormatError("Unexpected characters in RFC822 header: %r" % lines[i])
         i += 1
     headers = [[name, b"\r\n".join(parts) + b"\r\n"] for name, parts in fields]
     return (headers, b"\r\n".join(lines[i:]))
@@ -86,13 +86,15 @@ def canonical_body(body: bytes, policy: CanonicalizationPolicy) -> bytes:
     if (policy.body_algorithm is _Relaxed and b"\t" not in body and b"  " not in body
             and b" \r\n" not in body):
         return _relaxed_tail(body)
-    return policy.canonicalize_body(body)
+    canonical: bytes = policy.canonicalize_body(body)
+    return canonical
 
 
 def _relaxed_tail(body: bytes) -> bytes:
     from dkim.canonicalization import correct_empty_body, strip_trailing_lines
 
-    return correct_empty_body(strip_trailing_lines(body))
+    tail: bytes = correct_empty_body(strip_trailing_lines(body))
+    return tail
 
 
 def body_hash(body: bytes, policy: CanonicalizationPolicy, length: int | None = None) -> tuple[bytes, int]:

@@ -10,6 +10,7 @@ from typing import Sequence
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding
+from dkim.canonicalization import CanonicalizationPolicy
 
 from mailgw.dkim import canon
 from mailgw.dkim.keys import SigningKey
@@ -67,7 +68,8 @@ def sign(message: bytes, keys: Sequence[SigningKey], *, now: float | None = None
     return b"".join(out)
 
 
-def _signature(key: SigningKey, headers, include: list[bytes], policy, bh: bytes, timestamp: int, expire_after: int | None) -> bytes:
+def _signature(key: SigningKey, headers: list[list[bytes]], include: list[bytes], policy: CanonicalizationPolicy,
+               bh: bytes, timestamp: int, expire_after: int | None) -> bytes:
     name = b"DKIM-Signature"
     folder = _Folder(len(name) + 1)
     tags = [

@@ -113,7 +113,7 @@ async def verify(
     for p in parsed:
         if isinstance(p, _Signature):
             p = _check(p, keys[p.key_name], headers, body, bodies, min_rsa_bits)
-        results.append(dataclasses.replace(p, aligned=bool(from_domain) and orgdomain.aligned(p.d, from_domain)))
+        results.append(dataclasses.replace(p, aligned=from_domain is not None and orgdomain.aligned(p.d, from_domain)))
     for field in fields[max_signatures:]:
         results.append(_unparsed_result(field, NEUTRAL, f"not checked: more than {max_signatures} signatures"))
     return DkimReport(signatures=tuple(results), from_domain=from_domain)

@@ -10,11 +10,13 @@ records already in a log keep decoding.
 
 from __future__ import annotations
 
+import dataclasses
+
 import msgspec
 
 __all__ = [
-    "ArchiveFacts", "AttachedFile", "AttachmentFacts", "ClassificationFacts", "DkimFacts", "DkimSignature",
-    "Evidence", "PdfFacts",
+    "ArchiveFacts", "AttachedFile", "AuditModeHit", "AttachmentFacts", "ClassificationFacts", "DkimFacts", "DkimSignature",
+    "Evidence", "Facts", "PdfFacts",
 ]
 
 
@@ -123,3 +125,31 @@ class AttachmentFacts(_Model, frozen=True):
     ambiguous_reason: str | None = None
     signed_any: bool = False
     files: list[AttachedFile] = []
+
+
+class AuditModeHit(_Model, frozen=True):
+    """A rule in audit mode: what it would have done."""
+
+    rule: str
+    would: str
+    tags: list[str] = []
+
+
+@dataclasses.dataclass(slots=True)
+class Facts:
+    """What the fact stages found about one message, filled in pipeline order.
+
+    Each field has one writer (named beside it); the policy, the stamp and
+    the record read them. None means the stage did not run or found nothing
+    to say (an unsigned message has ``dkim`` None until verified).
+    """
+
+    hops: int = 0  # parse: Received fields (loop detection)
+    author: str | None = None  # author: the one From address, as written
+    author_name: str = ""  # author: its decoded display name ("" without one)
+    claimed: tuple[str, ...] = ()  # author: addresses of Sender and Resent-* fields (claims, never trusted)
+    classification: ClassificationFacts | None = None  # classify
+    attachments: AttachmentFacts | None = None  # attachments
+    dkim: DkimFacts | None = None  # dkim_verify (inbound), dkim_sign (the signatures the gateway added)
+    authentication_results: str | None = None  # dkim_verify: the field stamp adds
+    forged_authentication_results: int = 0  # dkim_verify: forged fields removed

@@ -14,7 +14,30 @@ import datetime
 import unicodedata
 from typing import Any
 
+from mailgw.message.facts import AuditModeHit
 from mailgw.policy.rules import PolicySet, Rule
+
+
+@dataclasses.dataclass
+class RuleStep:
+    """One rule as evaluated for one message: whether it matched, why, and what it decided or would have."""
+
+    rule: str
+    mode: str
+    matched: bool
+    why: str
+    where: str  # FILE:LINE of the rule
+    decided: str | None = None  # the decision it made (it ended the evaluation)
+    would: str | None = None  # an audit-mode rule: the decision it would have made
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rule": self.rule, "mode": self.mode, "matched": self.matched, "why": self.why,
+                               "where": self.where}
+        if self.decided is not None:
+            out["decided"] = self.decided
+        if self.would is not None:
+            out["would"] = self.would
+        return out
 
 
 @dataclasses.dataclass
@@ -29,8 +52,8 @@ class Outcome:
     notify_sender: bool = False
     redact: bool = False
     reply: Any = None  # rules.Reply, rendered, for reject/defer
-    audit: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # what audit-mode rules would have done
-    trace: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    audit: list[AuditModeHit] = dataclasses.field(default_factory=list)  # what audit-mode rules would have done
+    trace: list[RuleStep] = dataclasses.field(default_factory=list)
 
 
 def evaluate(policies: PolicySet, view: dict[str, Any], today: datetime.date | None = None) -> Outcome:
@@ -53,8 +76,8 @@ def evaluate(policies: PolicySet, view: dict[str, Any], today: datetime.date | N
         then = rule.then
         tags = [_render(t, values) for t in then.tags]
         if rule.mode == "audit":
-            out.audit.append({"rule": rule.id, "would": then.decision, "tags": tags})
-            out.trace[-1]["would"] = then.decision
+            out.audit.append(AuditModeHit(rule=rule.id, would=then.decision, tags=tags))
+            out.trace[-1].would = then.decision
             continue
         for tag in tags:
             if tag not in out.tags:
@@ -71,13 +94,13 @@ def evaluate(policies: PolicySet, view: dict[str, Any], today: datetime.date | N
             out.decision, out.rule, out.mode = then.decision, rule.id, rule.mode
             if then.reply is not None:
                 out.reply = dataclasses.replace(then.reply, text=_render(then.reply.text, values))
-            out.trace[-1]["decided"] = then.decision
+            out.trace[-1].decided = then.decision
             break
     return out
 
 
-def _step(rule: Rule, matched: bool | None, why: str) -> dict[str, Any]:
-    return {"rule": rule.id, "mode": rule.mode, "matched": bool(matched), "why": why, "where": rule.where}
+def _step(rule: Rule, matched: bool | None, why: str) -> RuleStep:
+    return RuleStep(rule=rule.id, mode=rule.mode, matched=bool(matched), why=why, where=rule.where)
 
 
 def placeholders(view: dict[str, Any]) -> dict[str, str]:

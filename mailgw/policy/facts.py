@@ -15,27 +15,28 @@ import re
 import unicodedata
 from typing import Any
 
+import msgspec
+
 from mailgw.classify.vn.text import fold
 from mailgw.directory.model import canonical_address
 from mailgw.dkim import orgdomain
+from mailgw.message.facts import AttachmentFacts, DkimFacts
 from mailgw.message.model import Context, Message
 from mailgw.policy import lookalike
-
-NO_ATTACHMENTS: dict[str, Any] = {"count": 0, "total_size": 0, "ambiguous": False, "ambiguous_reason": None,
-                                  "signed_any": False, "files": []}
 
 
 def view(message: Message, ctx: Context) -> dict[str, Any]:
     env = message.envelope
     directory = ctx.directory
     inbound = env.role == "mx"
-    dkim = _dkim(message.facts.get("dkim"))
+    found = message.facts
+    dkim = _dkim(found.dkim)
     known = _known(directory)
-    author = message.facts.get("from")
+    author = found.author
     sender = _party(directory, author, known) if author else None
     if sender is not None:
         sender["verified"] = sender["official"] and (not inbound or dkim["aligned_pass"])
-        sender["display_spoof"] = _display_spoof(message.facts.get("from_name") or "", sender, known)
+        sender["display_spoof"] = _display_spoof(found.author_name, sender, known)
     recipients = [_party(directory, r, known) for r in env.rcpts]
     for r in recipients:
         r["verified"] = r["official"]
@@ -43,9 +44,8 @@ def view(message: Message, ctx: Context) -> dict[str, Any]:
     if mail_from is not None:
         mail_from["verified"] = mail_from["official"] and not inbound
     internal = directory.direction(env.role, author, env.rcpts, env.mail_from) == "internal"  # as the record says
-    claimed = [_party(directory, a, known) for a in message.facts.get("claimed") or ()]
-    passing = [s.get("d") or "" for s in (message.facts.get("dkim") or {}).get("signatures") or ()
-               if s.get("result") == "pass" and s.get("covers_body", True)]
+    claimed = [_party(directory, a, known) for a in found.claimed]
+    passing = [s.d for s in (found.dkim.signatures if found.dkim else ()) if s.result == "pass" and s.covers_body]
     for c in claimed:
         # vouched for as From is: official, and on mail from the Internet a passing signature aligned with it
         c["verified"] = c["official"] and (not inbound or any(orgdomain.aligned(d, c["domain"]) for d in passing))
@@ -59,14 +59,14 @@ def view(message: Message, ctx: Context) -> dict[str, Any]:
         "auth_user": env.auth_user,
         "tls": env.tls is not None,
         "client_ip": env.client_ip,
-        "classification": message.facts.get("classification") or {},
+        "classification": msgspec.to_builtins(found.classification) if found.classification else {},
         "sender": sender,
         "mail_from": mail_from,
         "recipients": recipients,
         "claimed": claimed,
         "dkim": dkim,
-        "attachments": message.facts.get("attachments") or dict(NO_ATTACHMENTS),
-        "tags": list(message.decision.tags),
+        "attachments": msgspec.to_builtins(found.attachments or AttachmentFacts()),
+        "tags": list(message.verdict.tags),
         "matched": [],
     }
 
@@ -142,19 +142,18 @@ def _known(directory: Any) -> _Known:
     return _Known(directory)
 
 
-def _dkim(found: dict[str, Any] | None) -> dict[str, Any]:
+def _dkim(found: DkimFacts | None) -> dict[str, Any]:
     """The DKIM facts in the shape conditions read; an unverified message is simply unsigned."""
-    if not found:
+    if found is None:
         return {"status": "none", "signed": False, "aligned_pass": False, "aligned_temperror": False,
                 "pinned": None, "pass_domains": [], "verified": False}
-    signatures = found.get("signatures") or []
-    aligned_temp = any(s.get("result") == "temperror" and s.get("aligned") for s in signatures)
+    signatures = found.signatures
     return {
-        "status": found.get("status", "none"),
+        "status": found.status or "none",
         "signed": bool(signatures),
-        "aligned_pass": bool(found.get("aligned_pass")),
-        "aligned_temperror": aligned_temp,
-        "pinned": found.get("pinned"),
-        "pass_domains": sorted({(s.get("d") or "").lower() for s in signatures if s.get("result") == "pass"}),
+        "aligned_pass": bool(found.aligned_pass),
+        "aligned_temperror": any(s.result == "temperror" and s.aligned for s in signatures),
+        "pinned": found.pinned,
+        "pass_domains": sorted({s.d.lower() for s in signatures if s.result == "pass"}),
         "verified": True,
     }

@@ -18,7 +18,7 @@ import ssl
 import time
 from typing import Any, Awaitable, Callable
 
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, TLSSetupException
+from aiosmtpd.smtp import SMTP, AuthResult, TLSSetupException
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from aiosmtpd.smtp import Session as SmtpSession
 
@@ -27,8 +27,8 @@ from mailgw.audit import record
 from mailgw.config.settings import Listener
 from mailgw.delivery import dsn
 from mailgw.message import addresses, replies
-from mailgw.message.model import Context, Decision, Envelope, Message, new_id
-from mailgw.message.replies import Refusal, SmtpReply
+from mailgw.message.model import Context, Envelope, Message, Verdict, new_id
+from mailgw.message.replies import SmtpReply
 from mailgw.queue.spool import Spool
 from mailgw.smtp import datastream, wire
 from mailgw.smtp.penalty import AuthPenalty
@@ -96,48 +96,39 @@ class Edge:
         if self.spool.free_bytes() < _min_free(settings) + 2 * len(message.raw):
             return await self._refuse(message, ctx, replies.NO_STORAGE, "smtp")
         try:
-            queued = await asyncio.to_thread(self._decide_and_spool, message, ctx)
-        except Refusal as refusal:
-            # Refused by the protocol checks, not by a policy rule, unless a rule was named.
-            return await self._refuse(message, ctx, refusal.reply, "smtp")
+            verdict, meta = await asyncio.to_thread(self._decide_and_spool, message, ctx)
         except Exception:
-            log.exception("exchange %s: pipeline failed", message.id)
+            log.exception("exchange %s: not spooled", message.id)
             return await self._refuse(message, ctx, replies.TEMP_FAILURE, "error")
-        decision = message.decision
-        if queued is None:
-            default = replies.DEFAULT_REJECT if decision.decision == "reject" else replies.DEFAULT_DEFER
-            reply = decision.reply or _final(message, default)
-            if not await self._record(message, ctx, reply):
+        if meta is None:  # refused: recorded, nothing spooled
+            if not await self._record(message, ctx, verdict.reply):
                 return _final(message, replies.TEMP_FAILURE)
-            return reply
-        reply, meta = queued
-        held = decision.decision == "quarantine"
+            return verdict.reply
+        held = verdict.kind == "quarantine"
         if not await self._keep(meta["record"]):
             # No record, no 250: take the message back; the client will send it again.
             await asyncio.to_thread(self.spool.remove, message.id)
             return _final(message, replies.TEMP_FAILURE)
-        if held and decision.notify_sender and message.envelope.mail_from:
+        if held and verdict.notify_sender and message.envelope.mail_from:
             await self._notify_held(message, ctx)
         if not held:
             self.on_queued(message.id)
-        return reply
+        return verdict.reply
 
-    def _decide_and_spool(self, message: Message, ctx: Context) -> tuple[str, dict[str, Any]] | None:
-        """The pipeline, then for mail that goes on (or is held) its record and the fsync-ed spool.
+    def _decide_and_spool(self, message: Message, ctx: Context) -> tuple[Verdict, dict[str, Any] | None]:
+        """The pipeline's verdict, then for mail that goes on (or is held) its record and the fsync-ed spool.
 
         Runs in a worker thread: one hand-off from the event loop for all of it.
-        None when the message is refused (reject or defer): nothing is spooled.
+        The meta is None when the message is refused (reject or defer): nothing is spooled.
         """
-        pipeline.run(message, ctx)
-        decision = message.decision
-        if decision.decision in ("reject", "defer"):
-            return None
-        reply = str(replies.queued(message.id))
+        verdict = pipeline.run(message, ctx)
+        if verdict.refused:
+            return verdict, None
         envelope = message.envelope.to_json()
-        envelope["rcpts"] = envelope["rcpts"] + [a for a in decision.archive if a not in envelope["rcpts"]]
-        meta = {"envelope": envelope, "record": record.build(message, ctx, reply).to_json()}
-        self.spool.put_sync(message.id, meta, message.final_bytes(), held=decision.decision == "quarantine")
-        return reply, meta
+        envelope["rcpts"] = envelope["rcpts"] + [a for a in verdict.archive if a not in envelope["rcpts"]]
+        meta = {"envelope": envelope, "record": record.build(message, ctx, verdict.reply).to_json()}
+        self.spool.put_sync(message.id, meta, message.final_bytes(), held=verdict.kind == "quarantine")
+        return verdict, meta
 
     async def _notify_held(self, message: Message, ctx: Context) -> None:
         """Tell the sender their message is held (a rule's notify_sender); from <>, never bounced.
@@ -150,7 +141,7 @@ class Edge:
             subject=str(message.headers.get("subject", "")),
         )
         env = Envelope(mail_from="", rcpts=[message.envelope.mail_from], listener="notice", role="notice", client_ip="")
-        rec = record.build(Message(notice_id, env, data, decision=Decision(rule="notice", tags=["notice"])), ctx, "",
+        rec = record.build(Message(notice_id, env, data, verdict=Verdict(rule="notice", tags=["notice"])), ctx, "",
                            notice_for=message.id).to_json()
         await self.spool.put(notice_id, {"envelope": env.to_json(), "record": rec}, data)
         if not await self._keep(rec):
@@ -159,10 +150,7 @@ class Edge:
 
     async def _refuse(self, message: Message, ctx: Context, refusal: SmtpReply, rule: str) -> str:
         """Record a refusal, then return its reply (a 451 instead if the record cannot be kept)."""
-        reply = _final(message, refusal)
-        message.decision.decision = "defer" if refusal.temporary else "reject"
-        if message.decision.rule == "default":
-            message.decision.rule = rule
+        reply = pipeline.refuse(message, refusal, rule).reply
         if not await self._record(message, ctx, reply):
             return _final(message, replies.TEMP_FAILURE)
         return reply
@@ -240,7 +228,7 @@ class Handler:
             return str(replies.UTF8_WITHOUT_SMTPUTF8)
         if self.listener.role == "submission":
             login = session.auth_data
-            if not sender or not ctx.directory.may_send_as(login, sender):
+            if not sender or login is None or not ctx.directory.may_send_as(login, sender):
                 return str(replies.SENDER_NOT_OWNED)
         if self.edge.spool.free_bytes() < _min_free(ctx.settings):
             return str(replies.NO_STORAGE)
@@ -300,14 +288,16 @@ class Handler:
 
     async def auth_PLAIN(self, server: SmtpServer, args: list[str]) -> AuthResult:
         if len(args) == 1:
-            data = await server.challenge_auth("")
-            if data is MISSING:
+            challenged = await server.challenge_auth("")
+            if not isinstance(challenged, bytes):  # MISSING: the client cancelled
                 return AuthResult(success=False)
+            data = challenged
         else:
-            data = await _initial_response(server, args[1])
-            if data is None:
+            initial = await _initial_response(server, args[1])
+            if initial is None:
                 return AuthResult(success=False, handled=True)
-        parts = bytes(data).split(b"\x00")
+            data = initial
+        parts = data.split(b"\x00")
         if len(parts) != 3:
             await server.push("501 5.5.2 Can't split auth value")
             return AuthResult(success=False, handled=True)
@@ -315,17 +305,19 @@ class Handler:
 
     async def auth_LOGIN(self, server: SmtpServer, args: list[str]) -> AuthResult:
         if len(args) == 1:
-            login = await server.challenge_auth("Username:")
-            if login is MISSING:
+            challenged = await server.challenge_auth("Username:")
+            if not isinstance(challenged, bytes):  # MISSING: the client cancelled
                 return AuthResult(success=False)
+            login = challenged
         else:
-            login = await _initial_response(server, args[1])
-            if login is None:
+            initial = await _initial_response(server, args[1])
+            if initial is None:
                 return AuthResult(success=False, handled=True)
+            login = initial
         password = await server.challenge_auth("Password:")
-        if password is MISSING:
+        if not isinstance(password, bytes):
             return AuthResult(success=False)
-        return await self._check(server, bytes(login), bytes(password))
+        return await self._check(server, login, password)
 
     async def _check(self, server: SmtpServer, login_b: bytes, password_b: bytes) -> AuthResult:
         ctx = self.edge.context()
@@ -468,7 +460,7 @@ class SmtpServer(datastream.ChunkedData, SMTP):
     def _set_post_data_state(self) -> None:
         # The reply to DATA is pushed after the transaction is reset: remember whether it was SMTPUTF8.
         self._data_reply_utf8 = bool(self.envelope is not None and self.envelope.smtp_utf8)
-        super()._set_post_data_state()
+        super()._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd's, untyped
 
     def close_after_reply(self) -> None:
         self._closing = True
@@ -476,7 +468,7 @@ class SmtpServer(datastream.ChunkedData, SMTP):
     def _timeout_cb(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(str(replies.IDLE_TIMEOUT).encode() + b"\r\n")  # type: ignore[attr-defined]
-        super()._timeout_cb()
+        super()._timeout_cb()  # type: ignore[no-untyped-call]  # aiosmtpd's, untyped
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         fast = fast_getaddr(arg, self.local_part_limit)

@@ -7,11 +7,14 @@ refuses a message itself: a hostile or ambiguous structure becomes a fact
 
 from __future__ import annotations
 
+import msgspec
+
 from mailgw.attachments import inspect_message
 from mailgw.config.settings import AttachmentLimits
+from mailgw.message.facts import AttachmentFacts
 from mailgw.message.model import Context, Message
 
 
 def run(message: Message, ctx: Context) -> None:
     limits = getattr(ctx.settings, "attachments", None) or AttachmentLimits()
-    message.facts["attachments"] = inspect_message(message.raw, limits)
+    message.facts.attachments = msgspec.convert(inspect_message(message.raw, limits), AttachmentFacts)

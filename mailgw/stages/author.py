@@ -19,17 +19,17 @@ from mailgw.message.replies import Reject
 
 # Fields that also name who sent a message, and that some mail clients show: on
 # submission the login must own them as it owns From; on mx the policy sees them
-# (``facts["claimed"]``: the shipped pack treats one of our domains there as it
+# (``Facts.claimed``: the shipped pack treats one of our domains there as it
 # treats one in From).
 IDENTITY_FIELDS = ("sender", "resent-from", "resent-sender")
 
 
 def run(message: Message, ctx: Context) -> None:
     author, name = _author(message)
-    message.facts["from"] = author
-    message.facts["from_name"] = name  # decoded display name ("" without one): for display-name spoofing
     claimed = _claimed(message)
-    message.facts["claimed"] = claimed
+    message.facts.author = author
+    message.facts.author_name = name  # for display-name spoofing
+    message.facts.claimed = tuple(claimed)
     login = message.envelope.auth_user
     if login is not None and not all(ctx.directory.may_send_as(login, a) for a in (author, *claimed)):
         raise Reject(replies.FROM_NOT_OWNED)

@@ -44,11 +44,15 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
+
 from mailgw.classify import docread
 from mailgw.classify.vn import docnumber, secrecy
 from mailgw.classify.vn import text as vtext
 from mailgw.classify.vn.classification import CATEGORIES, Classification, Evidence
-from mailgw.message.model import Context, Message, decoded_payload
+from mailgw.message.facts import ClassificationFacts
+from mailgw.message.model import Context, Message
+from mailgw.message.parsed import decoded_payload
 
 
 @dataclasses.dataclass(frozen=True)
@@ -787,4 +791,5 @@ def limits_for(directory: Any) -> ClassifyLimits:
 
 def run(message: Message, ctx: Context) -> None:
     """Pipeline stage: the classification becomes a fact of the message and of its record."""
-    message.facts["classification"] = classify(message.parsed, limits=limits_for(ctx.directory)).to_json()
+    found = classify(message.parsed, limits=limits_for(ctx.directory))
+    message.facts.classification = msgspec.convert(found.to_json(), ClassificationFacts)

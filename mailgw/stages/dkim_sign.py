@@ -32,6 +32,7 @@ from mailgw.dkim import DkimKeyError, DkimSigningError, SigningKey, key_warnings
 from mailgw.dkim.canon import MessageFormatError
 from mailgw.dkim.orgdomain import normalise
 from mailgw.message import replies
+from mailgw.message.facts import DkimFacts, DkimSignature
 from mailgw.message.model import Context, Message
 from mailgw.message.replies import Defer, Reject
 
@@ -44,11 +45,11 @@ def run(message: Message, ctx: Context) -> None:
     if message.envelope.role not in _OUTBOUND_ROLES:
         return
     # The pipeline stops at a refusal; this guard keeps a refused message unsigned anyway.
-    if message.decision.decision in ("reject", "defer"):
+    if message.verdict.refused:
         return
-    author = message.facts.get("from")
+    author = message.facts.author
     keys = keys_for(ctx.signing_keys, author)
-    if not keys or not ctx.directory.is_local(author):
+    if not keys or author is None or not ctx.directory.is_local(author):
         return
     try:
         fields = sign(message.final_bytes(), keys)
@@ -57,10 +58,8 @@ def run(message: Message, ctx: Context) -> None:
             raise Reject(dataclasses.replace(replies.BAD_HEADER, reason=f"DKIM signing: {e}")) from e
         raise Defer(dataclasses.replace(replies.SIGNING_FAILED, reason=f"DKIM signing failed: {e}")) from e
     message.prepend[:0] = [fields]
-    message.facts["dkim"] = {
-        "signed": True,
-        "signatures": [{"d": k.domain, "s": k.selector, "a": k.algorithm} for k in keys],
-    }
+    message.facts.dkim = DkimFacts(signed=True, signatures=[DkimSignature(d=k.domain, s=k.selector, a=k.algorithm)
+                                                           for k in keys])
 
 
 def keys_for(keyring: Keyring, author: str | None) -> tuple[SigningKey, ...]:
@@ -119,14 +118,15 @@ def check_published(ctx: Context) -> list[Problem]:
     loaded = {(k.domain, k.selector): k for keys in ctx.signing_keys.values() for k in keys}
     entries = [(e, loaded[(normalise(e.domain), e.selector.lower())]) for e in ctx.settings.dkim
                if (normalise(e.domain), e.selector.lower()) in loaded]
-    if not entries or ctx.resolver is None:
+    resolver = ctx.resolver
+    if not entries or resolver is None:
         return []
     timeout = ctx.settings.dns.timeout
 
     async def one(key: SigningKey) -> str | None:
         name = f"{key.selector}._domainkey.{key.domain}"
         try:
-            records = await asyncio.wait_for(ctx.resolver.txt(name), timeout)
+            records = await asyncio.wait_for(resolver.txt(name), timeout)
         except (DnsTemporaryError, asyncio.TimeoutError) as e:
             return f"could not check the DNS record of DKIM key {name}: {str(e) or f'no answer within {timeout:g}s'}"
         return published_key_problem(key, records)

@@ -14,12 +14,12 @@ The last fact-finding stage, on every message:
 - on relay and submission ``facts["dkim"]`` is None: that is our own users'
   mail, which dkim_sign signs rather than this stage verifies.
 
-``facts["dkim"]`` on mx is ``DkimReport.to_json()`` (``status``,
+``Facts.dkim`` on mx is ``DkimReport.to_json()`` as :class:`DkimFacts` (``status``,
 ``aligned_pass``, ``from_domain``, ``signatures``...) plus ``signed`` (the
 message carries at least one signature) and ``pinned``: True when the From
 address belongs to a partner whose DKIM pins the directory lists and one of
 those pinned signatures passed (aligned, whole body), False when none did (the
-tag ``dkim-missing-partner`` is added), None when there are no pins to check
+policy stage tags the message ``dkim-missing-partner``), None when there are no pins to check
 or a pinned key could not be fetched now (DNS temperror: a rule must not
 refuse for good what an answer later may prove).
 """
@@ -31,13 +31,14 @@ import concurrent.futures
 import re
 from typing import Any, Callable, Coroutine, TypeVar
 
+import msgspec
+
 from mailgw.config.resolver import DnsTemporaryError, TxtResolver
 from mailgw.dkim import DkimReport, authentication_results, pinned_ok, strip_forged_authentication_results, verify
 from mailgw.dkim.orgdomain import normalise
 from mailgw.dkim.results import TEMPERROR
+from mailgw.message.facts import DkimFacts
 from mailgw.message.model import Context, Message
-
-MISSING_PARTNER_TAG = "dkim-missing-partner"
 
 T = TypeVar("T")
 
@@ -46,22 +47,24 @@ def run(message: Message, ctx: Context) -> None:
     hostname = ctx.settings.hostname
     received = message.raw
     if message.envelope.role != "mx":
-        message.facts["dkim"] = None
+        message.facts.dkim = None
         _strip(message, received, hostname)
         return
-    report = _run_async(lambda: verify(received, _Bounded(ctx.resolver, ctx.settings.dns.timeout)))
+    resolver = ctx.resolver
+    if resolver is None:
+        raise RuntimeError("no DNS resolver in the context: mx mail cannot be verified")  # a 451, logged
+    report = _run_async(lambda: verify(received, _Bounded(resolver, ctx.settings.dns.timeout)))
     _strip(message, received, hostname)
-    pinned = _pinned(report, ctx, message.facts.get("from"))
-    message.facts["dkim"] = report.to_json() | {"signed": bool(report.signatures), "pinned": pinned}
-    message.facts["authentication_results"] = authentication_results(hostname, report)
-    if pinned is False and MISSING_PARTNER_TAG not in message.decision.tags:
-        message.decision.tags.append(MISSING_PARTNER_TAG)
+    pinned = _pinned(report, ctx, message.facts.author)
+    message.facts.dkim = msgspec.convert(report.to_json() | {"signed": bool(report.signatures), "pinned": pinned},
+                                         DkimFacts)
+    message.facts.authentication_results = authentication_results(hostname, report)
 
 
 def _strip(message: Message, received: bytes, hostname: str) -> None:
     cleaned = strip_forged_authentication_results(received, hostname)
     if cleaned != received:
-        message.facts["forged_authentication_results"] = _count(received) - _count(cleaned)
+        message.facts.forged_authentication_results = _count(received) - _count(cleaned)
         message.sanitise(cleaned)
 
 

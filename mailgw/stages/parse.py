@@ -55,7 +55,7 @@ def run(message: Message, ctx: Context) -> None:
     hops = len(headers.get_all("Received") or ())
     if hops >= ctx.settings.limits.max_received:
         raise Reject(replies.LOOP_DETECTED)
-    message.facts["hops"] = hops
+    message.facts.hops = hops
 
 
 def has_bare_line_ending(raw: bytes) -> bool:

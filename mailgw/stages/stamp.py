@@ -32,7 +32,7 @@ def run(message: Message, ctx: Context) -> None:
         f"\tby {ctx.settings.hostname} (mailgw) with {protocol} id {message.id}{using}{rcpt};\r\n"
         f"\t{date}\r\n"
     )
-    added = [f"{name}: {value}\r\n" for name, value in message.decision.headers]
+    added = [f"{name}: {value}\r\n" for name, value in message.verdict.headers]
     if env.role == "submission":
         # A mail client may leave these to its server (Postfix adds them too); mail without
         # them is refused by large providers. Made here, before signing, so DKIM covers them.
@@ -41,7 +41,7 @@ def run(message: Message, ctx: Context) -> None:
             added.append(f"Date: {date}\r\n")
         if "message-id" not in headers:
             added.append(f"Message-ID: <{message.id}@{ctx.settings.hostname}>\r\n")
-    results = message.facts.get("authentication_results")
+    results = message.facts.authentication_results
     if results:
         added.insert(0, f"Authentication-Results: {results}\r\n")
     message.prepend[:0] = [received.encode("ascii")] + [h.encode("utf-8") for h in added]

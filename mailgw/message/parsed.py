@@ -1,0 +1,249 @@
+"""The email package, made to parse each header once and to skip what it need not parse.
+
+The surgery on ``email.message.EmailMessage`` that :class:`mailgw.message.model.Message`
+relies on: :class:`ParsedOnce` keeps every parsed header value by (name, value);
+:func:`parse_header_section` and :func:`complete_one_part` read the common shapes
+without the feed parser's line-by-line pass; :func:`decoded_payload` gives a part's
+bytes. Each fast path gives what the email package gives (tests/test_parsed_once.py,
+tests/test_fast_paths.py).
+"""
+
+from __future__ import annotations
+
+import email.feedparser
+import email.headerregistry
+import email.message
+import email.parser
+import email.policy
+import functools
+import re
+from typing import Any
+
+from mailgw.message import fastheaders
+
+
+class ParsedOnce(email.message.EmailMessage):
+    """An EmailMessage that parses each header value once (``Message.headers`` and ``Message.parsed``).
+
+    ``policy.default`` builds a new header object at every ``get``, and the
+    stages and the decision record ask for From, Content-Type... a dozen times
+    per message: a quarter of the pipeline's time. Header objects are immutable,
+    and one is a function of the field name and the stored value alone, so it
+    is kept by (name, value) and shared by every caller; a ``Message`` shares
+    one such cache between its two views and all its MIME parts, and short
+    values come from one cache for the whole process (``_common_header``).
+    A header set, replaced or deleted later has another value, parsed afresh.
+    """
+
+    _fetched: dict[tuple[str, str], Any]
+
+    def _fetch(self, name: str, value: Any) -> Any:
+        if not isinstance(value, str) or hasattr(value, "name"):  # a header object set through the API
+            return self.policy.header_fetch_parse(name, value)
+        cache = self.__dict__.get("_fetched")
+        if cache is None:
+            cache = self._fetched = {}
+        parsed = cache.get((name, value))
+        if parsed is None:
+            if self.policy is email.policy.default and len(value) <= _COMMON_LENGTH:
+                parsed = _common_header(name, value)
+            else:
+                parsed = _header_fetch_parse(self.policy, name, value)
+            cache[(name, value)] = parsed
+        return parsed
+
+    def get(self, name: str, failobj: Any = None) -> Any:
+        name = name.lower()
+        for k, v in self._headers:
+            if k.lower() == name:
+                return self._fetch(k, v)
+        return failobj
+
+    def __getitem__(self, name: str) -> Any:
+        return self.get(name)
+
+    def get_all(self, name: str, failobj: Any = None) -> Any:
+        name = name.lower()
+        values = [self._fetch(k, v) for k, v in self._headers if k.lower() == name]
+        return values or failobj
+
+    def text(self, name: str) -> str | None:
+        """``str(self.get(name))`` when the field is present, else None; exact shortcuts for common shapes.
+
+        The decoded text the record keeps (From, Subject...), without the
+        parse tree when mailgw.message.fastheaders can read the value by itself.
+        """
+        name = name.lower()
+        for k, v in self._headers:
+            if k.lower() == name:
+                cache = self.__dict__.get("_fetched")
+                known = cache.get((k, v)) if cache is not None and isinstance(v, str) else None
+                if known is None and self.policy is email.policy.default:
+                    fast = fastheaders.text(k, v)
+                    if fast is not None:
+                        return fast
+                return str(known if known is not None else self._fetch(k, v))
+        return None
+
+
+_COMMON_LENGTH = 100  # longer values (subjects, boundaries, file names) are seldom seen twice
+
+
+@functools.lru_cache(maxsize=512)
+def _common_header(name: str, value: str) -> Any:
+    """A short header value's object under ``policy.default``, shared by every message that carries it.
+
+    "Content-Type: text/plain; charset=utf-8", "MIME-Version: 1.0", the
+    Content-Transfer-Encoding of every part, the From and To of regular
+    correspondents: the same values come back all day and each costs 40 to
+    250 us to parse. Header objects are never changed once made (nothing in
+    the email package or here alters a header or its parse tree; a header set
+    or replaced is a new value), so one can serve every message.
+    """
+    return _header_fetch_parse(email.policy.default, name, value)
+
+
+# Header classes by (specialised class, base class): see _header_fetch_parse.
+_HEADER_CLASSES: dict[tuple[type, type], type] = {}
+
+
+def _header_fetch_parse(policy: Any, name: str, value: str) -> Any:
+    """``policy.header_fetch_parse(name, value)`` without making a new class for each value.
+
+    The standard HeaderRegistry creates the header's class with ``type()`` at
+    every call (15 us, more than parsing a Content-Transfer-Encoding); the
+    class depends only on the registry entry for the name and the base class,
+    so one is made per pair and kept. Any other policy or factory: as is.
+    """
+    factory = policy.header_factory
+    if type(policy) is not email.policy.EmailPolicy or type(factory) is not email.headerregistry.HeaderRegistry:
+        return policy.header_fetch_parse(name, value)
+    # What EmailPolicy.header_fetch_parse does, the class taken from _HEADER_CLASSES.
+    value = fastheaders.unfold(value)
+    key = (factory.registry.get(name.lower(), factory.default_class), factory.base_class)
+    cls = _HEADER_CLASSES.get(key)
+    if cls is None:
+        cls = _HEADER_CLASSES.setdefault(key, factory[name])
+    return cls(name, value)
+
+
+def complete_one_part(head: email.message.Message, raw: bytes) -> bool:
+    """Make ``head``, the header section of ``raw`` parsed alone, what the feed parser makes of all of ``raw`` when it is one part.
+
+    One part: a top-level Content-Type that is neither multipart/* nor message/*.
+    For such a message the feed parser, after the headers, adds every remaining
+    line to the payload unchanged, one line at a time (a third of the time it spends
+    on a 5 KB message); the payload is just the rest of the input, so it is set in
+    one piece. Returns False, changing nothing, for a multipart or message/* part
+    (whose tree only the feed parser builds) and for anything unexpected.
+
+    ``head`` must come from a parser with the same policy and message class as the
+    full parse would use (the Content-Type decides through them). It keeps what
+    the header parse put in its payload (the section after the end of the headers:
+    nothing, a character, or lines after a non-header line), and gets the rest of
+    ``raw`` after it, decoded as the bytes parsers decode (ASCII, surrogate escapes).
+    """
+    payload = head._payload  # the text as parsed: get_payload() would decode 8-bit bytes
+    if not isinstance(payload, str) or head.get_content_maintype() in ("multipart", "message"):
+        return False
+    body = raw[len(header_section(raw)):]
+    text = payload + body.decode("ascii", "surrogateescape")
+    head.set_payload(text)
+    if len(body) <= _PAYLOAD_BYTES_KEPT:
+        try:  # the same text as bytes, for decoded_payload (bytes parsers make only ASCII and escapes)
+            head.__dict__[_PAYLOAD_BYTES] = (text, payload.encode("ascii", "surrogateescape") + body)
+        except UnicodeEncodeError:
+            pass
+    return True
+
+
+# Kept with the parsed message for as long as the message is in the pipeline: a large
+# body is encoded again when asked for (a small part of what reading it costs).
+_PAYLOAD_BYTES_KEPT = 1 << 20
+
+
+def parse_one_part(raw: bytes, policy: email.policy.Policy) -> email.message.Message | None:
+    """``raw`` parsed as the feed parser would with ``policy``, when it is one part (see complete_one_part); else None."""
+    head = parse_header_section(header_section(raw), policy)
+    return head if complete_one_part(head, raw) else None
+
+
+# A header line the feed parser reads as a field (a name and a colon) or a continuation;
+# not "From " (an mbox separator) nor an empty name (a defect), which it treats apart.
+_PLAIN_HEADER_LINE = re.compile(r"[\041-\071\073-\176]+:|[\t ]")
+
+
+def parse_header_section(section: bytes, policy: email.policy.Policy, factory: Any = None) -> email.message.Message:
+    """What ``BytesHeaderParser(_class=factory, policy=policy).parsebytes(section)`` gives, faster for a plain section.
+
+    A section from header_section is plain when every line ends with CRLF, the
+    last is the empty line that ends it, the first is a field and every other a
+    field or a continuation: then the feed parser (line by line through a buffer
+    and a generator, 0.1 ms for a dozen fields) stores, for each field, what the
+    policy's ``header_source_parse`` makes of its lines, and nothing else (no
+    defect, no mbox "From " line, an empty payload). Anything else goes to it.
+    """
+    text = section.decode("ascii", "surrogateescape")
+    lines = text.split("\r\n")
+    # Plain: "...\r\n\r\n" at the end (so lines ends with two empty strings) and no other CR or LF.
+    if (len(lines) < 3 or lines[-1] or lines[-2] or text.count("\r") != len(lines) - 1
+            or text.count("\n") != len(lines) - 1 or lines[0][:1] in (" ", "\t")
+            or not all(map(_PLAIN_HEADER_LINE.match, lines[:-2]))):
+        return email.parser.BytesHeaderParser(_class=factory, policy=policy).parsebytes(section)
+    if factory is None:
+        factory = policy.message_factory or email.message.Message
+    msg = factory(policy=policy)
+    field: list[str] = []
+    for line in lines[:-2]:
+        if line[0] not in " \t" and field:
+            msg.set_raw(*policy.header_source_parse(field))
+            field = []
+        field.append(line + "\r\n")
+    msg.set_raw(*policy.header_source_parse(field))
+    msg.set_payload("")
+    return msg
+
+
+# What Message.get_payload(decode=True) decodes (compared as it compares: lowered, not stripped).
+_DECODED_CTE = frozenset({"quoted-printable", "base64", "x-uuencode", "uuencode", "uue", "x-uue"})
+
+
+def decoded_payload(part: email.message.Message) -> Any:
+    """``part.get_payload(decode=True)``, faster for a part whose transfer encoding it leaves as is.
+
+    For such a part (7bit, 8bit, none) the email package returns the parsed text
+    back as bytes, after probing it for 8-bit bytes by encoding it whole to UTF-8,
+    which fails (an exception and a copy) for Vietnamese text. Text from a bytes
+    parser holds only ASCII and surrogate escapes, which this encodes directly;
+    anything else goes the email package's way.
+    """
+    payload = part._payload
+    if isinstance(payload, str) and str(part.get("content-transfer-encoding", "")).lower() not in _DECODED_CTE:
+        known = part.__dict__.get(_PAYLOAD_BYTES)
+        if known is not None and known[0] is payload:
+            return known[1]  # the bytes complete_one_part read this very text from
+        try:
+            return payload.encode("ascii", "surrogateescape")
+        except UnicodeEncodeError:
+            pass
+    return part.get_payload(decode=True)
+
+
+_PAYLOAD_BYTES = "_mailgw_payload_bytes"  # (payload text, its bytes): kept by complete_one_part
+
+
+def header_section(raw: bytes) -> bytes:
+    """``raw`` up to and including its first empty line (all of it when there is none).
+
+    The header parser would otherwise still split the whole body into lines (a
+    millisecond for a message with a 200 KB attachment). An empty line ends the
+    header section whatever the line endings ("\n\r\n" or "\n\n"); cutting after
+    it, or later, gives the parser the same headers.
+    """
+    if raw[:1] in (b"\n", b"\r"):
+        return raw[:2]
+    crlf = raw.find(b"\n\r\n")
+    # A "\n\n" only matters before it: a CRLF message is not searched to its end for one.
+    lf = raw.find(b"\n\n", 0, crlf + 1 if crlf >= 0 else len(raw))
+    end = lf if lf >= 0 else crlf
+    return raw[: end + 3] if end >= 0 else raw
