@@ -648,7 +648,7 @@ def rfc822(inner: bytes) -> bytes:
 def message(body: bytes, subject: str = "Báo cáo tháng 11", sender: str = "vanthu.sotttt@binhthuan.gov.vn",
             to: str = "vanthu.snv@binhthuan.gov.vn") -> bytes:
     """A whole message whose MIME body (headers included) is ``body``."""
-    head = (f"From: {sender}\r\nTo: {to}\r\nSubject: {email.header.Header(subject, 'utf-8').encode()}\r\n"
+    head = (f"From: {sender}\r\nTo: {to}\r\nSubject: {_encoded(subject)}\r\n"
             f"Date: Sat, 21 Nov 2026 09:00:00 +0700\r\nMessage-ID: <{zlib.crc32(body)}@test>\r\nMIME-Version: 1.0\r\n")
     return head.encode("ascii") + body
 
@@ -656,3 +656,8 @@ def message(body: bytes, subject: str = "Báo cáo tháng 11", sender: str = "va
 def mail(*attachments: bytes, text: str = "Kính gửi các đơn vị.\r\n") -> bytes:
     """A multipart/mixed message: a text body, then ``attachments``."""
     return message(multipart([text_part(text), *attachments]))
+
+
+def _encoded(subject: str) -> str:
+    """A Subject value, RFC 2047-encoded and folded with CRLF (a bare LF is refused at the edge)."""
+    return email.header.Header(subject, "utf-8").encode(linesep="\r\n")

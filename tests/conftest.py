@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import email.header
 import os
 import shutil
 import ssl
@@ -142,10 +143,9 @@ def message(
     extra_headers: str = "",
 ) -> bytes:
     """A small, well-formed UTF-8 message with CRLF line endings."""
-    from email.header import Header
 
     return (
-        f"From: {sender}\r\nTo: {to}\r\nSubject: {Header(subject, 'utf-8').encode()}\r\n"
+        f"From: {sender}\r\nTo: {to}\r\nSubject: {_encoded(subject)}\r\n"
         f"Date: Sat, 21 Nov 2026 09:00:00 +0700\r\nMessage-ID: <{abs(hash(subject + body))}@test>\r\n"
         f"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
         f"{extra_headers}\r\n{body}"
@@ -157,3 +157,8 @@ async def send(gw: Gateway, listener: str, raw: bytes, sender: str, rcpts: list[
     if "tls_context" not in kw:
         kw["start_tls"] = False
     return await aiosmtplib.send(raw, sender=sender, recipients=rcpts, hostname="127.0.0.1", port=port(gw, listener), **kw)
+
+
+def _encoded(subject: str) -> str:
+    """A Subject value, RFC 2047-encoded and folded with CRLF (a bare LF is refused at the edge)."""
+    return email.header.Header(subject, "utf-8").encode(linesep="\r\n")

@@ -348,13 +348,16 @@ class Directory:
         return self._mailboxes.get(canonical) if canonical else None
 
     def agency_of(self, address: str) -> Agency | None:
-        """The address's agency: from its mailbox, else from a local domain only one agency has."""
+        """The address's agency: from its mailbox, else its temporary exception's, else from a local domain only one agency has."""
         canonical = canonical_address(address)
         if canonical is None:
             return None
         box = self._mailboxes.get(canonical)
         if box is not None:
             return box.agency
+        exception = self._valid_exception(canonical, None)
+        if exception is not None and exception.agency is not None:
+            return exception.agency  # a webmail address an agency uses until it has an official one
         # The province's domain is shared by many agencies: it says nothing about which.
         root = self._local_root(canonical[canonical.rindex("@") + 1 :])
         owners = self._agencies_by_domain.get(root, ()) if root else ()
