@@ -56,6 +56,8 @@ CUE_DEFS: tuple[CueDef, ...] = tuple(
     + _c("official_telegram", "CĐ", "công điện")
     + _c("minutes", "BB", "biên bản")
     + _c("guidance", "HD", "hướng dẫn")
+    + _c("guidance", "HDLN", "hướng dẫn liên ngành")
+    + _c("submission", "TTr", "phiếu trình")
     + _c("introduction_letter", "GGT", "giấy giới thiệu")
     + _c("draft_for_comment", None, "dự thảo", "xin ý kiến", "góp ý dự thảo", "lấy ý kiến", purpose=True)
     + _c("legal_normative", "NĐ", "nghị định")
@@ -72,6 +74,9 @@ CUE_DEFS: tuple[CueDef, ...] = tuple(
     + _c("administrative_other", "GNP", "giấy nghỉ phép")
     + _c("administrative_other", "PC", "phiếu chuyển")
     + _c("administrative_other", "PG", "phiếu gửi")
+    # Permits and certificates are not in the contract's list: the closest is administrative_other.
+    + _c("administrative_other", "GP", "giấy phép")
+    + _c("administrative_other", "GCN", "giấy chứng nhận")
 )
 
 
@@ -97,12 +102,19 @@ ABBR_OF_CATEGORY = types.MappingProxyType({
 
 # A number right after these words (folded) names another document, not this one.
 REFERENCE_WORDS = ("can cu", "thuc hien", "trien khai", "theo", "tai", "kem theo", "tra loi",
-                   "phuc dap", "sua doi", "bo sung", "thay the", "bai bo", "dinh chinh", "huy bo")
-TYPE_WORDS = ("cong van", "quyet dinh", "nghi dinh", "thong tu", "luat", "chi thi", "ke hoach",
+                   "phuc dap", "sua doi", "bo sung", "thay the", "bai bo", "dinh chinh", "huy bo",
+                   "goi la", "goi tat la")
+TYPE_WORDS = ("thong tu lien tich", "nghi quyet lien tich", "huong dan lien nganh", "phap lenh",
+              "giay phep", "giay chung nhan", "cong van", "quyet dinh", "nghi dinh", "thong tu", "luat", "chi thi", "ke hoach",
               "thong bao", "bao cao", "giay moi", "to trinh", "cong dien", "huong dan",
               "chuong trinh", "bien ban", "nghi quyet", "van ban", "so", "ky hieu")
 REF_TAIL = re.compile(r"(?:[\s:(\[,]+|(?<!\w)(?:" + "|".join(TYPE_WORDS) + r"))$")
 REF_END = re.compile(r"(?<!\w)(?:" + "|".join(REFERENCE_WORDS) + r")$")
+
+# Anywhere before a type word and its number, these make it a reference too:
+# "sửa đổi, bổ sung một số điều của Thông tư số 145/2013/TT-BTC".
+REF_ANY = re.compile(r"(?<!\w)(?:" + "|".join(REFERENCE_WORDS + (
+    "cua", "thi hanh", "ket qua", "giay phep", "huong dan thi hanh", "quy dinh chi tiet")) + r")(?!\w)")
 
 NOT_A_CUE = re.compile(r"\s+(?:them|duoc|ro|ve viec nay)(?!\w)")
 # "Thời gian:" and "Địa điểm:" opening a line, searched for in "\n" + text: a pattern

@@ -64,7 +64,9 @@ class ClassifyLimits:
 
 
 # Kinds of category cue, strongest first.
-_HEADER, _NUMBER, _TITLE, _PHRASE = 4, 3, 2, 1
+# A symbol without its number ("Số:      /KH-UBND", an office copy) names the type as surely
+# as a number does, but gives no number: it ranks between the two.
+_HEADER, _NUMBER, _SYMBOL, _TITLE, _PHRASE = 5, 4, 3, 2, 1
 # Sources, strongest first (the reference's order), as the first item of _Cue.source:
 # header 0, subject 1, body 2, attachment_name 3, calendar 4, attachment_text 5.
 
@@ -86,8 +88,13 @@ class _Cue:
     abbr: str | None = None
     doc: docnumber.DocNumber | None = None
 
-    def order(self) -> tuple[int, tuple[int, int], bool, bool, int]:
-        return (-self.kind, self.source, self.generic, self.folded, self.position)
+    def order(self) -> tuple[int, bool, tuple[int, int], bool, int]:
+        # Specific before generic wherever each was found: a "KẾ HOẠCH" title on the
+        # page beats a "V/v" subject. A file name's number ranks below the page's.
+        source = self.source
+        if self.kind == _NUMBER and self.where == "attachment_name":
+            source = (6, source[1])
+        return (-self.kind, self.generic, source, self.folded, self.position)
 
 
 @dataclasses.dataclass
@@ -407,15 +414,25 @@ def _scan_numbers(text: str, shown: str, folded: str, where: str, source: tuple[
         docs = [doc] if doc else []
     else:
         docs = docnumber.find_all(text)
+    own_found = False
     for doc in docs:
-        # "Số: 07/GM-STTTT" (with the colon) or a number opening a line is the document's own.
-        own = ":" in doc.prefix or _line_start(text, doc.prefix_start)
-        if headings_only and not own:
+        # "Số: 07/GM-STTTT" (with the colon) or a number opening a line is the document's own,
+        # unless the line before names it as a reference ("Căn cứ Nghị định số\n171/2004/NĐ-CP").
+        stated = ":" in doc.prefix
+        if headings_only and not (stated or _line_start(text, doc.prefix_start)):
             continue  # "Căn cứ Nghị định số ..." in the text of a letter: a reference
-        if not filename and not own and _is_reference(folded, doc.prefix_start):
+        if not filename and not stated and _is_reference(folded, doc.prefix_start):
             continue
+        own_found = own_found or stated
         state.cues.append(_Cue(doc.category, _NUMBER, where, source, False, not _marked(doc), doc.start,
                                doc.text, "doc_number", doc.type_code, doc))
+    if not filename and not own_found:
+        blank = docnumber.find_blank(text)
+        if blank is not None:
+            # The copy before numbering ("Số:      /KH-UBND"): its symbol still names the kind.
+            category, code, symbol, at = blank
+            state.cues.append(_Cue(category, _SYMBOL, where, source, False, False, at, f"Số: /{symbol}",
+                                   "doc_symbol", code))
 
 
 def _marked(doc: docnumber.DocNumber) -> bool:
@@ -424,18 +441,34 @@ def _marked(doc: docnumber.DocNumber) -> bool:
 
 def _line_start(text: str, pos: int) -> bool:
     line_start = text.rfind("\n", 0, pos) + 1
-    return not text[line_start:pos].strip(" \t:.-")
+    return pos - line_start <= 16 and not text[line_start:pos].strip(" \t:.-")
 
 
 def _is_reference(folded: str, pos: int) -> bool:
-    window = folded[max(0, folded.rfind("\n", 0, pos) + 1, pos - 80):pos]
+    """Whether the number at ``pos`` names another document ("căn cứ", "sửa đổi ... của Thông tư số").
+
+    Looks back at most 120 characters, to the start of the line, or of the line
+    before when the number opens its line (a PDF wraps "Căn cứ Nghị định số" and
+    its number onto two lines).
+    """
+    line_start = folded.rfind("\n", 0, pos) + 1
+    low = line_start
+    if pos - line_start <= 16 and not folded[line_start:pos].strip(" \t:.-"):
+        low = folded.rfind("\n", 0, max(0, line_start - 1)) + 1
+    window = folded[max(low, pos - 120):pos].replace("\n", " ")
     window = re.sub(r"\bs[o0]\s*:?\s*$", "", window)
+    named = False  # the number follows a type word: "... Thông tư số"
     for _ in range(6):
         trimmed = cues.REF_TAIL.sub("", window)
         if trimmed == window:
             break
+        named = named or bool(trimmed.strip()) and trimmed.rstrip() != window.rstrip()
         window = trimmed
-    return bool(cues.REF_END.search(window))
+    if cues.REF_END.search(window):
+        return True
+    # "Kết quả thực hiện ... Chỉ thị số", "sửa đổi ... của Thông tư số", "giấy phép ... số":
+    # a type word after a reference word in the same clause.
+    return named and bool(cues.REF_ANY.search(window))
 
 
 def _scan_titles(shown: str, key: str, folded: str, where: str, source: tuple[int, int], state: _State, *,
@@ -456,16 +489,26 @@ def _scan_titles(shown: str, key: str, folded: str, where: str, source: tuple[in
         found.append((s, e, cues.FOLDED[m.group(0)], True))
     found.sort(key=lambda f: f[0])
     titled = {True: False, False: False}  # generic?: a title of that sort already counted here
+    newlines: list[int] | None = None  # where the lines end, found once (a long line stays linear)
     for start, end, cue, was_folded in found:
         if cues.NOT_A_CUE.match(folded, end):
             continue  # "để biết thêm" (for more details) is not "để biết" (for information)
         kind = _TITLE if cue.title else _PHRASE
         if kind == _TITLE and headings_only:
-            line_start = shown.rfind("\n", 0, start) + 1
-            line_end = shown.find("\n", end)
-            line = shown[line_start: line_end if line_end >= 0 else len(shown)]
-            if shown[line_start:start].strip(" \t-*•.:") or len(line) > 100:
+            if newlines is None:
+                newlines = [i for i, ch in enumerate(shown) if ch == "\n"]
+            i = bisect.bisect_left(newlines, start)
+            line_start = newlines[i - 1] + 1 if i else 0
+            line_end = newlines[i] if i < len(newlines) else len(shown)
+            if start - line_start > 16 or shown[line_start:start].strip(" \t-*•.:"):
                 continue  # a title word in running text ("gửi anh bản báo cáo") is no cue
+            written = shown[start:end]
+            if not cue.generic and written[:1].islower():
+                continue  # a wrapped line of running text that happens to begin with "báo cáo"
+            if line_end - line_start > 100 and not (cue.generic or written.isupper()):
+                # A long line opening with a title word is a paragraph ("Kế hoạch số ... đã nêu"),
+                # but a "V/v" abstract typed as one paragraph and a title in capitals are headings.
+                continue
         if kind == _TITLE and not headings_only:
             # In a subject or file name the first title names the document; later ones are
             # what it is about ("Báo cáo tình hình thực hiện Quyết định ...").
@@ -529,7 +572,7 @@ def _decide(state: _State) -> Classification:
         doc_type = state.doc_type_header
     elif number is not None and number.category == category and number.doc is not None:
         doc_type = number.doc.type_code
-    elif best is not None and best.kind in (_TITLE, _PHRASE, _HEADER):
+    elif best is not None and best.kind in (_SYMBOL, _TITLE, _PHRASE, _HEADER):
         doc_type = best.abbr or cues.ABBR_OF_CATEGORY.get(category)
     if category == "official_letter":
         doc_type = doc_type if state.doc_type_header else None
@@ -578,7 +621,7 @@ def _confidence(state: _State, best: _Cue | None) -> float:
     if best is None:
         # No cue at all: "general" is likely right; an unreadable part makes it less so.
         return 0.6 if state.notes else 0.85
-    base = {_HEADER: 0.97, _NUMBER: 0.95, _PHRASE: 0.6}.get(best.kind)
+    base = {_HEADER: 0.97, _NUMBER: 0.95, _SYMBOL: 0.9, _PHRASE: 0.6}.get(best.kind)
     if base is None:
         base = {"subject": 0.88, "attachment_name": 0.75}.get(best.where, 0.8)
         if best.generic:

@@ -24,6 +24,7 @@ as .eml files for a look.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime
 import email.policy
@@ -119,6 +120,11 @@ def abstract(doc: Document) -> tuple[str, str]:
     return "", ""
 
 
+def _repeats_number(doc: Document, abstract_: str) -> bool:
+    """Whether the title's abstract itself prints the document's number ("THÔNG TƯ ... SỐ 121/2004/TT-BTC")."""
+    return bool(doc.number) and doc.number.upper().replace(" ", "") in abstract_.upper().replace(" ", "")
+
+
 def _sentence(title: str) -> str:
     return title[:1] + title[1:].lower()
 
@@ -183,7 +189,7 @@ def _header_split(doc: Document) -> tuple[list[str], list[str], list[str], list[
     seen_nat = False
     for i, line in enumerate(lines):
         up = line.upper()
-        if "CỘNG" in up or "ĐỘC LẬP" in up or "CHỦ NGHĨA" in up or "HỘI CHỦ" in up:
+        if any(w in up for w in ("CỘNG", "ĐỘC LẬP", "CHỦ NGHĨA", "HỘI CHỦ", "VIỆT NAM", "HẠNH PHÚC")):
             seen_nat = True
             right.append(line)
             continue
@@ -218,11 +224,13 @@ def make_docx(doc: Document, *, office_copy: bool) -> bytes:
             lcell.add_paragraph(line)
     if doc.is_letter:
         lcell.add_paragraph("V/v " + abs_)  # one long paragraph, as typed in Word
+    if office_copy:
+        right = [_office(line, doc) for line in right]
     rcell.paragraphs[0].text = right[0] if right else ""
     for line in right[1:]:
         rcell.add_paragraph(line)
     for line in rest:
-        d.add_paragraph(line)
+        d.add_paragraph(_office(line, doc) if office_copy else line)
     d.core_properties.created = FIXED.replace(tzinfo=None)
     d.core_properties.modified = FIXED.replace(tzinfo=None)
     out = io.BytesIO()
@@ -256,7 +264,7 @@ def _message(subject: str, body: str, attachment: tuple[str, bytes, str] | None,
     msg = EmailMessage(policy=email.policy.SMTP)
     msg["From"] = "vanthu.sct@example.gov.vn"
     msg["To"] = "vanthu.snv@example.gov.vn"
-    msg["Subject"] = subject
+    msg["Subject"] = "SUBJECT-PLACEHOLDER"
     msg["Date"] = email.utils.format_datetime(FIXED + datetime.timedelta(minutes=index))
     msg["Message-ID"] = f"<real-{index}@example.gov.vn>"
     msg.set_content(body, charset="utf-8")
@@ -264,13 +272,34 @@ def _message(subject: str, body: str, attachment: tuple[str, bytes, str] | None,
         name, data, ctype = attachment
         maintype, subtype = ctype.split("/")
         msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
-    return msg.as_bytes()
+    return msg.as_bytes().replace(b"SUBJECT-PLACEHOLDER", _encoded(subject), 1)
+
+
+def _encoded(subject: str) -> bytes:
+    """The subject as RFC 2047 encoded words that split between characters, never at a space.
+
+    A mail client keeps a space inside an encoded word; Python's own folding puts it
+    between two encoded words, where RFC 2047 section 6.2 makes a reader drop it.
+    """
+    if subject.isascii():
+        return subject.encode("ascii")
+    words: list[str] = []
+    chunk = ""
+    for ch in subject:
+        if len((chunk + ch).encode("utf-8")) > 45:
+            words.append(chunk)
+            chunk = ""
+        chunk += ch
+    words.append(chunk)
+    return "\r\n ".join("=?utf-8?b?" + base64.b64encode(w.encode("utf-8")).decode("ascii") + "?="
+                         for w in words).encode("ascii")
 
 
 _GREETING = "Văn thư gửi văn bản đến anh/chị để xử lý theo quy định.\nTrân trọng."
 
 
-def cases() -> list[Case]:
+@functools.cache
+def cases() -> tuple[Case, ...]:
     out: list[Case] = []
     for index, doc in enumerate(documents()):
         title, abs_ = abstract(doc)
@@ -290,14 +319,15 @@ def cases() -> list[Case]:
         forms.append(("body", f"{heading} {sep}{number} {abs_.lower()}"[:200], doc.text, None, doc.number))
         # office: the copy circulated before numbering ("Số:      /KH-UBND"), subject "Fwd: V/v ..."
         forms.append(("office", "Fwd: V/v " + (abs_[:1].upper() + abs_[1:].lower() if abs_.isupper() else abs_),
-                      _GREETING, ("du thao.docx" if doc.is_letter else f"{fold(heading)} du thao.docx",
+                      _GREETING, ("CV ban luu.docx" if doc.is_letter else f"{fold(heading)} ban luu.docx",
                                   make_docx(doc, office_copy=True),
-                                  "application/vnd.openxmlformats-officedocument.wordprocessingml.document"), None))
+                                  "application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
+                      doc.number if _repeats_number(doc, abs_) else None))
         for form, subject, body, attachment, expected_number in forms:
             seq = len(out)
             out.append(Case(f"{doc.name}:{form}", doc, form, _message(" ".join(subject.split()), body, attachment, seq),
                             doc.category, expected_number, doc.secrecy, doc.urgency))
-    return out
+    return tuple(out)
 
 
 def main(argv: list[str]) -> int:
