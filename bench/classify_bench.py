@@ -34,7 +34,10 @@ from typing import Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from mailgw.classify import docread
+from mailgw.classify import (
+    docread,
+    engine,  # noqa: E402
+)
 from mailgw.directory import model as directory  # noqa: E402
 from mailgw.message.model import Context, Envelope, Message  # noqa: E402
 from mailgw.stages import classify as stage  # noqa: E402
@@ -111,14 +114,14 @@ def main() -> None:
     parsed = email.message_from_bytes(raw, policy=email.policy.default)
     settled = email.message_from_bytes(raw_settled, policy=email.policy.default)
     body_len = len(parsed.get_body().get_content())  # type: ignore[union-attr]
-    result = stage.classify(parsed)  # type: ignore[arg-type]
+    result = engine.classify(parsed)  # type: ignore[arg-type]
     assert result.doc_number == "112/KH-STTTT" and any(e.where == "attachment_text" for e in result.evidence)
 
     ctx = Context(settings=None, directory=directory.load(os.path.join(REPO, "directory.yaml")))
     envelope = Envelope("vanthu.sotttt@binhthuan.gov.vn", ["vanthu.snv@binhthuan.gov.vn"], "relay", "relay", "127.0.0.1")
     # (Without the PDFium worker, as before it existed, the first two figures are the same.)
     has_pdfium = "pdfium" in {f.name for f in dataclasses.fields(docread.ReadLimits)}
-    pypdf_only = stage.ClassifyLimits(read=docread.ReadLimits(pdfium=False)) if has_pdfium else stage.ClassifyLimits()
+    pypdf_only = engine.ClassifyLimits(read=docread.ReadLimits(pdfium=False)) if has_pdfium else engine.ClassifyLimits()
 
     def run_stage() -> None:
         message = Message("bench", envelope, raw)
@@ -126,9 +129,9 @@ def main() -> None:
         stage.run(message, ctx)
 
     figures = [
-        ("classify, page one by PDFium (worker)", lambda: stage.classify(parsed)),  # type: ignore[arg-type]
-        ("classify, page one by pypdf (fallback)", lambda: stage.classify(parsed, limits=pypdf_only)),  # type: ignore[arg-type]
-        ("classify, settled by the subject", lambda: stage.classify(settled)),  # type: ignore[arg-type]
+        ("classify, page one by PDFium (worker)", lambda: engine.classify(parsed)),  # type: ignore[arg-type]
+        ("classify, page one by pypdf (fallback)", lambda: engine.classify(parsed, limits=pypdf_only)),  # type: ignore[arg-type]
+        ("classify, settled by the subject", lambda: engine.classify(settled)),  # type: ignore[arg-type]
         ("stage from bytes (parse + classify)", run_stage),
         ("parse only, for reference", lambda: email.message_from_bytes(raw, policy=email.policy.default)),
     ]

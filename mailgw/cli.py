@@ -226,10 +226,11 @@ def cmd_classify(args: argparse.Namespace) -> int:
     import email
     import email.policy
 
+    from mailgw.classify.engine import classify, limits_for
+    from mailgw.classify.explain import explain
     from mailgw.config import settings
     from mailgw.config.yamlfile import ConfigError
     from mailgw.directory import model as directory
-    from mailgw.stages.classify import classify, explain, limits_for
 
     try:
         with open(args.file, "rb") as f:

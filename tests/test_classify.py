@@ -13,10 +13,11 @@ from email.message import EmailMessage
 import pytest
 
 from mailgw.classify import docread
+from mailgw.classify.engine import ClassifyLimits, classify
+from mailgw.classify.explain import explain
 from mailgw.classify.vn import docnumber, secrecy
 from mailgw.classify.vn import text as vtext
 from mailgw.classify.vn.classification import CATEGORIES, Classification
-from mailgw.stages.classify import ClassifyLimits, classify, explain
 
 DATA = pathlib.Path(__file__).parent / "data" / "classify"
 CASES = sorted(p.name[: -len(".eml")] for p in DATA.glob("*.eml"))

@@ -11,12 +11,12 @@ from email.message import EmailMessage
 
 import pytest
 
-from mailgw.classify import docread, pdfworker
+from mailgw.classify import docread, engine, pdfworker
+from mailgw.classify.engine import ClassifyLimits, classify
 from mailgw.directory import model as directory
 from mailgw.message.model import Context, Envelope, Message
 from mailgw.message.parsed import header_section
 from mailgw.stages import classify as stage
-from mailgw.stages.classify import ClassifyLimits, classify
 from tests.data.classify.make_fixtures import make_pdf
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -212,9 +212,9 @@ def test_workers_are_reused_and_bounded() -> None:
 
 def test_the_directory_names_the_issuers_of_file_name_numbers() -> None:
     demo = directory.load(REPO / "directory.yaml")
-    limits = stage.limits_for(demo)
+    limits = engine.limits_for(demo)
     assert {"STTTT", "SNV", "UBND", "SKHĐT", "SKHDT"} <= limits.known_issuers
-    assert stage.limits_for(demo) is limits  # once per loaded directory
+    assert engine.limits_for(demo) is limits  # once per loaded directory
     msg = _message("Gửi văn bản", "Trân trọng.", [("456_STTTT-VP.pdf", b"not a pdf")])
     assert classify(msg, limits=limits).doc_number == "456/STTTT-VP"
     assert classify(msg).doc_number is None  # without the directory, an unknown code is not a number

@@ -279,11 +279,11 @@ def test_remembered_parameters_are_the_parameters_read_afresh(value: str, header
 
 # --- classify: the text forms and searches, against the plain computations ----------------
 
+from mailgw.classify import cues  # noqa: E402
 from mailgw.classify.vn import docnumber, secrecy  # noqa: E402
 from mailgw.classify.vn import text as vtext  # noqa: E402
-from mailgw.stages import classify as classify_stage  # noqa: E402
 
-_PHRASES = [d.phrase for d in classify_stage._CUE_DEFS]
+_PHRASES = [d.phrase for d in cues.CUE_DEFS]
 _WORDS = (_PHRASES + [p.upper() for p in _PHRASES] + [vtext.fold(p) for p in _PHRASES]
           + ["hoà", "thoả", "uỷ", "ủy", "Hoả tốc", "v-v", "V/V", "mật", "MẬT", "khẩn", "khó khăn", "Số:", "No.", "112",
              "/", "KH-UBND", "2020", "QĐ", "-", " ", "  ", "\n", "\r\n", "\u2028", ",", ".", "(", ")", "“", "”", "x", "ạ",
@@ -313,8 +313,8 @@ def test_text_forms_are_the_plain_ones(text: str) -> None:
 @given(st.one_of(_texts, _texts.map(vtext.nfc), st.text(max_size=30)))
 def test_cues_are_found_where_the_plain_patterns_find_them(text: str) -> None:
     _, key, folded, spaced_low, spaced_folded = vtext.search_forms(text)
-    for finder, searched, spaced in ((classify_stage._MARKED_CUES, key, spaced_low),
-                                     (classify_stage._FOLDED_CUES, folded, spaced_folded)):
+    for finder, searched, spaced in ((cues.MARKED_CUES, key, spaced_low),
+                                     (cues.FOLDED_CUES, folded, spaced_folded)):
         expected = [(m.span(), m.group(0)) for m in finder.pattern.finditer(searched)]
         assert [(m.span(), m.group(0)) for m in finder.finditer(searched, spaced)] == expected
 
@@ -357,7 +357,7 @@ def test_marking_lines_are_the_lines_that_hold_a_mark(text: str) -> None:
 def test_time_and_place_lines_are_found_as_the_multiline_patterns_find_them(text: str) -> None:
     reference = (re.compile(r"(?m)^\W{0,3}(?:thời gian|thoi gian)\s*:", re.IGNORECASE),
                  re.compile(r"(?m)^\W{0,3}(?:địa điểm|dia diem)\s*:", re.IGNORECASE))
-    for new, old in zip(classify_stage._TIME_PLACE, reference):
+    for new, old in zip(cues.TIME_PLACE, reference):
         assert bool(new.search("\n" + text)) == bool(old.search(text))
 
 

@@ -7,7 +7,7 @@ their members, recursively and in memory (archives.py), judges the names
 (names.py), and returns the facts the policy engine reads. It never raises:
 past a limit, or where the structure is ambiguous, it says so in the facts.
 
-The facts (``message.facts["attachments"]``; the policy pack reads these names)::
+The facts (``Facts.attachments``, a :class:`~mailgw.message.facts.AttachmentFacts`; the policy pack reads these names)::
 
     {
       "count": int,                 # files found, archive members and files embedded in PDFs included

@@ -1,6 +1,6 @@
 """One message's attachment facts: every file, what it is by its bytes, what its names claim, and why it may be dangerous.
 
-The facts (``facts["attachments"]``) are what the policy reads; their schema is
+The facts (``Facts.attachments``) are what the policy reads; their schema is
 documented in mailgw/attachments/__init__.py and must not change without the
 policy pack changing with it.
 """

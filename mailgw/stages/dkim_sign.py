@@ -1,6 +1,6 @@
 """Stage: dkim_sign. The DKIM signatures of outbound mail, made last, over the exact bytes that will be queued.
 
-On relay and submission, when the From address (``facts["from"]``) is in a
+On relay and submission, when the From address (``Facts.author``) is in a
 local domain with keys in the settings' ``dkim:`` list, the message is signed
 with every key of the most specific such domain (the From domain itself or a
 parent: relaxed alignment): an RSA and an Ed25519 key give two signatures
@@ -11,7 +11,7 @@ A message is never sent unsigned when it should be signed: a failure to sign
 is our fault and gives 451 (the client tries again); a header section the
 signer cannot parse is the message's own fault and gives 550 5.6.0.
 
-``facts["dkim"]`` becomes ``{"signed": True, "signatures": [{d, s, a}, ...]}``
+``Facts.dkim`` becomes ``DkimFacts(signed=True, signatures=[(d, s, a), ...])``
 (dkim_verify left it None on these listeners), which the decision record and
 the compliance report read.
 

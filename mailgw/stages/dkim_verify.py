@@ -9,9 +9,9 @@ The last fact-finding stage, on every message:
   a sender may have signed such a field;
 - on ``mx`` every DKIM-Signature is verified (up to ``MAX_SIGNATURES``), keys
   fetched through ``ctx.resolver`` within ``dns.timeout``; the verdict goes to
-  ``facts["dkim"]`` and the ``Authentication-Results`` value for the next hop to
-  ``facts["authentication_results"]`` (stamp adds the field after the decision);
-- on relay and submission ``facts["dkim"]`` is None: that is our own users'
+  ``Facts.dkim`` and the ``Authentication-Results`` value for the next hop to
+  ``Facts.authentication_results`` (stamp adds the field after the decision);
+- on relay and submission ``Facts.dkim`` is None: that is our own users'
   mail, which dkim_sign signs rather than this stage verifies.
 
 ``Facts.dkim`` on mx is ``DkimReport.to_json()`` as :class:`DkimFacts` (``status``,

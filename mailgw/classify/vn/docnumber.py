@@ -22,6 +22,8 @@ TYPE_CODES = (
     "NQ", "QĐ", "CT", "QC", "QyĐ", "TC", "TB", "HD", "CTr", "KH", "PA", "ĐA", "DA", "BC", "BB",
     "TTr", "HĐ", "CĐ", "BGN", "BTT", "GUQ", "GM", "GGT", "GNP", "PG", "PC", "PB", "SY", "TrS", "SL",
     "NĐ", "TT", "TTLT",
+    # Not in Phụ lục III but issued every day: joint guidance, permits, certificates.
+    "HDLN", "GP", "GCN",
 )
 
 # Category of each type code when the symbol has no year.
@@ -30,9 +32,10 @@ TYPE_CATEGORY = types.MappingProxyType({
     "CT": "directive", "KH": "plan", "CTr": "programme", "TTr": "submission",
     "CĐ": "official_telegram", "BB": "minutes", "HD": "guidance", "GGT": "introduction_letter",
     "NĐ": "legal_normative", "TT": "legal_normative", "TTLT": "legal_normative",
+    "HDLN": "guidance",
     **{code: "administrative_other" for code in (
         "NQ", "QC", "QyĐ", "TC", "PA", "ĐA", "DA", "HĐ", "BGN", "BTT", "GUQ", "GNP", "PG", "PC",
-        "PB", "SY", "TrS", "SL")},
+        "PB", "SY", "TrS", "SL", "GP", "GCN")},
 })
 
 # With a year these are legal normative documents (28/2018/QĐ-TTg, 12/2020/NQ-HĐND).
@@ -49,9 +52,11 @@ _DOC_NO = re.compile(
     # number); it lets the engine pass over other positions twice as fast.
     r"(?=[SN\d])"
     r"(?P<prefix>\b(?:S[ốoỐO]|No\.?)\s*:?\s*)?"
-    r"(?<![\d/])(?P<num>\d{1,5})\s*/\s*"
+    r"(?<![\d/.])(?P<num>\d{1,5}(?:\.\d{1,3})?)\s*/\s*"
     r"(?:(?P<year>(?:19|20)\d{2})\s*/\s*)?"
     r"(?P<sym>" + _SYM + r"(?:\s*-\s*" + _SYM + r"){0,3})"
+    # A joint document names its issuers after a second "/": "1213/2010/HDLN/STC-SCT".
+    r"(?P<joint>\s*/\s*" + _SYM + r"(?:-" + _SYM + r"){0,3})?"
     r"(?!\w)",
     re.IGNORECASE,
 )
@@ -66,6 +71,8 @@ _FILE_NO = re.compile(
     r"(?P<type>[A-Za-zĐđ]{1,5})[-_](?P<rest>[A-Za-zĐđ0-9]{1,12}(?:-[A-Za-zĐđ0-9]{1,12}){0,2})"
     r"(?![A-Za-zĐđ0-9])"
 )
+# Joint documents whose issuers follow a second "/": "1213/2010/HDLN/STC-SCT".
+_JOINT = frozenset({"HDLN", "TTLT", "NQLT"})
 _LAW = re.compile(r"QH\d{1,3}", re.IGNORECASE)
 _WORDY = re.compile(r"[a-zđ]{2}")
 
@@ -128,7 +135,8 @@ def _category(code: str | None, year: str | None, is_law: bool) -> str:
 
 
 def _build(num: str, year: str | None, groups: list[str], *, start: int, end: int,
-           prefix: str, prefix_start: int, issues: list[str], context: str) -> DocNumber | None:
+           prefix: str, prefix_start: int, issues: list[str], context: str,
+           joint: str | None = None) -> DocNumber | None:
     if not groups or (year is None and len(groups) < 2):
         return None  # "2016/BTTTT" in "QCVN 102:2016/BTTTT" is not a document number
     is_law = bool(year and len(groups) == 1 and _LAW.fullmatch(groups[0]))
@@ -143,6 +151,8 @@ def _build(num: str, year: str | None, groups: list[str], *, start: int, end: in
         issues.append(f"legal document type {code} without a year")
     head = f"{num}/{year}/" if year else f"{num}/"
     symbol = "-".join(([code] if code else []) + rest)
+    if joint:
+        symbol += "/" + joint
     return DocNumber(
         text=head + symbol, number=num, year=year, type_code=code, issuer="-".join(rest),
         category=_category(code, year, is_law), start=start, end=end, prefixed=bool(prefix),
@@ -172,9 +182,15 @@ def find_all(text: str, *, context: str | None = None) -> list[DocNumber]:
         prefix = m.group("prefix") or ""
         if prefix.lower().startswith("no"):
             issues.append("written with 'No.' instead of 'Số:'")
-        end = m.end() if len(groups) == len(sym.split("-")) else m.start("sym") + _span_of(sym, groups)
+        end = m.end("sym") if len(groups) == len(sym.split("-")) else m.start("sym") + _span_of(sym, groups)
+        joint = None
+        joint_groups = [g.strip() for g in (m.group("joint") or "").strip().lstrip("/").split("-")]
+        if (m.group("joint") and end == m.end("sym") and groups[0].upper() in _JOINT
+                and all(any(c.isupper() for c in g) for g in joint_groups)):
+            joint = "-".join(joint_groups)
+            end = m.end()
         doc = _build(m.group("num"), m.group("year"), groups, start=m.start("num"), end=end,
-                     prefix=prefix, prefix_start=m.start(), issues=issues, context=ctx)
+                     prefix=prefix, prefix_start=m.start(), issues=issues, context=ctx, joint=joint)
         if doc is not None:
             found.append(doc)
     return found
@@ -204,8 +220,9 @@ def _matches(text: str) -> Iterator[re.Match[str]]:
         if last < 0 or not text[last].isdecimal():  # \d is a decimal digit
             continue
         first = last  # the number's first digit ...
-        while first > 0 and text[first - 1].isdecimal():
-            first -= 1
+        while first > 0 and (text[first - 1].isdecimal()
+                             or (text[first - 1] == "." and first > 1 and text[first - 2].isdecimal())):
+            first -= 1  # "66.18/2026/NQ-CP": a dotted number
         space = first  # ... and the white space and colons before it
         while space > 0 and (text[space - 1].isspace() or text[space - 1] == ":"):
             space -= 1
@@ -237,6 +254,12 @@ def find_in_filename(name: str, *, known_issuers: frozenset[str] = frozenset()) 
         return direct[0]
     for m in _FILE_NO.finditer(name):
         groups = [m.group("type")] + m.group("rest").split("-")
+        # What follows the symbol in a file name is a slug or a date, not a symbol group:
+        # "24_2025_TT-BCT-ke-hoach.pdf", "7432-UBND-XD-21-7.pdf". Symbol groups are capitals.
+        for i in range(1, len(groups)):
+            if groups[i].isdigit() or not any(c.isupper() for c in groups[i]):
+                groups = groups[:i]
+                break
         low = groups[0].lower()
         if low not in _BY_LOWER and low not in _SAFE_FOLDED:
             if groups[0].upper() not in {k.upper() for k in known_issuers}:
@@ -252,3 +275,28 @@ def parse(text: str) -> DocNumber | None:
     """The first number/symbol in ``text``, or None."""
     found = find_all(vtext.nfc(text))
     return found[0] if found else None
+
+
+# The office copy before numbering: "Số:      /KH-UBND", "Số:   /2024/QĐ-UBND".
+_BLANK = re.compile(r"\bS[ốoỐO]\s*(?::[ \t.…]*)?/\s*(?:(?P<year>(?:19|20)\d{2})\s*/\s*)?"
+                    r"(?P<sym>" + _SYM + r"(?:-" + _SYM + r"){0,3})(?!\w)")
+
+
+def find_blank(text: str) -> tuple[str, str | None, str, int] | None:
+    """(category, type code, symbol as written, position) of a "Số: /SYM" without its number, or None.
+
+    The symbol still names the kind of document (and a year still makes it a legal
+    normative one); there is no number to report.
+    """
+    if "/" not in text:
+        return None
+    m = _BLANK.search(text)
+    if m is None:
+        return None
+    groups = m.group("sym").split("-")
+    year = m.group("year")
+    if year is None and len(groups) < 2:
+        return None
+    is_law = bool(year and len(groups) == 1 and _LAW.fullmatch(groups[0]))
+    code, _ = (None, []) if is_law else _resolve_code(groups[0], text)
+    return _category(code, year, is_law), code, m.group(0).split("/", 1)[1].strip(), m.start()

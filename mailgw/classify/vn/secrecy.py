@@ -4,10 +4,11 @@ Rules from shared/domain/VN-DOCUMENTS.md section 5. A false secrecy block stops
 legitimate work and a missed one breaks the law, so the two strengths differ:
 
 - strong (the policy rejects): the stamp itself, "MẬT", "TỐI MẬT", "TUYỆT MẬT" in
-  capitals standing alone on its line, in brackets (any case: "[Mật]"), or as the
+  capitals standing alone on its line, in brackets with a capital ("[Mật]", not "(mật)"), or as the
   value of a "Độ mật:" label; "TỐI MẬT"/"TUYỆT MẬT" in capitals anywhere; ASCII
   "TOI MAT"/"TUYET MAT" in capitals written as a stamp (alone or in brackets).
-- weak (the policy only tags): "mật" in running text outside the exclusion list,
+- weak (the policy only tags): "mật" in running text outside the exclusion list
+  (a lower-case "(mật)" included),
   "bí mật nhà nước" as a description, a capital "MẬT" inside a phrase, and every
   other ASCII form, since "mat" is also mặt and mất.
 - never evidence: the exclusion list ("mật khẩu", "bảo mật", "mật độ", "mật mã",
@@ -46,8 +47,9 @@ def _key(phrase: str) -> str:
 _EXCLUDED = tuple(_key(p) for p in (
     "luật bảo vệ bí mật nhà nước", "bảo vệ bí mật nhà nước", "danh mục bí mật nhà nước",
     "mật khẩu", "bảo mật", "mật độ", "mật mã", "mật ong", "thân mật", "mật thiết", "mật thám",
+    "không mật",  # "Độ mật: không mật", "tài liệu không mật": says the document is NOT secret
 ))
-_EXCLUDED_FOLDED = ("bao ve bi mat nha nuoc", "danh muc bi mat nha nuoc", "mat khau", "bao mat",
+_EXCLUDED_FOLDED = ("bao ve bi mat nha nuoc", "danh muc bi mat nha nuoc", "mat khau", "bao mat", "khong mat",
                     "mat do", "mat ma", "mat ong", "than mat", "mat thiet", "toi mat mui")
 _URGENCY_EXCLUDED = tuple(_key(p) for p in (
     "khẩn trương", "khẩn cấp", "khẩn thiết", "khẩn khoản", "khẩn hoang", "khẩn cầu", "khẩn nguyện",
@@ -196,7 +198,10 @@ def scan_secrecy(text: str, *, folded: str | None = None) -> list[Mark]:
                     marks.append(Mark("declassified", "giai_mat", True, False, written, offset + s))
                 continue
             level = _SECRECY_OF[word]
-            strong = _bracketed(line, s, e) or (upper and (level != "mat" or _alone(line, s, e)))
+            # A stamp is written in capitals ("[MẬT]", "(Mật)"); a lower-case "(mật)" in a
+            # subject is a clerk's word, weak like any lower-case "mật".
+            capital = written[:1].isupper()
+            strong = (_bracketed(line, s, e) and capital) or (upper and (level != "mat" or _alone(line, s, e)))
             marks.append(Mark("secrecy", level, strong, False, written, offset + s))
         for m in _SECRET_FOLDED_RE.finditer(folded):
             s, e = m.span()
