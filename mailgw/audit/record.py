@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from mailgw.directory.model import Directory
 from mailgw.message.facts import (
     AttachmentFacts,
     AuditModeHit,
@@ -237,14 +238,8 @@ def _headers(message: Message) -> HeaderFields:
     return HeaderFields(**out)
 
 
-def _party(directory: Any, address: str) -> Party:
-    box = directory.mailbox(address)
-    agency = directory.agency_of(address)
-    return Party(
-        address=address,
-        local=directory.is_local(address),
-        official=directory.is_official(address),
-        agency=agency.code if agency else None,
-        unit=box.unit.code if box and box.unit else None,
-        exception=directory.exception_for(address) is not None,
-    )
+def _party(directory: Directory, address: str) -> Party:
+    """A party as the record keeps it: the address as written, what the directory says of it."""
+    p = directory.party(address)
+    return Party(address=address, local=p.local, official=p.official, agency=p.agency, unit=p.unit,
+                 exception=p.exception)

@@ -18,13 +18,13 @@ import ssl
 import time
 import urllib.parse
 import weakref
-from typing import Any, Sequence
+from typing import Sequence
 
 import aiosmtplib
 from aiosmtplib.email import quote_address
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
-from mailgw.config.resolver import DnsNameError, DnsResolver, DnsTemporaryError
+from mailgw.config.resolver import DnsNameError, DnsResolver, DnsTemporaryError, MxResolver
 from mailgw.config.settings import QueueSettings, Route
 from mailgw.message.addresses import PLAIN_ADDRESS
 
@@ -55,7 +55,7 @@ def permanent(reply: str, remote: str = "") -> Result:
 
 
 async def deliver(route: Route, mail_from: str, rcpts: Sequence[str], data: bytes, *, hostname: str,
-                  timeouts: QueueSettings, resolver: Any = None, mx_port: int = 25) -> dict[str, Result]:
+                  timeouts: QueueSettings, resolver: MxResolver | None = None, mx_port: int = 25) -> dict[str, Result]:
     """Deliver ``data`` to ``rcpts`` (all of them on this route); one Result per recipient.
 
     ``resolver`` (mailgw.config.resolver) answers the MX and address lookups of the
@@ -74,7 +74,7 @@ async def deliver(route: Route, mail_from: str, rcpts: Sequence[str], data: byte
 
 
 async def _mx(domain: str, mail_from: str, rcpts: Sequence[str], data: bytes, hostname: str,
-              timeouts: QueueSettings, resolver: Any, port: int) -> dict[str, Result]:
+              timeouts: QueueSettings, resolver: MxResolver, port: int) -> dict[str, Result]:
     """RFC 5321 5.1: the MX hosts by preference (the domain itself without MX), their addresses in turn.
 
     A refused or failed connection, or a 4xx, moves on to the next address or host
@@ -127,7 +127,7 @@ async def _mx(domain: str, mail_from: str, rcpts: Sequence[str], data: bytes, ho
     return results
 
 
-async def _mx_hosts(domain: str, resolver: Any) -> tuple[list[str], Result | None]:
+async def _mx_hosts(domain: str, resolver: MxResolver) -> tuple[list[str], Result | None]:
     """The MX hosts of ``domain`` by preference (random among equals); the domain itself without MX."""
     try:
         records = await resolver.mx(domain)

@@ -163,6 +163,22 @@ class Delegation:
         return self.until is None or day <= self.until
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class PartyInfo:
+    """What the directory says of one address: the one answer the policy's facts and the record share."""
+
+    address: str  # canonical: lowercased domain in IDNA ASCII form (the address as given if it has none)
+    domain: str
+    local: bool
+    official: bool
+    public_service: bool
+    partner: bool
+    exception: bool
+    agency: str | None  # the agency's code
+    unit: str | None  # the unit's code
+    roles: tuple[str, ...]
+
+
 # --- address normalisation ---------------------------------------------------
 
 
@@ -362,6 +378,24 @@ class Directory:
         root = self._local_root(canonical[canonical.rindex("@") + 1 :])
         owners = self._agencies_by_domain.get(root, ()) if root else ()
         return owners[0] if len(owners) == 1 else None
+
+    def party(self, address: str) -> PartyInfo:
+        """Everything the directory says of ``address``, in one answer."""
+        canonical = canonical_address(address) or address.lower()
+        box = self.mailbox(canonical)
+        agency = self.agency_of(canonical)
+        return PartyInfo(
+            address=canonical,
+            domain=canonical.rpartition("@")[2],
+            local=self.is_local(canonical),
+            official=self.is_official(canonical),
+            public_service=box is not None and box.is_public_service,
+            partner=self.partner_of(canonical) is not None,
+            exception=self.exception_for(canonical) is not None,
+            agency=agency.code if agency else None,
+            unit=box.unit.code if box is not None and box.unit else None,
+            roles=tuple(sorted(box.roles)) if box is not None else (),
+        )
 
     def partner_of(self, address: str) -> Partner | None:
         domain = _domain_of(address)

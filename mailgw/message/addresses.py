@@ -58,6 +58,3 @@ def sender(address: str) -> str | None:
         return None
     return f"{valid.local_part}@{valid.domain.lower()}"
 
-
-def domain_of(address: str) -> str:
-    return address.rpartition("@")[2].lower()

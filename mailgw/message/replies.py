@@ -101,7 +101,6 @@ BAD_STRUCTURE = _r(550, "6.0", "Cấu trúc thư lồng nhau quá sâu hoặc kh
 HEADER_TOO_BIG = _r(552, "3.4", "Phần đầu thư quá lớn hoặc quá nhiều dòng", "Message header section too large")
 LINE_TOO_LONG = _r(500, "6.0", "Dòng thư dài quá 998 ký tự", "Line too long (see RFC 5321 4.5.3.1.6)")
 COMMAND_TOO_LONG = _r(500, "5.2", "Lệnh quá dài", "Command line too long")
-AUTH_OK = SmtpReply(235, "7.0", "Authentication successful")
 AUTH_FAILED = _r(535, "7.8", "Sai tên đăng nhập hoặc mật khẩu", "Authentication credentials invalid")
 AUTH_TOO_MANY = _r(421, "7.0", "Đăng nhập sai quá nhiều lần, đóng kết nối", "Too many failed logins, closing connection")
 AUTH_REQUIRED = _r(530, "7.0", "Cần đăng nhập trước khi gửi thư", "Authentication required")

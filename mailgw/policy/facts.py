@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from mailgw.classify.vn.text import fold
-from mailgw.directory.model import canonical_address
+from mailgw.directory.model import Directory, canonical_address
 from mailgw.dkim import orgdomain
 from mailgw.message.facts import AttachmentFacts, DkimFacts
 from mailgw.message.model import Context, Message
@@ -71,25 +71,13 @@ def view(message: Message, ctx: Context) -> dict[str, Any]:
     }
 
 
-def _party(directory: Any, address: str, known: _Known) -> dict[str, Any]:
-    canonical = canonical_address(address) or address.lower()
-    domain = canonical.rpartition("@")[2]
-    box = directory.mailbox(canonical)
-    agency = directory.agency_of(canonical)
-    local = directory.is_local(canonical)
-    partner = directory.partner_of(canonical) is not None
+def _party(directory: Directory, address: str, known: _Known) -> dict[str, Any]:
+    p = directory.party(address)
     return {
-        "address": canonical,
-        "domain": domain,
-        "local": local,
-        "official": directory.is_official(canonical),
-        "public_service": box is not None and box.is_public_service,
-        "partner": partner,
-        "exception": directory.exception_for(canonical) is not None,
-        "agency": agency.code if agency else None,
-        "unit": box.unit.code if box is not None and box.unit else None,
-        "roles": sorted(box.roles) if box is not None else [],
-        "lookalike": None if local or partner else known.lookalike(domain),
+        "address": p.address, "domain": p.domain, "local": p.local, "official": p.official,
+        "public_service": p.public_service, "partner": p.partner, "exception": p.exception, "agency": p.agency,
+        "unit": p.unit, "roles": list(p.roles),
+        "lookalike": None if p.local or p.partner else known.lookalike(p.domain),
     }
 
 

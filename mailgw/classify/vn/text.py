@@ -237,19 +237,6 @@ def search_forms(text: str) -> tuple[str, str, str, str | None, str | None]:
             " " + codecs.charmap_decode(indices, "strict", _SPACED_FOLDED_BY_INDEX)[0])
 
 
-def tone_case(text: str) -> str:
-    """``text`` with one tone placement but its case kept (stamps are recognised by case)."""
-    low = lower(text)
-    out: list[str] | None = None
-    for m in _TONE_RE.finditer(low):
-        if out is None:
-            out = list(text)
-        for i, ch in enumerate(_TONE_PAIRS[m.group(0)]):
-            pos = m.start() + i
-            out[pos] = ch.upper() if text[pos].isupper() else ch
-    return text if out is None else "".join(out)
-
-
 def phrases_pattern(phrases: list[str] | tuple[str, ...]) -> str:
     """A regex alternation matching the longest of ``phrases`` at a position, as a trie.
 
