@@ -9,10 +9,10 @@ found, 2 a usage error (a filter or period that cannot be understood).
 from __future__ import annotations
 
 import csv
+import io
 import json as jsonlib
 import os
 import sys
-import tempfile
 from typing import Any, Iterator, Mapping, TextIO
 
 from sqlalchemy import Row, func, select
@@ -26,6 +26,7 @@ from mailgw.audit.record import RecordError
 from mailgw.audit.schema import Exchange
 from mailgw.audit.store import open_engine
 from mailgw.audit.verify import verify_engine
+from mailgw.durable import replacing
 
 CSV_COLUMNS = (
     "id", "time", "node", "seq", "direction", "role", "listener", "client_ip", "helo", "tls", "auth_user",
@@ -205,15 +206,11 @@ def _replace(path: str, write: Any) -> None:
     if path == "-":
         write(sys.stdout)
         return
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".mailgw-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with replacing(os.path.abspath(path)) as f:  # 0600: an export is as confidential as the log
+        text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+        write(text)
+        text.flush()
+        text.detach()
 
 
 def _write_atomically(path: str, fmt: str, records: Iterator[LoggedExchange], bar: Any) -> int:

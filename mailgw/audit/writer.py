@@ -43,11 +43,10 @@ import queue
 import re
 import threading
 import time
-import uuid
 from typing import Any, Iterable, Mapping
 
 from mailgw.audit.log import AuditLog
-from mailgw.queue.spool import fsync_dir, unlink_if_present
+from mailgw.durable import fsync_dir, replacing, unlink_if_present
 
 log = logging.getLogger(__name__)
 
@@ -89,17 +88,8 @@ class Journal:
         for kind, payload in entries:
             name = _entry_name(kind, payload)
             text = json.dumps({kind: payload}, ensure_ascii=False, sort_keys=True, allow_nan=False)
-            tmp = os.path.join(self.path, f".{name}.{uuid.uuid4().hex}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(text)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, os.path.join(self.path, name))
-            except BaseException:
-                unlink_if_present(tmp)
-                raise
+            with replacing(os.path.join(self.path, name), sync_dir=False) as f:  # one directory fsync for all
+                f.write(text.encode())
         fsync_dir(self.path)
 
     def names(self) -> list[str]:

@@ -26,6 +26,7 @@ from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
 from mailgw.config.resolver import DnsNameError, DnsResolver, DnsTemporaryError, MxResolver
 from mailgw.config.settings import QueueSettings, Route
+from mailgw.durable import replacing
 from mailgw.message.addresses import PLAIN_ADDRESS
 
 # Postfix's smtp_mx_address_limit and smtp_mx_session_limit: a domain with a hundred
@@ -462,17 +463,8 @@ def _to_maildir(root: str, rcpts: Sequence[str], data: bytes) -> dict[str, Resul
             for sub in ("tmp", "new", "cur"):
                 os.makedirs(os.path.join(box, sub), mode=0o700, exist_ok=True)
             name = f"{time.time_ns()}.{os.getpid()}.{os.urandom(4).hex()}.{socket.gethostname()}"
-            tmp = os.path.join(box, "tmp", name)
-            with open(tmp, "wb") as f:
+            with replacing(os.path.join(box, "new", name), tmp=os.path.join(box, "tmp", name)) as f:
                 f.write(data.replace(b"\r\n", b"\n"))  # Maildir files use the local line ending
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(tmp, os.path.join(box, "new", name))
-            fd = os.open(os.path.join(box, "new"), os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
             results[rcpt] = sent("250 2.0.0 delivered to maildir", box)
         except OSError as e:
             results[rcpt] = temporary(f"maildir {box}: {e.strerror}", box)

@@ -28,6 +28,8 @@ import shutil
 import time
 from typing import Any, Iterator
 
+from mailgw.durable import fsync_dir, replacing, unlink_if_present
+
 log = logging.getLogger(__name__)
 
 _MAGIC = b"MAILGW1 "
@@ -75,31 +77,16 @@ class Spool:
         if os.path.exists(final) or os.path.exists(os.path.join(self.path, QUEUED if held else HELD, msg_id)):
             return  # already stored: put is idempotent (a DSN re-created after a crash)
         head = json.dumps(meta, ensure_ascii=False, separators=(",", ":")).encode()
-        tmp = os.path.join(self.path, "tmp", msg_id)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(_MAGIC + str(len(head)).encode() + b"\n" + head + b"\n")
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        except BaseException:
-            unlink_if_present(tmp)
-            raise
-        os.rename(tmp, final)
-        fsync_dir(os.path.join(self.path, where))
+        with replacing(final, tmp=os.path.join(self.path, "tmp", msg_id)) as f:
+            f.write(_MAGIC + str(len(head)).encode() + b"\n" + head + b"\n")
+            f.write(data)
 
     def save_state(self, msg_id: str, state: dict[str, Any]) -> None:
         """Replace the delivery state of a message (atomic rename, fsync-ed)."""
         _check_id(msg_id)
         final = os.path.join(self.path, "state", msg_id + ".json")
-        tmp = final + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(state, f, ensure_ascii=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, final)
-        fsync_dir(os.path.dirname(final))
+        with replacing(final, tmp=final + ".tmp") as f:
+            f.write(json.dumps(state, ensure_ascii=False).encode())
 
     def remove(self, msg_id: str) -> None:
         """Forget a message whose every recipient is settled."""
@@ -250,17 +237,3 @@ def _check_id(msg_id: str) -> None:
         raise ValueError(f"not a message id: {msg_id!r}")
 
 
-def fsync_dir(path: str) -> None:
-    """Make a rename or unlink in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def unlink_if_present(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
