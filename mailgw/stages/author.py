@@ -40,6 +40,11 @@ _BENIGN_DEFECTS = frozenset({
     ("InvalidHeaderDefect", "missing trailing whitespace after encoded-word"),  # the closing quote follows it
     ("NonASCIILocalPartDefect", "local-part contains non-ASCII characters)"),  # RFC 6532; SMTPUTF8 checked apart
 })
+# Defects of the local part alone: the one address is there, and it is not a valid one.
+_LOCAL_PART_DEFECTS = frozenset({
+    "local-part is not dot-atom, quoted-string, or obs-local-part", "invalid repeated '.'",
+    "Invalid leading '.' in local part", "Invalid trailing '.' in local part",
+})
 # Decoding defects of an encoded word (in the display name): its text, not the address, is in doubt.
 _BENIGN_DEFECT_CLASSES = frozenset({
     "InvalidBase64PaddingDefect", "InvalidBase64CharactersDefect", "InvalidBase64LengthDefect",
@@ -127,6 +132,8 @@ def _parsed(text: str) -> tuple[str, str] | SmtpReply:
     if len(addresses) > 1:
         return replies.FROM_TWO_ADDRESSES
     fatal = [d for d in defects if not _benign(d)]
+    if len(addresses) == 1 and len(mailboxes) == 1 and fatal and all(str(d) in _LOCAL_PART_DEFECTS for d in fatal):
+        return dataclasses.replace(replies.FROM_INVALID_ADDRESS, reason=f"From: {fatal[0]}")
     if not addresses or fatal or len(mailboxes) != 1:
         # No "@" at all: a name alone, "<>", nothing. Otherwise the parser had to guess.
         problem = replies.FROM_NO_ADDRESS if "@" not in text else replies.FROM_UNREADABLE
