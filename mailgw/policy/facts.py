@@ -22,7 +22,7 @@ from mailgw.message.model import Context, Message
 from mailgw.policy import lookalike
 
 NO_ATTACHMENTS: dict[str, Any] = {"count": 0, "total_size": 0, "ambiguous": False, "ambiguous_reason": None,
-                                  "signed_any": False, "files": []}
+                                  "ambiguous_parts": [], "signed_any": False, "files": []}
 
 
 def view(message: Message, ctx: Context) -> dict[str, Any]:
