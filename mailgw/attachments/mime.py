@@ -273,7 +273,7 @@ class Walker:
             return
         if ctype == "message/external-body":
             return  # carries a reference, not bytes
-        yield from self._leaf(node, loc, ctype, cte, node.get_payload())
+        yield from self._leaf(node, loc, ctype, cte, node._payload)  # the text as parsed, 8-bit bytes escaped
 
     def _leaf(self, node: email.message.Message, loc: str, ctype: str | None, cte: str,
               payload: object, rebuilt: bool = False) -> Iterator[Leaf]:
@@ -407,20 +407,20 @@ def _decode(node: email.message.Message, cte: str, payload: object, rebuilt: boo
         try:
             if cte == "quoted-printable":
                 return binascii.a2b_qp(payload.encode("ascii", "surrogateescape"))
-            try:
-                return binascii.a2b_base64(payload)
-            except binascii.Error:  # padding left out: the bytes the characters carry
-                stripped = _NOT_BASE64.sub("", payload)
-                return binascii.a2b_base64(stripped + "=" * (-len(stripped) % 4))
+            return binascii.a2b_base64(payload)
         except (ValueError, binascii.Error, UnicodeEncodeError):
-            pass
+            # Base64 without its padding, text that is not ASCII: as the email package
+            # decodes the encoding named (its decoders are lenient, as clients are).
+            named = email.message.Message()
+            named["Content-Transfer-Encoding"] = cte
+            named.set_payload(payload)
+            data = named.get_payload(decode=True)
+            return data if isinstance(data, bytes) else b""
     if rebuilt:
         return payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
     data = decoded_payload(node)
     return data if isinstance(data, bytes) else b""
 
-
-_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/]+")
 
 
 def _body_text(node: email.message.Message) -> str:
