@@ -273,7 +273,7 @@ class Walker:
             return
         if ctype == "message/external-body":
             return  # carries a reference, not bytes
-        yield from self._leaf(node, loc, ctype, cte, node._payload)  # the text as parsed, 8-bit bytes escaped
+        yield from self._leaf(node, loc, ctype, cte, node._payload)  # type: ignore[attr-defined]  # as parsed
 
     def _leaf(self, node: email.message.Message, loc: str, ctype: str | None, cte: str,
               payload: object, rebuilt: bool = False) -> Iterator[Leaf]:
