@@ -57,7 +57,9 @@ def _cases() -> list[tuple[str, bytes, str]]:
         ("inside a forwarded message", fx.mail(fx.rfc822(fx.message(fx.multipart(
             [fx.text_part(), fx.attachment(PE, filename="chuyen tiep.exe")], boundary="in")))), REJECT),
         ("unterminated multipart", fx.message(fx.multipart([fx.text_part(), fx.attachment(fx.pdf_plain(), filename="a.pdf")],
-                                                           close=False)), REJECT),
+                                                           close=False)), ACCEPT),  # read to the end, as every reader does
+        ("unterminated multipart, executable last", fx.message(fx.multipart(
+            [fx.text_part(), fx.attachment(PE, filename="a.exe")], close=False)), REJECT),
         ("missing boundary", fx.message(fx.part("Content-Type: multipart/mixed",
                                                 b"--b1\r\n" + fx.attachment(PE, filename="a.exe") + b"\r\n--b1--\r\n")), REJECT),
         # archives

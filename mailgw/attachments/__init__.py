@@ -14,6 +14,11 @@ The facts (``Facts.attachments``, a :class:`~mailgw.message.facts.AttachmentFact
       "total_size": int,            # decoded bytes of the top-level files
       "ambiguous": bool,            # structure too ambiguous, or a limit reached: the policy decides
       "ambiguous_reason": str|None, # English for admins; several reasons joined with "; "
+      "ambiguous_parts": [{         # the same, one entry per place, for the refusal's text
+        "location": str,            # MIME part "2.1"; "" for the message as a whole (a limit, a failure)
+        "name": str|None,           # the part's file name, if any
+        "cause": str,               # a key of mime.CAUSES (its Vietnamese and English text)
+      }],
       "signed_any": bool,           # some file carries a digital signature
       "files": [{
         "name": str|None,           # the first name (Content-Disposition first), decoded, NFC

@@ -26,6 +26,7 @@ def inspect_message(raw: bytes, limits: AttachmentLimits | None = None) -> dict[
     budget = Budget(limits or AttachmentLimits())
     files: list[dict[str, Any]] = []
     reasons: list[str] = []
+    causes: list[str] = []  # of the message as a whole (limits, failures), in the order of ``reasons``
     walker = mime.Walker(raw, budget)
     try:
         for leaf in walker.leaves():
@@ -35,12 +36,18 @@ def inspect_message(raw: bytes, limits: AttachmentLimits | None = None) -> dict[
             _inspect(leaf.data, leaf.names, leaf.declared_type, leaf.location, 0, budget, files, sniffed)
     except OverLimit as over:
         reasons.append(over.reason)
+        causes.append("limit")
     except RecursionError:
         reasons.append("structure nested too deeply to inspect")
+        causes.append("limit")
     except MemoryError:
         reasons.append("out of memory while inspecting")
+        causes.append("limit")
     except Exception as exc:  # a defect of ours or of a library: the policy decides, the message is not lost
         reasons.append(f"inspection failed: {type(exc).__name__}")
+        causes.append("failed")
+    parts = [{"location": a.location, "name": a.name, "cause": a.cause} for a in walker.parts]
+    parts += [{"location": "", "name": None, "cause": c} for r, c in zip(reasons, causes) if r not in walker.ambiguities]
     reasons = walker.ambiguities + [r for r in reasons if r not in walker.ambiguities]
     return {
         "count": len(files),
@@ -48,6 +55,7 @@ def inspect_message(raw: bytes, limits: AttachmentLimits | None = None) -> dict[
         "ambiguous": bool(reasons),
         "ambiguous_reason": "; ".join(reasons[:_MAX_REASONS]) + ("; ..." if len(reasons) > _MAX_REASONS else "")
         if reasons else None,
+        "ambiguous_parts": parts,
         "signed_any": any(f["signed"] for f in files),
         "files": files,
     }

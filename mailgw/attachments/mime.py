@@ -11,12 +11,24 @@ the part limit, before a hostile message can cost time or memory.
 The email package is lenient: it repairs what it can and notes a defect. Where
 another reader (a mail client, the next hop) could see different parts, or
 different bytes, in the same message, the walker reports the message as
-ambiguous and names the cause; the policy decides (the shipped pack rejects).
-Those causes: a missing, unterminated or duplicated boundary, a boundary that
-repeats an enclosing one, MIME headers after the closing boundary, two
-Content-Type / Content-Transfer-Encoding / Content-Disposition headers in one
-part, broken base64, an unknown transfer encoding, an encoded message/rfc822,
-message/partial, uuencoded or BinHex data inside a text body. Names are read in
+ambiguous and names the cause and the part (``parts``: location, name, cause);
+the policy decides (the shipped pack rejects, and its reply names them).
+Those causes: a missing or duplicated boundary, a boundary that repeats an
+enclosing one, MIME headers outside the boundaries or after a line that ends a
+part's headers early, two Content-Type / Content-Transfer-Encoding /
+Content-Disposition headers in one part, base64 that does not decode, an
+unknown transfer encoding, an encoded message/rfc822, message/partial,
+uuencoded or BinHex data inside a text body.
+
+What every mature reader reads alike is not ambiguous, and is read as they
+read it: a transfer encoding spelled loosely ("Quoted-Printable ", "7-bit",
+"base-64", "quoted printable") is the encoding it names, and the part is
+decoded so; a multipart whose closing boundary is missing ends with the
+message (RFC 2046 calls it a defect; Postfix, amavis and mail clients read the
+parts it has); a part whose headers end at a line that is not a header holds
+that line as text, unless MIME headers follow it; a delivery report
+(message/delivery-status and the other report types) is data, and when it is
+encoded it is decoded and inspected as a file. Names are read in
 every way a reader might read them (RFC 2231 and plain parameters, both
 parsers of the email package, RFC 2047 words inside parameters and an encoded
 whole header) and all of them are kept.
@@ -46,14 +58,41 @@ _FEED = 64 * 1024
 _KNOWN_CTE = frozenset({"", "7bit", "8bit", "binary", "base64", "quoted-printable",
                         "x-uuencode", "uuencode", "x-uue", "uue"})
 _IDENTITY_CTE = frozenset({"", "7bit", "8bit", "binary"})
-_STRUCTURE_DEFECTS: dict[type[email.errors.MessageDefect], str] = {
-    email.errors.NoBoundaryInMultipartDefect: "multipart without a boundary",
-    email.errors.StartBoundaryNotFoundDefect: "boundary not found",
-    email.errors.CloseBoundaryNotFoundDefect: "multipart not terminated (closing boundary missing)",
-    email.errors.MultipartInvariantViolationDefect: "multipart that does not parse as one",
-    email.errors.MissingHeaderBodySeparatorDefect: "headers not separated from the body",
-    email.errors.FirstHeaderLineIsContinuationDefect: "first header line is a continuation",
-    email.errors.InvalidMultipartContentTransferEncodingDefect: "multipart with a transfer encoding",
+# A transfer encoding as readers match it: case, white space, "-" and "_" do not count.
+_CTE_SPELLINGS = {"7bit": "7bit", "8bit": "8bit", "binary": "binary", "base64": "base64",
+                  "quotedprintable": "quoted-printable"}
+_CTE_NOISE = re.compile(r"[\s_-]+")
+# Defects of the parser that mean readers may split the message differently: (text, cause).
+# A missing closing boundary is not one (the parts end with the message, for every reader),
+# nor a part's headers ending early (see _check_headers).
+_STRUCTURE_DEFECTS: dict[type[email.errors.MessageDefect], tuple[str, str]] = {
+    email.errors.NoBoundaryInMultipartDefect: ("multipart without a boundary", "boundary"),
+    email.errors.StartBoundaryNotFoundDefect: ("boundary not found", "boundary"),
+    email.errors.MultipartInvariantViolationDefect: ("multipart that does not parse as one", "boundary"),
+    email.errors.FirstHeaderLineIsContinuationDefect: ("first header line is a continuation", "headers"),
+    email.errors.InvalidMultipartContentTransferEncodingDefect: ("multipart with a transfer encoding", "encoding"),
+}
+# Report parts (RFC 3464, 8098, 5965, 6533): header blocks about a message, data for the reader.
+_REPORT_TYPES = frozenset({
+    "message/delivery-status", "message/global-delivery-status", "message/disposition-notification",
+    "message/global-disposition-notification", "message/feedback-report",
+})
+# Why a part is ambiguous, for the people who read the refusal: (Vietnamese, English).
+CAUSES: dict[str, tuple[str, str]] = {
+    "boundary": ("ranh giới MIME (boundary) thiếu hoặc trùng lặp", "MIME boundary missing or repeated"),
+    "outside_boundaries": ("có dữ liệu MIME nằm ngoài ranh giới", "MIME data outside the boundaries"),
+    "headers": ("phần đầu của phần thư lẫn vào nội dung", "part headers mixed into the content"),
+    "duplicate_header": ("trường Content-Type, Content-Transfer-Encoding hoặc Content-Disposition bị lặp",
+                         "a repeated Content-Type, Content-Transfer-Encoding or Content-Disposition"),
+    "long_header": ("trường MIME quá dài", "a MIME header too long to read"),
+    "encoding": ("kiểu mã hóa không được phép cho loại phần này", "a transfer encoding this kind of part may not have"),
+    "unknown_encoding": ("kiểu mã hóa truyền tải không xác định", "an unknown Content-Transfer-Encoding"),
+    "broken_base64": ("dữ liệu base64 hỏng, không giải mã được", "broken base64 that cannot be decoded"),
+    "partial": ("thư bị chia mảnh (message/partial)", "a message in fragments (message/partial)"),
+    "embedded_file": ("tệp uuencode hoặc BinHex giấu trong văn bản", "a uuencoded or BinHex file inside the text"),
+    "limit": ("thư vượt giới hạn kiểm tra (số phần, độ sâu, dung lượng hoặc thời gian)",
+              "the message exceeds the inspection limits (parts, depth, size or time)"),
+    "failed": ("không kiểm tra được", "the inspection failed"),
 }
 _BASE64 = re.compile(r"[A-Za-z0-9+/\r\n\t ]*(?:=[\r\n\t ]*){0,2}")
 _CONTENT_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
@@ -75,6 +114,15 @@ _BODY_TYPES = frozenset({None, "text/plain", "text/html"})
 
 class _TooManyParts(Exception):
     pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Ambiguity:
+    """One ambiguous place: the part (IMAP location, "" for the message as a whole), its name if any, the cause (CAUSES)."""
+
+    location: str
+    name: str | None
+    cause: str
 
 
 @dataclasses.dataclass
@@ -101,10 +149,15 @@ class Walker:
         self.budget = budget
         self.limits = budget.limits
         self.ambiguities: list[str] = []
+        self.parts: list[Ambiguity] = []
 
-    def note(self, reason: str) -> None:
+    def note(self, reason: str, cause: str, loc: str = "", node: email.message.Message | None = None) -> None:
+        """Record an ambiguity: ``reason`` in English for the log, and where and why for the reply."""
         if reason not in self.ambiguities:
             self.ambiguities.append(reason)
+            place = Ambiguity(loc, _first_name(node) if node is not None else None, cause)
+            if place not in self.parts:
+                self.parts.append(place)
 
     def leaves(self) -> Iterator[Leaf]:
         """Every leaf part in order; raises OverLimit past a limit."""
@@ -167,23 +220,23 @@ class Walker:
         where = _where(loc)
         if depth > self.limits.max_depth:
             raise OverLimit(f"MIME depth over {self.limits.max_depth}")
-        self._check_headers(node, where)
+        self._check_headers(node, loc)
         boundary = node.get_boundary()
         params = [k for k, _ in (node.get_params() or []) if k.lower() == "boundary"]
         if len(params) > 1:
-            self.note(f"two boundary parameters in {where}")
+            self.note(f"two boundary parameters in {where}", "boundary", loc)
         if boundary is not None:
             for outer in bounds:
                 if boundary.startswith(outer) or outer.startswith(boundary):
-                    self.note(f"boundary of {where} repeats an enclosing part's")
+                    self.note(f"boundary of {where} repeats an enclosing part's", "boundary", loc)
                     break
             bounds = bounds + (boundary,)
         cte = _cte(node)
         if cte not in _IDENTITY_CTE:
-            self.note(f"multipart with Content-Transfer-Encoding {cte!r} in {where}")
+            self.note(f"multipart with Content-Transfer-Encoding {cte!r} in {where}", "encoding", loc)
         for text, side in ((node.preamble, "before the first"), (node.epilogue, "after the closing")):
             if text and (_MIME_HEADER.search(text) or any(f"\n--{b}" in "\n" + text for b in bounds)):
-                self.note(f"MIME data {side} boundary of {where}")
+                self.note(f"MIME data {side} boundary of {where}", "outside_boundaries", loc)
         children = node.get_payload()
         if not isinstance(children, list):
             return
@@ -199,41 +252,62 @@ class Walker:
             yield from self._multipart(node, loc, depth, bounds)
             return
         where = _where(loc)
-        self._check_headers(node, where)
+        self._check_headers(node, loc)
         ctype = _declared_type(node)
         cte = _cte(node)
         if ctype == "message/partial":
-            self.note(f"message/partial (a message in fragments) in {where}")
-        if node.is_multipart():  # message/rfc822, message/global, or a part the parser nested
+            self.note(f"message/partial (a message in fragments) in {where}", "partial", loc, node)
+        if node.is_multipart() and ctype in _REPORT_TYPES and cte not in _IDENTITY_CTE:
+            # An encoded report: its readers decode it before they read its fields, so it is
+            # decoded and inspected as a file (the parser read the encoded text as fields).
+            yield from self._leaf(node, loc, ctype, cte, _body_text(node), rebuilt=True)
+            return
+        if node.is_multipart():  # message/rfc822, message/global, a report, or a part the parser nested
             if cte not in _IDENTITY_CTE:
                 # RFC 2046 5.2.1: never encoded; some clients decode it anyway, the parser does not.
-                self.note(f"{ctype or 'message'} with Content-Transfer-Encoding {cte!r} in {where}")
+                self.note(f"{ctype or 'message'} with Content-Transfer-Encoding {cte!r} in {where}",
+                          "encoding", loc, node)
             for inner in node.get_payload():
                 if isinstance(inner, email.message.Message):
                     yield from self._message(inner, loc, depth + 1, bounds)
             return
         if ctype == "message/external-body":
             return  # carries a reference, not bytes
+        yield from self._leaf(node, loc, ctype, cte, node._payload)  # type: ignore[attr-defined]  # as parsed
+
+    def _leaf(self, node: email.message.Message, loc: str, ctype: str | None, cte: str,
+              payload: object, rebuilt: bool = False) -> Iterator[Leaf]:
+        """A part holding bytes: decoded as its transfer encoding says.
+
+        ``payload`` is its text as parsed, or (``rebuilt``) as written back out
+        from the messages the parser made of it.
+        """
+        where = _where(loc)
         if cte not in _KNOWN_CTE:
-            self.note(f"unknown Content-Transfer-Encoding {cte!r} in {where}")
-        if cte == "base64" and not _strict_base64(node):
-            self.note(f"broken base64 in {where}")
-        data = _decode(node, cte)
+            self.note(f"unknown Content-Transfer-Encoding {cte!r} in {where}", "unknown_encoding", loc, node)
+        if cte == "base64" and isinstance(payload, str) and not _strict_base64(payload):
+            self.note(f"broken base64 in {where}", "broken_base64", loc, node)
+        data = _decode(node, cte, payload, rebuilt)
         self.budget.add_decoded(len(data), loc)
-        disposition, found = self._names(node, where)
+        disposition, found = self._names(node, loc)
         leaf = Leaf(loc, ctype, disposition, found, data)
         if leaf.maybe_body:
             if _has_uuencode(data[:1 << 20]):
-                self.note(f"uuencoded data inside the text of {where}")
+                self.note(f"uuencoded data inside the text of {where}", "embedded_file", loc, node)
             elif _BINHEX in data[:1 << 20]:
-                self.note(f"BinHex data inside the text of {where}")
+                self.note(f"BinHex data inside the text of {where}", "embedded_file", loc, node)
         yield leaf
 
-    def _check_headers(self, node: email.message.Message, where: str) -> None:
+    def _check_headers(self, node: email.message.Message, loc: str) -> None:
+        where = _where(loc)
         for defect in node.defects:
-            for kind, text in _STRUCTURE_DEFECTS.items():
+            for kind, (text, cause) in _STRUCTURE_DEFECTS.items():
                 if isinstance(defect, kind):
-                    self.note(f"{text} in {where}")
+                    self.note(f"{text} in {where}", cause, loc, node)
+            if isinstance(defect, email.errors.MissingHeaderBodySeparatorDefect) and _headers_in_body(node):
+                # A line that is not a header ended the part's headers, and MIME headers follow
+                # it: a reader that skips the line takes them for the part's own.
+                self.note(f"headers not separated from the body in {where}", "headers", loc, node)
         counts: dict[str, int] = {}
         for name, _ in node.raw_items():
             key = name.lower()
@@ -241,16 +315,17 @@ class Walker:
                 counts[key] = counts.get(key, 0) + 1
         for key, n in counts.items():
             if n > 1:
-                self.note(f"{n} {_TITLE[key]} headers in {where}")
+                self.note(f"{n} {_TITLE[key]} headers in {where}", "duplicate_header", loc, node)
 
-    def _names(self, node: email.message.Message, where: str) -> tuple[str | None, list[str]]:
+    def _names(self, node: email.message.Message, loc: str) -> tuple[str | None, list[str]]:
         """The disposition and every name the part carries, in both headers and every reading."""
         found: list[str] = []
         disposition: str | None = None
         for header in ("content-disposition", "content-type"):
             for raw in _raw_values(node, header):
                 if len(raw) > MAX_HEADER:
-                    self.note(f"{_TITLE[header]} header over {MAX_HEADER} characters in {where}")
+                    self.note(f"{_TITLE[header]} header over {MAX_HEADER} characters in {_where(loc)}",
+                              "long_header", loc)
                     continue
                 value = _text(raw)
                 readings = [value]
@@ -300,33 +375,84 @@ def _declared_type(node: email.message.Message) -> str | None:
 
 
 def _cte(node: email.message.Message) -> str:
+    """The part's transfer encoding, lowercased; a loose spelling of a known one ("Quoted-Printable ", "7-bit") as that one."""
     values = _raw_values(node, "content-transfer-encoding")
-    return _text(values[0][:200]).strip().lower() if values else ""
+    if not values:
+        return ""
+    cte = _text(values[0][:200]).strip().lower()
+    return _CTE_SPELLINGS.get(_CTE_NOISE.sub("", cte), cte)
 
 
-def _strict_base64(node: email.message.Message) -> bool:
-    """Only the base64 alphabet and line breaks, padding at the end only, whole quanta (no copy made)."""
-    payload = node.get_payload()
-    if not isinstance(payload, str):
-        return True
+def _strict_base64(payload: str) -> bool:
+    """Only the base64 alphabet and line breaks, padding at the end only (no copy made).
+
+    Missing padding is not broken: every decoder that reads the text reads the
+    same bytes from it (a lone last character, which carries no whole byte, is).
+    """
     if _BASE64.fullmatch(payload) is None:
         return False
-    return (len(payload) - sum(payload.count(c) for c in "\r\n\t ")) % 4 == 0
+    return (len(payload) - sum(payload.count(c) for c in "\r\n\t ")) % 4 != 1
 
 
-def _decode(node: email.message.Message, cte: str) -> bytes:
-    """The part's decoded bytes. Valid base64 is decoded straight from the parsed text
-    (the email package would first copy it twice, line by line); anything else goes
-    through the email package's lenient decoders, which is what a lenient client sees."""
-    if cte == "base64":
-        payload = node.get_payload()
-        if isinstance(payload, str):
-            try:
-                return binascii.a2b_base64(payload)
-            except (ValueError, binascii.Error):
-                pass
+def _decode(node: email.message.Message, cte: str, payload: object, rebuilt: bool = False) -> bytes:
+    """The part's decoded bytes, as its (normalised) transfer encoding says.
+
+    Base64 and quoted-printable are decoded here, straight from the parsed
+    text: the email package would first copy base64 twice, line by line, and
+    leaves a loosely spelled encoding ("Quoted-Printable ") undecoded, where
+    mail clients decode it. Anything else goes through the email package's
+    lenient decoders, which is what a lenient client sees.
+    """
+    if cte in ("base64", "quoted-printable") and isinstance(payload, str):
+        try:
+            if cte == "quoted-printable":
+                return binascii.a2b_qp(payload.encode("ascii", "surrogateescape"))
+            return binascii.a2b_base64(payload)
+        except (ValueError, binascii.Error, UnicodeEncodeError):
+            # Base64 without its padding, text that is not ASCII: as the email package
+            # decodes the encoding named (its decoders are lenient, as clients are).
+            named = email.message.Message()
+            named["Content-Transfer-Encoding"] = cte
+            named.set_payload(payload)
+            data = named.get_payload(decode=True)
+            return data if isinstance(data, bytes) else b""
+    if rebuilt:
+        return payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
     data = decoded_payload(node)
     return data if isinstance(data, bytes) else b""
+
+
+
+def _body_text(node: email.message.Message) -> str:
+    """The text of a part the parser split into messages (a report's field blocks), written back out."""
+    text = node.as_string(policy=email.policy.compat32)
+    end = min((i for i in (text.find("\n\n"), text.find("\r\n\r\n")) if i >= 0), default=-1)
+    return text[end:].lstrip("\r\n") if end >= 0 else ""
+
+
+def _headers_in_body(node: email.message.Message) -> bool:
+    """Whether the lines the parser took for the start of the body, up to the first empty line, hold a MIME header."""
+    payload = node.get_payload()
+    if not isinstance(payload, str):
+        return True  # the parser built parts from it: what is there is structure
+    head = re.split(r"\r?\n[ \t]*\r?\n", payload[:MAX_HEADER * 8], maxsplit=1)[0]
+    return _MIME_HEADER.search(head) is not None
+
+
+def _first_name(node: email.message.Message) -> str | None:
+    """The part's file name (Content-Disposition first), decoded, for a reply; None without one."""
+    for header, param in (("content-disposition", "filename"), ("content-type", "name")):
+        try:
+            value = node.get_param(param, header=header)
+        except Exception:  # noqa: BLE001 - a malformed header has no name to give
+            continue
+        if value:
+            try:
+                text = email.utils.collapse_rfc2231_value(value, errors="replace", fallback_charset="utf-8")
+            except Exception:  # noqa: BLE001
+                text = str(value)
+            return _name(str(text))[:200] or None
+    return None
 
 
 def _params(value: str, header: str) -> tuple[str | None, list[str]]:

@@ -15,8 +15,8 @@ import dataclasses
 import msgspec
 
 __all__ = [
-    "ArchiveFacts", "AttachedFile", "AuditModeHit", "AttachmentFacts", "ClassificationFacts", "DkimFacts", "DkimSignature",
-    "Evidence", "Facts", "PdfFacts",
+    "AmbiguousPart", "ArchiveFacts", "AttachedFile", "AttachmentFacts", "AuditModeHit", "ClassificationFacts",
+    "DkimFacts", "DkimSignature", "Evidence", "Facts", "PdfFacts",
 ]
 
 
@@ -118,11 +118,20 @@ class AttachedFile(_Model, frozen=True):
         return list(self.pdf.signers) if self.pdf else []
 
 
+class AmbiguousPart(_Model, frozen=True):
+    """Where and why the structure is too ambiguous to inspect (mailgw.attachments.mime.CAUSES)."""
+
+    location: str = ""  # IMAP part number; "" for the message as a whole
+    name: str | None = None  # the part's file name, if it has one
+    cause: str = ""
+
+
 class AttachmentFacts(_Model, frozen=True):
     count: int = 0
     total_size: int = 0
     ambiguous: bool = False
     ambiguous_reason: str | None = None
+    ambiguous_parts: list[AmbiguousPart] = []  # the same, part by part, for the refusal
     signed_any: bool = False
     files: list[AttachedFile] = []
 

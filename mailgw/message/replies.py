@@ -90,6 +90,18 @@ BAD_SENDER_ADDRESS = _r(553, "1.7", "Địa chỉ người gửi không hợp l�
 SENDER_NOT_OWNED = _r(553, "7.1", "Tài khoản không được gửi thư với địa chỉ này", "Sender address not owned by the authenticated user")
 FROM_NOT_OWNED = _r(550, "7.1", "Tài khoản không được gửi thư với địa chỉ người gửi (From) này", "From address not owned by the authenticated user")
 AMBIGUOUS_AUTHOR = _r(550, "7.1", "Thư phải có đúng một trường From với đúng một địa chỉ", "The message must have exactly one From header with exactly one address")
+# What is wrong with the author, said precisely (stage author); all 5.7.1 but the UTF-8 one.
+NO_FROM = _r(550, "7.1", "Thư không có trường From (người gửi)", "The message has no From header")
+TWO_FROM = _r(550, "7.1", "Thư có nhiều hơn một trường From", "The message has more than one From header")
+FROM_NO_ADDRESS = _r(550, "7.1", "Trường From không có địa chỉ thư", "The From header has no address")
+FROM_TWO_ADDRESSES = _r(550, "7.1", "Trường From có nhiều hơn một địa chỉ", "The From header has more than one address")
+FROM_GROUP = _r(550, "7.1", "Trường From là một nhóm địa chỉ, không phải một người gửi",
+                "The From header is a group, not one author")
+FROM_UNREADABLE = _r(550, "7.1", "Không đọc được trường From thành đúng một địa chỉ",
+                     "The From header cannot be read as exactly one address")
+FROM_INVALID_ADDRESS = _r(550, "7.1", "Địa chỉ trong trường From không hợp lệ", "The From address is not a valid address")
+FROM_UTF8_WITHOUT_SMTPUTF8 = _r(550, "6.7", "Địa chỉ From có ký tự ngoài ASCII cần tham số SMTPUTF8",
+                                "A non-ASCII From address requires the SMTPUTF8 parameter (RFC 6532)")
 BAD_HEADER = _r(550, "6.0", "Phần đầu thư không hợp lệ", "Malformed message header")
 BARE_LINE_ENDING = _r(550, "5.2", "Thư chứa ký tự xuống dòng CR hoặc LF đơn lẻ", "Message contains a bare CR or LF (see RFC 5321 2.3.8)")
 LOOP_DETECTED = _r(554, "4.6", "Thư bị lặp vòng (quá nhiều trường Received)", "Mail loop detected: too many Received headers")

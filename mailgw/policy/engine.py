@@ -14,6 +14,7 @@ import datetime
 import unicodedata
 from typing import Any
 
+from mailgw.attachments.mime import CAUSES
 from mailgw.message.facts import AuditModeHit
 from mailgw.policy.rules import PolicySet, Rule
 
@@ -106,7 +107,8 @@ def _step(rule: Rule, matched: bool | None, why: str) -> RuleStep:
 def placeholders(view: dict[str, Any]) -> dict[str, str]:
     c = view.get("classification") or {}
     sender = view.get("sender") or {}
-    files = (view.get("attachments") or {}).get("files") or []
+    attachments = view.get("attachments") or {}
+    files = attachments.get("files") or []
     return {
         "rule": "",
         "category": str(c.get("category") or "general"),
@@ -120,7 +122,38 @@ def placeholders(view: dict[str, Any]) -> dict[str, str]:
             f"{f.get('name') or f.get('location')}" for f in files if f.get("dangerous")
         )[:300],
         "lookalike": str(sender.get("lookalike") or ""),
+        "attachment_problems": _attachment_problems(attachments, 0),
+        "attachment_problems_en": _attachment_problems(attachments, 1),
     }
+
+
+_LISTED = 4  # problems named in a reply; the rest are counted
+_NAME_CHARS = 60
+_GENERIC = ("cấu trúc thư quá mập mờ để kiểm tra", "the structure is too ambiguous to inspect")
+
+
+def _attachment_problems(attachments: dict[str, Any], lang: int) -> str:
+    """What the attachments' refusal names, in Vietnamese (``lang`` 0) or English (1).
+
+    Each dangerous file by its name (or part number), then each place too
+    ambiguous to inspect: the part, its name if it has one, and why. A long
+    list is cut: the reply must fit SMTP lines, and the log has it all.
+    """
+    items = [str(f.get("name") or f.get("location") or "")[:_NAME_CHARS]
+             for f in attachments.get("files") or () if f.get("dangerous")]
+    parts = list(attachments.get("ambiguous_parts") or ())
+    for p in parts:
+        loc, name = p.get("location") or "", p.get("name")
+        where = (f"phần {loc}", f"part {loc}")[lang] if loc else ("thư", "the message")[lang]
+        if name:
+            where += f" ({str(name)[:_NAME_CHARS]})"
+        items.append(f"{where}: {CAUSES.get(p.get('cause') or '', _GENERIC)[lang]}")
+    if attachments.get("ambiguous") and not parts:  # facts from before parts were recorded
+        items.append(_GENERIC[lang])
+    if len(items) > _LISTED:
+        rest = len(items) - _LISTED + 1
+        items = items[: _LISTED - 1] + [(f"và {rest} vấn đề khác", f"and {rest} more")[lang]]
+    return "; ".join(items)
 
 
 def _render(text: str, values: dict[str, str]) -> str:

@@ -46,6 +46,7 @@ MODES = ("enforce", "audit")
 PLACEHOLDERS = (
     "rule", "category", "doc_type", "doc_number", "secrecy", "urgency", "sender",
     "unofficial_recipients", "dangerous_files", "lookalike",
+    "attachment_problems", "attachment_problems_en",  # dangerous files, and ambiguous parts with why (vi / en)
 )
 _ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}\Z")
 _ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})\Z")
