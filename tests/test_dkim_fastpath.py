@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import random
-
 import dkim as dkimpy
 from dkim.canonicalization import CanonicalizationPolicy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailgw.dkim import canon
 
@@ -14,16 +14,18 @@ SIMPLE = CanonicalizationPolicy.from_c_value(b"simple/simple")
 PIECES = [b"a", b"B", b" ", b"  ", b"\t", b"\r\n", b"\n", b"\r", b".", b"=", b"\r\n\r\n", b"From: x", b"X-Y: z\r\n"]
 
 
-def _random(rng: random.Random, n: int) -> bytes:
-    return b"".join(rng.choice(PIECES) for _ in range(rng.randint(0, n)))
+_FUZZ = settings(max_examples=3000, deadline=None, database=None)
 
 
-def test_body_canonicalisation_is_dkimpys_for_any_input():
-    rng = random.Random(7)
-    for _ in range(20000):
-        body = _random(rng, 12)
-        for policy in (RELAXED, SIMPLE):
-            assert canon.canonical_body(body, policy) == policy.canonicalize_body(body), body
+def _joined(n: int) -> st.SearchStrategy[bytes]:
+    return st.lists(st.sampled_from(PIECES), max_size=n).map(b"".join)
+
+
+@_FUZZ
+@given(_joined(12))
+def test_body_canonicalisation_is_dkimpys_for_any_input(body: bytes) -> None:
+    for policy in (RELAXED, SIMPLE):
+        assert canon.canonical_body(body, policy) == policy.canonicalize_body(body), body
 
 
 class _NoSlowPath(CanonicalizationPolicy):
@@ -39,19 +41,18 @@ def test_a_base64_attachment_takes_the_fast_path():
     assert canon.parse_message(message) == dkimpy.rfc822_parse(message)
 
 
-def test_parse_is_dkimpys_for_any_input():
-    rng = random.Random(11)
-    for _ in range(20000):
-        message = b"Subject: s\r\n" + _random(rng, 10)
+@_FUZZ
+@given(_joined(10).map(lambda tail: b"Subject: s\r\n" + tail))
+def test_parse_is_dkimpys_for_any_input(message: bytes) -> None:
+    try:
+        expected = dkimpy.rfc822_parse(message)
+    except dkimpy.MessageFormatError:
         try:
-            expected = dkimpy.rfc822_parse(message)
+            canon.parse_message(message)
         except dkimpy.MessageFormatError:
-            try:
-                canon.parse_message(message)
-            except dkimpy.MessageFormatError:
-                continue
-            raise AssertionError(f"accepted what dkimpy refuses: {message!r}")
-        assert canon.parse_message(message) == expected, message
+            return
+        raise AssertionError(f"accepted what dkimpy refuses: {message!r}") from None
+    assert canon.parse_message(message) == expected, message
 
 
 def test_a_field_folded_many_times_parses_as_dkimpy_parses_it():

@@ -105,7 +105,7 @@ def _same_as_the_feed_parser(raw: bytes) -> None:
     assert _tree(message.parsed) == _tree(_feed(raw, email.policy.default, ParsedOnce))
 
 
-def _sameheader_section(raw: bytes) -> None:
+def _same_header_section(raw: bytes) -> None:
     section = header_section(raw)
     for policy, factory in ((email.policy.compat32, None), (email.policy.default, None), (email.policy.default, ParsedOnce)):
         expected = email.parser.BytesHeaderParser(_class=factory, policy=policy).parsebytes(section)
@@ -122,13 +122,13 @@ _plain_sections = st.builds(
 
 @pytest.mark.parametrize("raw", _CASES)
 def test_a_header_section_parses_as_the_header_parser_parses_it(raw: bytes) -> None:
-    _sameheader_section(raw)
+    _same_header_section(raw)
 
 
 @_FUZZ
 @given(st.one_of(_raws, _plain_sections, st.builds(lambda s, b: s + b, _plain_sections, st.binary(max_size=20))))
 def test_generated_header_sections_parse_as_the_header_parser_parses_them(raw: bytes) -> None:
-    _sameheader_section(raw)
+    _same_header_section(raw)
 
 
 @pytest.mark.parametrize("raw", _CASES)
