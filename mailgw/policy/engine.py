@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import unicodedata
-from typing import Any
+from typing import Any, Iterable
 
 from mailgw.policy.rules import PolicySet, Rule
 
@@ -93,11 +93,16 @@ def placeholders(view: dict[str, Any]) -> dict[str, str]:
         "urgency": str(c.get("urgency") or "none"),
         "sender": str(sender.get("address") or ""),
         "unofficial_recipients": ", ".join(r["address"] for r in view.get("recipients", []) if not r.get("official")),
-        "dangerous_files": ", ".join(
-            f"{f.get('name') or f.get('location')}" for f in files if f.get("dangerous")
-        )[:300],
+        "dangerous_files": _names(f for f in files if f.get("dangerous")),
+        "encrypted_files": _names(f for f in files if f.get("encrypted")),
+        "damaged_files": _names(f for f in files if f.get("damaged") is not None),
         "lookalike": str(sender.get("lookalike") or ""),
     }
+
+
+def _names(files: Iterable[dict[str, Any]]) -> str:
+    """The files' names (their MIME part when they have none), for a reply; at most 300 characters."""
+    return ", ".join(f"{f.get('name') or f.get('location')}" for f in files)[:300]
 
 
 def _render(text: str, values: dict[str, str]) -> str:
