@@ -59,19 +59,21 @@ def present(data: bytes, zip_names: tuple[str, ...]) -> bool:
         return False
 
 
-def _admit(size: int, budget: Budget, listing: Listing, what: str) -> bool:
-    """Count one embedded file of ``size`` bytes; False (and the listing over its limits) past the budget."""
+def _admit(size: int, budget: Budget, listing: Listing, what: str, member: bool = True) -> bool:
+    """Count ``size`` bytes read out of the document (and, when ``member``, one more embedded file);
+    False (and the listing over its limits) past the message's budget."""
     budget.check_time()
-    if budget.members_left() <= 0:
+    if member and budget.members_left() <= 0:
         listing.over(f"more than {budget.limits.max_archive_members} files in the message's archives")
         return False
     if size > budget.bytes_left():
         listing.over(f"{what} of {size} bytes is past the {budget.limits.max_archive_total}-byte limit")
         return False
-    budget.members += 1
     budget.expanded += size
-    listing.members += 1
     listing.expanded += size
+    if member:
+        budget.members += 1
+        listing.members += 1
     return True
 
 
@@ -150,7 +152,7 @@ def _package_members(data: bytes, zip_names: tuple[str, ...], budget: Budget, li
             if info.file_size >= RATIO_FLOOR and ratio > budget.limits.max_archive_ratio:
                 listing.over(f"embedded part {name} compression ratio {ratio:.0f} over {budget.limits.max_archive_ratio:g}")
                 return
-            if not _admit(info.file_size, budget, listing, f"embedded part {name}"):
+            if not _admit(info.file_size, budget, listing, f"embedded part {name}", member=False):
                 return
             try:
                 with archive.open(info) as f:
@@ -161,11 +163,13 @@ def _package_members(data: bytes, zip_names: tuple[str, ...], budget: Budget, li
             if len(blob) > info.file_size:
                 listing.over(f"embedded part {name} is larger than its directory says")
                 continue
-            if blob[:8] == _OLE_MAGIC:
+            if blob[:8] == _OLE_MAGIC:  # an OLE object: the files it carries, or the whole (a document)
                 carried = list(_ole_members(blob, budget, listing, whole=True))
                 if carried:
                     yield from carried
                     continue
+            if not _admit(0, budget, listing, f"embedded part {name}"):
+                return
             yield Member(name, blob, len(blob))
 
 

@@ -47,12 +47,13 @@ def dde(data: bytes, check: Callable[[], None] | None = None) -> bool:
             check()
         left = data[max(0, m.start() - _LEFT):m.start()]
         left = left[max(left.rfind(b"\n"), left.rfind(b"\r")) + 1:]  # the line, up to the pipe
+        if sylk:  # a cell's expression is its ";E" field, written without "="
+            field = left[left.rfind(b";") + 1:]
+            if field[:1] == b"E" and _without_app(field[1:]) is not None:
+                return True
+            continue
         head = _without_app(left)
         if head is None:
-            continue
-        if sylk:
-            if b";E" in head:
-                return True
             continue
         cell = head[max(head.rfind(d) for d in _CELL_DELIMITERS) + 1:].lstrip(b" \t\"'")
         if cell[:1] and cell[:1] in _FORMULA_START:
