@@ -144,14 +144,46 @@ def test_a_dde_field_split_over_runs_and_in_a_simple_field():
              b'<w:r><w:fldChar w:fldCharType="separate"/></w:r><w:r><w:t>1</w:t></w:r>'
              b'<w:r><w:fldChar w:fldCharType="end"/></w:r>')
     simple = b'<w:fldSimple w:instr=" DDE cmd &quot;/c calc&quot; x"><w:r><w:t>1</w:t></w:r></w:fldSimple>'
+    padded = (b'<w:r><w:fldChar w:fldCharType="begin"/></w:r><w:r><w:instrText>' + b"&#32;" * 5000
+              + b'&#x44;DEAUTO cmd "/c calc"</w:instrText></w:r><w:r><w:fldChar w:fldCharType="end"/></w:r>')
     page = b'<w:fldSimple w:instr=" PAGE "><w:r><w:t>1</w:t></w:r></w:fldSimple>'
-    for inserted, dde in ((split, True), (simple, True), (page, False)):
+    for inserted, dde in ((split, True), (simple, True), (padded, True), (page, False)):
         changed = xml.replace(b"</w:p>", b"<w:r/>" + inserted + b"</w:p>", 1)
         out = io.BytesIO()
         with zipfile.ZipFile(io.BytesIO(doc)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
             for info in src.infolist():
                 dst.writestr(info, changed if info.filename == "word/document.xml" else src.read(info))
         assert first(out.getvalue(), "giaymoi.docx")["dde"] is dde
+
+
+def _with_document_xml(doc: bytes, change: Any) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(doc)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            dst.writestr(info, change(data) if info.filename == "word/document.xml" else data)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("padding", [3 * 1024 * 1024, (1 << 20) - (1 << 14) - 40],
+                         ids=["after-megabytes-of-text", "across-a-slice-boundary"])
+def test_a_dde_field_deep_in_a_large_document(padding):
+    field = (b'<w:p><w:r><w:fldChar w:fldCharType="begin"/></w:r><w:r><w:instrText xml:space="preserve">'
+             + b" " * 20000 + b'DDEAUTO c:\\windows\\system32\\cmd.exe "/k calc"</w:instrText></w:r>'
+             b'<w:r><w:fldChar w:fldCharType="end"/></w:r></w:p>')
+    filler = b"<w:p><w:r><w:t>" + b"x" * (padding // 2) + b"</w:t></w:r></w:p>" * 2
+
+    def change(xml: bytes) -> bytes:
+        return xml.replace(b"<w:body>", b"<w:body>" + filler[:padding] + field, 1)
+
+    assert first(_with_document_xml(fx.python_docx(), change), "giaymoi.docx")["dde"] is True
+
+
+def test_an_office_part_too_large_to_inspect_makes_the_message_ambiguous():
+    huge_ole = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * (33 * 1024 * 1024)
+    doc = ox.with_part(fx.python_docx(), "word/vbaProject.bin", huge_ole)
+    facts = inspect_message(fx.mail(fx.attachment(doc, filename="baocao.docx")))
+    assert facts["ambiguous"] and "word/vbaProject.bin" in facts["ambiguous_reason"]
 
 
 # --- Embedded objects ---------------------------------------------------------------

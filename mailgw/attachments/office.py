@@ -47,6 +47,13 @@ _MAX_OLE_MEMBER = 32 * 1024 * 1024
 _MAX_XML_MEMBER = 32 * 1024 * 1024
 _MAX_MEMBERS = 5000  # package parts looked at for OLE content
 _XLSB = "application/vnd.ms-excel.sheet.binary.macroEnabled.12"
+_EMBEDDING = re.compile(r"[^/]+/embeddings/[^/]+\Z", re.IGNORECASE)
+_CHUNK = 1 << 20   # XML parts are scanned in slices of this size ...
+_KEEP = 1 << 14    # ... each keeping this much of the one before: longer than any token searched for
+_CODE_HEAD = 64    # bytes of a field code kept (after its leading spaces): the keyword is at its start
+# A run of white space, written as such or as character references, stands for one space.
+_SPACE_RUN = re.compile(rb"(?:[ \t\r\n]|&#(?:[xX]0*(?:20|9|[aAdD])|0*(?:32|9|10|13));){2,}")
+_CHAR_REF = re.compile(rb"&#(?:[xX]([0-9a-fA-F]{1,6})|([0-9]{1,7}));")
 
 # The passwords Office applies without asking (see the module's docstring).
 DEFAULT_PASSWORDS = ("VelvetSweatshop", "/01Hannes Ruescher/01")
@@ -131,17 +138,25 @@ def _zip_macros(data: bytes, member_names: tuple[str, ...], budget: Budget) -> b
     except Exception:
         return False
     with archive:
-        for info in archive.infolist()[:_MAX_MEMBERS]:
+        infos = archive.infolist()
+        if len(infos) > _MAX_MEMBERS:
+            raise OverLimit(f"an Office package with more than {_MAX_MEMBERS} parts")
+        for info in infos:
             budget.check_time()
-            if info.is_dir() or info.flag_bits & 1 or info.file_size < 512 or info.file_size > _MAX_OLE_MEMBER:
-                continue
-            if info.file_size > budget.bytes_left():
+            if info.is_dir() or info.flag_bits & 1 or info.file_size < 512:
                 continue
             try:
                 with archive.open(info) as f:
                     if f.read(8) != _OLE_MAGIC:
                         continue
+                    if info.file_size > min(_MAX_OLE_MEMBER, budget.bytes_left()):
+                        if _EMBEDDING.match(info.filename):
+                            continue  # an embedded object: listed and inspected as a file of its own
+                        raise OverLimit(f"OLE part {info.filename} of an Office package is over the "
+                                        f"{min(_MAX_OLE_MEMBER, budget.bytes_left())}-byte inspection limit")
                     blob = _OLE_MAGIC + f.read(_MAX_OLE_MEMBER)
+            except OverLimit:
+                raise
             except Exception:
                 continue
             budget.expanded += len(blob)  # unpacked from the package: counts like an archive member
@@ -189,13 +204,13 @@ _DDE_FIELD = re.compile(rb"\s*dde(?:auto)?\b", re.IGNORECASE)
 _DOC_FIELD = re.compile(rb"\x13([^\x13\x14\x15]{1,2048})")
 # OOXML: field codes in w:instrText runs between w:fldChar begin and separate, or w:fldSimple/@w:instr.
 _WORD_TOKEN = re.compile(
-    rb"<(?:\w+:)?fldChar\b[^>]*?fldCharType=[\"'](begin|separate|end)[\"']"
-    rb"|<(?:\w+:)?instrText\b[^>]*>([^<]*)<"
-    rb"|<(?:\w+:)?fldSimple\b[^>]*?instr=\"([^\"]*)\"")
+    rb"<(?:\w+:)?fldChar\b[^>]{0,512}?fldCharType=[\"'](begin|separate|end)[\"']"
+    rb"|<(?:\w+:)?instrText\b[^>]{0,512}>([^<]{0,8192})"
+    rb"|<(?:\w+:)?fldSimple\b[^>]{0,512}?instr=\"([^\"]{0,8192})")
 _RTF_FIELD = re.compile(rb"\\fldinst\b([^}]{0,512})")
 _RTF_CONTROL = re.compile(rb"\\[a-z]{1,32}-?\d{0,10} ?|[{}]")
 _DDE_LINK = re.compile(rb"<(?:\w+:)?ddeLink\b")
-_FORMULA = re.compile(rb"<(?:\w+:)?f\b[^>]*>([^<]{1,8192})<")
+_FORMULA = re.compile(rb"<(?:\w+:)?f\b[^>]{0,512}>([^<]{1,8192})")
 _XML_ENTITIES = ((b"&apos;", b"'"), (b"&quot;", b'"'), (b"&lt;", b"<"), (b"&gt;", b">"), (b"&amp;", b"&"))
 _BRT_BEGIN_SUP_BOOK = 360  # MS-XLSB 2.4.208: the first record of an external link part; sbt 1 is a DDE link
 
@@ -238,21 +253,96 @@ def _package_dde(data: bytes, member_names: tuple[str, ...], budget: Budget) -> 
         return False
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         for name in wanted[:_MAX_MEMBERS]:
-            budget.check_time()
             info = archive.getinfo(name)
-            if info.flag_bits & 1 or info.file_size > min(_MAX_XML_MEMBER, budget.bytes_left()):
+            if info.flag_bits & 1:
                 continue
-            with archive.open(info) as f:
-                part = f.read(_MAX_XML_MEMBER)
-            budget.expanded += len(part)  # unpacked from the package: counts like an archive member
             low = name.lower()
-            if low.startswith("word/") and _word_dde(part):
-                return True
-            if low.startswith("xl/externallinks/") and _link_dde(part, low.endswith(".bin")):
-                return True
-            if low.startswith("xl/worksheets/") and low.endswith(".xml") and _formula_dde(part):
-                return True
+            if low.startswith("xl/externallinks/"):  # a small part, read whole
+                if info.file_size > min(_MAX_XML_MEMBER, budget.bytes_left()):
+                    raise OverLimit(f"external link part {name} is over the inspection limit")
+                with archive.open(info) as f:
+                    part = f.read(_MAX_XML_MEMBER)
+                budget.expanded += len(part)
+                if _link_dde(part, low.endswith(".bin")):
+                    return True
+                continue
+            scan = _WordFields() if low.startswith("word/") else _Formulas()
+            with archive.open(info) as f:
+                if _scan_part(f, scan, budget):
+                    return True
     return False
+
+
+def _scan_part(f: Any, scan: _WordFields | _Formulas, budget: Budget) -> bool:
+    """Feed a package part to ``scan`` slice by slice; its bytes count like an archive member's."""
+    pending = b""
+    while True:
+        budget.check_time()
+        chunk = f.read(_CHUNK)
+        if len(chunk) > budget.bytes_left():
+            raise OverLimit(f"Office package parts over the {budget.limits.max_archive_total}-byte limit")
+        budget.expanded += len(chunk)
+        window = pending + _SPACE_RUN.sub(b" ", chunk)  # padding cannot push a keyword out of reach
+        last = not chunk
+        done = scan.feed(window, len(window) if last else max(0, len(window) - _KEEP))
+        if done is True:
+            return True
+        if last:
+            return False
+        pending = window[done:]
+
+
+class _Formulas:
+    """DDE links in the ``<f>`` elements of worksheet XML."""
+
+    def feed(self, window: bytes, upto: int) -> bool | int:
+        """Look at the tokens starting before ``upto``; True on a DDE link, else where to resume."""
+        resume = upto
+        for m in _FORMULA.finditer(window):
+            if m.start() >= upto:
+                resume = m.start()
+                break
+            if formulas.dde_formula(_unescape(m.group(1))):
+                return True
+        return resume
+
+
+class _WordFields:
+    """Field codes in Word XML: w:instrText runs between w:fldChar begin and separate, or w:fldSimple/@w:instr."""
+
+    def __init__(self) -> None:
+        self.codes: list[bytearray] = []  # field codes being read, innermost last
+
+    def feed(self, window: bytes, upto: int) -> bool | int:
+        resume = upto
+        for m in _WORD_TOKEN.finditer(window):
+            if m.start() >= upto:
+                resume = m.start()
+                break
+            if self._token(*m.groups()):
+                return True
+        if upto == len(window):  # the end of the part: fields left open count as they are
+            return any(_DDE_FIELD.match(_unescape(bytes(c))) for c in self.codes)
+        return resume
+
+    def _token(self, kind: bytes | None, instr: bytes | None, simple: bytes | None) -> bool:
+        codes = self.codes
+        if simple is not None:
+            return bool(_DDE_FIELD.match(_unescape(simple)))
+        if instr is not None:
+            if codes and len(codes[-1]) < _CODE_HEAD:  # the keyword is all that is read of a code
+                codes[-1] = bytearray((bytes(codes[-1]) + instr).lstrip()[:_CODE_HEAD])
+            return False
+        if kind == b"begin":
+            if len(codes) < 64:
+                codes.append(bytearray())
+            return False
+        if codes:  # separate or end: the code of the innermost field is complete
+            if _DDE_FIELD.match(_unescape(bytes(codes.pop()))):
+                return True
+            if kind == b"separate":
+                codes.append(bytearray())  # its result runs to "end"; nothing in it is a code
+        return False
 
 
 def _dde_part(name: str) -> bool:
@@ -261,26 +351,6 @@ def _dde_part(name: str) -> bool:
     if name.startswith("xl/externallinks/") and name.count("/") == 2:
         return name.endswith((".xml", ".bin"))
     return name.startswith("xl/worksheets/") and name.count("/") == 2 and name.endswith(".xml")
-
-
-def _word_dde(xml: bytes) -> bool:
-    codes: list[bytearray] = []  # field codes being read, innermost last
-    for m in _WORD_TOKEN.finditer(xml):
-        kind, instr, simple = m.groups()
-        if simple is not None:
-            if _DDE_FIELD.match(_unescape(simple)):
-                return True
-        elif instr is not None:
-            if codes:
-                codes[-1] += instr
-        elif kind == b"begin":
-            codes.append(bytearray())
-        elif codes:  # separate or end: the code of the innermost field is complete
-            if _DDE_FIELD.match(_unescape(bytes(codes.pop()))):
-                return True
-            if kind == b"separate":
-                codes.append(bytearray())  # its result runs to "end"; nothing in it is a code
-    return any(_DDE_FIELD.match(_unescape(bytes(c))) for c in codes)
 
 
 def _link_dde(part: bytes, binary: bool) -> bool:
@@ -310,9 +380,15 @@ def _formula_dde(xml: bytes) -> bool:
 
 
 def _unescape(text: bytes) -> bytes:
+    text = _CHAR_REF.sub(_char, text)
     for entity, char in _XML_ENTITIES:
         text = text.replace(entity, char)
     return text
+
+
+def _char(m: re.Match[bytes]) -> bytes:
+    code = int(m.group(1), 16) if m.group(1) else int(m.group(2))
+    return chr(code).encode("utf-8", "replace") if 0 < code < 0x110000 else b"?"
 
 
 def _short(exc: BaseException) -> str:
