@@ -87,6 +87,33 @@ def docx_with_vba() -> bytes:
     return with_part(real("harmless-clean.docx"), "word/vbaProject.bin", real_vba_project())
 
 
+def odt_encrypted() -> bytes:
+    """Writer's .odt (embedded-simple-2007.odt) as a password-protected one is stored (ODF 1.2 part 3,
+    3.8): content.xml and styles.xml replaced by encrypted-looking bytes, and their manifest entries
+    given the <manifest:encryption-data> LibreOffice writes (AES-256-CBC, PBKDF2, SHA-256 checksum)."""
+    import os
+
+    data = real("embedded-simple-2007.odt")
+    encryption = ('<manifest:encryption-data manifest:checksum-type="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0#'
+                  'sha256-1k" manifest:checksum="AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="><manifest:algorithm '
+                  'manifest:algorithm-name="http://www.w3.org/2001/04/xmlenc#aes256-cbc" manifest:initialisation-vector='
+                  '"AAAAAAAAAAAAAAAAAAAAAA=="/><manifest:key-derivation manifest:key-derivation-name="PBKDF2" '
+                  'manifest:key-size="32" manifest:iteration-count="100000" manifest:salt="AAAAAAAAAAAAAAAAAAAAAA=="/>'
+                  '</manifest:encryption-data>')
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            part = src.read(info)
+            if info.filename in ("content.xml", "styles.xml"):
+                part = os.urandom(len(part))
+            elif info.filename == "META-INF/manifest.xml":
+                for name in ("content.xml", "styles.xml"):
+                    entry = f'manifest:full-path="{name}" manifest:media-type="text/xml"/>'.encode()
+                    part = part.replace(entry, entry[:-2] + b">" + encryption.encode() + b"</manifest:file-entry>")
+            dst.writestr(info, part)
+    return out.getvalue()
+
+
 # --- Text formats Excel opens ---------------------------------------------------
 
 _SYLK_MACRO_LINES = (b"O;L;E;D;V0;K47;G100 0.001", b"NN;NAuto_Open;ER1C1",

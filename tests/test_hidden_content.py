@@ -77,7 +77,8 @@ def test_a_file_encrypted_with_the_default_password_is_inspected_as_itself(make,
     (lambda: ox.real("encrypted.doc"), "baocao.doc"),
     (lambda: ox.real("encrypted.xls"), "bangke.xls"),
     (lambda: ox.real("encrypted.ppt"), "trinhchieu.ppt"),
-], ids=["word-docx", "docx", "xlsx", "word-doc", "excel-xls", "powerpoint-ppt"])
+    (ox.odt_encrypted, "baocao.odt"),
+], ids=["word-docx", "docx", "xlsx", "word-doc", "excel-xls", "powerpoint-ppt", "odt"])
 def test_a_file_encrypted_with_another_password_stays_encrypted_with_a_reason(make, filename):
     f = first(make(), filename)
     assert (f["encrypted"], f["decrypted"], f["encryption"]) == (True, False, "password")
@@ -89,6 +90,14 @@ def test_a_key_derivation_past_the_limit_is_not_tried():
     f = first(ox.spin_count(ox.real("encrypted.docx"), 9_999_999), "baocao.docx")
     assert f["encrypted"] and f["encryption"] == "password"
     assert f["encrypted_reason"] == "encrypted with 9999999 key-derivation rounds, over the 1000000 mailgw tries"
+
+
+def test_an_oversized_encryption_header_is_not_parsed():
+    header = b"\x04\x00\x04\x00\x40\x00\x00\x00<?xml version=\"1.0\"?><encryption>" + b" " * 70000 + b"</encryption>"
+    ole = fx.cfb({"EncryptionInfo": header, "EncryptedPackage": b"\x00" * 4096})
+    f = first(ole, "baocao.docx")
+    assert (f["encrypted"], f["encryption"]) == (True, "other")
+    assert f["encrypted_reason"].startswith("an encryption header of ")
 
 
 def test_a_default_password_file_inside_a_zip_is_opened_too():
@@ -267,6 +276,7 @@ def _verdicts() -> list[tuple[str, bytes, str, str, str]]:
          REJECT, "encrypted-office", "hopdong.docx"),
         ("word 97 file with a password", one(ox.real("encrypted.doc"), "hopdong.doc"),
          REJECT, "encrypted-office", "hopdong.doc"),
+        ("odt with a password", one(ox.odt_encrypted(), "hopdong.odt"), REJECT, "encrypted-office", "hopdong.odt"),
         ("encrypted docx inside a zip", one(fx.zip_bytes([("hopdong.docx", ox.real("encrypted.docx"))]), "hoso.zip"),
          REJECT, "encrypted-office", "hopdong.docx"),
         ("excel 4 macro sheet in sylk", one(ox.real("excel4_sample_macro.slk"), "bangke.slk"),
@@ -292,6 +302,8 @@ def _verdicts() -> list[tuple[str, bytes, str, str, str]]:
          ACCEPT, "default", ""),
         ("clean word file", one(ox.real("harmless-clean.docx"), "baocao.docx"), ACCEPT, "default", ""),
         ("text file embedded in a word file", one(ox.real("embedded-simple-2007.doc"), "baocao.doc"),
+         ACCEPT, "default", ""),
+        ("writer file with an embedded text file", one(ox.real("embedded-simple-2007.odt"), "baocao.odt"),
          ACCEPT, "default", ""),
         ("clean sylk", one(ox.sylk_clean(), "bangke.slk"), ACCEPT, "default", ""),
         ("pdf with an empty user password", one(fx.pdf_encrypted(""), "congvan.pdf"), ACCEPT, "default", ""),

@@ -115,7 +115,7 @@ def _decrypt(data: bytes, sniffed: types.Sniffed, fact: dict[str, Any],
     embedded files) and it is not ``encrypted``; closed, only its name and the
     storage around the encrypted stream can be judged, and it stays ``encrypted``.
     """
-    opened = office.decrypt(data, budget)
+    opened = office.decrypt(data, sniffed, budget)
     fact["encryption"] = opened.encryption
     if opened.data is not None:
         inner = types.sniff(opened.data)

@@ -59,6 +59,7 @@ _CHAR_REF = re.compile(rb"&#(?:[xX]([0-9a-fA-F]{1,6})|([0-9]{1,7}));")
 DEFAULT_PASSWORDS = ("VelvetSweatshop", "/01Hannes Ruescher/01")
 MAX_SPIN = 1_000_000
 _MAX_DECRYPT = 64 * 1024 * 1024  # larger encrypted files are not tried (the decoded-size limit is 64M too)
+_MAX_ENCRYPTION_INFO = 64 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,11 +71,16 @@ class Opened:
     reason: str | None     # why it stays closed (English, for admins)
 
 
-def decrypt(data: bytes, budget: Budget) -> Opened:
+def decrypt(data: bytes, sniffed: types.Sniffed, budget: Budget) -> Opened:
     """Open an encrypted Office file with the passwords Office uses silently; never raises except OverLimit."""
-    msoffcrypto = _msoffcrypto()
+    if sniffed.zip_names:  # OpenDocument: no password opens it silently
+        return Opened(None, "password", "encrypted with a password mailgw does not know")
     if len(data) > _MAX_DECRYPT:
         return Opened(None, "password", f"encrypted, and over {_MAX_DECRYPT} bytes: not tried")
+    header = _encryption_info_size(data)
+    if header > _MAX_ENCRYPTION_INFO:
+        return Opened(None, "other", f"an encryption header of {header} bytes (Office writes about one kilobyte)")
+    msoffcrypto = _msoffcrypto()
     try:
         office = msoffcrypto.OfficeFile(io.BytesIO(data))
     except Exception as exc:  # extensible encryption, a damaged EncryptionInfo ...
@@ -99,6 +105,17 @@ def decrypt(data: bytes, budget: Budget) -> Opened:
     if unsupported:
         return Opened(None, "password", f"encrypted in a way mailgw cannot undo ({unsupported})")
     return Opened(None, "password", "encrypted with a password mailgw does not know")
+
+
+def _encryption_info_size(data: bytes) -> int:
+    """The size of the EncryptionInfo stream (XML that msoffcrypto-tool parses whole); 0 without one."""
+    import olefile
+
+    try:
+        with olefile.OleFileIO(io.BytesIO(data)) as ole:
+            return int(ole.get_size("EncryptionInfo")) if ole.exists("EncryptionInfo") else 0
+    except Exception:
+        return 0
 
 
 def has_macros(data: bytes, sniffed: types.Sniffed, budget: Budget) -> bool:

@@ -122,7 +122,8 @@ class _Stop(Exception):
 
 
 def _raw_encryption(data: bytes, facts: PdfFacts) -> bool:
-    """The security handler named by the raw bytes' /Encrypt dictionary; False when there is none."""
+    """Whether the raw bytes' /Encrypt dictionary names a handler pypdf does not read (which is then why
+    it refused the file); the encryption facts are set from it either way."""
     direct = None
     for direct in _ENCRYPT_DIRECT.finditer(data):
         pass  # the last one: an update's trailer comes after the original's
@@ -147,9 +148,10 @@ def _raw_encryption(data: bytes, facts: PdfFacts) -> bool:
     if name in _PUBLIC_KEY_HANDLERS or sub_name.startswith("adbe.pkcs7.s"):
         facts.encryption = "certificate"
         facts.encrypted_reason = "encrypted for the holders of given certificates (public-key security)"
-    elif name == "Standard":
+    elif name == "Standard":  # the handler pypdf reads: what stopped it is damage
         facts.encryption = "password"
         facts.encrypted_reason = "encrypted with a password, and the file cannot be read"
+        return False
     else:
         facts.encryption = "other"
         facts.encrypted_reason = f"encrypted by the security handler /{name or '?'}, which mailgw cannot open"

@@ -286,7 +286,9 @@ def _zip(data: bytes) -> Sniffed:
         if mimetype is not None:
             value = mimetype.strip().decode("ascii", "replace")
             if value.startswith("application/vnd.oasis.opendocument."):
-                return Sniffed(value, OFFICE, names)
+                # ODF 1.2 part 3, 3.8: a password-protected document lists how each part is encrypted
+                manifest = _small_member(archive, lower.get("meta-inf/manifest.xml"))
+                return Sniffed(value, OFFICE, names, encrypted=bool(manifest and b"encryption-data" in manifest))
             if value == "application/epub+zip":
                 return Sniffed(value, OTHER, names)
         if "meta-inf/manifest.mf" in lower and any(n.endswith(".class") for n in lower):
