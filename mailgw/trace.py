@@ -118,7 +118,14 @@ def render(t: dict[str, Any]) -> str:
         for f in att["files"]:
             danger = f" NGUY HIỂM / DANGEROUS: {', '.join(f['dangerous'])}" if f.get("dangerous") else ""
             signed = " có chữ ký số / signed" if f.get("signed") else ""
-            lines.append(f"Tệp / File: {f.get('name') or '?'} ({f.get('true_type')}, {f.get('size')} B){signed}{danger}")
+            locked = ""
+            if f.get("encrypted"):
+                locked = f" mã hóa / encrypted ({f.get('encryption')}: {f.get('encrypted_reason')})"
+            elif f.get("decrypted"):
+                locked = f" đã giải mã / decrypted ({f.get('encryption')})"
+            damaged = f" hỏng / damaged: {f['damaged']}" if f.get("damaged") else ""
+            lines.append(f"Tệp / File: {f.get('name') or '?'} ({f.get('true_type')}, {f.get('size')} B)"
+                         f"{signed}{locked}{damaged}{danger}")
     lines.append(f"Quy tắc / Rules (phiên bản / version {t.get('policy_version')}):")
     for step in t.get("rules", []):
         mark = "KHỚP / MATCH" if step["matched"] else "-"

@@ -1,4 +1,5 @@
-"""Real attachment bytes for the attachment tests, made here: no binary fixture files.
+"""Real attachment bytes for the attachment tests, made here (files saved by Office itself are in
+tests/data/attachments/, see tests/office_fixtures.py).
 
 Everything is built with the library that owns the format where one can write
 it (zipfile, tarfile, gzip, py7zr, pyzipper, pypdf, fpdf2, pyHanko, python-docx,
@@ -529,6 +530,65 @@ def pdf_with_embedded(name: str, data: bytes) -> bytes:
     buf = io.BytesIO()
     writer.write(buf)
     return buf.getvalue()
+
+
+def pdf_encrypted(user_password: str, owner_password: str = "chu-so-huu") -> bytes:
+    """pypdf's standard security handler (AES-256); an empty user password opens for every reader."""
+    import pypdf
+
+    writer = pypdf.PdfWriter(clone_from=io.BytesIO(pdf_plain()))
+    writer.encrypt(user_password=user_password, owner_password=owner_password, algorithm="AES-256")
+    buf = io.BytesIO()
+    writer.write(buf)
+    return buf.getvalue()
+
+
+def pdf_public_key() -> bytes:
+    """A PDF encrypted for one recipient certificate (pyHanko: /Adobe.PubSec, adbe.pkcs7.s5, RSA key transport)."""
+    from asn1crypto import x509 as asn1_x509
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+    from pyhanko.pdf_utils.reader import PdfFileReader
+    from pyhanko.pdf_utils.writer import copy_into_new_writer
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Văn thư Sở Nội vụ")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=True,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    writer = copy_into_new_writer(PdfFileReader(io.BytesIO(pdf_plain())))
+    writer.encrypt_pubkey([asn1_x509.Certificate.load(cert.public_bytes(Encoding.DER))])
+    buf = io.BytesIO()
+    writer.write(buf)
+    return buf.getvalue()
+
+
+def pdf_other_handler(name: bytes = b"FOPN_foweb") -> bytes:
+    """A password-encrypted PDF whose encryption dictionary names a third-party security handler
+    (the name FileOpen's DRM plug-in registers) instead of /Standard."""
+    return pdf_encrypted("matkhau").replace(b"/Filter /Standard", b"/Filter /" + name, 1)
+
+
+def pdf_truncated() -> bytes:
+    """fpdf2's PDF cut in the middle, as a failed upload or a size limit leaves it."""
+    data = pdf_plain()
+    return data[:len(data) // 2]
+
+
+def pdf_without_xref() -> bytes:
+    """fpdf2's PDF up to its cross-reference table, with "obj" misspelt so that nothing can be rebuilt."""
+    data = pdf_plain()
+    return data[:data.find(b"xref")].replace(b" obj", b" jbo") + b"%%EOF\n"
 
 
 class TestCA:

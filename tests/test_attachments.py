@@ -66,7 +66,8 @@ def test_every_file_carries_every_field_of_the_schema():
     f = only(fx.mail(fx.attachment(fx.pdf_plain(), ctype="application/pdf", filename="baocao.pdf")))
     assert set(f) == {"name", "names", "location", "in_archive", "depth", "size", "sha256", "declared_type",
                       "true_type", "extension", "type_mismatch", "kind", "executable", "script", "macro",
-                      "double_extension", "rtl_override", "encrypted", "pdf", "archive", "signed", "dangerous"}
+                      "double_extension", "rtl_override", "encrypted", "encryption", "encrypted_reason", "decrypted",
+                      "damaged", "dde", "pdf", "archive", "signed", "dangerous"}
     assert f["name"] == "baocao.pdf" and f["kind"] == "pdf" and f["dangerous"] == []
     assert f["declared_type"] == "application/pdf" and f["true_type"] == "application/pdf"
     assert len(f["sha256"]) == 64 and f["size"] == len(fx.pdf_plain())
@@ -74,7 +75,7 @@ def test_every_file_carries_every_field_of_the_schema():
 
 
 def test_dangerous_reasons_are_the_fixed_set_in_order():
-    assert DANGEROUS == ("executable", "script", "macro", "double_extension", "rtl_override",
+    assert DANGEROUS == ("executable", "script", "macro", "dde", "double_extension", "rtl_override",
                          "encrypted_archive", "archive_limits", "type_mismatch_executable")
     f = only(fx.mail(fx.attachment(PE, ctype="application/pdf", filename="baocao\u202efdp.exe")))
     assert f["dangerous"] == ["executable", "rtl_override", "type_mismatch_executable"]

@@ -60,7 +60,7 @@ def test_the_shipped_pack_loads_in_the_documented_order(demo_directory):
     pack = policy.load(str(REPO / "policies"), demo_directory)
     assert [r.id for r in pack.rules] == [
         "secrecy-block", "spoof-local-domain", "spoof-local-domain-temperror", "dangerous-attachment",
-        "official-to-unofficial", "lookalike-domain", "display-name-spoof", "unverified-official", "secrecy-suspect",
+        "encrypted-office", "damaged-attachment", "official-to-unofficial", "lookalike-domain", "display-name-spoof", "unverified-official", "secrecy-suspect",
         "declassified",
         "should-use-dms", "urgency", "unsigned-document",
     ]

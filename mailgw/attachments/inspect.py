@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from mailgw.attachments import archives, mime, office, pdf
+from mailgw.attachments import archives, embedded, formulas, mime, office, pdf
 from mailgw.attachments import names as namefacts
 from mailgw.attachments import sniff as types
 from mailgw.attachments.budget import Budget, OverLimit
 from mailgw.config.settings import AttachmentLimits
 
-DANGEROUS = ("executable", "script", "macro", "double_extension", "rtl_override",
+DANGEROUS = ("executable", "script", "macro", "dde", "double_extension", "rtl_override",
              "encrypted_archive", "archive_limits", "type_mismatch_executable")
 _MAX_REASONS = 5
 
@@ -88,6 +88,11 @@ def _inspect(data: bytes | None, names: list[str], declared: str | None, locatio
         "double_extension": any(namefacts.double_extension(n) for n in names),
         "rtl_override": any(namefacts.rtl_override(n) for n in names),
         "encrypted": encrypted or sniffed.encrypted,
+        "encryption": None,
+        "encrypted_reason": None,
+        "decrypted": False,
+        "damaged": None,
+        "dde": False,
         "pdf": None,
         "archive": None,
         "signed": False,
@@ -96,15 +101,65 @@ def _inspect(data: bytes | None, names: list[str], declared: str | None, locatio
     out.append(fact)
     try:
         family = sniffed.family
+        if data is not None and family == types.OFFICE and sniffed.encrypted:
+            data, sniffed = _decrypt(data, sniffed, fact, budget)
         if data is not None and family == types.PDF:
             _pdf(data, fact, location, depth, budget, out)
         if data is not None and family == types.OFFICE:
-            fact["macro"] = office.has_macros(data, sniffed, budget)
-            fact["signed"] = office.signed_package(sniffed)
+            _office(data, sniffed, fact, location, depth, budget, out)
+        if data is not None and family == types.TEXT:
+            fact["dde"] = formulas.dde(data, budget.check_time)  # a CSV (or any text) Excel opens
         if data is not None and family == types.ARCHIVE:
             _archive(data, sniffed, name, fact, location, depth, budget, out)
     finally:
         _judge(fact, sniffed, names, declared, read=data is not None)
+
+
+def _decrypt(data: bytes, sniffed: types.Sniffed, fact: dict[str, Any],
+             budget: Budget) -> tuple[bytes | None, types.Sniffed]:
+    """An encrypted Office file, opened with Office's silent passwords when they open it.
+
+    Opened, the decrypted bytes are inspected as the file (its macros, DDE fields,
+    embedded files) and it is not ``encrypted``; closed, only its name and the
+    storage around the encrypted stream can be judged, and it stays ``encrypted``.
+    """
+    opened = office.decrypt(data, sniffed, budget)
+    fact["encryption"] = opened.encryption
+    if opened.data is not None:
+        inner = types.sniff(opened.data)
+        # What a wrong key gives is noise; only an Office file that is not encrypted again counts as opened.
+        if inner.family == types.OFFICE and not inner.encrypted:
+            fact["decrypted"], fact["encrypted"], fact["true_type"] = True, False, inner.mime
+            return opened.data, inner
+        fact["encrypted_reason"] = "encrypted with a password mailgw does not know"
+    else:
+        fact["encrypted_reason"] = opened.reason
+    fact["encrypted"] = True
+    return data, sniffed
+
+
+def _office(data: bytes, sniffed: types.Sniffed, fact: dict[str, Any], location: str, depth: int,
+            budget: Budget, out: list[dict[str, Any]]) -> None:
+    fact["macro"] = office.has_macros(data, sniffed, budget)
+    fact["signed"] = office.signed_package(sniffed)
+    if fact["encrypted"]:
+        return  # the content is closed: a 97-2003 file's visible streams were judged for macros, no more
+    fact["dde"] = office.dde(data, sniffed, budget)
+    # Files embedded in the document (Word, Excel and PowerPoint open them from their icon) are
+    # inspected like archive members, and listed the same way.
+    listing = archives.Listing(compressed=len(data))
+    try:
+        if depth >= budget.limits.max_archive_depth:
+            if embedded.present(data, sniffed.zip_names):
+                listing.over(f"document nested deeper than {budget.limits.max_archive_depth} levels")
+            return
+        for member in embedded.members(data, sniffed.zip_names, budget, listing):
+            member_name = namefacts.normalize(member.name)
+            _inspect(member.data, [member_name], None, f"{location}!{member_name}", depth + 1, budget, out,
+                     size=member.size)
+    finally:
+        if listing.members or listing.over_limits:
+            fact["archive"] = listing.to_json()
 
 
 def _pdf(data: bytes, fact: dict[str, Any], location: str, depth: int, budget: Budget,
@@ -113,6 +168,8 @@ def _pdf(data: bytes, fact: dict[str, Any], location: str, depth: int, budget: B
     fact["pdf"] = facts.to_json()
     fact["signed"] = facts.signatures > 0
     fact["encrypted"] = fact["encrypted"] or facts.encrypted
+    fact["encryption"], fact["encrypted_reason"] = facts.encryption, facts.encrypted_reason
+    fact["decrypted"], fact["damaged"] = facts.decrypted, facts.damaged
     # Files embedded in the PDF (readers offer to open them) are inspected like archive members.
     for embedded_name, content in facts.embedded:
         if depth >= budget.limits.max_archive_depth or budget.members_left() <= 0 or len(content) > budget.bytes_left():
@@ -193,6 +250,8 @@ def _judge(fact: dict[str, Any], sniffed: types.Sniffed, names: list[str], decla
         reasons.append("script")
     if fact["macro"]:
         reasons.append("macro")
+    if fact["dde"]:
+        reasons.append("dde")
     if fact["double_extension"]:
         reasons.append("double_extension")
     if fact["rtl_override"]:
@@ -255,6 +314,8 @@ _EXTENSIONS: dict[str, frozenset[str]] = {
     "chm": frozenset({types.CHM}), "jar": frozenset({types.JAR}), "apk": frozenset({types.APK}),
     "msix": frozenset({types.MSIX}), "appx": frozenset({types.MSIX}),
     "hta": frozenset({types.HTA, "text/html"}),
+    "slk": frozenset({types.SYLK}), "dif": frozenset({types.DIF}),
+    "iqy": frozenset({types.IQY}), "dqy": frozenset({types.DQY}),
 }
 _TEXT_EXTENSIONS = frozenset({"txt", "csv", "log", "md", "htm", "html", "xml", "json", "eml", "tsv"})
 _DECLARED_FAMILIES: tuple[tuple[str, str], ...] = (

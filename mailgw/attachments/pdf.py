@@ -1,4 +1,5 @@
-"""PDF facts: JavaScript and launch actions, digital signatures and their signers, embedded files.
+"""PDF facts: JavaScript and launch actions, digital signatures and their signers, embedded files,
+encryption and damage.
 
 Two views, as the MIME walker does: every object pypdf can reach (through the
 cross-reference table and the object streams, so compressed objects count)
@@ -14,6 +15,18 @@ configured: pyHanko validates it (integrity, then the chain to a configured
 root, no network fetches); without a store ``trusted`` is None, and so it is
 when pyHanko cannot be imported (said once in the log at WARNING: unknown is
 not the same as untrusted).
+
+Encryption is told by the security handler the trailer's ``/Encrypt``
+dictionary names: ``/Standard`` is a password (a PDF whose user password is
+empty opens for every reader and is ``decrypted``, then read as usual), a
+public-key handler (``/Adobe.PubSec``, ``/PubSec``; ``adbe.pkcs7.s3``-``s5``)
+opens only for the holders of the recipients' certificates, and any other
+handler is a third party's. pypdf opens only the standard handler, so the
+dictionary is also found in the raw bytes when pypdf refuses the file.
+
+A PDF pypdf cannot read (no cross-reference it can rebuild, a file cut short, no
+document catalog or page tree) is ``damaged``, with the reason: its content was
+not inspected, only scanned.
 """
 
 from __future__ import annotations
@@ -43,6 +56,13 @@ _MAX_NESTING = 64
 _MAX_SIG_CONTENTS = 1 << 20
 _ACTION_NAMES = re.compile(rb"/(?:JavaScript|JS|Launch)(?![A-Za-z0-9#])")
 _ESCAPED_NAME = re.compile(rb"/[A-Za-z0-9]*#[0-9A-Fa-f]{2}[A-Za-z0-9#]*")
+# The trailer's (or cross-reference stream's) /Encrypt entry, an indirect reference or a direct dictionary.
+_ENCRYPT_REF = re.compile(rb"/Encrypt\s*(\d{1,10})\s+(\d{1,5})\s+R")
+_ENCRYPT_DIRECT = re.compile(rb"/Encrypt\s*<<")
+_FILTER = re.compile(rb"/Filter\s*/([A-Za-z0-9_.#+-]{1,64})")
+_SUBFILTER = re.compile(rb"/SubFilter\s*/([A-Za-z0-9_.#+-]{1,64})")
+_PUBLIC_KEY_HANDLERS = frozenset({"Adobe.PubSec", "PubSec", "Adobe.PPKLite.PubSec"})
+_ENCRYPT_DICT = 4096  # bytes of the encryption dictionary looked at in the raw scan
 
 
 @dataclasses.dataclass
@@ -52,7 +72,10 @@ class PdfFacts:
     signatures: int = 0
     signers: list[str] = dataclasses.field(default_factory=list)
     trusted: bool | None = None
-    encrypted: bool = False
+    encrypted: bool = False               # not openable: a password or certificate mailgw does not have
+    encryption: str | None = None         # "password", "certificate" or "other" (the security handler)
+    encrypted_reason: str | None = None   # why it stays closed
+    decrypted: bool = False               # encrypted, but with an empty user password: read as usual
     damaged: str | None = None
     embedded: list[tuple[str, bytes]] = dataclasses.field(default_factory=list)  # (name, bytes) of embedded files
 
@@ -77,7 +100,10 @@ def inspect(data: bytes, budget: Budget) -> PdfFacts:
     except OverLimit:
         raise
     except Exception as exc:
-        facts.damaged = f"unreadable: {type(exc).__name__}"
+        if _limit(exc):
+            facts.damaged = f"over a reading limit ({_short(exc)})"
+        elif not _raw_encryption(data, facts):  # pypdf refuses every handler but the standard one
+            facts.damaged = _damage(data, exc)
     for blob in contents:
         name = signer_name(blob)
         if name and name not in facts.signers:
@@ -93,6 +119,62 @@ class _Stop(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+def _raw_encryption(data: bytes, facts: PdfFacts) -> bool:
+    """Whether the raw bytes' /Encrypt dictionary names a handler pypdf does not read (which is then why
+    it refused the file); the encryption facts are set from it either way."""
+    direct = None
+    for direct in _ENCRYPT_DIRECT.finditer(data):
+        pass  # the last one: an update's trailer comes after the original's
+    refs = list(_ENCRYPT_REF.finditer(data))
+    if refs and (direct is None or refs[-1].start() > direct.start()):
+        num, gen = refs[-1].group(1), refs[-1].group(2)
+        header = re.search(rb"(?<![0-9])" + num + rb"\s+" + gen + rb"\s+obj\b", data)
+        if header is None:
+            facts.encrypted, facts.encryption = True, "other"
+            facts.encrypted_reason = "encrypted, and its encryption dictionary cannot be found"
+            return True
+        dictionary = data[header.end():header.end() + _ENCRYPT_DICT]
+    elif direct is not None:
+        dictionary = data[direct.end():direct.end() + _ENCRYPT_DICT]
+    else:
+        return False
+    handler = _FILTER.search(dictionary)
+    name = _unescape(handler.group(1)).decode("ascii", "replace") if handler else ""
+    sub = _SUBFILTER.search(dictionary)
+    sub_name = _unescape(sub.group(1)).decode("ascii", "replace") if sub else ""
+    facts.encrypted = True
+    if name in _PUBLIC_KEY_HANDLERS or sub_name.startswith("adbe.pkcs7.s"):
+        facts.encryption = "certificate"
+        facts.encrypted_reason = "encrypted for the holders of given certificates (public-key security)"
+    elif name == "Standard":  # the handler pypdf reads: what stopped it is damage
+        facts.encryption = "password"
+        facts.encrypted_reason = "encrypted with a password, and the file cannot be read"
+        return False
+    else:
+        facts.encryption = "other"
+        facts.encrypted_reason = f"encrypted by the security handler /{name or '?'}, which mailgw cannot open"
+    return True
+
+
+def _limit(exc: BaseException) -> bool:
+    try:
+        from pypdf.errors import LimitReachedError
+    except Exception:
+        return False
+    return isinstance(exc, LimitReachedError)
+
+
+def _damage(data: bytes, exc: BaseException) -> str:
+    if b"%%EOF" not in data[-2048:] and b"startxref" not in data[-2048:]:
+        return f"cut short: no end-of-file marker ({_short(exc)})"
+    return f"cannot be parsed ({_short(exc)})"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}"[:160] if text else type(exc).__name__
 
 
 def _scan_raw(data: bytes, facts: PdfFacts) -> None:
@@ -124,13 +206,25 @@ def _walk(data: bytes, budget: Budget, facts: PdfFacts, contents: list[bytes], c
     ):
         reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
         if reader.is_encrypted:
+            facts.encryption = "password"  # pypdf reads only the standard (password) handler
             try:
                 opened = bool(reader.decrypt(""))
             except Exception:
                 opened = False
             if not opened:
                 facts.encrypted = True  # strings and streams are closed; the raw scan still saw the names
+                facts.encrypted_reason = "a password is needed to open it"
                 return
+            facts.decrypted = True
+        try:
+            root = reader.trailer["/Root"].get_object()
+            if not hasattr(root, "keys"):
+                raise _Stop("its document catalog is not a dictionary")
+            len(reader.pages)  # the page tree, read within page_tree_maximum_entries/depth
+        except (_Stop, OverLimit, pypdf.errors.LimitReachedError):
+            raise
+        except Exception as exc:
+            raise _Stop(f"no readable document catalog or page tree ({_short(exc)})") from None
         ids: list[tuple[int, int]] = []
         for gen, table in reader.xref.items():
             ids.extend((num, gen) for num in table)

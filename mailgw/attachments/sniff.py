@@ -7,8 +7,10 @@ PE file "application/octet-stream" and an ELF file nothing at all. So those are
 decided first from their structure: executables (PE, ELF, Mach-O, Java, shortcuts,
 installers, disk images, compiled help), the ZIP family (OOXML, ODF, JAR, APK,
 MSIX, plain ZIP, read from the central directory), the OLE family (Word, Excel,
-PowerPoint, MSI, encrypted OOXML, read with olefile), PDF, the archives, and text
-(calendar, HTML, HTA, scripts with a ``#!`` line).
+PowerPoint, MSI, encrypted OOXML, read with olefile; Word, Excel and PowerPoint
+97-2003 files encrypted in place are told by their own flags), PDF, the archives,
+and text (calendar, HTML, HTA, scripts with a ``#!`` line, and the text formats
+Excel opens as a workbook or runs as a query: SYLK, DIF, web and database queries).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import io
 import re
 import struct
 import zipfile
+from typing import Any
 
 OCTET = "application/octet-stream"
 
@@ -61,6 +64,13 @@ XLS = "application/vnd.ms-excel"
 PPT = "application/vnd.ms-powerpoint"
 MSG = "application/vnd.ms-outlook"
 RTF = "text/rtf"
+# Text formats Excel reads by their first line, whatever the file is called: SYLK and
+# DIF are workbooks (SYLK carries formulas and Excel 4 macro sheets); a web query
+# (.iqy) or database query (.dqy) makes Excel fetch data on opening.
+SYLK = "application/x-sylk"
+DIF = "application/x-dif"
+IQY = "text/x-ms-iqy"
+DQY = "application/x-ms-dqy"
 
 _OOXML = "application/vnd.openxmlformats-officedocument."
 # Main part content type (in [Content_Types].xml) -> the package's MIME type.
@@ -104,7 +114,7 @@ class Sniffed:
     mime: str
     family: str
     zip_names: tuple[str, ...] = ()  # member names, when the bytes are a readable ZIP package
-    encrypted: bool = False          # an encrypted Office package (OLE EncryptedPackage)
+    encrypted: bool = False          # an encrypted Office file (OLE EncryptedPackage, or a 97-2003 file's flag)
 
 
 def sniff(data: bytes) -> Sniffed:
@@ -212,11 +222,12 @@ def _ole(data: bytes) -> Sniffed:
         if "encryptedpackage" in names and "encryptioninfo" in names:
             return Sniffed(OLE_ENCRYPTED, OFFICE, encrypted=True)
         if "worddocument" in names:
-            return Sniffed(DOC, OFFICE)
+            return Sniffed(DOC, OFFICE, encrypted=_word_encrypted(ole))
         if "workbook" in names or "book" in names:
-            return Sniffed(XLS, OFFICE)
+            return Sniffed(XLS, OFFICE, encrypted=_excel_encrypted(ole, "workbook" if "workbook" in names else "book"))
         if "powerpoint document" in names:
-            return Sniffed(PPT, OFFICE)
+            # MS-PPT 2.3.7: an encrypted presentation keeps its summary in EncryptedSummary
+            return Sniffed(PPT, OFFICE, encrypted="encryptedsummary" in names)
         if any(n.startswith("__substg1.0_") for n in names):
             return Sniffed(MSG, OTHER)
         if "vba/dir" in names or any(n.endswith("/vba/dir") for n in names):
@@ -224,6 +235,33 @@ def _ole(data: bytes) -> Sniffed:
         return Sniffed(OLE, OTHER)
     finally:
         ole.close()
+
+
+def _word_encrypted(ole: Any) -> bool:
+    """MS-DOC 2.5.2 FibBase: fEncrypted (0x0100) or fObfuscated (0x8000) in the flags at offset 10."""
+    with ole.openstream("WordDocument") as stream:
+        head = stream.read(12)
+    return len(head) == 12 and bool(struct.unpack("<H", head[10:12])[0] & 0x8100)
+
+
+_BIFF_BOF, _BIFF_FILEPASS, _BIFF_EOF = 0x0809, 0x002F, 0x000A
+
+
+def _excel_encrypted(ole: Any, stream_name: str) -> bool:
+    """MS-XLS 2.4.117: a FilePass record in the globals substream (it follows the BOF record)."""
+    with ole.openstream(stream_name) as stream:
+        head = stream.read(4096)
+    pos = 0
+    for _ in range(16):  # FilePass comes right after BOF; a few records are looked at
+        if pos + 4 > len(head):
+            return False
+        record, size = struct.unpack("<HH", head[pos:pos + 4])
+        if record == _BIFF_FILEPASS:
+            return True
+        if record == _BIFF_EOF or (pos == 0 and record != _BIFF_BOF):
+            return False
+        pos += 4 + size
+    return False
 
 
 def _zip(data: bytes) -> Sniffed:
@@ -248,7 +286,9 @@ def _zip(data: bytes) -> Sniffed:
         if mimetype is not None:
             value = mimetype.strip().decode("ascii", "replace")
             if value.startswith("application/vnd.oasis.opendocument."):
-                return Sniffed(value, OFFICE, names)
+                # ODF 1.2 part 3, 3.8: a password-protected document lists how each part is encrypted
+                manifest = _small_member(archive, lower.get("meta-inf/manifest.xml"))
+                return Sniffed(value, OFFICE, names, encrypted=bool(manifest and b"encryption-data" in manifest))
             if value == "application/epub+zip":
                 return Sniffed(value, OTHER, names)
         if "meta-inf/manifest.mf" in lower and any(n.endswith(".class") for n in lower):
@@ -272,6 +312,11 @@ _BINARY_CONTROLS = bytes([*range(0x00, 0x09), *range(0x0e, 0x1b), *range(0x1c, 0
 _HTML = re.compile(rb"<(!doctype\s+html|html|head|body|script|iframe|meta|frameset)\b", re.IGNORECASE)
 _HTA = re.compile(rb"<hta:application\b", re.IGNORECASE)
 _WSF = re.compile(rb"<(job|package)\b[^>]*>.*?<script\b", re.IGNORECASE | re.DOTALL)
+# First lines Excel recognises (SYLK: an ID record; DIF: the TABLE header; queries: their type and version).
+_SYLK = re.compile(rb"ID;[^\r\n]*\r?\n(?:[A-Z]{1,2}(?:;|\r?\n))")
+_DIF = re.compile(rb"TABLE\r?\n0,1\r?\n\"")
+_IQY = re.compile(rb"WEB[ \t]*\r?\n[ \t]*1[ \t]*\r?\n[ \t]*(?:https?|ftp|file)://", re.IGNORECASE)
+_DQY = re.compile(rb"XLODBC[ \t]*\r?\n[ \t]*1[ \t]*\r?\n", re.IGNORECASE)
 
 
 def _text(data: bytes) -> Sniffed | None:
@@ -288,6 +333,14 @@ def _text(data: bytes) -> Sniffed | None:
     low = body[:4096].lower()
     if low.startswith(b"begin:vcalendar"):
         return Sniffed("text/calendar", CALENDAR)
+    if _SYLK.match(body):
+        return Sniffed(SYLK, OFFICE)
+    if _DIF.match(body):
+        return Sniffed(DIF, OFFICE)
+    if _IQY.match(body):
+        return Sniffed(IQY, SCRIPT)
+    if _DQY.match(body):
+        return Sniffed(DQY, SCRIPT)
     if _HTA.search(sample):
         return Sniffed(HTA, SCRIPT)
     if body.startswith(b"#!"):

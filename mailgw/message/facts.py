@@ -108,6 +108,13 @@ class AttachedFile(_Model, frozen=True):
     double_extension: bool = False
     rtl_override: bool = False
     encrypted: bool = False
+    # Added with the inspection of encrypted, damaged and formula-bearing files; the defaults
+    # are what every file read before them was (records written earlier keep decoding).
+    encryption: str | None = None
+    encrypted_reason: str | None = None
+    decrypted: bool = False
+    damaged: str | None = None
+    dde: bool = False
     pdf: PdfFacts | None = None
     archive: ArchiveFacts | None = None
     signed: bool = False

@@ -46,9 +46,10 @@ MAILBOX_ROLES = ("clerk", "leader", "staff", "unit", "public_service")
 DKIM_STATUSES = ("pass", "fail", "none", "temperror")
 FILE_KINDS = ("pdf", "office", "office_macro", "executable", "script", "archive", "image", "text", "calendar", "other")
 DANGER_REASONS = (
-    "executable", "script", "macro", "double_extension", "rtl_override",
+    "executable", "script", "macro", "dde", "double_extension", "rtl_override",
     "encrypted_archive", "archive_limits", "type_mismatch_executable",
 )
+ENCRYPTIONS = ("password", "certificate", "other")
 
 
 class Test:
@@ -470,6 +471,10 @@ _FILE_FIELDS: dict[str, tuple[Reader, Callable[[View], Any]]] = {
     "double_extension": (flag, _get("double_extension")),
     "rtl_override": (flag, _get("rtl_override")),
     "encrypted": (flag, _get("encrypted")),
+    "encryption": (choice(ENCRYPTIONS, "encryption"), _get("encryption")),
+    "decrypted": (flag, _get("decrypted")),
+    "damaged": (flag, lambda f: f.get("damaged") is not None),
+    "dde": (flag, _get("dde")),
     "signed": (flag, _get("signed")),
     "type_mismatch": (flag, _get("type_mismatch")),
     "in_archive": (flag, _get("in_archive")),

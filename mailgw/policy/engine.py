@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import unicodedata
-from typing import Any
+from typing import Any, Iterable
 
 from mailgw.attachments.mime import CAUSES
 from mailgw.message.facts import AuditModeHit
@@ -118,9 +118,9 @@ def placeholders(view: dict[str, Any]) -> dict[str, str]:
         "urgency": str(c.get("urgency") or "none"),
         "sender": str(sender.get("address") or ""),
         "unofficial_recipients": ", ".join(r["address"] for r in view.get("recipients", []) if not r.get("official")),
-        "dangerous_files": ", ".join(
-            f"{f.get('name') or f.get('location')}" for f in files if f.get("dangerous")
-        )[:300],
+        "dangerous_files": _names(f for f in files if f.get("dangerous")),
+        "encrypted_files": _names(f for f in files if f.get("encrypted")),
+        "damaged_files": _names(f for f in files if f.get("damaged") is not None),
         "lookalike": str(sender.get("lookalike") or ""),
         "attachment_problems": _attachment_problems(attachments, 0),
         "attachment_problems_en": _attachment_problems(attachments, 1),
@@ -154,6 +154,11 @@ def _attachment_problems(attachments: dict[str, Any], lang: int) -> str:
         rest = len(items) - _LISTED + 1
         items = items[: _LISTED - 1] + [(f"và {rest} vấn đề khác", f"and {rest} more")[lang]]
     return "; ".join(items)
+
+
+def _names(files: Iterable[dict[str, Any]]) -> str:
+    """The files' names (their MIME part when they have none), for a reply; at most 300 characters."""
+    return ", ".join(f"{f.get('name') or f.get('location')}" for f in files)[:300]
 
 
 def _render(text: str, values: dict[str, str]) -> str:

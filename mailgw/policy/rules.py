@@ -45,7 +45,7 @@ MODES = ("enforce", "audit")
 # What reply texts, tags and header values may mention; filled in per message.
 PLACEHOLDERS = (
     "rule", "category", "doc_type", "doc_number", "secrecy", "urgency", "sender",
-    "unofficial_recipients", "dangerous_files", "lookalike",
+    "unofficial_recipients", "dangerous_files", "encrypted_files", "damaged_files", "lookalike",
     "attachment_problems", "attachment_problems_en",  # dangerous files, and ambiguous parts with why (vi / en)
 )
 _ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}\Z")
