@@ -70,6 +70,7 @@ _HEADER, _NUMBER, _SYMBOL, _TITLE, _PHRASE = 5, 4, 3, 2, 1
 # Sources, strongest first (the reference's order), as the first item of _Cue.source:
 # header 0, subject 1, body 2, attachment_name 3, calendar 4, attachment_text 5.
 
+_NEWLINE = re.compile("\n")
 _EVIDENCE_CAP = 48
 _TEXT_CAP = 160
 
@@ -496,7 +497,7 @@ def _scan_titles(shown: str, key: str, folded: str, where: str, source: tuple[in
         kind = _TITLE if cue.title else _PHRASE
         if kind == _TITLE and headings_only:
             if newlines is None:
-                newlines = [i for i, ch in enumerate(shown) if ch == "\n"]
+                newlines = [m.start() for m in _NEWLINE.finditer(shown)]  # one C-speed pass
             i = bisect.bisect_left(newlines, start)
             line_start = newlines[i - 1] + 1 if i else 0
             line_end = newlines[i] if i < len(newlines) else len(shown)
