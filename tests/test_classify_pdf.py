@@ -63,7 +63,7 @@ def _golden_pdfs() -> list[tuple[str, bytes]]:
         msg = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
         for part in msg.walk():
             data = part.get_payload(decode=True) if not part.is_multipart() else None
-            if isinstance(data, bytes) and docread.sniff(data, part.get_filename() or "", part.get_content_type()) == "pdf":
+            if isinstance(data, bytes) and docread.sniff(data) == "pdf":
                 found.append((eml.name, data))
     return found
 

@@ -32,13 +32,17 @@ not inspected, only scanned.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import io
 import logging
 import re
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:
+    from pypdf import PdfReader
 
 from mailgw.attachments.budget import Budget, OverLimit
 
@@ -82,6 +86,31 @@ class PdfFacts:
     def to_json(self) -> dict[str, Any]:
         return {"javascript": self.javascript, "launch": self.launch, "signatures": self.signatures,
                 "signers": list(self.signers), "trusted": self.trusted}
+
+
+@contextlib.contextmanager
+def hardened_reader(data: bytes, cap: int) -> Iterator[PdfReader]:
+    """pypdf's reader for an attacker's bytes: the one place its limits are set (inspection and the classifier).
+
+    Every stream decoder stops at ``cap`` bytes, the parser's work and the page
+    tree are bounded, no external program is ever started, and the reader is
+    lenient (``strict=False``) as the readers clerks use are. The limits hold for
+    the ``with`` block (pypdf applies them per thread).
+    """
+    import pypdf  # imported on first use: most messages carry no PDF
+
+    with pypdf.apply_configuration(
+        zlib_maximum_output_length=cap, lzw_maximum_output_length=cap,
+        run_length_maximum_output_length=cap, brotli_maximum_output_length=cap,
+        array_based_stream_maximum_output_length=cap, image_maximum_buffer_size=cap,
+        stream_decoding_work_maximum_length=4 * cap, maximum_declared_stream_length=cap,
+        jbig2dec_binary=None,  # never start an external program for an attachment
+        stream_parsing_work_maximum_count=400_000,
+        page_tree_maximum_entries=20_000, page_tree_maximum_depth=32,
+        xform_maximum_invocations_per_extraction=200,
+        disable_legacy_handling=True,
+    ):
+        yield pypdf.PdfReader(io.BytesIO(data), strict=False)
 
 
 def inspect(data: bytes, budget: Budget) -> PdfFacts:
@@ -194,17 +223,7 @@ def _walk(data: bytes, budget: Budget, facts: PdfFacts, contents: list[bytes], c
     import pypdf
     from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject
 
-    with pypdf.apply_configuration(
-        zlib_maximum_output_length=cap, lzw_maximum_output_length=cap,
-        run_length_maximum_output_length=cap, brotli_maximum_output_length=cap,
-        array_based_stream_maximum_output_length=cap, image_maximum_buffer_size=cap,
-        stream_decoding_work_maximum_length=4 * cap, maximum_declared_stream_length=cap,
-        jbig2dec_binary=None,  # never start an external program for an attachment
-        stream_parsing_work_maximum_count=400_000,
-        page_tree_maximum_entries=20_000, page_tree_maximum_depth=32,
-        disable_legacy_handling=True,
-    ):
-        reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
+    with hardened_reader(data, cap) as reader:
         if reader.is_encrypted:
             facts.encryption = "password"  # pypdf reads only the standard (password) handler
             try:

@@ -33,6 +33,8 @@ import time
 import zipfile
 from typing import IO, Any
 
+from mailgw.attachments import sniff as attachments_sniff
+from mailgw.attachments.pdf import hardened_reader
 from mailgw.classify import pdfworker
 
 log = logging.getLogger(__name__)
@@ -71,16 +73,21 @@ class _Stop(Exception):
 
 
 def sniff(data: bytes, filename: str = "", content_type: str = "") -> str | None:
-    """"pdf" or "docx" when the bytes are one (by content, not by name), else None."""
-    if data[:1024].lstrip(b"\x00\t\r\n\x0c ").startswith(b"%PDF-") or b"%PDF-" in data[:1024]:
+    """"pdf" or "docx" when the bytes are one, else None: by content, with the attachment inspector's
+    sniffer (mailgw.attachments.sniff), so the classifier reads as a PDF exactly what inspection calls one.
+
+    A ZIP that is named or labelled a Word document but is too damaged to tell is
+    still tried as one, so that the evidence says it could not be read.
+    """
+    found = attachments_sniff.sniff(data)
+    if found.family == attachments_sniff.PDF:
         return "pdf"
-    if data[:4] == b"PK\x03\x04":
-        lowered = filename.lower()
-        if lowered.endswith((".docx", ".docm", ".dotx")) or "wordprocessingml" in content_type:
-            return "docx"
-        # A zip named anything: it is a DOCX if it has a main Word part.
-        if b"word/document" in data[:65536] or b"word/" in data[-65536:]:
-            return "docx"
+    if "wordprocessingml" in found.mime or found.mime.startswith("application/vnd.ms-word."):
+        return "docx"
+    named = filename.lower().endswith((".docx", ".docm", ".dotx")) or "wordprocessingml" in content_type
+    if named and data[:4] == b"PK\x03\x04" and found.family not in (attachments_sniff.EXECUTABLE,
+                                                                       attachments_sniff.SCRIPT):
+        return "docx"
     return None
 
 
@@ -160,21 +167,9 @@ def _pdf_in_worker(data: bytes, limits: ReadLimits) -> FirstPage | None:
 
 
 def _pdf(data: bytes, limits: ReadLimits, deadline: float) -> FirstPage:
-    import pypdf
 
     cap = limits.max_unpacked_bytes
-    with pypdf.apply_configuration(
-        zlib_maximum_output_length=cap, lzw_maximum_output_length=cap,
-        run_length_maximum_output_length=cap, brotli_maximum_output_length=cap,
-        array_based_stream_maximum_output_length=cap, image_maximum_buffer_size=cap,
-        stream_decoding_work_maximum_length=4 * cap, maximum_declared_stream_length=cap,
-        jbig2dec_binary=None,               # never start an external program for an attachment
-        stream_parsing_work_maximum_count=400_000,
-        page_tree_maximum_entries=20_000, page_tree_maximum_depth=32,
-        xform_maximum_invocations_per_extraction=200,
-        disable_legacy_handling=True,
-    ):
-        reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
+    with hardened_reader(data, cap) as reader:
         if reader.is_encrypted:
             # An empty user password opens many "protected" PDFs; anything else stays closed.
             try:
