@@ -1,4 +1,4 @@
-"""The `mailgw` command (CONTRACT section 1). Exit: 0 ok, 1 invalid input or failed check, 2 usage."""
+"""The `mailgw` command: its subcommands and options are published names (README). Exit: 0 ok, 1 invalid input or failed check, 2 usage."""
 
 from __future__ import annotations
 
@@ -375,7 +375,7 @@ def _age(seconds: int) -> str:
     return str(datetime.timedelta(seconds=seconds))
 
 
-# --- the exchange log for auditors: `mailgw audit ...` and `mailgw report` (CONTRACT section 1) ---------
+# --- the exchange log for auditors: `mailgw audit ...` and `mailgw report` ----------------------------------
 
 
 def _audit_parsers(sub: Any, common: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""`mailgw policy test`: one message through the real decision path, nothing sent (CONTRACT section 5).
+"""`mailgw policy test`: one message through the real decision path, nothing sent.
 
 The message runs through the same stages as on a listener (parse, author,
 classify, attachments, DKIM verification, policy) with the files on disk;

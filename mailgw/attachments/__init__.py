@@ -56,8 +56,8 @@ The facts (``Facts.attachments``, a :class:`~mailgw.message.facts.AttachmentFact
       }]
     }
 
-``dangerous`` holds only the reasons of rule 3 of the shipped policy pack
-(VN-DOCUMENTS.md section 9): ``executable``, ``script``, ``macro``, ``dde``,
+``dangerous`` holds only the reasons of the shipped pack's rule
+``dangerous-attachment`` (policies/10-security.yaml): ``executable``, ``script``, ``macro``, ``dde``,
 ``double_extension``, ``rtl_override``, ``encrypted_archive``, ``archive_limits``,
 ``type_mismatch_executable`` (bytes of an executable or script under another
 claim). A plain type mismatch, a PDF with JavaScript, an encrypted PDF are facts,

@@ -2,7 +2,7 @@
 
 Each command records itself in the auditor access log before it reads
 anything, so an interrupted or failed look at the log is still on record.
-Exit status as CONTRACT section 1: 0 success, 1 a check failed or nothing was
+Exit status: 0 success, 1 a check failed or nothing was
 found, 2 a usage error (a filter or period that cannot be understood).
 """
 

@@ -35,7 +35,7 @@ class FilterError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Filters:
-    """The audit filters of CONTRACT section 1, parsed; ``None`` means "not filtered"."""
+    """The filters of `mailgw audit search` and `export`, parsed; ``None`` means "not filtered"."""
 
     since: dt.datetime | None = None  # naive UTC, inclusive
     until: dt.datetime | None = None  # naive UTC, exclusive

@@ -59,7 +59,7 @@ class HeaderFields(_Model, frozen=True):
 
 
 class DecisionFacts(_Model, frozen=True):
-    """The decision as recorded (CONTRACT section 5) and the reply the client got."""
+    """The decision as recorded and the reply the client got."""
 
     decision: str = "accept"
     rule: str = "default"
@@ -203,7 +203,7 @@ def build(message: Message, ctx: Context, reply: str, *, dsn_for: str | None = N
 
 
 def _redacted(record: ExchangeRecord) -> ExchangeRecord:
-    """Metadata and hashes only (a secret document, VN-DOCUMENTS section 5: keep no copy).
+    """Metadata and hashes only (a secret document: no copy of it may be kept).
 
     The subject becomes its hash; the classification keeps its cues and where
     they were found, and the text of only the secrecy marks themselves.

@@ -1,7 +1,6 @@
 """The classifier's vocabulary: category cues, reference words and the headers it reads.
 
-Data only: which words name which kind of document (Decree 30/2020/NĐ-CP Phụ lục III
-and shared/domain/VN-DOCUMENTS.md section 3), which words before a number make it a
+Data only: which words name which kind of document (Decree 30/2020/NĐ-CP Phụ lục III), which words before a number make it a
 reference to another document, and the ``X-GovVN-*`` header names. The engine
 (``mailgw.classify.engine``) decides what they weigh.
 """

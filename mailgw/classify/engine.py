@@ -1,7 +1,6 @@
 """The classifier: which official document a message carries, its number/symbol, secrecy and urgency.
 
-Reads, in the domain reference's order of strength (shared/domain/VN-DOCUMENTS.md
-section 3): explicit ``X-GovVN-*`` headers, the subject (RFC 2047 decoded, reply and
+Reads, strongest evidence first: explicit ``X-GovVN-*`` headers, the subject (RFC 2047 decoded, reply and
 forward prefixes stripped), the first lines of the text body, attachment file names,
 iCalendar invitations, and the first page of PDF and DOCX attachments.
 

@@ -2,7 +2,7 @@
 
 Built-in defaults first, then the file; every problem is reported as
 ``FILE:LINE: message``. Paths in the file are relative to the file itself.
-The keys named in CONTRACT.md section 2 are fixed; the others are documented in
+The keys README's settings reference names are published: never renamed; the others are documented in
 the README and in the demo gateway.yaml.
 """
 
@@ -179,7 +179,7 @@ _TOP_KEYS = {
 
 
 def default_path() -> str:
-    """``$MAILGW_CONFIG``, else ``./gateway.yaml`` (CONTRACT section 1)."""
+    """``$MAILGW_CONFIG``, else ``./gateway.yaml``."""
     return os.environ.get("MAILGW_CONFIG") or "gateway.yaml"
 
 

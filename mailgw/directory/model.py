@@ -52,7 +52,7 @@ ROLES: types.MappingProxyType[str, tuple[str, str]] = types.MappingProxyType(
     }
 )
 
-#: The suffix that makes an address official when the file names none (CONTRACT section 3).
+#: The suffix that makes an address official when the file names none.
 DEFAULT_OFFICIAL_SUFFIXES = ("gov.vn",)
 
 # Electronic organ codes of Decision 20/2020/QĐ-TTg, e.g. 000.00.00.G22.
@@ -346,7 +346,7 @@ class Directory:
         return "outbound"
 
     def is_official(self, address: str, today: datetime.date | None = None) -> bool:
-        """CONTRACT section 3: local, a partner's domain, an official suffix, or an unexpired exception."""
+        """Official: local, a partner's domain, under an official suffix, or an unexpired exception."""
         canonical = canonical_address(address)
         if canonical is None:
             return False

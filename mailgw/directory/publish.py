@@ -2,7 +2,7 @@
 
 Off the message path: ``mailgw directory publish`` calls it. Directive 34/2008
 asks agencies to publish their official addresses so that citizens and other
-agencies can tell a real one from an impostor (VN-DOCUMENTS section 8).
+agencies can tell a real one from an impostor.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ class Evidence(_Model, frozen=True):
 
 
 class ClassificationFacts(_Model, frozen=True):
-    """CONTRACT section 4."""
+    """What official document the message carries: its category, number, secrecy and urgency marks."""
 
     category: str = "general"
     doc_type: str | None = None

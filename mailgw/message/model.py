@@ -55,7 +55,7 @@ class Envelope:
 
 @dataclasses.dataclass
 class Verdict:
-    """The one answer to "what happens to this message" (CONTRACT section 5).
+    """The one answer to "what happens to this message".
 
     The policy stage fills it; :func:`mailgw.pipeline.run` completes and
     returns it, with ``reply`` always set: the refusal the client gets, or

@@ -1,4 +1,4 @@
-"""Policies: YAML rules that IT admins read, test and reload (issue 4).
+"""Policies: YAML rules that IT admins read, test and reload.
 
 - ``rules.py`` reads and checks the files (``load``), the rule and action types;
 - ``conditions.py`` is the vocabulary of ``when``;

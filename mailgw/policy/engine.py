@@ -1,4 +1,4 @@
-"""Evaluate the rules in order against one message's facts (VN-DOCUMENTS section 9).
+"""Evaluate the rules in order against one message's facts.
 
 Rules are read in order. A rule that matches adds its tags and headers; the
 first one that rejects, quarantines or defers (or accepts with ``stop``) ends

@@ -478,7 +478,7 @@ class SmtpServer(datastream.ChunkedData, SMTP):
             return super()._getaddr(arg)
         except IndexError:
             # The email package indexes past the end of a lone "<": the client's syntax
-            # error (553 5.1.3, a malformed address), not a fault of ours (it was a 451 before).
+            # error (553 5.1.3, a malformed address), not a fault of ours.
             return None, None
 
     def _counted_command(self, method: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:

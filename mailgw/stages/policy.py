@@ -1,4 +1,4 @@
-"""Stage: policy. The decision, from the facts the earlier stages found (issue 4).
+"""Stage: policy. The decision, from the facts the earlier stages found.
 
 Runs the rules of the policies folder in order (mailgw.policy) and writes the
 outcome into ``message.verdict``: reject and defer stop the message with the

@@ -1,4 +1,4 @@
-"""The classify stage's result: what official document a message carries (CONTRACT section 4)."""
+"""The classify stage's result: what official document a message carries."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class Evidence:
 class Classification:
     """Category, number/symbol, secrecy and urgency of a message, with the evidence.
 
-    The field names are the JSON names of CONTRACT section 4; keep them.
+    The field names are published JSON names (the record, `policy test`, `mailgw classify`): keep them.
     """
 
     category: str = "general"

@@ -1,7 +1,6 @@
 """The number/symbol ("số, ký hiệu") of a Vietnamese official document, for the classify stage.
 
-Grammar from Decree 30/2020/NĐ-CP Art. 15 and Phụ lục I §II.3 (see
-shared/domain/VN-DOCUMENTS.md section 4): ``Số: 05/QĐ-BNV``; ``456/STTTT-VP`` for a
+Grammar from Decree 30/2020/NĐ-CP Art. 15 and Phụ lục I §II.3: ``Số: 05/QĐ-BNV``; ``456/STTTT-VP`` for a
 công văn (no type code); ``30/2020/NĐ-CP`` for legal documents (with a year);
 ``29/2018/QH14`` for laws. Real input is sloppy (``5/QĐ-UBND``, ``25 / CT - UBND``,
 ``No. 25/CT-UBND``, ASCII ``QD``, ``_`` for ``/`` in file names): such numbers are
@@ -86,7 +85,7 @@ class DocNumber:
     year: str | None          # "2020" for legal documents
     type_code: str | None     # the D30 abbreviation; None for a công văn or a law
     issuer: str               # the groups after the type code ("UBND", "STTTT-VP", "QH14")
-    category: str             # the CONTRACT category this symbol points to
+    category: str             # the category this symbol points to
     start: int                # span of the match in the searched text
     end: int
     prefixed: bool            # written after "Số" / "No."

@@ -1,6 +1,7 @@
 """Secrecy ("độ mật") and urgency ("độ khẩn") markings, for the classify stage.
 
-Rules from shared/domain/VN-DOCUMENTS.md section 5. A false secrecy block stops
+The marks are those of the Law on Protection of State Secrets (2018) and its stamps;
+how strongly each counts is this gateway's reading. A false secrecy block stops
 legitimate work and a missed one breaks the law, so the two strengths differ:
 
 - strong (the policy rejects): the stamp itself, "MẬT", "TỐI MẬT", "TUYỆT MẬT" in
