@@ -35,9 +35,7 @@ import bisect
 import dataclasses
 import email.message
 import re
-import threading
 import time
-import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -643,25 +641,16 @@ def _clip(text: str) -> str:
 
 
 
-_LIMITS: weakref.WeakKeyDictionary[Any, ClassifyLimits] = weakref.WeakKeyDictionary()
-_LIMITS_LOCK = threading.Lock()
-
-
 def limits_for(directory: Any) -> ClassifyLimits:
     """The limits with the directory's agencies as known issuers ("456_STTTT-VP.pdf" is a number).
 
     An agency's issuer group is its ``symbol``, else its code in capitals (and both
-    without diacritics, as file names are often typed). Computed
-    once per loaded directory (a reload brings a new one).
+    without diacritics, as file names are often typed). The gateway builds them once
+    per loaded directory, with its Context (``Context.classify_limits``).
     """
     if directory is None:
         return ClassifyLimits()
-    with _LIMITS_LOCK:
-        limits = _LIMITS.get(directory)
-        if limits is None:
-            symbols = [(a.symbol or a.code).upper() for a in directory.agencies]
-            # File names are often typed without diacritics: SKHDT for SKHĐT.
-            issuers = frozenset(symbols + [vtext.fold(s) for s in symbols])
-            limits = _LIMITS[directory] = ClassifyLimits(known_issuers=issuers)
-        return limits
+    symbols = [(a.symbol or a.code).upper() for a in directory.agencies]
+    # File names are often typed without diacritics: SKHDT for SKHĐT.
+    return ClassifyLimits(known_issuers=frozenset(symbols + [vtext.fold(s) for s in symbols]))
 

@@ -16,10 +16,12 @@ from mailgw.message.facts import AuditModeHit, Facts
 from mailgw.message.parsed import ParsedOnce, complete_one_part, header_section, parse_header_section
 
 if TYPE_CHECKING:
+    from mailgw.classify.engine import ClassifyLimits
     from mailgw.config.resolver import DnsResolver, FileResolver
     from mailgw.config.settings import Settings
     from mailgw.directory.model import Directory
     from mailgw.policy.engine import RuleStep
+    from mailgw.policy.facts import Known
     from mailgw.policy.rules import PolicySet
     from mailgw.smtp.credentials import Credentials
     from mailgw.stages.dkim_sign import Keyring
@@ -180,3 +182,14 @@ class Context:
     policies: PolicySet | None = None
     resolver: DnsResolver | FileResolver | None = None  # from settings `dns:`
     signing_keys: Keyring = dataclasses.field(default_factory=dict)  # domain -> its keys, from `dkim:`
+    # Derived from the directory once, when the Context is made (a reload makes a new one): no stage
+    # keeps a cache keyed by the directory.
+    classify_limits: ClassifyLimits = dataclasses.field(init=False, repr=False, compare=False)
+    known: Known = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        from mailgw.classify.engine import limits_for
+        from mailgw.policy.facts import Known
+
+        object.__setattr__(self, "classify_limits", limits_for(self.directory))
+        object.__setattr__(self, "known", Known(self.directory))

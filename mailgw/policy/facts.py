@@ -31,7 +31,7 @@ def view(message: Message, ctx: Context) -> dict[str, Any]:
     inbound = env.role == "mx"
     found = message.facts
     dkim = _dkim(found.dkim)
-    known = _known(directory)
+    known = ctx.known
     author = found.author
     sender = _party(directory, author, known) if author else None
     if sender is not None:
@@ -71,7 +71,7 @@ def view(message: Message, ctx: Context) -> dict[str, Any]:
     }
 
 
-def _party(directory: Directory, address: str, known: _Known) -> dict[str, Any]:
+def _party(directory: Directory, address: str, known: Known) -> dict[str, Any]:
     p = directory.party(address)
     return {
         "address": p.address, "domain": p.domain, "local": p.local, "official": p.official,
@@ -84,7 +84,7 @@ def _party(directory: Directory, address: str, known: _Known) -> dict[str, Any]:
 _ADDRESS_IN_NAME = re.compile(r"[^\s<>\"'(),;:@]+@[^\s<>\"'(),;:@]+\.[^\s<>\"'(),;:@]+")
 
 
-def _display_spoof(name: str, sender: dict[str, Any], known: _Known) -> str | None:
+def _display_spoof(name: str, sender: dict[str, Any], known: Known) -> str | None:
     """Why the display name misleads, or None: it holds an address that is not the sender's, or,
     on an address that is not ours, it is the name of a person or agency of the directory."""
     for shown in _ADDRESS_IN_NAME.findall(name):
@@ -103,8 +103,9 @@ def _name_key(name: str) -> str:
     return " ".join(text.replace('"', " ").replace("'", " ").split())
 
 
-class _Known:
-    """What the facts remember of one loaded directory: the domains a lookalike imitates, and the answers so far.
+class Known:
+    """What the facts derive from one loaded directory (built with its Context): the domains a lookalike
+    imitates, the names a display name may not borrow, and the lookalike answers so far.
 
     Whether a domain imitates a local or partner domain depends only on the
     domain and the directory, and most mail goes to and comes from the same
@@ -123,11 +124,6 @@ class _Known:
 
     def _lookalike(self, domain: str) -> str | None:
         return lookalike.resembles(domain, self.protected)
-
-
-@functools.lru_cache(maxsize=2)  # per loaded directory (compared by identity): a reload starts afresh
-def _known(directory: Any) -> _Known:
-    return _Known(directory)
 
 
 def _dkim(found: DkimFacts | None) -> dict[str, Any]:
