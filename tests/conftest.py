@@ -131,6 +131,19 @@ async def gateway(make_gateway: GatewayFactory) -> Gateway:
     return await make_gateway()
 
 
+@pytest.fixture
+async def recording_gateway(make_gateway: GatewayFactory) -> Gateway:
+    """A gateway whose decision records are kept in ``gw.records``, as the exchange log receives them."""
+    g = await make_gateway()
+    g.records = []  # type: ignore[attr-defined]
+
+    async def keep(rec: dict[str, Any]) -> None:
+        g.records.append(rec)  # type: ignore[attr-defined]
+
+    g.edge.recorder = keep
+    return g
+
+
 def port(gw: Gateway, listener: str) -> int:
     return gw.addresses[listener][1]
 

@@ -380,15 +380,8 @@ def test_a_site_rule_can_act_on_pdf_encryption(tmp_path):
 
 
 @pytest.fixture
-async def gw(make_gateway):
-    g = await make_gateway()
-    g.records = []
-
-    async def keep(rec: dict[str, Any]) -> None:
-        g.records.append(rec)
-
-    g.edge.recorder = keep  # the decision records, as the exchange log receives them
-    return g
+async def gw(recording_gateway):
+    return recording_gateway
 
 
 @pytest.mark.parametrize("case", [

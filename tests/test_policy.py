@@ -80,15 +80,8 @@ def test_version_changes_with_the_text_of_the_files(tmp_path, demo_directory):
 
 
 @pytest.fixture
-async def gw(make_gateway):
-    g = await make_gateway()
-    g.records = []
-
-    async def keep(rec: dict[str, Any]) -> None:
-        g.records.append(rec)
-
-    g.edge.recorder = keep  # the decision records, as the exchange log receives them
-    return g
+async def gw(recording_gateway):
+    return recording_gateway
 
 
 def _record(gw: Any, subject_or_id: str | None = None) -> dict[str, Any]:
