@@ -250,7 +250,7 @@ def _main_part(archive: zipfile.ZipFile) -> str:
                 if rel.get("Type") == _OFFICE_DOC and rel.get("Target"):
                     target = posixpath.normpath(rel.get("Target", "").lstrip("/"))
                     if target in archive.NameToInfo:
-                        return target
+                        return str(target)
     except Exception:
         pass
     return "word/document.xml"

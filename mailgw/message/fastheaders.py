@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import email.policy
 import re
-from email import _encoded_words as _ew
+from email import _encoded_words as _ew  # type: ignore[attr-defined]  # private: not in typeshed
 from email import _header_value_parser as parser
 from email import headerregistry, utils
 from email.headerregistry import Address
 from typing import Any
+
+# The email package's own helpers for what BaseHeader does to a decoded value (private: not in typeshed).
+_has_surrogates: Any = utils._has_surrogates  # type: ignore[attr-defined]
+_sanitize: Any = utils._sanitize  # type: ignore[attr-defined]
 
 # RFC 5322 atext: exactly the printable ASCII characters the parser does not end an atom on.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
@@ -77,7 +81,7 @@ def text(name: str, value: Any) -> str | None:
     """
     if not _stored(value):
         return None
-    factory = email.policy.default.header_factory
+    factory: Any = email.policy.default.header_factory  # a HeaderRegistry (typeshed says a callable)
     kind = factory.registry.get(name.lower(), factory.default_class)
     value = unfold(value)
     if kind in _UNSTRUCTURED:
@@ -89,8 +93,8 @@ def text(name: str, value: Any) -> str | None:
         decoded = value if value.isascii() and _MSG_ID.match(value) else None
     else:
         return None
-    if decoded is not None and utils._has_surrogates(decoded):  # as BaseHeader does
-        decoded = utils._sanitize(decoded)
+    if decoded is not None and _has_surrogates(decoded):  # as BaseHeader does
+        decoded = _sanitize(decoded)
     return decoded
 
 

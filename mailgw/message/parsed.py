@@ -36,6 +36,7 @@ class ParsedOnce(email.message.EmailMessage):
     """
 
     _fetched: dict[tuple[str, str], Any]
+    _headers: list[tuple[str, Any]]  # email.message.Message's own list of fields (not in typeshed)
 
     def _fetch(self, name: str, value: Any) -> Any:
         if not isinstance(value, str) or hasattr(value, "name"):  # a header object set through the API
@@ -143,7 +144,7 @@ def complete_one_part(head: email.message.Message, raw: bytes) -> bool:
     nothing, a character, or lines after a non-header line), and gets the rest of
     ``raw`` after it, decoded as the bytes parsers decode (ASCII, surrogate escapes).
     """
-    payload = head._payload  # the text as parsed: get_payload() would decode 8-bit bytes
+    payload = head.__dict__.get("_payload")  # the text as parsed: get_payload() would decode 8-bit bytes
     if not isinstance(payload, str) or head.get_content_maintype() in ("multipart", "message"):
         return False
     body = raw[len(header_section(raw)):]
@@ -189,10 +190,11 @@ def parse_header_section(section: bytes, policy: email.policy.Policy, factory: A
     if (len(lines) < 3 or lines[-1] or lines[-2] or text.count("\r") != len(lines) - 1
             or text.count("\n") != len(lines) - 1 or lines[0][:1] in (" ", "\t")
             or not all(map(_PLAIN_HEADER_LINE.match, lines[:-2]))):
-        return email.parser.BytesHeaderParser(_class=factory, policy=policy).parsebytes(section)
+        parsed: email.message.Message = email.parser.BytesHeaderParser(_class=factory, policy=policy).parsebytes(section)
+        return parsed
     if factory is None:
         factory = policy.message_factory or email.message.Message
-    msg = factory(policy=policy)
+    msg: email.message.Message = factory(policy=policy)
     field: list[str] = []
     for line in lines[:-2]:
         if line[0] not in " \t" and field:
@@ -217,7 +219,7 @@ def decoded_payload(part: email.message.Message) -> Any:
     parser holds only ASCII and surrogate escapes, which this encodes directly;
     anything else goes the email package's way.
     """
-    payload = part._payload
+    payload = part.__dict__.get("_payload")  # the text as parsed
     if isinstance(payload, str) and str(part.get("content-transfer-encoding", "")).lower() not in _DECODED_CTE:
         known = part.__dict__.get(_PAYLOAD_BYTES)
         if known is not None and known[0] is payload:

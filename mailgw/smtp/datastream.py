@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import MISSING, syntax
 
@@ -110,7 +110,12 @@ def _finish(kept: list[bytes], line_limit: int) -> tuple[bytes, str | None]:
     return raw.replace(b"\r\n.", b"\r\n"), None  # RFC 5321 4.5.2: drop each line's stuffing dot
 
 
-class ChunkedData:
+if TYPE_CHECKING:
+    from aiosmtpd.smtp import SMTP as _SMTP  # what the mixin is mixed into
+else:
+    _SMTP = object
+
+class ChunkedData(_SMTP):
     """aiosmtpd's DATA command with the message read by ``read``; mix in before aiosmtpd's ``SMTP``."""
 
     session: Any
@@ -159,9 +164,9 @@ class ChunkedData:
             self.in_data = False
         if fault is not None:
             await self.push(fault)
-            self._set_post_data_state()
+            self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd's, untyped
             return
         self.envelope.content = self.envelope.original_content = content
         status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()
+        self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd's, untyped
         await self.push("250 OK" if status is MISSING else status)
