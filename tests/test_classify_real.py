@@ -6,6 +6,9 @@ not by running the classifier. The messages are built by
 tests/data/real/make_messages.py the ways clerks send them (PDF, DOCX with the
 abstract in a table cell, the page pasted in the body, office copies without a
 number, file names with dates and slugs, subjects with and without diacritics).
+Marked copies (marked.jsonl) are some of those pages with a secrecy or urgency stamp
+under the number, as a clerk's copy carries it; the news articles (news/) talk about
+documents and are forwarded "để biết": they are not those documents.
 """
 
 from __future__ import annotations
@@ -16,30 +19,37 @@ import email.policy
 import re
 import sys
 
+from typing import Any
+
 import pytest
 
+from mailgw import trace
 from mailgw.classify.engine import classify
 from mailgw.classify.vn import docnumber
 from tests.data.real import make_messages
 
 pytest.importorskip("fpdf")
-pytest.importorskip("docx")
 
 CATEGORY_MIN = 0.95
 NUMBER_MIN = 0.90
 
 
 def _norm(number: str | None) -> str | None:
-    return re.sub(r"\s+", "", number).upper() if number else None
+    return re.sub(r"\s+", "", number).replace("\u2044", "/").upper() if number else None
+
+
+def _classify_all(cases: tuple[make_messages.Case, ...]) -> list[tuple[make_messages.Case, dict[str, object]]]:
+    out = []
+    for case in cases:
+        msg = email.message_from_bytes(case.message, policy=email.policy.default)
+        out.append((case, classify(msg).to_json()))  # type: ignore[arg-type]
+    return out
 
 
 @pytest.fixture(scope="module")
 def results() -> list[tuple[make_messages.Case, dict[str, object]]]:
-    out = []
-    for case in make_messages.cases():
-        msg = email.message_from_bytes(case.message, policy=email.policy.default)
-        out.append((case, classify(msg).to_json()))  # type: ignore[arg-type]
-    return out
+    """The documents' messages and their marked copies."""
+    return _classify_all(make_messages.cases() + make_messages.marked_cases())
 
 
 def _table(results: list[tuple[make_messages.Case, dict[str, object]]]) -> dict[str, tuple[int, int, int]]:
@@ -89,6 +99,56 @@ def test_no_false_secrecy_block(results: list[tuple[make_messages.Case, dict[str
 
 def test_urgency_as_marked(results: list[tuple[make_messages.Case, dict[str, object]]]) -> None:
     wrong = [(case.id, got["urgency"]) for case, got in results if got["urgency"] != case.urgency]
+    assert wrong == []
+
+
+def test_marked_copies_cover_every_level() -> None:
+    marks = {(m.secrecy, m.urgency) for m in make_messages.marked()}
+    assert {s for s, _ in marks} == {"none", "mat", "toi_mat", "tuyet_mat"}
+    assert {u for _, u in marks} == {"none", "khan", "thuong_khan", "hoa_toc"}
+
+
+@pytest.fixture(scope="module")
+def ctx() -> Any:
+    from mailgw.app import load_context
+    from tests.conftest import REPO
+
+    context, _ = load_context(str(REPO / "gateway.yaml"))
+    return context
+
+
+def test_shipped_policy_refuses_every_secret_copy(ctx: Any) -> None:
+    """Through the shipped policy pack (gateway.yaml), relayed inside the province: each copy
+    stamped MẬT / TỐI MẬT / TUYỆT MẬT is refused by secrecy-block at its level; the copies stamped
+    only KHẨN / THƯỢNG KHẨN / HỎA TỐC are not refused for secrecy and carry their urgency tag."""
+    wrong = []
+    for case in make_messages.marked_cases():
+        t = trace.run(ctx, case.message, listener="relay", rcpts=["vanthu.snv@binhthuan.gov.vn"])
+        got = t["classification"]
+        if case.secrecy != "none":
+            ok = ((t["decision"], t["rule"]) == ("reject", "secrecy-block")
+                  and (got["secrecy"], got["secrecy_strength"]) == (case.secrecy, "strong"))
+        else:
+            ok = t["rule"] != "secrecy-block" and f"urgency:{case.urgency}" in t["tags"]
+        if not ok:
+            wrong.append((case.id, t["decision"], t["rule"], got["secrecy"], got["urgency"]))
+    assert wrong == []
+
+
+def test_news_about_a_document_is_not_that_document() -> None:
+    """A news article forwarded "để biết" names a directive, a telegram or a letter with its
+    number: it is not that document (never that type with that number) and is never a secrecy
+    block."""
+    wrong = []
+    lines = []
+    for case in make_messages.news_cases():
+        got = _run(case.message)
+        number = _norm(got["doc_number"])  # type: ignore[arg-type]
+        lines.append(f"  news {case.id}: {got['category']} {got['doc_number']!r}")
+        taken = any(number == _norm(n) and got["category"] == cat for cat, n in case.article.mentions)
+        if taken or got["secrecy_strength"] == "strong":
+            wrong.append((case.id, got["category"], got["doc_number"], got["secrecy_strength"]))
+    print("\n".join(lines), file=sys.stderr)
     assert wrong == []
 
 
