@@ -47,7 +47,7 @@ FIXED = datetime.datetime(2025, 6, 2, 8, 30, tzinfo=datetime.timezone.utc)
 TITLES = ("THÔNG TƯ LIÊN TỊCH", "QUYẾT ĐỊNH", "KẾ HOẠCH", "CHỈ THỊ", "HƯỚNG DẪN", "THÔNG TƯ",
           "NGHỊ ĐỊNH", "NGHỊ QUYẾT", "BÁO CÁO", "TỜ TRÌNH", "THÔNG BÁO", "BIÊN BẢN", "GIẤY MỜI",
           "CÔNG ĐIỆN", "CHƯƠNG TRÌNH", "GIẤY PHÉP", "LUẬT", "LỊCH CÔNG TÁC", "QUY CHẾ")
-_BODY_START = re.compile(r"^(Căn cứ|Thực hiện|Theo |Xét|Trong những|Thi hành|Kính gửi|ỦY BAN NHÂN DÂN TỈNH|"
+_BODY_START = re.compile(r"^(Căn cứ|Căn |Thực hiện|Theo |Xét|Trong những|Thi hành|Kính gửi|ỦY BAN NHÂN DÂN TỈNH|"
                          r"CHỦ TỊCH|BỘ TRƯỞNG|_{3,}|Điều \d)")
 
 
@@ -113,8 +113,8 @@ def abstract(doc: Document) -> tuple[str, str]:
                 start = i + (1 if line == title else 2)
                 rest: list[str] = []
                 for nxt in joined_upper[start:]:
-                    if _BODY_START.match(nxt) or len(rest) > 8:
-                        break
+                    if _BODY_START.match(nxt) or len(rest) > 8 or nxt.endswith(";"):
+                        break  # a ground ("Căn cứ ...;"), even when the extraction lost its first letters
                     rest.append(nxt)
                 return title, _squash(" ".join(rest))
     return "", _first_words(doc)
@@ -135,7 +135,7 @@ def _first_words(doc: Document) -> str:
             if line.startswith("Số") or (re.search(r"ngày\b.*\d|tháng \d", line) and len(line) < 60):
                 start = i + 1
     for line in lines[start:]:
-        if set(line) <= set("-—_*| ") or _NATIONAL.search(line.upper()):
+        if set(line) <= set("-—_*| ") or (len(line) < 60 and _NATIONAL.search(line.upper())):
             continue
         if re.fullmatch(r"[\w\s,]*(tháng|năm)[\w\s]*\d+[\w\s]*", line) and len(line) < 30:
             continue  # the rest of a date wrapped onto its own line
@@ -377,10 +377,16 @@ def _encoded(subject: str) -> bytes:
 _GREETING = "Văn thư gửi văn bản đến anh/chị để xử lý theo quy định.\nTrân trọng."
 
 
-def _about(abs_: str) -> str:
-    """A "V/v ..." subject from the abstract (a clerk's sentence case for an upper-case one)."""
+def _about(title: str, abs_: str, doc: Document) -> str:
+    """A "V/v ..." subject from the abstract (a clerk's sentence case for an upper-case one).
+
+    A page printed without a title (a site dropped it, a portal's post) has no abstract
+    to put after "V/v": the subject is its opening words, as a clerk copies a headline.
+    """
     if not abs_:
         return "Gửi văn bản"
+    if not title and not doc.is_letter:
+        return abs_
     return "V/v " + (abs_[:1].upper() + abs_[1:].lower() if abs_.isupper() else abs_)
 
 
@@ -393,7 +399,7 @@ def cases() -> tuple[Case, ...]:
         heading = _sentence(title) if title else ("Công văn" if doc.is_letter else "Văn bản")
         forms: list[tuple[str, str, str, tuple[str, bytes, str] | None, str | None]] = []
         # pdf: "V/v <abstract>" as the subject, the page as a wrapped PDF
-        forms.append(("pdf", _about(abs_), _GREETING,
+        forms.append(("pdf", _about(title, abs_, doc), _GREETING,
                       (_file_name(doc, index), make_pdf(_wrap(doc.text)), "application/pdf"), doc.number))
         # docx: "Fw: " and the title without diacritics
         forms.append(("docx", "Fw: " + fold(f"{heading} {abs_[:80].lower()}"), _GREETING,
@@ -403,7 +409,7 @@ def cases() -> tuple[Case, ...]:
         sep = "số " if number else ""
         forms.append(("body", f"{heading} {sep}{number} {abs_.lower()}"[:200], doc.text, None, doc.number))
         # office: the copy circulated before numbering ("Số:      /KH-UBND"), subject "Fwd: V/v ..."
-        forms.append(("office", "Fwd: " + _about(abs_), _GREETING,
+        forms.append(("office", "Fwd: " + _about(title, abs_, doc), _GREETING,
                       ("CV ban luu.docx" if doc.is_letter else f"{fold(heading)} ban luu.docx",
                        make_docx(doc, office_copy=True),
                        "application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
@@ -464,7 +470,7 @@ def marked_cases() -> tuple[Case, ...]:
         title, abs_ = abstract(doc)
         heading = _sentence(title) if title else ("Công văn" if doc.is_letter else "Văn bản")
         sep = "số " if doc.number else ""
-        forms = [("pdf", _about(abs_), _GREETING,
+        forms = [("pdf", _about(title, abs_, doc), _GREETING,
                   (_file_name(doc, index), make_pdf(_wrap(doc.text)), "application/pdf")),
                  ("body", f"{heading} {sep}{doc.number or ''} {abs_.lower()}"[:200], doc.text, None)]
         for form, subject, body, attachment in forms:
