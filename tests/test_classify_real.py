@@ -144,7 +144,8 @@ def test_news_about_a_document_is_not_that_document() -> None:
         got = _run(case.message)
         number = _norm(got["doc_number"])  # type: ignore[arg-type]
         lines.append(f"  news {case.id}: {got['category']} {got['doc_number']!r}")
-        taken = any(number == _norm(n) and got["category"] == cat for cat, n in case.article.mentions)
+        # (stricter than "not that type with that number": none of the numbers it names at all)
+        taken = any(number == _norm(n) for _, n in case.article.mentions)
         if taken or got["secrecy_strength"] == "strong":
             wrong.append((case.id, got["category"], got["doc_number"], got["secrecy_strength"]))
     print("\n".join(lines), file=sys.stderr)
