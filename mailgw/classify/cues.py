@@ -22,11 +22,14 @@ class CueDef:
     generic: bool = False  # says "a letter" but not which kind ("V/v", "Về việc")
     abbr: str | None = None
     purpose: bool = False  # says what a letter asks for ("mời họp", "xin ý kiến"), even after "V/v"
+    # A title that is also the formula of such a text, specific enough to count as a phrase
+    # in running text ("Sau khi xem xét, Chủ tịch UBND tỉnh có ý kiến chỉ đạo: ...").
+    anywhere: bool = False
 
 
 def _c(category: str, abbr: str | None, *phrases: str, title: bool = True, generic: bool = False,
-       purpose: bool = False) -> list[CueDef]:
-    return [CueDef(category, p, title, generic, abbr, purpose) for p in phrases]
+       purpose: bool = False, anywhere: bool = False) -> list[CueDef]:
+    return [CueDef(category, p, title, generic, abbr, purpose, anywhere) for p in phrases]
 
 
 CUE_DEFS: tuple[CueDef, ...] = tuple(
@@ -47,9 +50,10 @@ CUE_DEFS: tuple[CueDef, ...] = tuple(
     + _c("plan", "KH", "kế hoạch")
     + _c("programme", "CTr", "chương trình công tác", "chương trình hành động")
     + _c("programme", "CTr", "chương trình", title=False)
-    + _c("work_schedule", None, "lịch công tác", "lịch làm việc")
-    + _c("direction", None, "ý kiến chỉ đạo", "kết luận của", "giao nhiệm vụ", "thông tin chỉ đạo",
-         "chỉ đạo điều hành")
+    + _c("work_schedule", None, "lịch công tác", "lịch làm việc", "lịch tiếp công dân", "lịch trực")
+    + _c("direction", None, "kết luận của", "giao nhiệm vụ", "thông tin chỉ đạo", "chỉ đạo điều hành")
+    # The formula of a leader's direction ("Chủ tịch UBND tỉnh có ý kiến chỉ đạo như sau:").
+    + _c("direction", None, "ý kiến chỉ đạo", "có ý kiến như sau", anywhere=True)
     + _c("submission", "TTr", "tờ trình")
     + _c("submission", "TTr", "kính trình", title=False)
     + _c("official_telegram", "CĐ", "công điện")
@@ -107,6 +111,13 @@ TYPE_WORDS = ("thong tu lien tich", "nghi quyet lien tich", "huong dan lien ngan
               "giay phep", "giay chung nhan", "cong van", "quyet dinh", "nghi dinh", "thong tu", "luat", "chi thi", "ke hoach",
               "thong bao", "bao cao", "giay moi", "to trinh", "cong dien", "huong dan",
               "chuong trinh", "bien ban", "nghi quyet", "van ban", "so", "ky hieu")
+# In a subject (folded): the words that name a kind of document, "V/v" among them. A number
+# right after one of them that is not the subject's first is what the document is about:
+# "Công văn vướng mắc ... và Nghị định số 69/2018/NĐ-CP", "V/v trả lời Công văn số 99/...".
+SUBJECT_TYPE = re.compile(r"(?<!\w)(?:v/v|ve viec|" + "|".join(t for t in TYPE_WORDS if t not in ("so", "ky hieu"))
+                          + r")(?!\w)")
+SUBJECT_TYPE_BEFORE = re.compile(r"(?<!\w)(?:" + "|".join(t for t in TYPE_WORDS if t not in ("so", "ky hieu"))
+                                 + r")(?:\s+so)?[\s:]*$")
 REF_TAIL = re.compile(r"(?:[\s:(\[,]+|(?<!\w)(?:" + "|".join(TYPE_WORDS) + r"))$")
 REF_END = re.compile(r"(?<!\w)(?:" + "|".join(REFERENCE_WORDS) + r")$")
 
@@ -119,6 +130,13 @@ NOT_A_CUE = re.compile(r"\s+(?:them|duoc|ro|ve viec nay)(?!\w)")
 # "Thời gian:" and "Địa điểm:" opening a line, searched for in "\n" + text: a pattern
 # that starts with a line feed lets the regex engine jump from line to line, where
 # "(?m)^" would have it try the pattern at every character.
+# A draft: the "DỰ THẢO" stamp on a line of its own at the top of the page (Decree 30 leaves
+# the number blank until signing), or a portal's call for comments opening the text
+# ("Lấy ý kiến nhân dân về dự thảo văn bản quy phạm pháp luật ...").
+DRAFT_STAMP = re.compile(r"^[ \t(\[]*(?:DỰ THẢO|Dự thảo)(?:[ \t]+(?:LẦN|lần)?[ \t]*\d{1,2})?[ \t)\].:]*$",
+                         re.MULTILINE)
+DRAFT_CALL = re.compile(r"\A\W{0,3}(?:Lấy ý kiến|LẤY Ý KIẾN|Góp ý|GÓP Ý)[^\n]{0,80}?(?:dự thảo|DỰ THẢO)")
+
 TIME_PLACE = (re.compile(r"\n\W{0,3}(?:thời gian|thoi gian)\s*:", re.IGNORECASE),
               re.compile(r"\n\W{0,3}(?:địa điểm|dia diem)\s*:", re.IGNORECASE))
 

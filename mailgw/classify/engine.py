@@ -62,8 +62,10 @@ class ClassifyLimits:
 
 # Kinds of category cue, strongest first.
 # A symbol without its number ("Số:      /KH-UBND", an office copy) names the type as surely
-# as a number does, but gives no number: it ranks between the two.
-_HEADER, _NUMBER, _SYMBOL, _TITLE, _PHRASE = 5, 4, 3, 2, 1
+# as a number does, but gives no number: it ranks between the two. A "DỰ THẢO" stamp on
+# the page outranks both the blank symbol and the title of the draft: the page is not yet
+# that document (a number would be: drafts have none).
+_HEADER, _NUMBER, _DRAFT, _SYMBOL, _TITLE, _PHRASE = 6, 5, 4, 3, 2, 1
 # Sources, strongest first (the reference's order), as the first item of _Cue.source:
 # header 0, subject 1, body 2, attachment_name 3, calendar 4, attachment_text 5.
 
@@ -399,6 +401,11 @@ def _scan(text: str, where: str, source: tuple[int, int], state: _State, *, unit
     _scan_numbers(text, shown, folded, where, source, state, headings_only=headings_only, filename=filename)
     _scan_titles(shown, key, folded, where, source, state, headings_only=headings_only,
                  spaced=(spaced_low, spaced_folded))
+    if headings_only and "ự th" in shown.lower():  # "dự thảo" can only be there if this is
+        draft = cues.DRAFT_STAMP.search(shown) or cues.DRAFT_CALL.match(shown)
+        if draft is not None:
+            state.cues.append(_Cue("draft_for_comment", _DRAFT, where, source, False, False, draft.start(),
+                                   draft.group(0).strip(), "draft_stamp"))
     for mark in secrecy.scan_secrecy(shown, folded=folded):
         state.unit(unit).marks.append((where, mark))
     for mark in secrecy.scan_urgency(shown, corroborated=state.importance_high is not None, folded=folded):
@@ -413,14 +420,18 @@ def _scan_numbers(text: str, shown: str, folded: str, where: str, source: tuple[
     else:
         docs = docnumber.find_all(text)
     own_found = False
+    first_type = cues.SUBJECT_TYPE.search(folded) if where == "subject" else None
     for doc in docs:
         # "Số: 07/GM-STTTT" (with the colon) or a number opening a line is the document's own,
         # unless the line before names it as a reference ("Căn cứ Nghị định số\n171/2004/NĐ-CP").
-        stated = ":" in doc.prefix
+        # The heading's "Số:" is a capital; "Báo cáo số: 127/BC-UBND" in a sentence is a reference.
+        stated = ":" in doc.prefix and doc.prefix[:1].isupper()
         if headings_only and not (stated or _line_start(text, doc.prefix_start)):
             continue  # "Căn cứ Nghị định số ..." in the text of a letter: a reference
         if not filename and not stated and _is_reference(folded, doc.prefix_start):
             continue
+        if first_type is not None and not stated and _about_another(folded, doc.prefix_start, first_type):
+            continue  # "V/v vướng mắc ... Nghị định số 69/2018/NĐ-CP": what the letter is about
         own_found = own_found or stated
         state.cues.append(_Cue(doc.category, _NUMBER, where, source, False, not _marked(doc), doc.start,
                                doc.text, "doc_number", doc.type_code, doc))
@@ -431,6 +442,14 @@ def _scan_numbers(text: str, shown: str, folded: str, where: str, source: tuple[
             category, code, symbol, at = blank
             state.cues.append(_Cue(category, _SYMBOL, where, source, False, False, at, f"Số: /{symbol}",
                                    "doc_symbol", code))
+
+
+def _about_another(folded: str, pos: int, first_type: re.Match[str]) -> bool:
+    """In a subject: whether the number at ``pos`` follows a type word that is not the subject's
+    first ("Công văn ... và Nghị định số 69/2018/NĐ-CP"; after "V/v" every type word is the
+    abstract's). "Quyết định số 25/QĐ-UBND" and "Của Bộ Tài chính số 121/2004/TT-BTC" are the own."""
+    named = cues.SUBJECT_TYPE_BEFORE.search(folded, max(0, pos - 40), pos)
+    return named is not None and first_type.start() < named.start()
 
 
 def _marked(doc: docnumber.DocNumber) -> bool:
@@ -498,15 +517,21 @@ def _scan_titles(shown: str, key: str, folded: str, where: str, source: tuple[in
             i = bisect.bisect_left(newlines, start)
             line_start = newlines[i - 1] + 1 if i else 0
             line_end = newlines[i] if i < len(newlines) else len(shown)
-            if start - line_start > 16 or shown[line_start:start].strip(" \t-*•.:"):
-                continue  # a title word in running text ("gửi anh bản báo cáo") is no cue
             written = shown[start:end]
-            if not cue.generic and written[:1].islower():
-                continue  # a wrapped line of running text that happens to begin with "báo cáo"
-            if line_end - line_start > 100 and not (cue.generic or written.isupper()):
+            if start - line_start > 16 or shown[line_start:start].strip(" \t-*•.:"):
+                if not cue.anywhere:
+                    continue  # a title word in running text ("gửi anh bản báo cáo") is no cue
+                kind = _PHRASE  # "... có ý kiến chỉ đạo: ...": the formula, in running text
+            elif not cue.generic and written[:1].islower():
+                if not cue.anywhere:
+                    continue  # a wrapped line of running text that happens to begin with "báo cáo"
+                kind = _PHRASE
+            elif line_end - line_start > 100 and not (cue.generic or written.isupper()):
                 # A long line opening with a title word is a paragraph ("Kế hoạch số ... đã nêu"),
                 # but a "V/v" abstract typed as one paragraph and a title in capitals are headings.
-                continue
+                if not cue.anywhere:
+                    continue
+                kind = _PHRASE
         if kind == _TITLE and not headings_only:
             # In a subject or file name the first title names the document; later ones are
             # what it is about ("Báo cáo tình hình thực hiện Quyết định ...").
@@ -524,7 +549,17 @@ def _scan_titles(shown: str, key: str, folded: str, where: str, source: tuple[in
 def _best(state: _State) -> _Cue | None:
     # A generic phrase alone ("Kính gửi anh Nam,") opens ordinary mail too: it never decides.
     deciding = [c for c in state.cues if not (c.kind == _PHRASE and c.generic)]
-    return min(deciding, key=_Cue.order, default=None)
+    best = min(deciding, key=_Cue.order, default=None)
+    if best is not None and best.kind == _DRAFT:
+        # The stamp makes a draft of its page's own title ("DỰ THẢO ... THÔNG TƯ"), and of a
+        # subject that repeats it; a subject naming something else keeps its say: "Tài liệu
+        # phục vụ họp" with a draft report attached is the meeting's material.
+        drafted = {c.category for c in state.cues if c.source == best.source and c.kind in (_SYMBOL, _TITLE)}
+        other = [c for c in deciding if c.kind == _TITLE and c.where in ("header", "subject") and not c.generic
+                 and c.category not in drafted and c.category != "draft_for_comment"]
+        if other:
+            best = min(other, key=_Cue.order)
+    return best
 
 
 def _settled(state: _State) -> bool:
@@ -564,6 +599,7 @@ def _decide(state: _State) -> Classification:
     category = best.category if best else "general"
     numbers = sorted((c for c in state.cues if c.kind == _NUMBER), key=_Cue.order)
     number = numbers[0] if numbers else None
+    number_text = _spelling(number, numbers) if number else None
 
     doc_type: str | None = None
     if state.doc_type_header:
@@ -609,17 +645,36 @@ def _decide(state: _State) -> Classification:
         add(note.cue, note.where, note.text)
 
     return Classification(
-        category=category, doc_type=doc_type, doc_number=number.text if number else None,
+        category=category, doc_type=doc_type, doc_number=number_text,
         secrecy=level, secrecy_strength=strength, declassified=declassified, urgency=urgency,
         confidence=_confidence(state, best), evidence=tuple(evidence),
     )
+
+
+def _spelling(number: _Cue, numbers: list[_Cue]) -> str:
+    """The number as the document writes it: the chosen number, unless another source spells the
+    same number better ("Fw: ... so 01/2001/ttlt-tcbd-bca" typed by a clerk, "01/2001/TTLT-TCBĐ-BCA"
+    on the page). ``numbers`` is in rank order; the first well-spelled one wins."""
+    key = vtext.lower(vtext.fold(number.text))
+    for cue in numbers:
+        if vtext.lower(vtext.fold(cue.text)) == key and not _mangled(cue):
+            return cue.text
+    return number.text
+
+
+def _mangled(cue: _Cue) -> bool:
+    """Typed without diacritics (Đ lost) or with an agency group in lower case ("TTLT-tcbd")."""
+    if cue.folded or cue.doc is None:
+        return cue.folded
+    groups = cue.doc.issuer.replace("/", "-").split("-")
+    return any(g.isalpha() and g.islower() for g in groups)
 
 
 def _confidence(state: _State, best: _Cue | None) -> float:
     if best is None:
         # No cue at all: "general" is likely right; an unreadable part makes it less so.
         return 0.6 if state.notes else 0.85
-    base = {_HEADER: 0.97, _NUMBER: 0.95, _SYMBOL: 0.9, _PHRASE: 0.6}.get(best.kind)
+    base = {_HEADER: 0.97, _NUMBER: 0.95, _DRAFT: 0.9, _SYMBOL: 0.9, _PHRASE: 0.6}.get(best.kind)
     if base is None:
         base = {"subject": 0.88, "attachment_name": 0.75}.get(best.where, 0.8)
         if best.generic:

@@ -21,8 +21,9 @@ TYPE_CODES = (
     "NQ", "QĐ", "CT", "QC", "QyĐ", "TC", "TB", "HD", "CTr", "KH", "PA", "ĐA", "DA", "BC", "BB",
     "TTr", "HĐ", "CĐ", "BGN", "BTT", "GUQ", "GM", "GGT", "GNP", "PG", "PC", "PB", "SY", "TrS", "SL",
     "NĐ", "TT", "TTLT",
-    # Not in Phụ lục III but issued every day: joint guidance, permits, certificates.
-    "HDLN", "GP", "GCN",
+    # Not in Phụ lục III but issued every day: joint guidance, permits, certificates,
+    # joint working rules ("01/QCPH/UBND-UBMTTQ": quy chế phối hợp).
+    "HDLN", "GP", "GCN", "QCPH",
 )
 
 # Category of each type code when the symbol has no year.
@@ -34,7 +35,7 @@ TYPE_CATEGORY = types.MappingProxyType({
     "HDLN": "guidance",
     **{code: "administrative_other" for code in (
         "NQ", "QC", "QyĐ", "TC", "PA", "ĐA", "DA", "HĐ", "BGN", "BTT", "GUQ", "GNP", "PG", "PC",
-        "PB", "SY", "TrS", "SL", "GP", "GCN")},
+        "PB", "SY", "TrS", "SL", "GP", "GCN", "QCPH")},
 })
 
 # With a year these are legal normative documents (28/2018/QĐ-TTg, 12/2020/NQ-HĐND).
@@ -46,6 +47,9 @@ _BY_LOWER = types.MappingProxyType({code.lower(): code for code in TYPE_CODES})
 _SAFE_FOLDED = types.MappingProxyType({"qd": "QĐ", "nd": "NĐ", "cd": "CĐ", "qyd": "QyĐ"})
 
 _SYM = r"[A-Za-zĐđ][A-Za-zĐđ0-9&]*"
+# A group after the first may join two bodies with a dot: "06/QC-TT.HĐND-UBND" (Thường trực HĐND).
+# Capitals after the dot (case-sensitive inside the IGNORECASE pattern): "UBND.Theo" is a sentence.
+_SYM_DOTTED = _SYM + r"(?-i:\.[A-ZĐ][A-ZĐ0-9&]*)*"
 _DOC_NO = re.compile(
     # The lookahead only says what every match starts with (a prefix's S or N, or the
     # number); it lets the engine pass over other positions twice as fast.
@@ -53,7 +57,7 @@ _DOC_NO = re.compile(
     r"(?P<prefix>\b(?:S[ốoỐO]|No\.?)\s*:?\s*)?"
     r"(?<![\d/.])(?P<num>\d{1,5}(?:\.\d{1,3})?)\s*/\s*"
     r"(?:(?P<year>(?:19|20)\d{2})\s*/\s*)?"
-    r"(?P<sym>" + _SYM + r"(?:\s*-\s*" + _SYM + r"){0,3})"
+    r"(?P<sym>" + _SYM + r"(?:\s*-\s*" + _SYM_DOTTED + r"){0,3})"
     # A joint document names its issuers after a second "/": "1213/2010/HDLN/STC-SCT".
     r"(?P<joint>\s*/\s*" + _SYM + r"(?:-" + _SYM + r"){0,3})?"
     r"(?!\w)",
@@ -71,8 +75,10 @@ _FILE_NO = re.compile(
     r"(?![A-Za-zĐđ0-9])"
 )
 # Joint documents whose issuers follow a second "/": "1213/2010/HDLN/STC-SCT".
-_JOINT = frozenset({"HDLN", "TTLT", "NQLT"})
+_JOINT = frozenset({"HDLN", "TTLT", "NQLT", "QCPH"})
 _LAW = re.compile(r"QH\d{1,3}", re.IGNORECASE)
+# An agency's code standing alone after "Số: N/": capitals only ("HTS", "UBND", "SGDĐT").
+_AGENCY = re.compile(r"[A-ZĐ]{2,10}")
 _WORDY = re.compile(r"[a-zđ]{2}")
 
 
@@ -136,13 +142,19 @@ def _category(code: str | None, year: str | None, is_law: bool) -> str:
 def _build(num: str, year: str | None, groups: list[str], *, start: int, end: int,
            prefix: str, prefix_start: int, issues: list[str], context: str,
            joint: str | None = None) -> DocNumber | None:
-    if not groups or (year is None and len(groups) < 2):
-        return None  # "2016/BTTTT" in "QCVN 102:2016/BTTTT" is not a document number
+    # One group after the number: "2016/BTTTT" in "QCVN 102:2016/BTTTT", "24/7" are no document
+    # numbers; but a công văn of a body without units is "Số: 63/HTS", "Số: 85/UBND", and a
+    # joint document names its issuers after a second "/" ("01/QCPH/UBND-UBMTTQ").
+    single = bool(prefix.strip().endswith(":") and len(groups) == 1 and _AGENCY.fullmatch(groups[0]))
+    if not groups or (year is None and len(groups) < 2 and not joint and not single):
+        return None
     is_law = bool(year and len(groups) == 1 and _LAW.fullmatch(groups[0]))
     code, notes = (None, []) if is_law else _resolve_code(groups[0], context)
+    if single and code is not None and not joint:
+        return None  # "Số: 12/QĐ": a type code with no issuer is not a công văn's agency
     issues = issues + notes
     rest = groups[1:] if code else groups
-    if code is None and not is_law and len(groups) < 2 and year is None:
+    if code is None and not is_law and len(groups) < 2 and year is None and not single:
         return None
     if len(num) == 1:
         issues.append("number below 10 without the leading zero")
