@@ -189,10 +189,12 @@ def test_known_real_cases(case_id: str, category: str, number: str | None) -> No
     assert (got["category"], got["doc_number"]) == (category, number)
 
 
-def test_long_abstract_in_a_table_cell_is_a_cong_van() -> None:
-    """2. The "V/v" abstract of 2776/VPCP-QHQT is one paragraph in the header table of the
-    office copy ("Số:      /VPCP-QHQT", no number yet); the subject says nothing."""
-    doc = next(d for d in make_messages.documents() if d.name == "cv-2776-vpcp-qhqt")
+@pytest.mark.parametrize("name", ["cv-5951-vpcp-ktth", "cv-2639-btnmt-tcmt", "cv-2776-vpcp-qhqt"])
+def test_long_abstract_in_a_table_cell_is_a_cong_van(name: str) -> None:
+    """2. The "V/v" abstract is one paragraph in the header table of the office copy ("Số:      /VPCP-KTTH",
+    no number yet) and the subject says nothing. 5951/VPCP-KTTH (148 characters) and 2639/BTNMT-TCMT (106)
+    came out ``general`` before long lines were read; 2776/VPCP-QHQT (just under 100) never did."""
+    doc = next(d for d in make_messages.documents() if d.name == name)
     raw = make_messages._message("Gui van ban", "Chuyen anh chi.", (
         "van ban.docx", make_messages.make_docx(doc, office_copy=True),
         "application/vnd.openxmlformats-officedocument.wordprocessingml.document"), 0)
