@@ -146,7 +146,10 @@ def test_news_about_a_document_is_not_that_document() -> None:
         lines.append(f"  news {case.id}: {got['category']} {got['doc_number']!r}")
         # (stricter than "not that type with that number": none of the numbers it names at all)
         taken = any(number == _norm(n) for _, n in case.article.mentions)
-        if taken or got["secrecy_strength"] == "strong":
+        # A forward's "để biết" (for information) alone makes no document of it: forwarded to a personal
+        # address, an official category would be refused (official-to-unofficial).
+        by_phrase_only = got["category"] != "general" and all(e["cue"] == "phrase" for e in got["evidence"])  # type: ignore[union-attr]
+        if taken or by_phrase_only or got["secrecy_strength"] == "strong":
             wrong.append((case.id, got["category"], got["doc_number"], got["secrecy_strength"]))
     print("\n".join(lines), file=sys.stderr)
     assert wrong == []

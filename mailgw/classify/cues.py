@@ -40,7 +40,9 @@ CUE_DEFS: tuple[CueDef, ...] = tuple(
          "tài liệu phục vụ cuộc họp", "tài liệu phục vụ hội nghị", "phục vụ cuộc họp", "phục vụ họp",
          "phục vụ hội nghị", "tài liệu hội nghị")
     + _c("report", "BC", "báo cáo")
-    + _c("report", "BC", "để biết", "để báo cáo", "kính báo", title=False)
+    + _c("report", "BC", "để báo cáo", "kính báo", title=False)
+    # "để biết" (for information) closes a report, and also every forward of anything: alone it never decides.
+    + _c("report", "BC", "để biết", title=False, generic=True)
     + _c("announcement", "TB", "thông báo")
     + _c("official_letter", None, "công văn")
     + _c("official_letter", None, "v/v", "về việc", generic=True)

@@ -661,7 +661,8 @@ def define() -> None:  # noqa: C901 - one table, read top to bottom
          category="official_letter", doc_number="88/STTTT-VP")
     case("body-reference-only", build(nxt(), "Gửi anh", "Anh xem lại Quyết định số 12/QĐ-UBND giúp em nhé."),
          category="general", doc_number=None)
-    case("body-de-biet", build(nxt(), "Gửi văn bản", "Kính gửi Giám đốc Sở để biết, theo dõi."), category="report")
+    # "để biết" alone no longer decides: real forwards of news articles (tests/data/real/news) end so too.
+    case("body-de-biet", build(nxt(), "Gửi văn bản", "Kính gửi Giám đốc Sở để biết, theo dõi."), category="general")
     case("body-de-biet-them-trap", build(nxt(), "Thông tin phần mềm", "Anh xem đường dẫn để biết thêm chi tiết."),
          category="general")
     case("body-kinh-gui-alone", build(nxt(), "Hỏi thăm", "Kính gửi anh Nam,\nEm hỏi thăm sức khỏe anh."),
