@@ -67,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--client-ip", default="127.0.0.1")
     s.add_argument("--json", action="store_true", help="one JSON object per message")
     s.set_defaults(func=cmd_policy_test)
+    s = ps.add_parser("replay", parents=[common, _filter_parser()],
+                      help="what a candidate policies folder would have done to the exchanges in the log")
+    s.add_argument("--candidate", required=True, metavar="DIR", help="the candidate policies folder")
+    s.add_argument("--show", type=int, default=50, metavar="N", help="list at most N changed exchanges (default 50)")
+    s.add_argument("--json", action="store_true", help="the whole result as one JSON object")
+    s.set_defaults(func=cmd_policy_replay)
 
     q = sub.add_parser("queue", parents=[common], help="inspect and manage the spool")
     qs = q.add_subparsers(metavar="ACTION")
@@ -220,6 +226,70 @@ def cmd_policy_test(args: argparse.Namespace) -> int:
             print(f"== {path}")
             print(trace.render(t))
     return status
+
+
+def cmd_policy_replay(args: argparse.Namespace) -> int:
+    from mailgw.app import load_context
+    from mailgw.audit import query
+    from mailgw.audit.access import log_access
+    from mailgw.audit.query import FilterError, Filters
+    from mailgw.audit.record import RecordError
+    from mailgw.audit.store import open_engine
+    from mailgw.config.yamlfile import ConfigError
+    from mailgw.policy import load as load_policies
+    from mailgw.policy.replay import replay
+
+    ctx, _ = load_context(args.config)
+    try:
+        candidate = load_policies(args.candidate, ctx.directory)
+    except ConfigError as e:
+        for p in e.problems:
+            print(p, file=sys.stderr)
+        return 1
+    try:
+        f = Filters.parse(_audit_filters(args))
+    except FilterError as e:
+        print(f"mailgw policy replay: {e}", file=sys.stderr)
+        return 2
+    assert ctx.policies is not None  # load_context loads the policies folder in force
+    engine = open_engine(ctx.settings.database)
+    try:
+        log_access(engine, "policy replay", {**f.as_args(), "candidate": os.path.abspath(args.candidate)})
+        with engine.connect() as conn:
+            report = replay(ctx, ctx.policies, candidate, (x.record for x in query.iter_export(conn, f)))
+    except RecordError as e:
+        print(f"mailgw policy replay: {e}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    if args.json:
+        print(json.dumps(report.to_json(), ensure_ascii=False))
+        return 0
+    skipped = ", ".join(f"{why}: {n}" for why, n in sorted(report.skipped.items()))
+    print(f"Phát lại / Replay: {report.replayed} thư / exchange(s) on their recorded facts, policies "
+          f"{ctx.policies.version} -> candidate {candidate.version}" + (f"; bỏ qua / skipped: {skipped}" if skipped else ""))
+    if report.differs_from_record:
+        print(f"  {report.differs_from_record} decided otherwise by the policies in force than recorded (changed "
+              "since, or a rule on facts a record does not keep: display name, Sender)")
+    for name in ("current", "candidate"):
+        counts = ", ".join(f"{d} {n}" for d, n in sorted(report.decisions[name].items()))
+        print(f"Quyết định / Decisions, {name}: {counts or '-'}")
+    rules = sorted(set(report.rules["current"]) | set(report.rules["candidate"]))
+    moved = [r for r in rules if report.rules["current"][r] != report.rules["candidate"][r]]
+    if moved:
+        print("Quy tắc khớp / Rules matched (in force -> candidate):")
+        for r in moved:
+            print(f"  {r:32} {report.rules['current'][r]:6} -> {report.rules['candidate'][r]}")
+    print(f"Thay đổi / Changes: {len(report.changes)}")
+    for c in report.changes[: max(args.show, 0)]:
+        tags = ""
+        if c.current.tags != c.candidate.tags:
+            tags = f"  tags {','.join(c.current.tags) or '-'} -> {','.join(c.candidate.tags) or '-'}"
+        print(f"  {c.time}  {c.id}  {c.current.decision} ({c.current.rule}) -> "
+              f"{c.candidate.decision} ({c.candidate.rule}){tags}")
+    if len(report.changes) > args.show:
+        print(f"  ... {len(report.changes) - args.show} more (--show N, or --json)")
+    return 0
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -378,7 +448,8 @@ def _age(seconds: int) -> str:
 # --- the exchange log for auditors: `mailgw audit ...` and `mailgw report` ----------------------------------
 
 
-def _audit_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+def _filter_parser() -> argparse.ArgumentParser:
+    """The exchange log's filters, shared by `audit search`, `audit export` and `policy replay`."""
     filters = argparse.ArgumentParser(add_help=False)
     f = filters.add_argument_group("filters (all must match)")
     f.add_argument("--since", metavar="WHEN", help="from this time: 2025-03-01 (a day in Vietnam time), 2025-03-01T08:00 (UTC) or 7d, 12h")
@@ -391,6 +462,11 @@ def _audit_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     f.add_argument("--rule", metavar="ID", help="the rule that decided, or any rule that matched")
     f.add_argument("--doc-number", metavar="NUMBER", help="number/symbol, e.g. 07/GM-STTTT (case and spaces ignored)")
     f.add_argument("--limit", type=int, metavar="N", help="at most N exchanges")
+    return filters
+
+
+def _audit_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    filters = _filter_parser()
     who = argparse.ArgumentParser(add_help=False)
     who.add_argument("--auditor", metavar="NAME", help="your name, kept in the auditor access log beside your OS user")
 

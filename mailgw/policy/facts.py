@@ -25,7 +25,8 @@ from mailgw.message.model import Context, Message
 from mailgw.policy import lookalike
 
 
-def view(message: Message, ctx: Context) -> dict[str, Any]:
+def view(message: Message, ctx: Context, *, size: int | None = None) -> dict[str, Any]:
+    """What the rules see of ``message``; ``size`` stands for the bytes' length when they are not at hand (a replay)."""
     env = message.envelope
     directory = ctx.directory
     inbound = env.role == "mx"
@@ -54,7 +55,7 @@ def view(message: Message, ctx: Context) -> dict[str, Any]:
         "role": env.role,
         "direction": "inbound" if inbound else "outbound",
         "internal": internal,
-        "size": len(message.raw),
+        "size": len(message.raw) if size is None else size,
         "authenticated": env.auth_user is not None,
         "auth_user": env.auth_user,
         "tls": env.tls is not None,
