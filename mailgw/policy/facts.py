@@ -20,7 +20,7 @@ import msgspec
 from mailgw.classify.vn.text import fold
 from mailgw.directory.model import Directory, canonical_address
 from mailgw.dkim import orgdomain
-from mailgw.message.facts import AttachmentFacts, DkimFacts
+from mailgw.message.facts import AttachmentFacts, DkimFacts, SpfFacts
 from mailgw.message.model import Context, Message
 from mailgw.policy import lookalike
 
@@ -65,6 +65,7 @@ def view(message: Message, ctx: Context) -> dict[str, Any]:
         "recipients": recipients,
         "claimed": claimed,
         "dkim": dkim,
+        "spf": _spf(found.spf),
         "attachments": msgspec.to_builtins(found.attachments or AttachmentFacts()),
         "tags": list(message.verdict.tags),
         "matched": [],
@@ -145,3 +146,10 @@ def _dkim(found: DkimFacts | None) -> dict[str, Any]:
         "pass_domains": sorted({s.d.lower() for s in signatures if s.result == "pass"}),
         "verified": True,
     }
+
+
+def _spf(found: SpfFacts | None) -> dict[str, Any]:
+    """The SPF facts in the shape conditions read; mail not checked (relay, submission) has none."""
+    if found is None:
+        return {"result": "none", "identity": None, "domain": None}
+    return {"result": found.result, "identity": found.identity, "domain": found.domain}
