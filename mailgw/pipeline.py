@@ -25,7 +25,7 @@ from typing import Any, Callable
 from mailgw.message import replies
 from mailgw.message.model import Context, Message, Verdict
 from mailgw.message.replies import Refusal, SmtpReply
-from mailgw.stages import attachments, author, classify, dkim_sign, dkim_verify, parse, policy, spf, stamp
+from mailgw.stages import attachments, author, classify, dkim_sign, dkim_verify, dmarc, parse, policy, spf, stamp
 
 Stage = Callable[[Message, Context], None]
 
@@ -36,6 +36,7 @@ STAGES: tuple[Stage, ...] = (
     attachments.run,  # what every attached file is, from its bytes (never refuses: the policy decides)
     dkim_verify.run,  # what inbound signatures prove; forged Authentication-Results removed
     spf.run,  # may the client send for the MAIL FROM (or HELO) domain (inbound)
+    dmarc.run,  # last fact: the From domain's DMARC policy, and whether SPF or DKIM aligned with it (inbound)
     policy.run,  # the decision, from the facts above
     stamp.run,  # Received and decision headers: after the decision, before signing
     dkim_sign.run,  # last of all: the signature covers the exact bytes that will be queued

@@ -20,7 +20,7 @@ import msgspec
 from mailgw.classify.vn.text import fold
 from mailgw.directory.model import Directory, canonical_address
 from mailgw.dkim import orgdomain
-from mailgw.message.facts import AttachmentFacts, DkimFacts, SpfFacts
+from mailgw.message.facts import AttachmentFacts, DkimFacts, DmarcFacts, SpfFacts
 from mailgw.message.model import Context, Message
 from mailgw.policy import lookalike
 
@@ -66,6 +66,7 @@ def view(message: Message, ctx: Context) -> dict[str, Any]:
         "claimed": claimed,
         "dkim": dkim,
         "spf": _spf(found.spf),
+        "dmarc": _dmarc(found.dmarc),
         "attachments": msgspec.to_builtins(found.attachments or AttachmentFacts()),
         "tags": list(message.verdict.tags),
         "matched": [],
@@ -153,3 +154,11 @@ def _spf(found: SpfFacts | None) -> dict[str, Any]:
     if found is None:
         return {"result": "none", "identity": None, "domain": None}
     return {"result": found.result, "identity": found.identity, "domain": found.domain}
+
+
+def _dmarc(found: DmarcFacts | None) -> dict[str, Any]:
+    """The DMARC facts in the shape conditions read; mail not checked (relay, submission) has none."""
+    if found is None:
+        return {"result": "none", "policy": None, "p": None, "aligned": [], "domain": None, "sampled_out": False}
+    return {"result": found.result, "policy": found.policy, "p": found.p, "aligned": list(found.aligned),
+            "domain": found.from_domain, "sampled_out": found.sampled_out}
