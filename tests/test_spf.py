@@ -261,3 +261,39 @@ async def test_relay_mail_is_not_checked(make_gateway, sink, tmp_path):
     await send(gw, "relay", message(), "vanthu.sotttt@binhthuan.gov.vn", ["friend@example.com"])
     await sink.wait_for(lambda: sink.to("friend@example.com"))
     assert records[0]["spf"] is None and records[0]["dmarc"] is None
+
+
+# Cases of the openspf RFC 7208 test suite (release 2014.04, shipped in pyspf's sdist as
+# test/rfc7208-tests.yml), by their names there, with their zone data and expected results.
+
+
+async def test_suite_a_colon_domain_and_cidr_only_at_the_end():
+    zone = 'e11.example.com. IN TXT "v=spf1 a:foo:bar/baz.example.com"\nfoo:bar/baz.example.com. IN A 1.2.3.4'
+    assert (await _check(zone, "1.2.3.4", domain="e11.example.com"))[0] == "pass"
+    assert (await _check(zone, "::ffff:1.2.3.4", domain="e11.example.com"))[0] == "pass"
+
+
+async def test_suite_macro_mania_in_domain():
+    zone = ('e1a.example.com. IN TXT "v=spf1 a:macro%%percent%_%_space%-url-space.example.com -all"\n'
+            'macro%percent\\032\\032space%20url-space.example.com. IN A 1.2.3.4')  # zone-file escapes: two spaces
+    assert (await _check(zone, "1.2.3.4", domain="e1a.example.com"))[0] == "pass"
+
+
+async def test_suite_detect_errors_anywhere_and_modifier_charset():
+    zone = """
+    t1.example.com. IN TXT "v=spf1 ip4:1.2.3.4 -all moo"
+    t2.example.com. IN TXT "v=spf1 moo.cow-far_out=man:dog/cat ip4:1.2.3.4 -all"
+    t3.example.com. IN TXT "v=spf1 moo.cow/far_out=man:dog/cat ip4:1.2.3.4 -all"
+    t8.example.com. IN TXT "v=spf1 ip4:1.2.3.4 redirect:t2.example.com"
+    t9.example.com. IN TXT "v=spf1 a:foo-bar -all"
+    """
+    assert (await _check(zone, "1.2.3.4", domain="t1.example.com"))[0] == "permerror"
+    assert (await _check(zone, "1.2.3.4", domain="t2.example.com"))[0] == "pass"
+    assert (await _check(zone, "1.2.3.4", domain="t3.example.com"))[0] == "permerror"
+    assert (await _check(zone, "1.2.3.4", domain="t8.example.com"))[0] == "permerror"
+    assert (await _check(zone, "1.2.3.4", domain="t9.example.com"))[0] == "permerror"
+
+
+async def test_suite_helo_not_fqdn_and_domain_literal_are_none():
+    assert (await _check("", "1.2.3.5", domain="A2345678"))[0] == "none"
+    assert (await _check("", "1.2.3.5", domain="[1.2.3.5]"))[0] == "none"

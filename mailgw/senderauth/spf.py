@@ -175,6 +175,7 @@ async def _record(state: _State, domain: str) -> _Record | None:
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]*")
 _CIDR = re.compile(r"(?:/(\d{1,2}))?(?://(\d{1,3}))?\Z")
+_CIDR_SUFFIX = re.compile(r"(?:/\d+)?(?://\d+)?\Z")
 
 
 def _parse(text: str) -> _Record:
@@ -243,23 +244,23 @@ def _mechanism(qualifier: str, mech: str, rest: str, word: str) -> _Term:
             raise _PermError(f"bad prefix length in {word[:60]!r}")
         return _Term(qualifier, mech, str(network), text=word)
     spec: str | None = None
-    cidr_part = rest
+    cidr_part = ""
+    if mech in ("a", "mx"):  # a dual-cidr-length ends the term; the domain-spec may hold "/" and ":" itself
+        m = _CIDR_SUFFIX.search(rest)
+        if m is not None and m.group(0):
+            cidr_part, rest = m.group(0), rest[:m.start()]
     if rest.startswith(":"):
-        slash = rest.find("/")
-        spec = rest[1:] if slash < 0 else rest[1:slash]
-        cidr_part = "" if slash < 0 else rest[slash:]
+        spec = rest[1:]
         if not spec:
             raise _PermError(f"empty domain in {word[:40]!r}")
         _check_macro_string(spec)
         _check_domain_spec(spec)
-    elif rest and not rest.startswith("/"):
+    elif rest:
         raise _PermError(f"bad term {word[:40]!r}")
     if mech in ("include", "exists") and spec is None:
         raise _PermError(f"{mech} needs a domain: {word[:40]!r}")
     cidr4 = cidr6 = None
     if cidr_part:
-        if mech not in ("a", "mx"):
-            raise _PermError(f"a prefix length is not allowed in {word[:40]!r}")
         m = _CIDR.match(cidr_part)
         if not m or (m.group(1) is None and m.group(2) is None):
             raise _PermError(f"bad prefix length in {word[:40]!r}")
@@ -441,12 +442,8 @@ def _expand_domain(spec: str, state: _State, domain: str) -> str:
     return name.lower()
 
 
-_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\Z")
-
-
 def _valid_domain(name: str) -> bool:
-    """A multi-label name of valid labels, at most 253 characters (section 4.3)."""
+    """A multi-label name of 1-63 character labels, at most 253 characters (section 4.3; DNS labels may hold any octet)."""
     if not name or len(name) > 253 or "." not in name:
         return False
-    labels = name.split(".")
-    return all(_LABEL.match(label) for label in labels)
+    return all(0 < len(label) <= 63 for label in name.split("."))

@@ -32,8 +32,8 @@ def run(message: Message, ctx: Context) -> None:
     if resolver is None:
         raise RuntimeError("no DNS resolver in the context: mx mail cannot be checked")  # a 451, logged
     local, at, domain = env.mail_from.rpartition("@")
-    if env.mail_from and at and local:
-        identity, sender = "mailfrom", env.mail_from
+    if at and domain:
+        identity, sender = "mailfrom", env.mail_from if local else f"postmaster@{domain}"  # section 4.3
     else:
         identity, domain = "helo", env.helo.strip()
         sender = f"postmaster@{domain}"
