@@ -297,3 +297,26 @@ async def test_suite_detect_errors_anywhere_and_modifier_charset():
 async def test_suite_helo_not_fqdn_and_domain_literal_are_none():
     assert (await _check("", "1.2.3.5", domain="A2345678"))[0] == "none"
     assert (await _check("", "1.2.3.5", domain="[1.2.3.5]"))[0] == "none"
+
+
+async def test_a_local_rule_can_test_the_spf_result(make_gateway, sink, tmp_path):
+    import shutil
+
+    from tests.conftest import REPO
+
+    shutil.copytree(REPO / "policies", tmp_path / "policies")
+    (tmp_path / "policies" / "50-local.yaml").write_text(
+        "rules:\n"
+        "  - id: spf-not-pass\n"
+        "    description: Tag inbound mail whose envelope sender's domain does not authorise the client.\n"
+        "    basis: test\n"
+        "    when:\n"
+        "      direction: inbound\n"
+        "      spf: {result: [fail, softfail], identity: mailfrom}\n"
+        "    then:\n"
+        "      tags: [spf-not-pass]\n")
+    gw = await make_gateway(dns=_answers(tmp_path, *SPF_ZONE))
+    records = _records(gw)
+    for domain in (REMOTE, f"soft.{REMOTE}"):
+        await send(gw, "mx", message(sender=f"vanphong@{REMOTE}", to=LOCAL_RCPT, subject=domain), f"vanphong@{domain}", [LOCAL_RCPT])
+    assert [("spf-not-pass" in r["decision"]["tags"], r["spf"]["result"]) for r in records] == [(False, "pass"), (True, "softfail")]
