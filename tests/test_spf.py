@@ -320,3 +320,11 @@ async def test_a_local_rule_can_test_the_spf_result(make_gateway, sink, tmp_path
     for domain in (REMOTE, f"soft.{REMOTE}"):
         await send(gw, "mx", message(sender=f"vanphong@{REMOTE}", to=LOCAL_RCPT, subject=domain), f"vanphong@{domain}", [LOCAL_RCPT])
     assert [("spf-not-pass" in r["decision"]["tags"], r["spf"]["result"]) for r in records] == [(False, "pass"), (True, "softfail")]
+
+
+async def test_a_name_that_cannot_be_asked_matches_nothing():
+    # A macro can make a name DNS cannot carry: "a\\9" (a client's local part) is a bad zone-file
+    # escape that dnspython refuses to read. No match, and no exception.
+    zone = 'example.com. IN TXT "v=spf1 a:%{l}.example.com exists:%{l}x.example.com ip4:192.0.2.1 -all"'
+    assert (await _check(zone, "192.0.2.1", sender="a\\9@example.com"))[0] == "pass"
+    assert (await _check(zone, "192.0.2.2", sender="a\\9@example.com"))[0] == "fail"

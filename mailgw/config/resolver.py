@@ -86,6 +86,8 @@ class DnsResolver:
         self._resolver.timeout = timeout
 
     async def txt(self, name: str) -> list[bytes]:
+        if not _is_name(name):
+            return []
         try:
             answer = await self._resolver.resolve(name, "TXT", search=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
@@ -126,6 +128,8 @@ class DnsResolver:
 
     async def _resolve(self, name: str, rdtype: str) -> dns.resolver.Answer | None:
         """The answer; None when the name has no record of that type; DnsNameError for NXDOMAIN."""
+        if not _is_name(name):
+            raise DnsNameError(f"{name[:80]!r} cannot be a DNS name")
         try:
             return await self._resolver.resolve(name, rdtype, search=False)
         except dns.resolver.NXDOMAIN as e:
@@ -247,6 +251,8 @@ class FileResolver:
         return [_text(r) for r in entry.of(rdtype)]
 
     def _entry(self, name: str) -> _Entry:
+        if not _is_name(name):
+            raise DnsNameError(f"{name[:80]!r} cannot be a DNS name")
         entry = self._entries.get(_normalise(name))
         if entry is None:
             raise DnsNameError(f"{name} does not exist")
@@ -283,6 +289,15 @@ def _split_word(text: str) -> tuple[str, str]:
     if not parts:
         return "", ""
     return parts[0], parts[1] if len(parts) > 1 else ""
+
+
+def _is_name(name: str) -> bool:
+    """Whether ``name`` can be asked at all (names from SPF records and macros may not be): a name that cannot, does not exist."""
+    try:
+        dns.name.from_text(name)
+    except (dns.exception.DNSException, ValueError, UnicodeError):
+        return False
+    return True
 
 
 def _normalise(name: str) -> str:

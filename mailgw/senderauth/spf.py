@@ -123,7 +123,7 @@ async def check_host(ip: str, domain: str, sender: str, resolver: SpfResolver, *
         return SpfResult(NONE, domain, "not a valid domain name")
     state = _State(address, sender, helo, resolver)
     try:
-        result, mechanism = await _check(state, domain, top=True)
+        result, mechanism = await _check(state, domain)
     except _PermError as e:
         return SpfResult(PERMERROR, domain, str(e))
     except _TempError as e:
@@ -134,7 +134,7 @@ async def check_host(ip: str, domain: str, sender: str, resolver: SpfResolver, *
     return SpfResult(result, domain, reason, mechanism)
 
 
-async def _check(state: _State, domain: str, *, top: bool = False) -> tuple[str, str | None]:
+async def _check(state: _State, domain: str) -> tuple[str, str | None]:
     """(result, matched term) of ``domain``'s record; raises _PermError / _TempError."""
     record = await _record(state, domain)
     if record is None:
