@@ -328,3 +328,12 @@ async def test_a_name_that_cannot_be_asked_matches_nothing():
     zone = 'example.com. IN TXT "v=spf1 a:%{l}.example.com exists:%{l}x.example.com ip4:192.0.2.1 -all"'
     assert (await _check(zone, "192.0.2.1", sender="a\\9@example.com"))[0] == "pass"
     assert (await _check(zone, "192.0.2.2", sender="a\\9@example.com"))[0] == "fail"
+
+
+async def test_a_record_that_repeats_macros_cannot_grow_without_bound():
+    record = "v=spf1 exists:" + "%{s}" * 200 + ".example.com -all"
+    zone = _txt("example.com", record)
+    found = await check_host("192.0.2.1", "example.com", "x" * 60 + "@example.com", FileResolver.from_text(zone))
+    assert found.result == "permerror" and "macro expansion over 4096" in found.reason
+    # The RFC's own trimming still applies below the bound: 200 * 3 characters, cut to 253 from the left.
+    assert (await _check(_txt("example.com", "v=spf1 exists:" + "%{l}." * 100 + "example.com -all"), "192.0.2.1", sender="ab@example.com"))[0] == "fail"

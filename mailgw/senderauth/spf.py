@@ -42,6 +42,7 @@ MAX_VOID = 2  # lookups that found nothing (section 4.6.4)
 MAX_NAMES = 10  # MX names of one mx term, PTR names of one ptr term (section 4.6.4)
 MAX_RECORD = 4096  # characters of one SPF record (a TXT answer is at most 64 KiB)
 MAX_TERMS = 100  # terms of one record
+MAX_EXPANSION = 4096  # characters the macros of one domain-spec may expand to, before trimming to 253
 
 _QUALIFIERS = {"+": PASS, "-": FAIL, "~": SOFTFAIL, "?": NEUTRAL}
 _MECHANISMS = ("all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists")
@@ -418,7 +419,10 @@ def _expand(text: str, state: _State, domain: str) -> str:
         "i": str(state.ip) if isinstance(state.ip, ipaddress.IPv4Address) else ".".join(state.ip.exploded.replace(":", "")),
     }
 
+    grown = 0
+
     def one(m: re.Match[str]) -> str:
+        nonlocal grown
         if m.group(5) is not None:
             return {"%": "%", "_": " ", "-": "%20"}[m.group(5)]
         letter, digits, reverse, delimiters = m.group(1), m.group(2), m.group(3), m.group(4)
@@ -429,6 +433,9 @@ def _expand(text: str, state: _State, domain: str) -> str:
         if digits:
             parts = parts[-int(digits):]
         out = ".".join(parts)
+        grown += len(out)
+        if grown > MAX_EXPANSION:  # a record repeating %{s} must not make megabytes of a client's address
+            raise _PermError(f"macro expansion over {MAX_EXPANSION} characters")
         return urllib.parse.quote(out, safe="") if letter.isupper() else out
 
     return _MACRO.sub(one, text)
