@@ -1,6 +1,6 @@
 """The path of a message, written once: facts, then the decision, then changes.
 
-    parse -> author -> classify -> attachments -> dkim_verify -> policy -> stamp -> dkim_sign
+    parse -> author -> classify -> attachments -> dkim_verify -> spf -> dmarc -> policy -> stamp -> dkim_sign
 
 The policy decides from facts, so every fact-finding stage runs before it; the
 message is changed only after the decision, and not at all when it is refused;
@@ -25,7 +25,7 @@ from typing import Any, Callable
 from mailgw.message import replies
 from mailgw.message.model import Context, Message, Verdict
 from mailgw.message.replies import Refusal, SmtpReply
-from mailgw.stages import attachments, author, classify, dkim_sign, dkim_verify, parse, policy, stamp
+from mailgw.stages import attachments, author, classify, dkim_sign, dkim_verify, dmarc, parse, policy, spf, stamp
 
 Stage = Callable[[Message, Context], None]
 
@@ -34,7 +34,9 @@ STAGES: tuple[Stage, ...] = (
     author.run,  # exactly one author, owned by the login on submission
     classify.run,  # the official document it carries (category, number, secrecy, urgency)
     attachments.run,  # what every attached file is, from its bytes (never refuses: the policy decides)
-    dkim_verify.run,  # last fact: what inbound signatures prove; forged Authentication-Results removed
+    dkim_verify.run,  # what inbound signatures prove; forged Authentication-Results removed
+    spf.run,  # may the client send for the MAIL FROM (or HELO) domain (inbound)
+    dmarc.run,  # last fact: the From domain's DMARC policy, and whether SPF or DKIM aligned with it (inbound)
     policy.run,  # the decision, from the facts above
     stamp.run,  # Received and decision headers: after the decision, before signing
     dkim_sign.run,  # last of all: the signature covers the exact bytes that will be queued

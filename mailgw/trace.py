@@ -20,7 +20,8 @@ from mailgw.message import fastheaders
 from mailgw.message.model import Context, Envelope, Message, new_id
 
 # What each stage contributes to the trace, by the fact it leaves.
-_STAGE_FACTS = {"classify": "classification", "attachments": "attachments", "dkim_verify": "dkim"}
+_STAGE_FACTS = {"classify": "classification", "attachments": "attachments", "dkim_verify": "dkim", "spf": "spf",
+                "dmarc": "dmarc"}
 
 
 class UsageError(Exception):
@@ -87,6 +88,8 @@ def run(
         "archive": list(v.archive),
         "audit": _json(v.audit),
         "dkim": _json(found.dkim),
+        "spf": _json(found.spf),
+        "dmarc": _json(found.dmarc),
         "attachments": _json(found.attachments),
         "facts": v.seen,
         "rules": [step.to_json() for step in v.steps],
@@ -113,6 +116,13 @@ def render(t: dict[str, Any]) -> str:
     dk = t.get("dkim")
     if dk:
         lines.append(f"DKIM: {dk.get('status')}" + (" (khớp tên miền / aligned)" if dk.get("aligned_pass") else ""))
+    spf = t.get("spf")
+    if spf:
+        lines.append(f"SPF: {spf.get('result')} ({spf.get('identity')} {spf.get('domain')})")
+    dm = t.get("dmarc")
+    if dm:
+        lines.append(f"DMARC: {dm.get('result')}, p={dm.get('p')}, chính sách áp dụng / policy {dm.get('policy')}"
+                     + (f", khớp / aligned: {', '.join(dm['aligned'])}" if dm.get("aligned") else ""))
     att = t.get("attachments")
     if att and att.get("files"):
         for f in att["files"]:

@@ -45,7 +45,7 @@ async def test_answers_file(tmp_path):
 
 
 @pytest.mark.parametrize(("line", "message"), [
-    ("a.example.com. CNAME b.example.com.", r"<text>:2: expected TXT, MX, A, AAAA, TIMEOUT or SERVFAIL, not 'CNAME'"),
+    ("a.example.com. CNAME b.example.com.", r"<text>:2: expected TXT, MX, A, AAAA, PTR, TIMEOUT or SERVFAIL, not 'CNAME'"),
     ('a.example.com. TXT "unterminated', r"<text>:2: bad TXT data"),
     ("a.example.com. TIMEOUT 5", r"<text>:2: nothing may follow TIMEOUT"),
 ])

@@ -314,7 +314,7 @@ async def test_answers_file_mx_and_address_records():
     ("x.vn. MX ten mx.x.vn.", r"<text>:1: bad MX data"),
     ("x.vn. A 300.1.1.1", r"<text>:1: bad A data"),
     ("x.vn. AAAA 127.0.0.1", r"<text>:1: bad AAAA data"),
-    ("x.vn. CNAME y.vn.", r"<text>:1: expected TXT, MX, A, AAAA, TIMEOUT or SERVFAIL, not 'CNAME'"),
+    ("x.vn. CNAME y.vn.", r"<text>:1: expected TXT, MX, A, AAAA, PTR, TIMEOUT or SERVFAIL, not 'CNAME'"),
 ])
 def test_answers_file_errors_name_the_line(line, problem):
     with pytest.raises(ValueError, match=problem):

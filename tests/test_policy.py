@@ -59,7 +59,8 @@ def test_mailgw_check_reports_a_broken_policy_and_exits_1(tmp_path):
 def test_the_shipped_pack_loads_in_the_documented_order(demo_directory):
     pack = policy.load(str(REPO / "policies"), demo_directory)
     assert [r.id for r in pack.rules] == [
-        "secrecy-block", "spoof-local-domain", "spoof-local-domain-temperror", "dangerous-attachment",
+        "secrecy-block", "spoof-local-domain", "spoof-local-domain-temperror",
+        "dmarc-reject", "dmarc-quarantine", "dmarc-none", "dmarc-temperror", "dangerous-attachment",
         "encrypted-office", "damaged-attachment", "official-to-unofficial", "lookalike-domain", "display-name-spoof", "unverified-official", "secrecy-suspect",
         "declassified",
         "should-use-dms", "urgency", "unsigned-document",

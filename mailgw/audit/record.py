@@ -28,6 +28,8 @@ from mailgw.message.facts import (
     AuditModeHit,
     ClassificationFacts,
     DkimFacts,
+    DmarcFacts,
+    SpfFacts,
     _Model,
 )
 from mailgw.message.model import Context, Message
@@ -96,6 +98,8 @@ class ExchangeRecord(_Model, frozen=True):
     sha256: str | None = None
     classification: ClassificationFacts | None = None
     dkim: DkimFacts | None = None
+    spf: SpfFacts | None = None
+    dmarc: DmarcFacts | None = None
     attachments: AttachmentFacts = AttachmentFacts()
     decision: DecisionFacts = DecisionFacts()
     policy_version: str | None = None
@@ -187,6 +191,8 @@ def build(message: Message, ctx: Context, reply: str, *, dsn_for: str | None = N
         sha256=hashlib.sha256(message.raw).hexdigest(),
         classification=found.classification,
         dkim=found.dkim,
+        spf=found.spf,
+        dmarc=found.dmarc,
         attachments=found.attachments or AttachmentFacts(),
         decision=DecisionFacts(
             decision=verdict.kind, rule=verdict.rule, mode=verdict.mode, matched=list(verdict.matched),

@@ -15,8 +15,12 @@ Both resolvers share one small interface:
 ``await resolver.addresses(name)``
     the IPv4 then the IPv6 addresses of ``name``; ``[]`` when it has none;
     ``DnsNameError`` when it does not exist.
+``await resolver.lookup(name, rdtype)``
+    for SPF: the ``A``, ``AAAA`` or ``PTR`` records of ``name`` as text (addresses;
+    PTR names without the final dot); ``[]`` when the name does not exist or has
+    none (SPF counts both as a void lookup).
 
-All three raise ``DnsTemporaryError`` when no answer could be had (timeout,
+All four raise ``DnsTemporaryError`` when no answer could be had (timeout,
 SERVFAIL, no reachable server): DKIM gives ``temperror``, never ``fail``, and
 delivery tries again later.
 """
@@ -82,6 +86,8 @@ class DnsResolver:
         self._resolver.timeout = timeout
 
     async def txt(self, name: str) -> list[bytes]:
+        if not _is_name(name):
+            return []
         try:
             answer = await self._resolver.resolve(name, "TXT", search=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
@@ -113,8 +119,17 @@ class DnsResolver:
             raise temporary
         return found
 
+    async def lookup(self, name: str, rdtype: str) -> list[str]:
+        try:
+            answer = await self._resolve(name, rdtype)
+        except DnsNameError:
+            return []
+        return [_text(r) for r in answer or ()]
+
     async def _resolve(self, name: str, rdtype: str) -> dns.resolver.Answer | None:
         """The answer; None when the name has no record of that type; DnsNameError for NXDOMAIN."""
+        if not _is_name(name):
+            raise DnsNameError(f"{name[:80]!r} cannot be a DNS name")
         try:
             return await self._resolver.resolve(name, rdtype, search=False)
         except dns.resolver.NXDOMAIN as e:
@@ -133,7 +148,7 @@ class DnsResolver:
 _SIMULATED_FAILURES = ("TIMEOUT", "SERVFAIL")
 
 
-_TYPES = ("TXT", "MX", "A", "AAAA")
+_TYPES = ("TXT", "MX", "A", "AAAA", "PTR")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,11 +172,13 @@ class FileResolver:
         example.vn.          IN MX   20 mx2.example.vn.
         mx1.example.vn.      IN A    127.0.0.2
         mx2.example.vn.      IN AAAA ::1
+        example.vn.          IN TXT  "v=spf1 mx -all"
+        2.0.0.127.in-addr.arpa. IN PTR mx1.example.vn.
         nomail.example.vn.   IN MX   0 .
         sel._domainkey.slow.example. TIMEOUT
         broken.example.      SERVFAIL
 
-    Types: TXT, MX, A, AAAA. Names are absolute (a trailing dot is optional),
+    Types: TXT, MX, A, AAAA, PTR. Names are absolute (a trailing dot is optional),
     also inside MX data; TTL and class are optional; the data is parsed by
     dnspython, so quoting and escapes mean what they mean in a zone file.
     Several lines for one name give several records. ``TIMEOUT`` and
@@ -226,7 +243,16 @@ class FileResolver:
         entry = self._entry(name)
         return [r.address for r in entry.of("A")] + [r.address for r in entry.of("AAAA")]
 
+    async def lookup(self, name: str, rdtype: str) -> list[str]:
+        try:
+            entry = self._entry(name)
+        except DnsNameError:
+            return []
+        return [_text(r) for r in entry.of(rdtype)]
+
     def _entry(self, name: str) -> _Entry:
+        if not _is_name(name):
+            raise DnsNameError(f"{name[:80]!r} cannot be a DNS name")
         entry = self._entries.get(_normalise(name))
         if entry is None:
             raise DnsNameError(f"{name} does not exist")
@@ -265,8 +291,24 @@ def _split_word(text: str) -> tuple[str, str]:
     return parts[0], parts[1] if len(parts) > 1 else ""
 
 
+def _is_name(name: str) -> bool:
+    """Whether ``name`` can be asked at all (names from SPF records and macros may not be): a name that cannot, does not exist."""
+    try:
+        dns.name.from_text(name)
+    except (dns.exception.DNSException, ValueError, UnicodeError):
+        return False
+    return True
+
+
 def _normalise(name: str) -> str:
     return dns.name.from_text(name).to_text().lower()
+
+
+def _text(rdata: Any) -> str:
+    """An A/AAAA record's address, a PTR record's name without the final dot."""
+    if hasattr(rdata, "address"):
+        return str(rdata.address)
+    return str(rdata.target.to_text(omit_final_dot=True))
 
 
 def _exchange(name: dns.name.Name) -> str:

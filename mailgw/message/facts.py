@@ -1,7 +1,8 @@
 """The facts the stages find about a message: one typed model per fact, shared by every reader.
 
 The fact-finding stages make these (classify: :class:`ClassificationFacts`,
-attachments: :class:`AttachmentFacts`, dkim_verify: :class:`DkimFacts`); the
+attachments: :class:`AttachmentFacts`, dkim_verify: :class:`DkimFacts`, spf:
+:class:`SpfFacts`, dmarc: :class:`DmarcFacts`); the
 policy reads them, and the exchange record (mailgw.audit.record) embeds them as
 they are, so what the policy judged is what the auditor reads. Frozen: a fact,
 once found, is not edited by a later stage. Fields added later get defaults, so
@@ -16,7 +17,7 @@ import msgspec
 
 __all__ = [
     "AmbiguousPart", "ArchiveFacts", "AttachedFile", "AttachmentFacts", "AuditModeHit", "ClassificationFacts",
-    "DkimFacts", "DkimSignature", "Evidence", "Facts", "PdfFacts",
+    "DkimFacts", "DkimSignature", "DmarcFacts", "Evidence", "Facts", "PdfFacts", "SpfFacts",
 ]
 
 
@@ -69,6 +70,39 @@ class DkimFacts(_Model, frozen=True):
     from_domain: str | None = None
     error: str | None = None
     pinned: bool | None = None
+
+
+class SpfFacts(_Model, frozen=True):
+    """SPF (RFC 7208) of inbound mail: may the client send for the MAIL FROM domain (HELO's when MAIL FROM is <>)."""
+
+    result: str = "none"  # pass, fail, softfail, neutral, none, permerror, temperror
+    identity: str = "mailfrom"  # mailfrom | helo: which name was checked
+    domain: str | None = None  # the checked domain (None: no name to check)
+    reason: str = ""
+    mechanism: str | None = None  # the term that matched, as published
+
+
+class DmarcFacts(_Model, frozen=True):
+    """DMARC (RFC 7489) of inbound mail: the From domain's published policy and whether SPF or DKIM aligned with it.
+
+    ``policy`` is what the domain asks for this message: ``none`` when it passed or
+    published ``p=none``, else ``quarantine`` or ``reject`` (``sp=`` for a subdomain,
+    one step lower when ``pct=`` sampled it out); None when there is no policy to apply
+    (no record, a broken record, or a DNS failure).
+    """
+
+    result: str = "none"  # pass, fail, none, temperror, permerror
+    from_domain: str | None = None
+    record_domain: str | None = None  # where the record was found (the From domain or its organisational domain)
+    p: str | None = None  # published p=
+    sp: str | None = None  # published sp=
+    pct: int = 100
+    adkim: str = "r"
+    aspf: str = "r"
+    policy: str | None = None
+    sampled_out: bool = False  # pct= below 100 and this message fell outside it
+    aligned: list[str] = []  # "spf", "dkim": the methods that passed aligned with From
+    reason: str = ""
 
 
 class PdfFacts(_Model, frozen=True):
@@ -167,5 +201,7 @@ class Facts:
     classification: ClassificationFacts | None = None  # classify
     attachments: AttachmentFacts | None = None  # attachments
     dkim: DkimFacts | None = None  # dkim_verify (inbound), dkim_sign (the signatures the gateway added)
-    authentication_results: str | None = None  # dkim_verify: the field stamp adds
+    spf: SpfFacts | None = None  # spf (inbound only)
+    dmarc: DmarcFacts | None = None  # dmarc (inbound only)
+    authentication_results: str | None = None  # dkim_verify: the field stamp adds (with spf= and dmarc= clauses)
     forged_authentication_results: int = 0  # dkim_verify: forged fields removed

@@ -15,6 +15,8 @@ parties        sender (the From author), mail_from (the envelope sender),
                any_recipient, all_recipients, any_claimed (an address of a
                Sender, Resent-From or Resent-Sender field): each a mapping of PARTY keys
 DKIM           dkim: a mapping of DKIM keys
+SPF            spf: a mapping of SPF keys (result, identity, domain)
+DMARC          dmarc: a mapping of DMARC keys (result, policy, p, aligned, domain)
 attachments    attachments (message-wide facts), any_attachment,
                all_attachments: each a mapping of FILE keys
 logic          all: [..], any: [..], not: {..}, always: true
@@ -44,6 +46,11 @@ DIRECTIONS = ("inbound", "outbound")
 STRENGTHS = ("none", "weak", "strong")
 MAILBOX_ROLES = ("clerk", "leader", "staff", "unit", "public_service")
 DKIM_STATUSES = ("pass", "fail", "none", "temperror")
+SPF_RESULTS = ("pass", "fail", "softfail", "neutral", "none", "permerror", "temperror")
+SPF_IDENTITIES = ("mailfrom", "helo")
+DMARC_RESULTS = ("pass", "fail", "none", "temperror", "permerror")
+DMARC_POLICIES = ("none", "quarantine", "reject")
+DMARC_METHODS = ("spf", "dkim")
 FILE_KINDS = ("pdf", "office", "office_macro", "executable", "script", "archive", "image", "text", "calendar", "other")
 DANGER_REASONS = (
     "executable", "script", "macro", "dde", "double_extension", "rtl_override",
@@ -450,6 +457,20 @@ _DKIM_FIELDS: dict[str, tuple[Reader, Callable[[View], Any]]] = {
     "pass_domain": (domains, _get("pass_domains")),
 }
 
+_SPF_FIELDS: dict[str, tuple[Reader, Callable[[View], Any]]] = {
+    "result": (choice(SPF_RESULTS, "SPF result"), _get("result")),
+    "identity": (choice(SPF_IDENTITIES, "SPF identity"), _get("identity")),
+    "domain": (domains, _get("domain")),
+}
+
+_DMARC_FIELDS: dict[str, tuple[Reader, Callable[[View], Any]]] = {
+    "result": (choice(DMARC_RESULTS, "DMARC result"), _get("result")),
+    "policy": (choice(DMARC_POLICIES, "DMARC policy"), _get("policy")),
+    "p": (choice(DMARC_POLICIES, "DMARC policy"), _get("p")),
+    "aligned": (choice(DMARC_METHODS, "DMARC method"), _get("aligned")),
+    "domain": (domains, _get("domain")),
+}
+
 _ATTACHMENTS_FIELDS: dict[str, tuple[Reader, Callable[[View], Any]]] = {
     "count": (number, _get("count")),
     "total_size": (number, _get("total_size")),
@@ -483,7 +504,7 @@ _FILE_FIELDS: dict[str, tuple[Reader, Callable[[View], Any]]] = {
 LOGIC = ("all", "any", "not", "always")
 PARTY_KEYS = ("sender", "mail_from", "any_recipient", "all_recipients", "any_claimed")
 FILE_KEYS = ("any_attachment", "all_attachments")
-NESTED = ("dkim", "attachments", *PARTY_KEYS, *FILE_KEYS)
+NESTED = ("dkim", "spf", "dmarc", "attachments", *PARTY_KEYS, *FILE_KEYS)
 
 
 def all_keys(known: Known) -> list[str]:
@@ -536,6 +557,12 @@ def compile_when(c: Checker, node: Any, parent: YMap | YList, key: Any, known: K
         elif name == "dkim":
             inner = _nested(c, node, name, _DKIM_FIELDS, "a DKIM test")
             t = _Sub("dkim", _get("dkim"), inner) if inner is not None else None
+        elif name == "spf":
+            inner = _nested(c, node, name, _SPF_FIELDS, "an SPF test")
+            t = _Sub("spf", _get("spf"), inner) if inner is not None else None
+        elif name == "dmarc":
+            inner = _nested(c, node, name, _DMARC_FIELDS, "a DMARC test")
+            t = _Sub("dmarc", _get("dmarc"), inner) if inner is not None else None
         elif name == "attachments":
             inner = _nested(c, node, name, _ATTACHMENTS_FIELDS, "an attachments test")
             t = _Sub("attachments", _get("attachments"), inner) if inner is not None else None

@@ -20,7 +20,7 @@ import msgspec
 from mailgw.classify.vn.text import fold
 from mailgw.directory.model import Directory, canonical_address
 from mailgw.dkim import orgdomain
-from mailgw.message.facts import AttachmentFacts, DkimFacts
+from mailgw.message.facts import AttachmentFacts, DkimFacts, DmarcFacts, SpfFacts
 from mailgw.message.model import Context, Message
 from mailgw.policy import lookalike
 
@@ -66,6 +66,8 @@ def view(message: Message, ctx: Context, *, size: int | None = None) -> dict[str
         "recipients": recipients,
         "claimed": claimed,
         "dkim": dkim,
+        "spf": _spf(found.spf),
+        "dmarc": _dmarc(found.dmarc),
         "attachments": msgspec.to_builtins(found.attachments or AttachmentFacts()),
         "tags": list(message.verdict.tags),
         "matched": [],
@@ -142,3 +144,18 @@ def _dkim(found: DkimFacts | None) -> dict[str, Any]:
         "pass_domains": sorted({s.d.lower() for s in signatures if s.result == "pass"}),
         "verified": True,
     }
+
+
+def _spf(found: SpfFacts | None) -> dict[str, Any]:
+    """The SPF facts in the shape conditions read; mail not checked (relay, submission) has none."""
+    if found is None:
+        return {"result": "none", "identity": None, "domain": None}
+    return {"result": found.result, "identity": found.identity, "domain": found.domain}
+
+
+def _dmarc(found: DmarcFacts | None) -> dict[str, Any]:
+    """The DMARC facts in the shape conditions read; mail not checked (relay, submission) has none."""
+    if found is None:
+        return {"result": "none", "policy": None, "p": None, "aligned": [], "domain": None, "sampled_out": False}
+    return {"result": found.result, "policy": found.policy, "p": found.p, "aligned": list(found.aligned),
+            "domain": found.from_domain, "sampled_out": found.sampled_out}

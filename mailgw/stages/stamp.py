@@ -2,7 +2,7 @@
 
 Comes after the decision and before DKIM signing, so the signature covers
 what we add. Submitted mail without Date or Message-ID gets them here. The ``Authentication-Results`` field (RFC 8601) that dkim_verify
-prepared goes right below our ``Received``: both describe this hop.
+prepared (with the spf and dmarc stages' clauses) goes right below our ``Received``: both describe this hop.
 """
 
 from __future__ import annotations

@@ -1,0 +1,59 @@
+"""Stage: dmarc. The From domain's DMARC policy (RFC 7489) and whether SPF or DKIM aligned with it.
+
+On ``mx`` only, after dkim_verify and spf, whose facts it reads. The record is looked
+up through ``ctx.resolver`` within ``dns.timeout`` (mailgw.senderauth.dmarc explains
+discovery, alignment and ``pct=``). The verdict goes to ``Facts.dmarc`` (``result``,
+the ``policy`` the domain asks for this message, the methods that ``aligned``) and a
+``dmarc=`` clause to ``Facts.authentication_results``. What is done with it is the
+policy's: the shipped rules dmarc-reject, dmarc-quarantine, dmarc-none and
+dmarc-temperror (policies/10-security.yaml).
+"""
+
+from __future__ import annotations
+
+from mailgw.dkim.orgdomain import normalise
+from mailgw.message.facts import DmarcFacts
+from mailgw.message.model import Context, Message
+from mailgw.senderauth import bounded, resinfo_value, result_comment
+from mailgw.senderauth.dmarc import DmarcPermError, DmarcTempError, TxtResolver, discover, evaluate
+from mailgw.stages.dkim_verify import _run_async
+
+
+def run(message: Message, ctx: Context) -> None:
+    found = message.facts
+    if message.envelope.role != "mx" or not found.author or "@" not in found.author:
+        found.dmarc = None
+        return
+    resolver = ctx.resolver
+    if resolver is None:
+        raise RuntimeError("no DNS resolver in the context: mx mail cannot be checked")  # a 451, logged
+    from_domain = normalise(found.author.rpartition("@")[2])
+    facts = _run_async(lambda: _check(from_domain, bounded(resolver, ctx.settings.dns.timeout), message))
+    found.dmarc = facts
+    if found.authentication_results is not None:
+        found.authentication_results += ";\r\n\t" + clause(facts)
+
+
+async def _check(from_domain: str, resolver: TxtResolver, message: Message) -> DmarcFacts:
+    try:
+        record = await discover(from_domain, resolver)
+    except DmarcTempError as e:
+        return DmarcFacts(result="temperror", from_domain=from_domain, reason=str(e))
+    except DmarcPermError as e:
+        return DmarcFacts(result="permerror", from_domain=from_domain, reason=str(e))
+    if record is None:
+        return DmarcFacts(result="none", from_domain=from_domain, reason="no DMARC record")
+    return evaluate(from_domain, record, message.facts.spf, message.facts.dkim, message.id)
+
+
+def clause(facts: DmarcFacts) -> str:
+    """The ``dmarc=`` resinfo of Authentication-Results (RFC 7489 section 11.2): the published and applied policies."""
+    if facts.p is not None:
+        comment = f"p={facts.p.upper()}"
+        if facts.sp:
+            comment += f" sp={facts.sp.upper()}"
+        if facts.result == "fail":
+            comment += f" dis={(facts.policy or 'none').upper()}"
+    else:
+        comment = facts.reason
+    return f"dmarc={facts.result}{result_comment(comment)} header.from={resinfo_value(facts.from_domain or 'unknown')}"
