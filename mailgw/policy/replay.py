@@ -1,7 +1,7 @@
 """`mailgw policy replay`: what a candidate policy pack would have done to exchanges already in the log.
 
 A replay reads no message: it runs the rules on the facts each exchange's record
-keeps (envelope, author, classification, attachments, DKIM, size), with the
+keeps (envelope, author, classification, attachments, DKIM, SPF, DMARC, size), with the
 parties looked up in the directory in force now and each rule's validity dates
 taken on the exchange's own day. Both packs, the one in force and the candidate,
 run on the same facts, so a difference shown is the candidate's alone.
@@ -120,7 +120,7 @@ def _view(ctx: Context, rec: ExchangeRecord) -> tuple[dict[str, Any], dt.date]:
                    auth_user=rec.auth_user, received_at=when.timestamp())
     message = Message(id=rec.id, envelope=env, raw=b"")
     message.facts = Facts(author=rec.sender.address if rec.sender else None, classification=rec.classification,
-                          attachments=rec.attachments, dkim=rec.dkim)
+                          attachments=rec.attachments, dkim=rec.dkim, spf=rec.spf, dmarc=rec.dmarc)
     view = facts.view(message, ctx, size=rec.size)
     if rec.dkim is not None and rec.dkim.pinned is False:
         view["tags"] = [MISSING_PARTNER_TAG]  # as the policy stage tags it before the rules
