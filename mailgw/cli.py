@@ -36,9 +36,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     from mailgw.config.settings import default_path
 
+    top = argparse.ArgumentParser(add_help=False)
+    top.add_argument("--config", default=default_path(), help="settings file (default: $MAILGW_CONFIG, else ./gateway.yaml)")
+    # Every subcommand takes --config too; it has no default of its own there, so that
+    # `mailgw --config F check` keeps F (a subparser's default would replace it).
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", default=default_path(), help="settings file (default: $MAILGW_CONFIG, else ./gateway.yaml)")
-    p = argparse.ArgumentParser(prog="mailgw", description="SMTP gateway for official documents of state agencies", parents=[common])
+    common.add_argument("--config", default=argparse.SUPPRESS, help="settings file (default: $MAILGW_CONFIG, else ./gateway.yaml)")
+    p = argparse.ArgumentParser(prog="mailgw", description="SMTP gateway for official documents of state agencies", parents=[top])
     p.add_argument("--version", action="version", version=f"mailgw {__version__}")
     sub = p.add_subparsers(metavar="COMMAND")
 
@@ -442,12 +446,66 @@ def _audit(args: argparse.Namespace, run: Any) -> int:
         return 1
 
 
+def _unknown_filter_values(args: argparse.Namespace, url: str) -> str | None:
+    """A refusal naming the known values when ``--category`` or ``--agency`` names nothing that exists.
+
+    Categories are the classifier's (CONTRACT section 4); agencies are the directory's codes and
+    any code already in the exchange log (an agency removed from the directory keeps its history).
+    """
+    import difflib
+
+    from mailgw.classify.vn.classification import CATEGORIES
+
+    def refuse(flag: str, value: str, known: Sequence[str]) -> str:
+        close = difflib.get_close_matches(value, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"{flag}: unknown value {value!r}{hint} (known: {', '.join(known)})"
+
+    category = (args.category or "").strip()
+    if category and category not in CATEGORIES:
+        return refuse("--category", category, CATEGORIES)
+    agency = (args.agency or "").strip()
+    if agency:
+        from mailgw.config import settings
+        from mailgw.directory import model as directory
+
+        try:
+            codes = sorted({a.code for a in directory.load(settings.load(args.config).directory).agencies})
+        except ConfigError:
+            codes = []  # a broken directory must not keep auditors from the log: the log alone says
+        if agency in codes:
+            return None
+        from sqlalchemy import select
+
+        from mailgw.audit.schema import AgencyHit
+        from mailgw.audit.store import open_engine
+
+        engine = open_engine(url)
+        try:
+            with engine.connect() as conn:
+                logged = conn.execute(select(AgencyHit.agency).where(AgencyHit.agency == agency).limit(1)).first()
+        finally:
+            engine.dispose()
+        if logged is None:
+            return refuse("--agency", agency, codes)
+    return None
+
+
 def cmd_audit_search(args: argparse.Namespace) -> int:
     from mailgw.audit import commands
 
     args.command_name = "audit search"
-    return _audit(args, lambda url: commands.search(url, _audit_filters(args), args.json, sys.stdout, sys.stderr,
+    return _audit(args, lambda url: _refuse_unknown(args, url) or commands.search(url, _audit_filters(args), args.json, sys.stdout, sys.stderr,
                                                     auditor=args.auditor))
+
+
+def _refuse_unknown(args: argparse.Namespace, url: str) -> int:
+    """2 (a filter that cannot be understood, as the other filter errors) after saying why; 0 when all is known."""
+    problem = _unknown_filter_values(args, url)
+    if problem:
+        print(f"mailgw {args.command_name}: {problem}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_audit_show(args: argparse.Namespace) -> int:
@@ -462,7 +520,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 
     args.command_name = "audit export"
     # The progress bar is for a person watching; a script or a pipe gets none.
-    return _audit(args, lambda url: commands.export(url, args.format, _audit_filters(args), args.out,
+    return _audit(args, lambda url: _refuse_unknown(args, url) or commands.export(url, args.format, _audit_filters(args), args.out,
                                                     progress=sys.stderr.isatty(), err=sys.stderr,
                                                     auditor=args.auditor))
 
