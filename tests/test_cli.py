@@ -43,7 +43,7 @@ def test_queue_list_hold_release_show_delete_flush(config, tmp_path):
     assert mailgw("queue", "release", "MSG2", "--config", str(config)).returncode == 0
     assert spool.locate("MSG2") == "queue"
     show = mailgw("queue", "show", "MSG2", "--config", str(config))
-    assert show.returncode == 0 and '"state": "queue"' in show.stdout and "Subject:" in show.stdout
+    assert show.returncode == 0 and '"state": "queued"' in show.stdout and "Subject:" in show.stdout
     assert mailgw("queue", "delete", "MSG1", "--config", str(config)).returncode == 0
     assert spool.locate("MSG1") is None
     missing = mailgw("queue", "delete", "MSG1", "--config", str(config))
