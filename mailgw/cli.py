@@ -449,6 +449,7 @@ def cmd_queue_action(args: argparse.Namespace) -> int:
     spool = Spool(settings.spool)
     chosen, problems = admin.select(spool, action, ids, filters)
     by = admin.who()
+    when = datetime.datetime.now(datetime.timezone.utc)
     done = []
     for entry in chosen:
         if admin.perform(spool, action, entry, by):
@@ -459,7 +460,7 @@ def cmd_queue_action(args: argparse.Namespace) -> int:
     status = 1 if problems else 0
     try:
         where = admin.record(settings.database, settings.node, admin.journal_dir(settings.spool), action, done,
-                             by, getattr(args, "reason", None))
+                             by, getattr(args, "reason", None), when)
     except (OSError, ValueError, TypeError) as e:
         problems.append(f"the action is NOT in the exchange log: neither the log nor its journal took it: {e}")
         where, status = "", 1

@@ -150,25 +150,29 @@ def who() -> str:
     return f"{os_user()} on {socket.gethostname()}"
 
 
-def events(action: str, entries: Sequence[Entry], by: str, reason: str | None,
-           numbers: dict[str, int]) -> list[dict[str, Any]]:
-    """The delivery-history events of ``action`` done to ``entries``; ``numbers``: admin actions so far per id."""
+def events(action: str, entries: Sequence[Entry], by: str, reason: str | None, numbers: dict[str, int],
+           when: dt.datetime) -> list[dict[str, Any]]:
+    """The delivery-history events of ``action`` done to ``entries`` at ``when``; ``numbers``: admin actions
+    so far per id."""
     status = ACTIONS[action][0]
     if status is None:
         return []
-    when = dt.datetime.now(dt.timezone.utc).isoformat()
     reply = f"mailgw queue {action} by {by}" + (f": {reason}" if reason else "")
     out = []
     for e in entries:
         for rcpt in pending(e) or e.meta.get("envelope", {}).get("rcpts", []):
-            out.append({"exchange_id": e.id, "recipient": rcpt, "time": when, "status": status, "reply": reply,
+            out.append({"exchange_id": e.id, "recipient": rcpt, "time": when.isoformat(), "status": status, "reply": reply,
                         "attempt": numbers.get(e.id, 0) + 1})
     return out
 
 
 def record(url: str, node: str, journal_dir: str, action: str, entries: Sequence[Entry], by: str,
-           reason: str | None) -> str:
-    """Put the events of ``action`` in the exchange log (else its journal); returns where they went."""
+           reason: str | None, when: dt.datetime) -> str:
+    """Put the events of ``action`` in the exchange log (else its journal); returns where they went.
+
+    ``when`` is the time taken just before the action: a released message's delivery, which may come
+    before this record is written, comes after its release in the history.
+    """
     if ACTIONS[action][0] is None or not entries:
         return ""
     from sqlalchemy import func
@@ -190,7 +194,7 @@ def record(url: str, node: str, journal_dir: str, action: str, entries: Sequence
                                                Delivery.status.in_(ADMIN_STATUSES))
                                         .group_by(Delivery.exchange_id))
                     numbers.update({str(x): int(n) for x, n in rows})
-            log.delivery(events(action, entries, by, reason, numbers))
+            log.delivery(events(action, entries, by, reason, numbers, when))
             return "the exchange log"
         finally:
             log.close()
@@ -198,7 +202,7 @@ def record(url: str, node: str, journal_dir: str, action: str, entries: Sequence
         # Without the log the count of earlier actions is unknown: the clock numbers them instead.
         stamp = int(time.time())
         Journal(journal_dir).write([("delivery", ev) for ev in events(action, entries, by, reason,
-                                                                       {i: stamp for i in ids})])
+                                                                       {i: stamp for i in ids}, when)])
         return f"the journal {journal_dir} (the exchange log is unavailable; the gateway replays it)"
 
 
