@@ -206,6 +206,11 @@ def load(path: str) -> Settings:
     node = c.typed(data, "node", str, hostname or socket.gethostname())
     directory = rel(c.typed(data, "directory", str, "directory.yaml"))
     policies = rel(c.typed(data, "policies", str, "policies"))
+    # Named at the settings line that names them, not at the missing path's "line 0".
+    if isinstance(data.get("directory"), str) and not os.path.isfile(directory):
+        c.error(data, "directory", f"directory file {data['directory']} does not exist (paths are relative to this file)")
+    if isinstance(data.get("policies"), str) and not os.path.isdir(policies):
+        c.error(data, "policies", f"policies folder {data['policies']} does not exist (paths are relative to this file)")
     database = c.typed(data, "database", str, "sqlite:///var/mailgw.db")
     database = _rel_sqlite(database, base)
     spool = rel(c.typed(data, "spool", str, "var/spool"))
