@@ -450,9 +450,16 @@ def cmd_queue_action(args: argparse.Namespace) -> int:
     chosen, problems = admin.select(spool, action, ids, filters)
     by = admin.who()
     when = datetime.datetime.now(datetime.timezone.utc)
+    if action == "flush":
+        # All made due before one rescan request: the worker then chooses among all of them (urgent first).
+        queued = set(spool.ids("queue"))
+        spool.flush([e.id for e in chosen if e.id in queued])
+        outcomes = [(e, e.id in queued) for e in chosen]
+    else:
+        outcomes = [(e, admin.perform(spool, action, e, by)) for e in chosen]
     done = []
-    for entry in chosen:
-        if admin.perform(spool, action, entry, by):
+    for entry, ok in outcomes:
+        if ok:
             done.append(entry)
             print(f"{entry.id}: {admin.ACTIONS[action][2]}")
         else:

@@ -169,30 +169,47 @@ async def test_hold_release_requeue_bounce_delete_on_several_ids_all_and_stdin(m
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
-async def test_urgent_messages_go_first_and_retry_sooner(make_gateway, sink):
-    gw = await make_gateway(queue={"concurrency": 1, "retry_min": "1h", "retry_max": "2h",
-                                   "urgent_retry_min": "200ms", "urgent_retry_max": "400ms"})
-    sink.data_reply = lambda rcpts: "451 4.3.0 later"
+async def _normal_and_urgent(gw: Gateway) -> tuple[list[str], str]:
+    """Three ordinary letters, then a HỎA TỐC one, all to an official address behind the sink."""
     normal = [_queued_id(await send(gw, "relay", message(subject=f"Công văn số {n}/STTTT-VP về việc báo cáo", to=MIC),
                                     SENDER, [MIC])) for n in (11, 12, 13)]
     urgent = _queued_id(await send(gw, "relay", message(subject="HỎA TỐC - Công văn số 14/STTTT-VP về việc báo cáo",
                                                         to=MIC), SENDER, [MIC]))
     entry, _ = gw.spool.read(urgent, with_data=False)
     assert entry.meta["record"]["classification"]["urgency"] == "hoa_toc"
+    return normal, urgent
+
+
+async def test_urgent_messages_retry_sooner(make_gateway, sink):
+    gw = await make_gateway(queue={"retry_min": "1h", "retry_max": "2h",
+                                   "urgent_retry_min": "200ms", "urgent_retry_max": "400ms"})
+    sink.data_reply = lambda rcpts: "451 4.3.0 later"
+    normal, urgent = await _normal_and_urgent(gw)
     # Retried on urgent_retry_*: tries again and again while the others wait their hour.
     await until(lambda: attempts(gw, urgent) >= 3 and all(attempts(gw, m) == 1 for m in normal))
     assert all(gw.spool.load_state(m)["next_try"] > time.time() + 1800 for m in normal)
     listed = {r["id"]: r for r in map(json.loads, (await mailgw(gw, "queue", "list", "--json")).stdout.splitlines())}
     assert listed[urgent]["urgency"] == "hoa_toc" and listed[normal[0]]["urgency"] == "none"
+    assert "[hoa_toc]" in next(line for line in (await mailgw(gw, "queue", "list")).stdout.splitlines()
+                               if line.startswith(urgent))
 
+
+async def test_urgent_messages_go_first(make_gateway, sink):
+    gw = await make_gateway(queue={"concurrency": 1, "retry_min": "1h", "retry_max": "2h",
+                                   "urgent_retry_min": "1h", "urgent_retry_max": "2h"})
+    sink.data_reply = lambda rcpts: "451 4.3.0 later"
+    normal, urgent = await _normal_and_urgent(gw)
+    await until(lambda: all(attempts(gw, m) == 1 for m in (*normal, urgent)))
     # Everything due at once (`queue deliver ALL`, flushed by the running gateway), one delivery slot:
     # the urgent message goes first, though it came last.
     sink.data_reply = lambda rcpts: None
     flushed = await mailgw(gw, "queue", "deliver", "ALL")
     assert flushed.returncode == 0, flushed.stderr
+    assert "4 message(s) due now" in flushed.stderr
     await sink.wait_for(lambda: len(sink.messages) == 4)
     subjects = [str(email.message_from_bytes(m.data, policy=email.policy.default)["Subject"]) for m in sink.messages]
     assert subjects[0].startswith("HỎA TỐC") and "14/STTTT-VP" in subjects[0]
+    assert sorted(s.split("số ")[1].split()[0] for s in subjects[1:]) == ["11/STTTT-VP", "12/STTTT-VP", "13/STTTT-VP"]
 
 
 async def test_flush_of_one_id_makes_only_that_one_due(make_gateway, sink):

@@ -141,7 +141,7 @@ def perform(spool: Spool, action: str, entry: Entry, who: str) -> bool:
         return spool.requeue(entry.id)
     if action == "bounce":
         return spool.request_bounce(entry.id)
-    return spool.flush([entry.id]) == 1
+    raise ValueError(f"not a one-message action: {action}")  # flush: Spool.flush, all ids at once
 
 
 def who() -> str:
