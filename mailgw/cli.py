@@ -461,7 +461,7 @@ def cmd_queue_action(args: argparse.Namespace) -> int:
     for entry, ok in outcomes:
         if ok:
             done.append(entry)
-            print(f"{entry.id}: {admin.ACTIONS[action][2]}")
+            print(f"{entry.id}: {action} done")  # the line of earlier releases, which scripts may read
         else:
             problems.append(f"{entry.id}: no longer there (delivered or moved meanwhile)")
     status = 1 if problems else 0

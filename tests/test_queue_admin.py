@@ -82,7 +82,7 @@ async def test_a_quarantined_message_released_is_delivered_with_a_warning_and_th
 
     released = await mailgw(gw, "queue", "release", msg_id, "--reason", "người nhận xác nhận")
     assert released.returncode == 0, released.stderr
-    assert f"{msg_id}: released" in released.stdout and "recorded in the exchange log" in released.stderr
+    assert f"{msg_id}: release done" in released.stdout and "recorded in the exchange log" in released.stderr
     await sink.wait_for(lambda: sink.to(LOCAL))
     delivered = email.message_from_bytes(sink.to(LOCAL)[0].data, policy=email.policy.default)
     warning = str(delivered["X-Mailgw-Warning"])
@@ -220,6 +220,6 @@ async def test_flush_of_one_id_makes_only_that_one_due(make_gateway, sink):
     await until(lambda: attempts(gw, first) == 1 and attempts(gw, second) == 1)
     sink.data_reply = lambda rcpts: None
     flushed = await mailgw(gw, "queue", "flush", second)
-    assert flushed.returncode == 0 and f"{second}: due now" in flushed.stdout, flushed.stderr
+    assert flushed.returncode == 0 and f"{second}: flush done" in flushed.stdout, flushed.stderr
     await sink.wait_for(lambda: sink.to("y@example.com"))
     assert not sink.to("x@example.com") and gw.spool.locate(first) == "queue"

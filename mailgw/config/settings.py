@@ -209,8 +209,6 @@ def load(path: str) -> Settings:
     # Named at the settings line that names them, not at the missing path's "line 0".
     if isinstance(data.get("directory"), str) and not os.path.isfile(directory):
         c.error(data, "directory", f"directory file {data['directory']} does not exist (paths are relative to this file)")
-    if isinstance(data.get("policies"), str) and not os.path.isdir(policies):
-        c.error(data, "policies", f"policies folder {data['policies']} does not exist (paths are relative to this file)")
     database = c.typed(data, "database", str, "sqlite:///var/mailgw.db")
     database = _rel_sqlite(database, base)
     spool = rel(c.typed(data, "spool", str, "var/spool"))

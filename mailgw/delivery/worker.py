@@ -118,7 +118,8 @@ class Deliverer:
         for msg_id in list(self._due):
             if msg_id not in present and msg_id not in self._active:
                 del self._due[msg_id]
-                self._urgent.pop(msg_id, None)
+        for msg_id in [m for m in self._urgent if m not in present and m not in self._active]:
+            del self._urgent[msg_id]  # delivered, held or deleted
         for msg_id in present:
             if reload_all or msg_id not in self._due:
                 self._due[msg_id] = float(self.spool.load_state(msg_id).get("next_try", 0.0))
