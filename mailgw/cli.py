@@ -36,9 +36,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     from mailgw.config.settings import default_path
 
+    top = argparse.ArgumentParser(add_help=False)
+    top.add_argument("--config", default=default_path(), help="settings file (default: $MAILGW_CONFIG, else ./gateway.yaml)")
+    # Every subcommand takes --config too; it has no default of its own there, so that
+    # `mailgw --config F check` keeps F (a subparser's default would replace it).
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", default=default_path(), help="settings file (default: $MAILGW_CONFIG, else ./gateway.yaml)")
-    p = argparse.ArgumentParser(prog="mailgw", description="SMTP gateway for official documents of state agencies", parents=[common])
+    common.add_argument("--config", default=argparse.SUPPRESS, help="settings file (default: $MAILGW_CONFIG, else ./gateway.yaml)")
+    p = argparse.ArgumentParser(prog="mailgw", description="SMTP gateway for official documents of state agencies", parents=[top])
     p.add_argument("--version", action="version", version=f"mailgw {__version__}")
     sub = p.add_subparsers(metavar="COMMAND")
 
@@ -76,15 +80,34 @@ def _parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("queue", parents=[common], help="inspect and manage the spool")
     qs = q.add_subparsers(metavar="ACTION")
-    s = qs.add_parser("list", parents=[common], help="list queued and held messages")
+    select = argparse.ArgumentParser(add_help=False)
+    g = select.add_argument_group("filters (all must match; with ALL or with ids)")
+    g.add_argument("--sender", metavar="ADDR", help="envelope sender (case-insensitive)")
+    g.add_argument("--recipient", metavar="ADDR", help="any envelope recipient (case-insensitive)")
+    g.add_argument("--state", choices=("queued", "deferred", "held"),
+                   help="queued (deferred ones included), deferred (tried, waiting to retry) or held")
+    g.add_argument("--older-than", metavar="AGE", help="received longer ago than AGE (30m, 4h, 2d)")
+    g.add_argument("--newer-than", metavar="AGE", help="received less than AGE ago")
+    s = qs.add_parser("list", parents=[common, select], help="list queued and held messages")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_queue_list)
-    for action, text in (("show", "one message"), ("hold", "quarantine a queued message"), ("release", "release a held message"), ("delete", "delete a message (no DSN)")):
-        s = qs.add_parser(action, parents=[common], help=text)
-        s.add_argument("id")
+    s = qs.add_parser("show", parents=[common], help="one message: envelope, record, delivery state, header")
+    s.add_argument("id")
+    s.add_argument("--body", action="store_true", help="the whole message as spooled (postcat)")
+    s.set_defaults(func=cmd_queue_show)
+    ids_help = "message ids, ALL (every one the filters select) or - (ids on standard input)"
+    for action, text in (("hold", "quarantine queued messages"), ("release", "release held messages"),
+                         ("delete", "delete messages (no DSN)"),
+                         ("requeue", "queued messages due now, their retry backoff started afresh"),
+                         ("bounce", "return messages to their senders with a DSN, never sending them")):
+        s = qs.add_parser(action, parents=[common, select], help=text)
+        s.add_argument("ids", nargs="+", metavar="ID", help=ids_help)
+        s.add_argument("--reason", help="why, kept in the exchange log with the action")
         s.set_defaults(func=cmd_queue_action, action=action)
-    s = qs.add_parser("flush", parents=[common], help="retry every queued message now")
-    s.set_defaults(func=cmd_queue_flush)
+    s = qs.add_parser("flush", aliases=["deliver"], parents=[common, select],
+                      help="deliver now: the given queued messages, or every one")
+    s.add_argument("ids", nargs="*", metavar="ID", help=ids_help + "; none: every queued message")
+    s.set_defaults(func=cmd_queue_flush, action="flush")
     q.set_defaults(func=lambda a: _usage(q))
 
     d = sub.add_parser("directory", parents=[common], help="the official directory")
@@ -370,19 +393,52 @@ def _spool(args: argparse.Namespace) -> Any:
     return Spool(settings.load(args.config).spool)
 
 
+def _queue_filters(args: argparse.Namespace) -> Any:
+    from mailgw.config.settings import parse_duration
+    from mailgw.queue.admin import Filters
+
+    ages = {}
+    for name in ("older_than", "newer_than"):
+        value = getattr(args, name, None)
+        if value is not None:
+            ages[name] = parse_duration(value)
+            if ages[name] is None:
+                raise _UsageError(f"--{name.replace('_', '-')}: not an age like 30m, 4h or 2d: {value!r}")
+    return Filters(sender=args.sender, recipient=args.recipient, state=args.state, **ages)
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _when(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
 def cmd_queue_list(args: argparse.Namespace) -> int:
+    from mailgw.queue.admin import pending, state_of
+
+    try:
+        filters = _queue_filters(args)
+    except _UsageError as problem:
+        print(f"mailgw queue list: {problem}", file=sys.stderr)
+        return 2
     spool = _spool(args)
     rows = []
     now = time.time()
     for e in spool.entries():
+        if not filters.match(e, now):
+            continue
         env = e.meta.get("envelope", {})
-        pending = [r for r, s in e.state.get("rcpts", {}).items() if s.get("status") == "pending"] if e.state else env.get("rcpts", [])
-        last = next((s.get("reply") for s in e.state.get("rcpts", {}).values() if s.get("reply")), "") if e.state else ""
+        last = next((s.get("reply") for s in e.state.get("rcpts", {}).values() if s.get("reply")), "")
+        urgency = ((e.meta.get("record") or {}).get("classification") or {}).get("urgency") or "none"
         rows.append({
             "id": e.id, "state": "held" if e.where == "hold" else "queued", "size": e.size,
             "age": int(now - env.get("received_at", now)), "from": env.get("mail_from", ""),
-            "rcpts": env.get("rcpts", []), "pending": pending, "attempts": e.state.get("attempts", 0),
+            "rcpts": env.get("rcpts", []), "pending": pending(e), "attempts": e.state.get("attempts", 0),
             "next_try": e.state.get("next_try", 0.0), "last_reply": last,
+            "deferred": state_of(e) == "deferred", "urgency": urgency,
+            "bounce_requested": spool.bounce_requested(e.id),
         })
     if args.json:
         for r in rows:
@@ -391,37 +447,113 @@ def cmd_queue_list(args: argparse.Namespace) -> int:
     if not rows:
         print("queue empty")
         return 0
-    print(f"{'ID':<26} {'STATE':<7} {'SIZE':>9} {'AGE':>8} {'TRIES':>5}  FROM -> RCPTS")
+    print(f"{'ID':<26} {'STATE':<8} {'SIZE':>9} {'AGE':>8} {'TRIES':>5} {'NEXT TRY':<20}  FROM -> RCPTS")
     for r in rows:
-        print(f"{r['id']:<26} {r['state']:<7} {r['size']:>9} {_age(r['age']):>8} {r['attempts']:>5}  <{r['from']}> -> {', '.join(r['pending'])}")
+        state = "deferred" if r["deferred"] else r["state"]
+        if r["state"] == "held":
+            next_try = "-"
+        elif r["next_try"] <= now:
+            next_try = "now"
+        else:
+            next_try = _when(r["next_try"])
+        flags = "".join((" [" + r["urgency"] + "]" if r["urgency"] in ("hoa_toc", "thuong_khan") else "",
+                         " [bounce requested]" if r["bounce_requested"] else ""))
+        print(f"{r['id']:<26} {state:<8} {r['size']:>9} {_age(r['age']):>8} {r['attempts']:>5} {next_try:<20}  "
+              f"<{r['from']}> -> {', '.join(r['pending'])}{flags}")
         if r["last_reply"]:
             print(f"{'':<26} last: {r['last_reply']}")
+    total = sum(r["size"] for r in rows)
+    held = sum(r["state"] == "held" for r in rows)
+    # postqueue -p's footer
+    print(f"-- {(total + 1023) // 1024} Kbytes in {len(rows)} Request{'s' if len(rows) != 1 else ''}."
+          f" ({len(rows) - held} queued, {held} held)")
+    return 0
+
+
+def cmd_queue_show(args: argparse.Namespace) -> int:
+    from mailgw.queue.admin import state_of
+    from mailgw.queue.spool import SpoolError
+
+    spool = _spool(args)
+    try:
+        entry, data = spool.read(args.id)
+    except (FileNotFoundError, ValueError):
+        print(f"mailgw queue show: no such message {args.id!r}", file=sys.stderr)
+        return 1
+    except SpoolError as problem:
+        print(f"mailgw queue show: {problem}", file=sys.stderr)
+        return 1
+    state = "held" if entry.where == "hold" else "queued"
+    print(json.dumps({"id": entry.id, "state": state, "deferred": state_of(entry) == "deferred",
+                      "bounce_requested": spool.bounce_requested(entry.id), "size": entry.size,
+                      "next_try": entry.next_try, "meta": entry.meta, "delivery": entry.state},
+                     ensure_ascii=False, indent=2))
+    if args.body:  # postcat: the message as it will be sent
+        print()
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data.replace(b"\r\n", b"\n"))
+        sys.stdout.buffer.flush()
+        return 0
+    head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+    print("\n" + head)
     return 0
 
 
 def cmd_queue_action(args: argparse.Namespace) -> int:
-    spool = _spool(args)
+    from mailgw.config import settings as settings_mod
+    from mailgw.queue import admin
+
+    action = args.action
     try:
-        if args.action == "show":
-            entry, data = spool.read(args.id)
-            head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
-            print(json.dumps({"id": entry.id, "state": entry.where, "size": entry.size, "meta": entry.meta, "delivery": entry.state}, ensure_ascii=False, indent=2))
-            print("\n" + head)
-            return 0
-        done = {"hold": spool.hold, "release": spool.release, "delete": spool.delete}[args.action](args.id)
-    except (FileNotFoundError, ValueError):
-        done = False
-    if not done:
-        print(f"mailgw queue {args.action}: no such message {args.id!r}" + (" in the queue" if args.action == "hold" else ""), file=sys.stderr)
-        return 1
-    print(f"{args.id}: {args.action} done")
-    return 0
+        filters = _queue_filters(args)
+        ids = admin.read_ids(args.ids, sys.stdin) if args.ids else ["ALL"]
+    except (_UsageError, ValueError) as e:
+        print(f"mailgw queue {action}: {e}", file=sys.stderr)
+        return 2
+    if "ALL" in ids and ids != ["ALL"]:
+        print(f"mailgw queue {action}: ALL stands alone (use filters to narrow it)", file=sys.stderr)
+        return 2
+    settings = settings_mod.load(args.config)
+    from mailgw.queue.spool import Spool
+
+    spool = Spool(settings.spool)
+    chosen, problems = admin.select(spool, action, ids, filters)
+    by = admin.who()
+    when = datetime.datetime.now(datetime.timezone.utc)
+    if action == "flush":
+        # All made due before one rescan request: the worker then chooses among all of them (urgent first).
+        queued = set(spool.ids("queue"))
+        spool.flush([e.id for e in chosen if e.id in queued])
+        outcomes = [(e, e.id in queued) for e in chosen]
+    else:
+        outcomes = [(e, admin.perform(spool, action, e, by)) for e in chosen]
+    done = []
+    for entry, ok in outcomes:
+        if ok:
+            done.append(entry)
+            print(f"{entry.id}: {action} done")  # the line of earlier releases, which scripts may read
+        else:
+            problems.append(f"{entry.id}: no longer there (delivered or moved meanwhile)")
+    status = 1 if problems else 0
+    try:
+        where = admin.record(settings.database, settings.node, admin.journal_dir(settings.spool), action, done,
+                             by, getattr(args, "reason", None), when)
+    except (OSError, ValueError, TypeError) as e:
+        problems.append(f"the action is NOT in the exchange log: neither the log nor its journal took it: {e}")
+        where, status = "", 1
+    for p in problems:
+        print(f"mailgw queue {action}: {p}", file=sys.stderr)
+    print(f"{len(done)} message(s) {admin.ACTIONS[action][2]}" + (f"; recorded in {where}" if where else ""),
+          file=sys.stderr)
+    return status
 
 
 def cmd_queue_flush(args: argparse.Namespace) -> int:
-    n = _spool(args).flush()
-    print(f"{n} queued messages due now")
-    return 0
+    if not args.ids and not any(getattr(args, k) for k in ("sender", "recipient", "state", "older_than", "newer_than")):
+        n = _spool(args).flush()
+        print(f"{n} queued messages due now")
+        return 0
+    return cmd_queue_action(args)
 
 
 def cmd_passwd(args: argparse.Namespace) -> int:
@@ -518,12 +650,66 @@ def _audit(args: argparse.Namespace, run: Any) -> int:
         return 1
 
 
+def _unknown_filter_values(args: argparse.Namespace, url: str) -> str | None:
+    """A refusal naming the known values when ``--category`` or ``--agency`` names nothing that exists.
+
+    Categories are the classifier's (CONTRACT section 4); agencies are the directory's codes and
+    any code already in the exchange log (an agency removed from the directory keeps its history).
+    """
+    import difflib
+
+    from mailgw.classify.vn.classification import CATEGORIES
+
+    def refuse(flag: str, value: str, known: Sequence[str]) -> str:
+        close = difflib.get_close_matches(value, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"{flag}: unknown value {value!r}{hint} (known: {', '.join(known)})"
+
+    category = (args.category or "").strip()
+    if category and category not in CATEGORIES:
+        return refuse("--category", category, CATEGORIES)
+    agency = (args.agency or "").strip()
+    if agency:
+        from mailgw.config import settings
+        from mailgw.directory import model as directory
+
+        try:
+            codes = sorted({a.code for a in directory.load(settings.load(args.config).directory).agencies})
+        except ConfigError:
+            codes = []  # a broken directory must not keep auditors from the log: the log alone says
+        if agency in codes:
+            return None
+        from sqlalchemy import select
+
+        from mailgw.audit.schema import AgencyHit
+        from mailgw.audit.store import open_engine
+
+        engine = open_engine(url)
+        try:
+            with engine.connect() as conn:
+                logged = conn.execute(select(AgencyHit.agency).where(AgencyHit.agency == agency).limit(1)).first()
+        finally:
+            engine.dispose()
+        if logged is None:
+            return refuse("--agency", agency, codes)
+    return None
+
+
 def cmd_audit_search(args: argparse.Namespace) -> int:
     from mailgw.audit import commands
 
     args.command_name = "audit search"
-    return _audit(args, lambda url: commands.search(url, _audit_filters(args), args.json, sys.stdout, sys.stderr,
+    return _audit(args, lambda url: _refuse_unknown(args, url) or commands.search(url, _audit_filters(args), args.json, sys.stdout, sys.stderr,
                                                     auditor=args.auditor))
+
+
+def _refuse_unknown(args: argparse.Namespace, url: str) -> int:
+    """2 (a filter that cannot be understood, as the other filter errors) after saying why; 0 when all is known."""
+    problem = _unknown_filter_values(args, url)
+    if problem:
+        print(f"mailgw {args.command_name}: {problem}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_audit_show(args: argparse.Namespace) -> int:
@@ -538,7 +724,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 
     args.command_name = "audit export"
     # The progress bar is for a person watching; a script or a pipe gets none.
-    return _audit(args, lambda url: commands.export(url, args.format, _audit_filters(args), args.out,
+    return _audit(args, lambda url: _refuse_unknown(args, url) or commands.export(url, args.format, _audit_filters(args), args.out,
                                                     progress=sys.stderr.isatty(), err=sys.stderr,
                                                     auditor=args.auditor))
 

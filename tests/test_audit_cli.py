@@ -140,6 +140,19 @@ def test_search_text_show_and_usage_errors(config: Path, capsys: Any) -> None:
     assert status == 2 and "YYYY-MM" in err
 
 
+def test_unknown_category_or_agency_is_refused_with_the_known_ones(config: Path, capsys: Any) -> None:
+    status, out, err = run(capsys, "audit", "search", "--category", "invitation", "--config", str(config))
+    assert status == 2 and out == ""
+    assert "unknown value 'invitation'" in err and "meeting_invitation" in err and "general" in err
+    status, _, err = run(capsys, "audit", "search", "--category", "offical_letter", "--config", str(config))
+    assert status == 2 and "did you mean 'official_letter'?" in err
+    status, _, err = run(capsys, "audit", "export", "--format", "csv", "--agency", "snvv", "--out", "x.csv",
+                         "--config", str(config))
+    assert status == 2 and "did you mean 'snv'?" in err and "known: skhdt, snv, sotttt, stc, ubnd" in err
+    status, out, err = run(capsys, "audit", "search", "--agency", "snv", "--config", str(config))
+    assert status == 0 and "4 exchange(s)" in err
+
+
 def test_export_csv_and_jsonl(config: Path, capsys: Any, tmp_path: Path) -> None:
     out_csv, out_jsonl = tmp_path / "snv.csv", tmp_path / "all.jsonl"
     status, _, err = run(capsys, "audit", "export", "--format", "csv", "--agency", "snv", "--out", str(out_csv),

@@ -43,7 +43,7 @@ def test_queue_list_hold_release_show_delete_flush(config, tmp_path):
     assert mailgw("queue", "release", "MSG2", "--config", str(config)).returncode == 0
     assert spool.locate("MSG2") == "queue"
     show = mailgw("queue", "show", "MSG2", "--config", str(config))
-    assert show.returncode == 0 and '"state": "queue"' in show.stdout and "Subject:" in show.stdout
+    assert show.returncode == 0 and '"state": "queued"' in show.stdout and "Subject:" in show.stdout
     assert mailgw("queue", "delete", "MSG1", "--config", str(config)).returncode == 0
     assert spool.locate("MSG1") is None
     missing = mailgw("queue", "delete", "MSG1", "--config", str(config))
@@ -81,3 +81,44 @@ def test_classify_command_prints_the_contract_json():
     got = json.loads(run.stdout)
     assert set(got) == {"category", "doc_type", "doc_number", "secrecy", "secrecy_strength", "declassified", "urgency", "confidence", "evidence"}
     assert got["category"] == expected["category"] == "meeting_invitation"
+
+
+def test_queue_show_body_prints_the_whole_message(config, tmp_path):
+    spool = Spool(str(tmp_path / "spool"))
+    env = {"mail_from": "a@binhthuan.gov.vn", "rcpts": ["b@example.com"], "received_at": 1.0}
+    spool.put_sync("MSG1", {"envelope": env, "record": {}}, message(body="Nội dung thư đầy đủ.\r\n"))
+    head = mailgw("queue", "show", "MSG1", "--config", str(config))
+    assert head.returncode == 0 and "Subject:" in head.stdout and "Nội dung thư" not in head.stdout
+    whole = mailgw("queue", "show", "MSG1", "--body", "--config", str(config))
+    assert whole.returncode == 0 and whole.stdout.endswith("Nội dung thư đầy đủ.\n") and "Subject:" in whole.stdout
+    assert json.loads(whole.stdout.split("\n\n", 1)[0])["state"] == "queued"
+
+
+def test_admin_actions_go_to_the_journal_when_the_log_is_down(tmp_path, ca, password_hash):
+    """The database refuses connections: the hold is done and its event waits in the journal the gateway
+    replays; replayed into a log, `audit show` finds it."""
+    from mailgw.audit import query
+    from mailgw.audit.log import AuditLog
+    from mailgw.audit.writer import Journal
+
+    config = write_config(tmp_path, 2526, ca, password_hash, database="postgresql+psycopg://nobody@127.0.0.1:1/none")
+    spool = Spool(str(tmp_path / "spool"))
+    env = {"mail_from": "a@binhthuan.gov.vn", "rcpts": ["b@example.com", "c@example.com"], "received_at": 1.0}
+    spool.put_sync("MSG1", {"envelope": env, "record": {}}, message())
+    run = mailgw("queue", "hold", "MSG1", "--reason", "kiểm tra", "--config", str(config))
+    assert run.returncode == 0, run.stderr
+    assert spool.locate("MSG1") == "hold" and "recorded in the journal" in run.stderr
+    journal = Journal(str(tmp_path / "spool" / "journal"))
+    entries = [journal.read(name) for name in journal.names()]
+    assert sorted((kind, p["recipient"], p["status"]) for kind, p in entries) == [
+        ("delivery", "b@example.com", "held"), ("delivery", "c@example.com", "held")]
+    log = AuditLog.open(f"sqlite:///{tmp_path}/replayed.db", "gw1")
+    log.delivery([p for _, p in entries])  # what the gateway's writer does with the journal
+    with log.engine.connect() as conn:
+        history = query.deliveries(conn, ["MSG1"])["MSG1"]
+    log.close()
+    assert sorted((d.recipient, d.status) for d in history) == [("b@example.com", "held"), ("c@example.com", "held")]
+    assert all("mailgw queue hold by" in (d.reply or "") and "kiểm tra" in (d.reply or "") for d in history)
+    config2 = write_config(tmp_path, 2526, ca, password_hash, database="sqlite:///replayed.db")
+    verify = mailgw("audit", "verify", "--config", str(config2))
+    assert verify.returncode == 0, verify.stdout + verify.stderr

@@ -75,3 +75,13 @@ def test_bad_dns_answers_line_is_reported_with_its_line(tmp_path, ca, password_h
     with pytest.raises(ConfigError) as e:
         load_context(path)
     assert f"{tmp_path / 'answers.zone'}:2: expected TXT" in str(e.value)
+
+
+def test_config_before_the_command_is_honoured(tmp_path):
+    """`mailgw --config F check` checks F, as `mailgw check --config F` does; a later one wins."""
+    bad = BAD / "12-zero-durations.yaml"
+    before = subprocess.run([sys.executable, "-m", "mailgw", "--config", str(bad), "check"], capture_output=True, text=True, cwd=tmp_path)
+    assert before.returncode == 1 and f"{bad}:14: 'retry_min' must be above 0" in before.stderr
+    after = subprocess.run([sys.executable, "-m", "mailgw", "--config", str(bad), "check", "--config", str(REPO / "gateway.yaml")],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert after.returncode == 0, after.stderr

@@ -35,7 +35,9 @@ from mailgw.audit.store import open_engine
 
 log = logging.getLogger(__name__)
 
-DELIVERY_STATUSES = ("sent", "deferred", "bounced", "expired")
+DELIVERY_STATUSES = ("sent", "deferred", "bounced", "expired",
+                     # admin actions (mailgw.queue.admin): the attempt numbers the actions on the message
+                     "held", "released", "deleted", "requeued", "bounced-by-admin")
 CHECKPOINT_EVERY = 1000
 _ID_CHUNK = 500  # bound on bound parameters per IN (...) query
 
@@ -47,7 +49,7 @@ class DeliveryEvent:
     exchange_id: str
     recipient: str
     time: dt.datetime | str
-    status: str  # sent | deferred | bounced | expired
+    status: str  # sent | deferred | bounced | expired, or an admin action: held | released | deleted | ...
     reply: str | None
     attempt: int
 

@@ -82,6 +82,10 @@ class QueueSettings:
     concurrency: int = 20  # messages delivered at once
     connect_timeout: float = 30.0
     command_timeout: float = 300.0
+    # HỎA TỐC and THƯỢNG KHẨN messages (the classification's urgency): delivered before the others
+    # that are due, and retried on this shorter backoff.
+    urgent_retry_min: float = 60.0
+    urgent_retry_max: float = 900.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,6 +206,9 @@ def load(path: str) -> Settings:
     node = c.typed(data, "node", str, hostname or socket.gethostname())
     directory = rel(c.typed(data, "directory", str, "directory.yaml"))
     policies = rel(c.typed(data, "policies", str, "policies"))
+    # Named at the settings line that names them, not at the missing path's "line 0".
+    if isinstance(data.get("directory"), str) and not os.path.isfile(directory):
+        c.error(data, "directory", f"directory file {data['directory']} does not exist (paths are relative to this file)")
     database = c.typed(data, "database", str, "sqlite:///var/mailgw.db")
     database = _rel_sqlite(database, base)
     spool = rel(c.typed(data, "spool", str, "var/spool"))
@@ -414,7 +421,7 @@ def _dns(c: Checker, data: YMap, rel: Any) -> DnsSettings:
     if answers and servers:
         c.error(m, "answers", "give either an answers file or nameservers, not both")
     port = _positive_int(c, m, "port") if "port" in m else 53
-    timeout = _duration(c, m, "timeout") if "timeout" in m else 5.0
+    timeout = _duration(c, m, "timeout", positive=True) if "timeout" in m else 5.0
     mx_port = _positive_int(c, m, "mx_port") if "mx_port" in m else 25
     if mx_port is not None and mx_port > 65535:
         c.error(m, "mx_port", f"'mx_port' must be a port number (1-65535), not {mx_port}")
@@ -516,14 +523,18 @@ def _queue(c: Checker, data: YMap) -> QueueSettings:
     fields = {f.name: f.default for f in dataclasses.fields(QueueSettings)}
     c.keys(q, fields, what="queue")
     values: dict[str, Any] = {}
-    for key in ("retry_min", "retry_max", "lifetime", "scan_interval", "connect_timeout", "command_timeout"):
+    for key in ("retry_min", "retry_max", "lifetime", "scan_interval", "connect_timeout", "command_timeout",
+                "urgent_retry_min", "urgent_retry_max"):
         if key in q:
-            values[key] = _duration(c, q, key)
+            values[key] = _duration(c, q, key, positive=True)
     if "concurrency" in q:
         values["concurrency"] = _positive_int(c, q, "concurrency")
     out = QueueSettings(**{k: v for k, v in values.items() if v is not None})
     if out.retry_max < out.retry_min:
         c.error(q, "retry_max", "retry_max must not be shorter than retry_min")
+    if out.urgent_retry_max < out.urgent_retry_min:
+        c.error(q, "urgent_retry_max" if "urgent_retry_max" in q else "urgent_retry_min",
+                "urgent_retry_max must not be shorter than urgent_retry_min")
     return out
 
 
@@ -543,7 +554,9 @@ def _limits(c: Checker, data: YMap) -> Limits:
             values[key] = _positive_int(c, m, key)
     for key in ("idle_timeout", "drain_timeout", "auth_penalty", "data_deadline"):
         if key in m:
-            values[key] = _duration(c, m, key)
+            # No wait before the close (drain) or after a failed login (penalty) is a choice; a zero
+            # idle or DATA timeout would drop every session.
+            values[key] = _duration(c, m, key, positive=key in ("idle_timeout", "data_deadline"))
     return Limits(**{k: v for k, v in values.items() if v is not None})
 
 
@@ -564,10 +577,14 @@ def parse_duration(value: Any) -> float | None:
     return None
 
 
-def _duration(c: Checker, m: YMap, key: str) -> float | None:
+def _duration(c: Checker, m: YMap, key: str, *, positive: bool = False) -> float | None:
+    """The duration at ``key``; with ``positive``, zero is refused too (a wait of nothing is meaningless there)."""
     value = parse_duration(m[key])
     if value is None:
         c.error(m, key, f"{key!r} must be a duration like 30s, 5m, 4h or 5d, not {m[key]!r}")
+    elif positive and value == 0:
+        c.error(m, key, f"{key!r} must be above 0, not {m[key]!r}")
+        return None
     return value
 
 

@@ -21,8 +21,9 @@ _HEADER_LIMIT = 50_000  # bytes of the original's header returned (Postfix bounc
 class Failure:
     """One recipient that could not be delivered."""
 
-    def __init__(self, rcpt: str, reply: str, remote: str = "", expired: bool = False):
+    def __init__(self, rcpt: str, reply: str, remote: str = "", expired: bool = False, by_admin: bool = False):
         self.rcpt, self.reply, self.remote, self.expired = rcpt, reply, remote, expired
+        self.by_admin = by_admin  # returned by `mailgw queue bounce`, never sent
 
     @property
     def status(self) -> str:
@@ -49,6 +50,8 @@ def build(*, hostname: str, original_id: str, original_sender: str, arrival: flo
     listing = "\r\n".join(f"    <{f.rcpt}>: {_one_line(f.reply)}" for f in failures)
     reason_vi = "đã quá thời hạn gửi" if any(f.expired for f in failures) else "máy chủ nhận đã từ chối"
     reason_en = "the delivery time limit expired" if any(f.expired for f in failures) else "the receiving server refused it"
+    if any(f.by_admin for f in failures):
+        reason_vi, reason_en = "quản trị viên cổng thư đã trả lại thư", "the gateway's administrator returned it"
     text = (
         f"Đây là thông báo tự động của cổng thư {hostname}.\r\n"
         f"Thư của bạn (mã {original_id}) KHÔNG gửi được tới người nhận dưới đây vì {reason_vi}.\r\n"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import email.header
 import functools
 import inspect
 import logging
@@ -24,11 +25,14 @@ from mailgw.audit import record
 from mailgw.config.settings import Route
 from mailgw.delivery import dsn, transports
 from mailgw.message.model import Context, Envelope, Message, Verdict
-from mailgw.queue.spool import QUEUED, Spool, SpoolError
+from mailgw.queue.spool import PENDING, QUEUED, Spool, SpoolError, initial_state
 
 log = logging.getLogger(__name__)
 
-PENDING, SENT, FAILED = "pending", "sent", "failed"
+SENT, FAILED = "sent", "failed"
+URGENT = ("hoa_toc", "thuong_khan")
+"""Urgency marks (CONTRACT section 4) whose messages go before the others and retry on ``urgent_retry_*``."""
+ADMIN_BOUNCE_REPLY = "550 5.0.0 returned to the sender by the gateway's administrator"
 
 
 class Deliverer:
@@ -54,6 +58,7 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._stopping = False
         self._last_scan = 0.0
+        self._urgent: dict[str, bool] = {}  # queued message id -> HỎA TỐC or THƯỢNG KHẨN, once looked up
 
     def notify(self, msg_id: str) -> None:
         """A message was just spooled: try it now."""
@@ -96,11 +101,12 @@ class Deliverer:
         if flush or now - self._last_scan >= settings.queue.scan_interval:
             self._rescan(reload_all=flush)
             self._last_scan = now
-        for msg_id, when in sorted(self._due.items(), key=lambda kv: kv[1]):
-            if len(self._active) >= settings.queue.concurrency:
-                break
-            if when > now:
-                break
+        due = sorted((when, msg_id) for msg_id, when in self._due.items() if when <= now and msg_id not in self._active)
+        free = settings.queue.concurrency - len(self._active)
+        if len(due) > free:
+            # More due than delivery slots: urgent messages take the slots first, then the longest waiting.
+            due.sort(key=lambda item: (not self._is_urgent(item[1]), item[0]))
+        for _, msg_id in due[:max(0, free)]:
             if msg_id not in self._active:
                 task = asyncio.get_running_loop().create_task(self._attempt(msg_id))
                 self._active[msg_id] = task
@@ -112,9 +118,23 @@ class Deliverer:
         for msg_id in list(self._due):
             if msg_id not in present and msg_id not in self._active:
                 del self._due[msg_id]
+        for msg_id in [m for m in self._urgent if m not in present and m not in self._active]:
+            del self._urgent[msg_id]  # delivered, held or deleted
         for msg_id in present:
             if reload_all or msg_id not in self._due:
                 self._due[msg_id] = float(self.spool.load_state(msg_id).get("next_try", 0.0))
+
+    def _is_urgent(self, msg_id: str) -> bool:
+        """From the urgency fact in the message's spooled record, read once per message."""
+        urgent = self._urgent.get(msg_id)
+        if urgent is None:
+            try:
+                entry, _ = self.spool.read(msg_id, with_data=False)
+                urgent = _urgency(entry.meta) in URGENT
+            except (OSError, SpoolError, ValueError):
+                urgent = False  # the attempt itself deals with a message gone or unreadable
+            self._urgent[msg_id] = urgent
+        return urgent
 
     def _finished(self, msg_id: str, task: asyncio.Task[None]) -> None:
         self._active.pop(msg_id, None)
@@ -154,15 +174,22 @@ class Deliverer:
             return
         ctx = self.context()
         env = entry.meta["envelope"]
-        state = entry.state or _initial_state(env)
+        urgent = _urgency(entry.meta) in URGENT
+        self._urgent[msg_id] = urgent
+        state = entry.state if "rcpts" in entry.state else {**initial_state(env), **entry.state}
         if state.get("dsn_pending"):
             await self._spool_dsn(msg_id, state)
 
         pending = [r for r, s in state["rcpts"].items() if s["status"] == PENDING]
-        results = await self._send(ctx, env["mail_from"], pending, data)
+        by_admin = self.spool.bounce_requested(msg_id)
+        if by_admin:  # `mailgw queue bounce`: returned to the sender, never sent
+            results = {r: transports.Result(ok=False, permanent=False, reply=ADMIN_BOUNCE_REPLY, remote="")
+                       for r in pending}
+        else:
+            results = await self._send(ctx, env["mail_from"], pending, _with_warning(entry.meta, state, data))
 
         now = time.time()
-        expired = now >= env["received_at"] + ctx.settings.queue.lifetime
+        expired = by_admin or now >= env["received_at"] + ctx.settings.queue.lifetime
         state["attempts"] = state.get("attempts", 0) + 1
         failures: list[dsn.Failure] = []
         events: list[dict[str, Any]] = []
@@ -175,7 +202,8 @@ class Deliverer:
                 outcome = "sent"
             elif result.permanent or expired:
                 st["status"] = FAILED
-                failures.append(dsn.Failure(rcpt, result.reply, result.remote, expired=not result.permanent))
+                failures.append(dsn.Failure(rcpt, result.reply, result.remote, expired=not result.permanent,
+                                            by_admin=by_admin))
                 outcome = "bounced" if result.permanent else "expired"
             else:
                 outcome = "deferred"
@@ -190,7 +218,7 @@ class Deliverer:
             state["dsns"] = state.get("dsns", 0) + 1
             state["dsn_pending"] = {
                 "id": f"{msg_id}-D{state['dsns']}",
-                "failures": [[f.rcpt, f.reply, f.remote, f.expired] for f in failures],
+                "failures": [[f.rcpt, f.reply, f.remote, f.expired, f.by_admin] for f in failures],
             }
             await asyncio.to_thread(self.spool.save_state, msg_id, state)
             await self._spool_dsn(msg_id, state, original=data, sender=env["mail_from"], arrival=env["received_at"])
@@ -199,7 +227,9 @@ class Deliverer:
             await asyncio.to_thread(self.spool.remove, msg_id)
             self._due.pop(msg_id, None)
             return
-        delay = min(ctx.settings.queue.retry_min * 2 ** (state["attempts"] - 1), ctx.settings.queue.retry_max)
+        q = ctx.settings.queue
+        low, high = (q.urgent_retry_min, q.urgent_retry_max) if urgent else (q.retry_min, q.retry_max)
+        delay = min(low * 2 ** (state["attempts"] - 1), high)
         # Try once more exactly when the lifetime ends, so the DSN is not late.
         state["next_try"] = min(now + delay, env["received_at"] + ctx.settings.queue.lifetime)
         await asyncio.to_thread(self.spool.save_state, msg_id, state)
@@ -255,7 +285,8 @@ class Deliverer:
             original = stored
             sender, arrival = entry.meta["envelope"]["mail_from"], entry.meta["envelope"]["received_at"]
         ctx = self.context()
-        failures = [dsn.Failure(r, reply, remote, expired) for r, reply, remote, expired in pending["failures"]]
+        # [rcpt, reply, remote, expired] or, since admin bounces, [..., by_admin]
+        failures = [dsn.Failure(f[0], f[1], f[2], f[3], by_admin=bool(f[4:5] and f[4])) for f in pending["failures"]]
         data = dsn.build(hostname=ctx.settings.hostname, original_id=msg_id, original_sender=sender, arrival=arrival, failures=failures, original=original)
         env = Envelope(mail_from="", rcpts=[sender], listener="dsn", role="dsn", client_ip="")
         meta = {"envelope": env.to_json(), "record": _dsn_record(pending["id"], env, data, msg_id, ctx)}
@@ -271,14 +302,32 @@ class Deliverer:
         self.notify(pending["id"])
 
 
-def _initial_state(env: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "attempts": 0,
-        "next_try": 0.0,
-        "dsns": 0,
-        "dsn_pending": None,
-        "rcpts": {r: {"status": PENDING, "attempts": 0, "reply": "", "remote": ""} for r in env["rcpts"]},
-    }
+def _urgency(meta: dict[str, Any]) -> str:
+    record_ = meta.get("record") or {}
+    return str((record_.get("classification") or {}).get("urgency") or "none")
+
+
+def _with_warning(meta: dict[str, Any], state: dict[str, Any], data: bytes) -> bytes:
+    """A message released from quarantine goes out with a warning field on top, naming the rule that held it.
+
+    The field is prepended above the gateway's DKIM signatures, which do not cover it.
+    """
+    released = state.get("released")
+    decision = (meta.get("record") or {}).get("decision") or {}
+    if not released or decision.get("decision") != "quarantine":
+        return data
+    return warning_field(str(decision.get("rule") or ""), str(released.get("by") or "")) + data
+
+
+def warning_field(rule: str, by: str) -> bytes:
+    """``X-Mailgw-Warning:``: Vietnamese (RFC 2047, so any client shows it), then English, folded."""
+    vi = (f"Thư này đã bị cổng thư cách ly (quy tắc {rule}) và được quản trị viên cho chuyển tiếp; "
+          "hãy thận trọng với liên kết và tệp đính kèm.")
+    en = (f"This message was quarantined by the mail gateway (rule {rule}) and released by an administrator"
+          f"{' (' + by + ')' if by else ''}; treat its links and attachments with care.")
+    header = email.header.Header(vi, "utf-8", header_name="X-Mailgw-Warning")
+    header.append(" / " + en, "us-ascii")
+    return b"X-Mailgw-Warning: " + header.encode(linesep="\r\n").encode("ascii") + b"\r\n"
 
 
 def _dsn_record(dsn_id: str, env: Envelope, data: bytes, original_id: str, ctx: Context) -> dict[str, Any]:

@@ -7,7 +7,10 @@ Layout under the spool directory (Postfix's queue states, as files):
     hold/ID   quarantined or held by an admin; never delivered until released
     corrupt/  unreadable files, kept for an admin instead of deleted
     state/ID.json  delivery progress of a message (absent: nothing tried yet)
-    flush     a marker the CLI touches to ask the delivery worker to retry everything now
+    bounce/ID an admin asked to return the message to its sender: the delivery worker bounces
+              it at its next attempt instead of sending it (Postfix's ``postsuper -e``); a marker
+              file of its own, since the worker rewrites state/ID.json after every attempt
+    flush     a marker the CLI touches to ask the delivery worker to rescan the spool now
 
 A message file is written once and never changed: a header line
 ``MAILGW1 <n>``, then ``n`` bytes of JSON (envelope and decision record), a
@@ -34,6 +37,21 @@ log = logging.getLogger(__name__)
 
 _MAGIC = b"MAILGW1 "
 QUEUED, HELD = "queue", "hold"
+BOUNCE = "bounce"
+STATE_NAMES = {QUEUED: "queued", HELD: "held"}
+"""What ``queue list`` and ``queue show`` call a message's place."""
+PENDING = "pending"
+
+
+def initial_state(env: dict[str, Any]) -> dict[str, Any]:
+    """The delivery state of a message nothing was tried for yet."""
+    return {
+        "attempts": 0,
+        "next_try": 0.0,
+        "dsns": 0,
+        "dsn_pending": None,
+        "rcpts": {r: {"status": PENDING, "attempts": 0, "reply": "", "remote": ""} for r in env["rcpts"]},
+    }
 
 
 class SpoolError(Exception):
@@ -60,7 +78,7 @@ class Spool:
 
     def __init__(self, path: str):
         self.path = path
-        for sub in ("tmp", QUEUED, HELD, "corrupt", "state"):
+        for sub in ("tmp", QUEUED, HELD, "corrupt", "state", BOUNCE):
             os.makedirs(os.path.join(path, sub), mode=0o700, exist_ok=True)
         os.chmod(path, 0o700)  # messages are the agencies' mail: readable by the gateway only
 
@@ -95,6 +113,7 @@ class Spool:
             unlink_if_present(os.path.join(self.path, where, msg_id))
         fsync_dir(os.path.join(self.path, QUEUED))
         unlink_if_present(os.path.join(self.path, "state", msg_id + ".json"))
+        unlink_if_present(os.path.join(self.path, BOUNCE, msg_id))
 
     # --- reading ---------------------------------------------------------
 
@@ -156,15 +175,64 @@ class Spool:
     def hold(self, msg_id: str) -> bool:
         return self._move(msg_id, QUEUED, HELD)
 
-    def release(self, msg_id: str) -> bool:
+    def release(self, msg_id: str, note: dict[str, Any] | None = None) -> bool:
+        """Move a held message back to the queue, due now; ``note`` (who, when) is kept in its state as
+        ``released``: a message released from quarantine is delivered with a warning header."""
+        _check_id(msg_id)
+        if note is not None and os.path.exists(os.path.join(self.path, HELD, msg_id)):
+            # Written while the message is still held: no delivery attempt can rewrite the state meanwhile.
+            state = self._full_state(msg_id)
+            state["released"] = note
+            state["next_try"] = 0.0
+            self.save_state(msg_id, state)
         moved = self._move(msg_id, HELD, QUEUED)
         if moved:
             state = self.load_state(msg_id)
-            if state:
+            if state and state.get("next_try", 0.0):
                 state["next_try"] = 0.0
                 self.save_state(msg_id, state)
             self.request_flush()
         return moved
+
+    def requeue(self, msg_id: str) -> bool:
+        """A queued message due now with its backoff started afresh (recipients already settled stay so)."""
+        _check_id(msg_id)
+        if not os.path.exists(os.path.join(self.path, QUEUED, msg_id)):
+            return False
+        state = self.load_state(msg_id)
+        if state:
+            state["attempts"] = 0  # the backoff's count; each recipient keeps its own attempt numbers
+            state["next_try"] = 0.0
+            self.save_state(msg_id, state)
+        self.request_flush()
+        return True
+
+    def request_bounce(self, msg_id: str) -> bool:
+        """Mark a queued or held message to be returned to its sender; a held one goes back to the queue
+        for that (it is never sent: the worker bounces it instead)."""
+        where = self.locate(msg_id)
+        if where is None:
+            return False
+        with replacing(os.path.join(self.path, BOUNCE, msg_id)) as f:
+            f.write(b"")
+        if where == HELD and not self._move(msg_id, HELD, QUEUED):
+            return self.locate(msg_id) is not None
+        state = self.load_state(msg_id)
+        if state and state.get("next_try", 0.0):
+            state["next_try"] = 0.0
+            self.save_state(msg_id, state)
+        self.request_flush()
+        return True
+
+    def bounce_requested(self, msg_id: str) -> bool:
+        return os.path.exists(os.path.join(self.path, BOUNCE, msg_id))
+
+    def _full_state(self, msg_id: str) -> dict[str, Any]:
+        state = self.load_state(msg_id)
+        if "rcpts" not in state:
+            entry, _ = self.read(msg_id, with_data=False)
+            state = {**initial_state(entry.meta["envelope"]), **state}
+        return state
 
     def delete(self, msg_id: str) -> bool:
         if self.locate(msg_id) is None:
@@ -172,10 +240,13 @@ class Spool:
         self.remove(msg_id)
         return True
 
-    def flush(self) -> int:
-        """Make every queued message due now; returns how many."""
+    def flush(self, ids: list[str] | None = None) -> int:
+        """Make the queued messages ``ids`` (default: all) due now; returns how many are queued."""
         n = 0
-        for msg_id in self.ids(QUEUED):
+        for msg_id in self.ids(QUEUED) if ids is None else ids:
+            _check_id(msg_id)
+            if ids is not None and not os.path.exists(os.path.join(self.path, QUEUED, msg_id)):
+                continue
             state = self.load_state(msg_id)
             if state.get("next_try", 0) > time.time():
                 state["next_try"] = 0.0
@@ -216,6 +287,9 @@ class Spool:
         for name in os.listdir(os.path.join(self.path, "state")):
             if name.removesuffix(".json").removesuffix(".json.tmp") not in present:
                 unlink_if_present(os.path.join(self.path, "state", name))
+        for name in os.listdir(os.path.join(self.path, BOUNCE)):
+            if name not in present:
+                unlink_if_present(os.path.join(self.path, BOUNCE, name))
         return len(present)
 
     def free_bytes(self) -> int:

@@ -1,0 +1,225 @@
+"""Queue tools at postsuper/postqueue/postcat level on the real gateway: the CLI in a subprocess, the
+gateway delivering meanwhile, every admin action found in the exchange log and `audit verify` green."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import json
+import os
+import pwd
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+from mailgw.app import Gateway
+from tests.conftest import REPO, message, send
+
+SENDER = "vanthu.sotttt@binhthuan.gov.vn"
+OTHER = "vanthu.snv@binhthuan.gov.vn"
+LOCAL = "vanthu.snv@binhthuan.gov.vn"
+MIC = "vanthu@mic.gov.vn"
+ME = pwd.getpwuid(os.geteuid()).pw_name
+
+
+def _config(gw: Gateway) -> str:
+    return gw.settings_path
+
+
+async def mailgw(gw: Gateway, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m mailgw ARGS --config` the gateway's own settings, in a thread: the gateway keeps running."""
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mailgw", *args, "--config", _config(gw)], input=stdin,
+                              capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                              timeout=60)
+    return await asyncio.to_thread(run)
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+def _queued_id(reply: Any) -> str:
+    return str(reply[1].rsplit(" ", 1)[1])
+
+
+async def history(gw: Gateway, msg_id: str) -> list[dict[str, Any]]:
+    show = await mailgw(gw, "audit", "show", msg_id, "--json")
+    assert show.returncode == 0, show.stderr
+    return list(json.loads(show.stdout)["deliveries"])
+
+
+async def history_until(gw: Gateway, msg_id: str, done: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
+    """The history once ``done`` holds: the gateway's own events come through its log writer, a moment later."""
+    deadline = time.monotonic() + 15
+    events = await history(gw, msg_id)
+    while not done(events):
+        assert time.monotonic() < deadline, events
+        await asyncio.sleep(0.05)
+        events = await history(gw, msg_id)
+    return events
+
+
+def attempts(gw: Gateway, msg_id: str) -> int:
+    return int(gw.spool.load_state(msg_id).get("attempts", 0))
+
+
+async def test_a_quarantined_message_released_is_delivered_with_a_warning_and_the_release_is_logged(make_gateway, sink):
+    gw = await make_gateway()
+    lookalike = "thongbao@binhthuan-gov.vn"
+    msg_id = _queued_id(await send(gw, "mx", message(subject="Thông báo", sender=lookalike, to=LOCAL), lookalike, [LOCAL]))
+    assert gw.spool.locate(msg_id) == "hold"
+
+    listed = await mailgw(gw, "queue", "list", "--json", "--state", "held")
+    assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == [msg_id]
+    shown = await mailgw(gw, "queue", "show", msg_id)
+    assert shown.returncode == 0 and json.loads(shown.stdout.split("\n\n", 1)[0])["state"] == "held"
+
+    released = await mailgw(gw, "queue", "release", msg_id, "--reason", "người nhận xác nhận")
+    assert released.returncode == 0, released.stderr
+    assert f"{msg_id}: release done" in released.stdout and "recorded in the exchange log" in released.stderr
+    await sink.wait_for(lambda: sink.to(LOCAL))
+    delivered = email.message_from_bytes(sink.to(LOCAL)[0].data, policy=email.policy.default)
+    warning = str(delivered["X-Mailgw-Warning"])
+    assert warning.startswith("Thư này đã bị cổng thư cách ly (quy tắc lookalike-domain)")
+    assert "This message was quarantined by the mail gateway (rule lookalike-domain)" in warning and ME in warning
+    assert sink.to(LOCAL)[0].data.split(b"\r\n\r\n")[0].isascii()  # the header travels as RFC 2047
+
+    await until(lambda: gw.spool.locate(msg_id) is None)
+    events = await history_until(gw, msg_id, lambda ev: len(ev) >= 2)
+    assert [(e["recipient"], e["status"]) for e in events] == [(LOCAL, "released"), (LOCAL, "sent")]
+    assert f"mailgw queue release by {ME}" in events[0]["reply"] and "người nhận xác nhận" in events[0]["reply"]
+    text = await mailgw(gw, "audit", "show", msg_id)
+    assert f"{LOCAL}  released  attempt 1  mailgw queue release by {ME}" in text.stdout
+    verify = await mailgw(gw, "audit", "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+async def test_hold_release_requeue_bounce_delete_on_several_ids_all_and_stdin(make_gateway, sink):
+    gw = await make_gateway(queue={"retry_min": "1h", "retry_max": "2h"})
+    sink.data_reply = lambda rcpts: None if rcpts == [SENDER] else "451 4.3.0 later"  # DSNs to SENDER arrive
+    a = _queued_id(await send(gw, "relay", message(subject="một"), SENDER, ["a@example.com"]))
+    b = _queued_id(await send(gw, "relay", message(subject="hai"), SENDER, ["b@example.com", "b2@example.com"]))
+    c = _queued_id(await send(gw, "relay", message(subject="ba", sender=OTHER), OTHER, ["c@example.com"]))
+    await until(lambda: all(attempts(gw, m) == 1 for m in (a, b, c)))
+
+    listing = await mailgw(gw, "queue", "list")
+    assert listing.returncode == 0, listing.stderr
+    lines = listing.stdout.splitlines()
+    assert lines[0].split()[:6] == ["ID", "STATE", "SIZE", "AGE", "TRIES", "NEXT"]
+    row = next(line for line in lines if line.startswith(b))
+    assert " deferred " in row and "<b@example.com>" not in row and "b@example.com, b2@example.com" in row
+    assert time.strftime("%Y-%m-%d", time.gmtime(time.time() + 3600)) in row  # the next try, an hour on
+    sizes = sum(json.loads(x)["size"] for x in (await mailgw(gw, "queue", "list", "--json")).stdout.splitlines())
+    assert lines[-1] == f"-- {(sizes + 1023) // 1024} Kbytes in 3 Requests. (3 queued, 0 held)"
+    assert (await mailgw(gw, "queue", "list", "--sender", OTHER, "--json")).stdout.count('"id"') == 1
+    assert (await mailgw(gw, "queue", "list", "--recipient", "B2@example.com", "--json")).stdout.count('"id"') == 1
+    assert (await mailgw(gw, "queue", "list", "--older-than", "1h", "--json")).stdout == ""
+    bad_age = await mailgw(gw, "queue", "list", "--older-than", "lâu")
+    assert bad_age.returncode == 2 and "not an age" in bad_age.stderr
+
+    # postqueue -j | postsuper -h -: the JSON lines of one listing are the ids of the next command.
+    from_sender = (await mailgw(gw, "queue", "list", "--json", "--sender", SENDER)).stdout
+    held = await mailgw(gw, "queue", "hold", "-", stdin=from_sender)
+    assert held.returncode == 0, held.stderr
+    assert {gw.spool.locate(m) for m in (a, b)} == {"hold"} and gw.spool.locate(c) == "queue"
+    assert "2 message(s) held" in held.stderr
+    again = await mailgw(gw, "queue", "hold", a, c)  # a is held already: said, c is still held
+    assert again.returncode == 1 and f"{a}: held, not queued" in again.stderr and gw.spool.locate(c) == "hold"
+    released = await mailgw(gw, "queue", "release", "ALL", "--recipient", "c@example.com")
+    assert released.returncode == 0 and gw.spool.locate(c) == "queue" and gw.spool.locate(a) == "hold"
+    await until(lambda: attempts(gw, c) == 2)  # released: due at once, not in an hour
+
+    requeued = await mailgw(gw, "queue", "requeue", c)
+    assert requeued.returncode == 0, requeued.stderr
+    await until(lambda: gw.spool.load_state(c).get("rcpts", {}).get("c@example.com", {}).get("attempts") == 3)
+    assert attempts(gw, c) == 1  # its backoff started afresh: the next try is retry_min away again
+
+    # postsuper -e: returned to the sender, with a DSN saying an admin did it; never sent.
+    bounced = await mailgw(gw, "queue", "bounce", "ALL", "--state", "held", "--reason", "sai địa chỉ")
+    assert bounced.returncode == 0, bounced.stderr
+    await sink.wait_for(lambda: len(sink.to(SENDER)) == 2)
+    dsn = sink.to(SENDER)[0].data.decode("utf-8", "replace")
+    assert "quản trị viên cổng thư đã trả lại thư" in dsn and "the gateway's administrator returned it" in dsn
+    await until(lambda: gw.spool.locate(a) is None and gw.spool.locate(b) is None)
+    assert not sink.to("a@example.com") and not sink.to("b@example.com")
+
+    deleted = await mailgw(gw, "queue", "delete", c)
+    assert deleted.returncode == 0 and gw.spool.locate(c) is None
+    missing = await mailgw(gw, "queue", "delete", c, "../etc")
+    assert missing.returncode == 1 and "no such message" in missing.stderr and "not a message id" in missing.stderr
+
+    def admin(events: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
+        return [(e["recipient"], e["status"], e["attempt"]) for e in events if e["status"] not in ("deferred",)]
+
+    hist_b = await history_until(gw, b, lambda ev: sum(e["status"] == "expired" for e in ev) == 2)
+    assert sorted(admin(hist_b)) == sorted([
+        ("b@example.com", "held", 1), ("b2@example.com", "held", 1),
+        ("b@example.com", "bounced-by-admin", 2), ("b2@example.com", "bounced-by-admin", 2),
+        ("b@example.com", "expired", 2), ("b2@example.com", "expired", 2)])
+    hist_c = await history(gw, c)
+    assert [(s, n) for _, s, n in admin(hist_c)] == [("held", 1), ("released", 2), ("requeued", 3), ("deleted", 4)]
+    assert all(f"by {ME}" in e["reply"] for e in hist_c if e["status"] in ("held", "released", "requeued", "deleted"))
+    verify = await mailgw(gw, "audit", "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+async def _normal_and_urgent(gw: Gateway) -> tuple[list[str], str]:
+    """Three ordinary letters, then a HỎA TỐC one, all to an official address behind the sink."""
+    normal = [_queued_id(await send(gw, "relay", message(subject=f"Công văn số {n}/STTTT-VP về việc báo cáo", to=MIC),
+                                    SENDER, [MIC])) for n in (11, 12, 13)]
+    urgent = _queued_id(await send(gw, "relay", message(subject="HỎA TỐC - Công văn số 14/STTTT-VP về việc báo cáo",
+                                                        to=MIC), SENDER, [MIC]))
+    entry, _ = gw.spool.read(urgent, with_data=False)
+    assert entry.meta["record"]["classification"]["urgency"] == "hoa_toc"
+    return normal, urgent
+
+
+async def test_urgent_messages_retry_sooner(make_gateway, sink):
+    gw = await make_gateway(queue={"retry_min": "1h", "retry_max": "2h",
+                                   "urgent_retry_min": "200ms", "urgent_retry_max": "400ms"})
+    sink.data_reply = lambda rcpts: "451 4.3.0 later"
+    normal, urgent = await _normal_and_urgent(gw)
+    # Retried on urgent_retry_*: tries again and again while the others wait their hour.
+    await until(lambda: attempts(gw, urgent) >= 3 and all(attempts(gw, m) == 1 for m in normal))
+    assert all(gw.spool.load_state(m)["next_try"] > time.time() + 1800 for m in normal)
+    listed = {r["id"]: r for r in map(json.loads, (await mailgw(gw, "queue", "list", "--json")).stdout.splitlines())}
+    assert listed[urgent]["urgency"] == "hoa_toc" and listed[normal[0]]["urgency"] == "none"
+    assert "[hoa_toc]" in next(line for line in (await mailgw(gw, "queue", "list")).stdout.splitlines()
+                               if line.startswith(urgent))
+
+
+async def test_urgent_messages_go_first(make_gateway, sink):
+    gw = await make_gateway(queue={"concurrency": 1, "retry_min": "1h", "retry_max": "2h",
+                                   "urgent_retry_min": "1h", "urgent_retry_max": "2h"})
+    sink.data_reply = lambda rcpts: "451 4.3.0 later"
+    normal, urgent = await _normal_and_urgent(gw)
+    await until(lambda: all(attempts(gw, m) == 1 for m in (*normal, urgent)))
+    # Everything due at once (`queue deliver ALL`, flushed by the running gateway), one delivery slot:
+    # the urgent message goes first, though it came last.
+    sink.data_reply = lambda rcpts: None
+    flushed = await mailgw(gw, "queue", "deliver", "ALL")
+    assert flushed.returncode == 0, flushed.stderr
+    assert "4 message(s) due now" in flushed.stderr
+    await sink.wait_for(lambda: len(sink.messages) == 4)
+    subjects = [str(email.message_from_bytes(m.data, policy=email.policy.default)["Subject"]) for m in sink.messages]
+    assert subjects[0].startswith("HỎA TỐC") and "14/STTTT-VP" in subjects[0]
+    assert sorted(s.split("số ")[1].split()[0] for s in subjects[1:]) == ["11/STTTT-VP", "12/STTTT-VP", "13/STTTT-VP"]
+
+
+async def test_flush_of_one_id_makes_only_that_one_due(make_gateway, sink):
+    gw = await make_gateway(queue={"retry_min": "1h", "retry_max": "2h"})
+    sink.data_reply = lambda rcpts: "451 4.3.0 later"
+    first = _queued_id(await send(gw, "relay", message(subject="một"), SENDER, ["x@example.com"]))
+    second = _queued_id(await send(gw, "relay", message(subject="hai"), SENDER, ["y@example.com"]))
+    await until(lambda: attempts(gw, first) == 1 and attempts(gw, second) == 1)
+    sink.data_reply = lambda rcpts: None
+    flushed = await mailgw(gw, "queue", "flush", second)
+    assert flushed.returncode == 0 and f"{second}: flush done" in flushed.stdout, flushed.stderr
+    await sink.wait_for(lambda: sink.to("y@example.com"))
+    assert not sink.to("x@example.com") and gw.spool.locate(first) == "queue"
