@@ -20,7 +20,7 @@ import dataclasses
 import email.errors
 import logging
 import time
-from typing import Any, Callable
+from typing import Callable
 
 from mailgw.message import replies
 from mailgw.message.model import Context, Message, Verdict
@@ -45,11 +45,19 @@ STAGES: tuple[Stage, ...] = (
 DECIDED = policy.run  # the last stage `mailgw policy test` runs: nothing after it changes the decision
 
 
+@dataclasses.dataclass(frozen=True)
+class StageTime:
+    """How long one stage took (wall time), for traces."""
+
+    stage: str
+    ms: float
+
+
 log = logging.getLogger("mailgw.pipeline")
 
 
 def run(message: Message, ctx: Context, *, until: Stage | None = None,
-        timings: list[dict[str, Any]] | None = None) -> Verdict:
+        timings: list[StageTime] | None = None) -> Verdict:
     """Run the stages in order and return the verdict; CPU-bound, so callers run it off the event loop.
 
     Stops after ``until`` when given, and after any stage that leaves the
@@ -75,7 +83,7 @@ def run(message: Message, ctx: Context, *, until: Stage | None = None,
             return refuse(message, replies.TEMP_FAILURE, "error")
         finally:
             if timings is not None:
-                timings.append({"stage": _name(stage), "ms": round((time.perf_counter() - started) * 1000, 2)})
+                timings.append(StageTime(_name(stage), round((time.perf_counter() - started) * 1000, 2)))
         if verdict.refused:
             return verdict
         if stage is until:

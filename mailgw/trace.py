@@ -61,16 +61,16 @@ def run(
         helo="policy-test", tls="TLSv1.3" if chosen.role == "submission" else None, auth_user=auth_user,
     )
     message = Message(id=new_id(), envelope=envelope, raw=raw)
-    timings: list[dict[str, Any]] = []
+    timings: list[pipeline.StageTime] = []
     v = pipeline.run(message, ctx, until=pipeline.DECIDED, timings=timings)  # the edge's own answer
     found = message.facts
     stages = []
     for t in timings:
-        step = dict(t)
-        fact = _STAGE_FACTS.get(t["stage"])
+        step: dict[str, Any] = {"stage": t.stage, "ms": t.ms}
+        fact = _STAGE_FACTS.get(t.stage)
         if fact is not None:
             step[fact] = _json(getattr(found, fact))
-        if t["stage"] == "policy":
+        if t.stage == "policy":
             step["decision"] = v.kind
         stages.append(step)
     return {
