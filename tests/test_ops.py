@@ -223,3 +223,24 @@ async def test_json_log_format_and_status_of_a_spool(tmp_path, sink, ca, passwor
     assert st.returncode == 1 and not info["running"] and info["gateway"]["state"] == "stopped"
     assert info["queue"] == {"active": 0, "deferred": 0, "hold": 1, "corrupt": 0}
     assert yaml.safe_load(path.read_text())["log"] == {"format": "json"}
+
+
+def test_systemd_units_verify(tmp_path):
+    """systemd's own checker on the shipped units (the install path replaced by an executable that exists)."""
+    import shutil
+
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (Debian package systemd)")
+    units = sorted((REPO / "systemd").iterdir())
+    for unit in units:
+        (tmp_path / unit.name).write_text(unit.read_text().replace("/opt/mailgw/.venv/bin/mailgw", sys.executable))
+    run = subprocess.run([analyze, "verify", "--man=no", *(str(tmp_path / u.name) for u in units)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and not run.stderr.strip(), run.stderr
+    service = (REPO / "systemd" / "mailgw.service").read_text()
+    for line in ("Type=notify", "KillMode=mixed", "ExecReload=/opt/mailgw/.venv/bin/mailgw reload --pid $MAINPID",
+                 "ProtectProc=invisible", "ProcSubset=pid", "RemoveIPC=yes", "PrivateMounts=yes", "WatchdogSec="):
+        assert line in service
+    assert {u.name for u in units} >= {"mailgw-prune.timer", "mailgw-prune.service", "mailgw-report.timer",
+                                       "mailgw-report.service"}
