@@ -8,7 +8,7 @@ import os
 import signal
 from typing import Any, Callable
 
-from mailgw import policy, sdnotify
+from mailgw import metrics, policy, sdnotify
 from mailgw import status as published
 from mailgw.audit.writer import JOURNAL, AuditWriter
 from mailgw.config import resolver as dnsanswers
@@ -101,6 +101,7 @@ class Gateway:
         self.reload_outcome: dict[str, Any] | None = None
         self.workers = 1
         self.metrics_address: str | None = None
+        self.metrics: metrics.Server | None = None
         self.on_ready: Callable[[], None] | None = None  # a worker tells its supervisor it listens
 
     def context(self) -> Context:
@@ -124,6 +125,11 @@ class Gateway:
         if self.mode != "deliver":
             await self._listen()
         if self.mode != "receive":
+            if s.metrics_listen is not None:
+                host, port = s.metrics_listen
+                self.metrics = metrics.Server(host, port, s.spool, self._metrics_state)
+                self.metrics_address = self.metrics.address
+                log.info("metrics on http://%s/metrics", self.metrics_address)
             self._delivery = loop.create_task(self.deliverer.run())
             self._watch = loop.create_task(self._watchdog())
         if self.mode == "all":
@@ -159,6 +165,10 @@ class Gateway:
             published.write(ctx.settings.spool, data)
         except OSError as e:
             log.warning("status file %s not written: %s", published.path(ctx.settings.spool), e)
+
+    def _metrics_state(self) -> dict[str, Any]:  # called from the metrics thread: reads only
+        ctx = self._ctx
+        return {"database": self.audit.healthy, "policies": ctx.policies.version, "directory": ctx.directory.version}
 
     def status_line(self) -> str:
         ctx = self._ctx
@@ -281,6 +291,9 @@ class Gateway:
             await self._delivery
         if self._watch is not None:
             self._watch.cancel()
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
         await asyncio.to_thread(self.audit.close)
         self.edge.auth_penalty.close()
         self.state = "stopped"

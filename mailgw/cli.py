@@ -136,10 +136,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # ours (the key-exchange groups of Mozilla's "intermediate", mailgw/smtp/openssl.cnf).
         conf = os.path.join(os.path.dirname(os.path.abspath(__file__)), "smtp", "openssl.cnf")
         os.execve(sys.executable, [sys.executable, "-m", "mailgw", *sys.argv[1:]], {**os.environ, "OPENSSL_CONF": conf})
-    from mailgw.app import Gateway
     from mailgw.config.settings import load
 
     settings = load(args.config)
+    if settings.workers > 1 and settings.metrics_listen is not None and not args.worker:
+        # Before prometheus_client loads (mailgw.app imports it): counters in SPOOL/metrics/, shared
+        # by the supervisor and the workers it starts (they inherit the variable; mailgw/metrics.py).
+        import shutil
+
+        shared = os.path.join(settings.spool, "metrics")
+        shutil.rmtree(shared, ignore_errors=True)
+        os.makedirs(shared, mode=0o700, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
+
+    from mailgw.app import Gateway
+
     _setup_logging(settings.log_level, f"worker {args.worker}" if args.worker else "", settings.log_format)
     if args.worker:
         from mailgw import workers

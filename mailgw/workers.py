@@ -33,7 +33,7 @@ import signal
 import sys
 from typing import Callable
 
-from mailgw import sdnotify
+from mailgw import metrics, sdnotify
 from mailgw.app import Gateway
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,7 @@ class Supervisor:
                 loop.remove_reader(read_fd)
                 self._read_ids(read_fd, buffer, index, final=True)
                 os.close(read_fd)
+                metrics.worker_died(proc.pid)
             if self._stopping:
                 return
             log.error("worker %d (pid %d) exited with status %s; starting it again", index, proc.pid, status)

@@ -244,3 +244,53 @@ def test_systemd_units_verify(tmp_path):
         assert line in service
     assert {u.name for u in units} >= {"mailgw-prune.timer", "mailgw-prune.service", "mailgw-report.timer",
                                        "mailgw-report.service"}
+
+
+def _scrape(address: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The samples of a /metrics page, read with prometheus-client's own parser."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+async def test_metrics_summed_over_workers(tmp_path, sink, ca, password_hash):
+    path, mx, relay = _config(tmp_path, sink, ca, password_hash, workers=2, metrics={"listen": "127.0.0.1:0"})
+    notify = Notifications(tmp_path)
+    proc = _serve(path, tmp_path / "serve.log", {"NOTIFY_SOCKET": notify.path})
+    try:
+        ready = await notify.wait_for("READY")  # the supervisor's, once both workers listen
+        assert ready["MAINPID"] == str(proc.pid)
+        address = json.loads((tmp_path / "spool" / "status.json").read_text())["metrics"]
+        assert address.startswith("127.0.0.1:")
+        await _refused(message(), "someone@example.com", ["victim@example.net"], mx)
+        for i in range(3):  # separate connections: the kernel spreads them over the workers
+            await aiosmtplib.send(message(subject=f"m{i}"), sender=SENDER, recipients=[f"r{i}@binhthuan.gov.vn"],
+                                  hostname="127.0.0.1", port=relay, start_tls=False)
+        await _refused(message(extra_headers="From: x@binhthuan.gov.vn\r\n"), SENDER, ["r@binhthuan.gov.vn"], relay)
+        await sink.wait_for(lambda: len(sink.messages) == 3)
+        m = await asyncio.to_thread(_scrape, address)
+        for _ in range(100):  # the last delivery's counter is written just after the sink's 250
+            if m.get(("mailgw_deliveries_total", (("status", "sent"),))) == 3:
+                break
+            await asyncio.sleep(0.05)
+            m = await asyncio.to_thread(_scrape, address)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        notify.close()
+    assert m[("mailgw_decisions_total", (("decision", "accept"), ("rule", "default")))] == 3
+    assert m[("mailgw_decisions_total", (("decision", "reject"), ("rule", "smtp")))] == 1
+    assert m[("mailgw_deliveries_total", (("status", "sent"),))] == 3
+    assert m[("mailgw_smtp_refusals_total", (("listener", "mx"), ("stage", "RCPT")))] == 1
+    assert sum(v for (name, labels), v in m.items() if name == "mailgw_smtp_sessions_total") == 5
+    assert m[("mailgw_stage_seconds_count", (("stage", "parse"),))] == 4
+    assert m[("mailgw_stage_seconds_count", (("stage", "spool"),))] == 3
+    assert m[("mailgw_queue_messages", (("state", "hold"),))] == 0
+    assert m[("mailgw_journal_backlog", ())] == 0
+    assert m[("mailgw_exchange_log_database_up", ())] == 1
+    assert any(name == "mailgw_config_info" and dict(labels)["policies"] for (name, labels) in m)

@@ -21,7 +21,7 @@ import re
 import time
 from typing import Any, Awaitable, Callable
 
-from mailgw import logsetup
+from mailgw import logsetup, metrics
 from mailgw.audit import record
 from mailgw.config.settings import Route
 from mailgw.delivery import dsn, transports
@@ -295,6 +295,7 @@ _DSN = re.compile(r"\b[245]\d\d[ -]([245]\.\d{1,3}\.\d{1,3})\b")  # "DATA: 451 4
 def _log_event(event: dict[str, Any], env: dict[str, Any] | None = None) -> None:
     """Postfix's delivery line: to, relay, delay since arrival, dsn (the enhanced status code), status (reply)."""
     env = env or {}
+    metrics.DELIVERIES.labels(event["status"]).inc()
     reply = str(event["reply"] or "")
     m = _DSN.search(reply)
     dsn_code = m.group(1) if m else {"sent": "2.0.0", "deferred": "4.0.0"}.get(event["status"], "5.0.0")

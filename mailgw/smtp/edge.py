@@ -22,7 +22,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, TLSSetupException
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from aiosmtpd.smtp import Session as SmtpSession
 
-from mailgw import logsetup, pipeline
+from mailgw import logsetup, metrics, pipeline
 from mailgw.audit import record
 from mailgw.config.settings import Listener
 from mailgw.delivery import dsn
@@ -130,13 +130,17 @@ class Edge:
         Runs in a worker thread: one hand-off from the event loop for all of it.
         The meta is None when the message is refused (reject or defer): nothing is spooled.
         """
-        verdict = pipeline.run(message, ctx)
+        timings: list[dict[str, Any]] = []
+        verdict = pipeline.run(message, ctx, timings=timings)
+        for t in timings:
+            metrics.STAGE_SECONDS.labels(t["stage"]).observe(t["ms"] / 1000)
         if verdict.refused:
             return verdict, None
         envelope = message.envelope.to_json()
         envelope["rcpts"] = envelope["rcpts"] + [a for a in verdict.archive if a not in envelope["rcpts"]]
         meta = {"envelope": envelope, "record": record.build(message, ctx, verdict.reply).to_json()}
-        self.spool.put_sync(message.id, meta, message.final_bytes(), held=verdict.kind == "quarantine")
+        with metrics.STAGE_SECONDS.labels("spool").time():
+            self.spool.put_sync(message.id, meta, message.final_bytes(), held=verdict.kind == "quarantine")
         return verdict, meta
 
     async def _notify_held(self, message: Message, ctx: Context) -> None:
@@ -175,7 +179,8 @@ class Edge:
 
     async def _keep(self, rec: dict[str, Any]) -> bool:
         try:
-            await self.recorder(rec)
+            with metrics.STAGE_SECONDS.labels("record").time():
+                await self.recorder(rec)
             return True
         except Exception:
             log.exception("exchange %s: decision record not kept; the client gets 451", rec.get("id"))
@@ -221,11 +226,16 @@ def _log_exchange(message: Message, reply: str) -> None:
     env = message.envelope
     v = message.verdict
     code = reply[:3]
+    decision = v.kind if code[:1] == "2" else ("defer" if code[:1] == "4" else "reject")
+    metrics.DECISIONS.labels(decision, v.rule).inc()
+    dkim = message.facts.dkim
+    if dkim is not None and (dkim.signed or dkim.status):
+        metrics.DKIM.labels("signed" if dkim.signed else str(dkim.status)).inc()
     status = {"2": "held" if v.kind == "quarantine" else "queued", "4": "deferred", "5": "rejected"}.get(code[:1], "?")
     logsetup.event(
         log, logging.INFO, "exchange", id=message.id, listener=env.listener, client=env.client_ip, helo=env.helo or None,
         tls=env.tls, auth=env.auth_user, **{"from": env.mail_from}, to=list(env.rcpts), size=len(message.raw),
-        decision=v.kind if code[:1] == "2" else ("defer" if code[:1] == "4" else "reject"), rule=v.rule,
+        decision=decision, rule=v.rule,
         tags=",".join(v.tags) or None, delay=round(time.time() - env.received_at, 3), status=status, reply=reply,
     )
 
@@ -234,6 +244,7 @@ def _log_refusal(server: SmtpServer, command: str, reply: str, arg: str | None =
     """A refusal before DATA (connect, HELO, MAIL, RCPT): no exchange yet, so the session says who and what."""
     env = server.envelope
     session = server.session
+    metrics.REFUSALS.labels(server.listener.name, command).inc()
     logsetup.event(
         log, logging.INFO, "reject", stage=command, listener=server.listener.name, client=server.client_ip,
         helo=(session.host_name if session is not None else None) or None, auth=server.login,
@@ -449,6 +460,7 @@ class SmtpServer(datastream.ChunkedData, SMTP):
             key = (self.listener.name, self.client_ip)
             if self.edge.connections[key] >= self._connections_per_ip:
                 self._refused = True
+                metrics.REFUSALS.labels(self.listener.name, "CONNECT").inc()
                 logsetup.event(log, logging.WARNING, "reject", stage="CONNECT", listener=self.listener.name,
                                client=self.client_ip, reply=str(replies.TOO_MANY_CONNECTIONS))
                 transport.write(str(replies.TOO_MANY_CONNECTIONS).encode() + b"\r\n")  # type: ignore[attr-defined]
@@ -456,6 +468,7 @@ class SmtpServer(datastream.ChunkedData, SMTP):
                 return
             self.edge.connections[key] += 1
             self._counted = True
+            metrics.SESSIONS.labels(self.listener.name).inc()
             self.edge.sessions.add(self)
         super().connection_made(transport)
 
