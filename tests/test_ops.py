@@ -294,3 +294,18 @@ async def test_metrics_summed_over_workers(tmp_path, sink, ca, password_hash):
     assert m[("mailgw_journal_backlog", ())] == 0
     assert m[("mailgw_exchange_log_database_up", ())] == 1
     assert any(name == "mailgw_config_info" and dict(labels)["policies"] for (name, labels) in m)
+
+
+def test_log_and_metrics_settings(tmp_path, ca, password_hash):
+    from mailgw.config import settings
+    from mailgw.config.yamlfile import ConfigError
+
+    path = write_config(tmp_path, 2526, ca, password_hash, metrics={})
+    s = settings.load(str(path))
+    assert s.metrics_listen == ("127.0.0.1", 9464) and s.log_format == "text"
+    path = write_config(tmp_path, 2526, ca, password_hash, log={"format": "xml"}, metrics={"listen": "9464"})
+    with pytest.raises(ConfigError) as e:
+        settings.load(str(path))
+    text = str(e.value)
+    assert re.search(r"gateway\.yaml:\d+: log format must be text or json, not 'xml'", text), text
+    assert re.search(r"gateway\.yaml:\d+: 'listen' must be HOST:PORT, not '9464'", text), text
