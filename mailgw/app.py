@@ -134,7 +134,9 @@ class Gateway:
             self._watch = loop.create_task(self._watchdog())
         if self.mode == "all":
             self.ready()
-        elif self.mode == "receive" and self.on_ready is not None:
+        elif self.mode == "deliver":
+            self.publish()  # "starting" until every worker listens (mailgw.workers)
+        elif self.on_ready is not None:
             self.on_ready()
 
     def ready(self) -> None:
