@@ -8,7 +8,8 @@ import os
 import signal
 from typing import Any, Callable
 
-from mailgw import policy
+from mailgw import metrics, policy, sdnotify
+from mailgw import status as published
 from mailgw.audit.writer import JOURNAL, AuditWriter
 from mailgw.config import resolver as dnsanswers
 from mailgw.config import settings
@@ -91,7 +92,17 @@ class Gateway:
         self.servers: dict[str, asyncio.base_events.Server] = {}
         self.addresses: dict[str, tuple[str, int]] = {}  # listener name -> bound address
         self._delivery: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
+        # systemd's readiness protocol: set for the process that speaks for the service (mailgw.sdnotify)
+        self.notifier: sdnotify.Notifier | None = None
+        self.started = published._now()
+        self.state = "starting"
+        self.reload_outcome: dict[str, Any] | None = None
+        self.workers = 1
+        self.metrics_address: str | None = None
+        self.metrics: metrics.Server | None = None
+        self.on_ready: Callable[[], None] | None = None  # a worker tells its supervisor it listens
 
     def context(self) -> Context:
         return self._ctx
@@ -114,7 +125,79 @@ class Gateway:
         if self.mode != "deliver":
             await self._listen()
         if self.mode != "receive":
+            if s.metrics_listen is not None:
+                host, port = s.metrics_listen
+                self.metrics = metrics.Server(host, port, s.spool, self._metrics_state)
+                self.metrics_address = self.metrics.address
+                log.info("metrics on http://%s/metrics", self.metrics_address)
             self._delivery = loop.create_task(self.deliverer.run())
+            self._watch = loop.create_task(self._watchdog())
+        if self.mode == "all":
+            self.ready()
+        elif self.mode == "deliver":
+            self.publish()  # "starting" until every worker listens (mailgw.workers)
+        elif self.on_ready is not None:
+            self.on_ready()
+
+    def ready(self) -> None:
+        """Migrations done, every port bound: say so to systemd and in the status file."""
+        self.state = "running"
+        self.publish()
+        if self.notifier is not None:
+            self.notifier.ready(self.status_line())
+
+    def publish(self) -> None:
+        """Replace SPOOL/status.json (mailgw.status) with what is in force now; never fatal."""
+        if self.mode == "receive":
+            return
+        ctx = self._ctx
+        data = {
+            "pid": os.getpid(), "node": ctx.settings.node, "hostname": ctx.settings.hostname, "state": self.state,
+            "started": self.started, "workers": self.workers,
+            "policies": {"version": ctx.policies.version, "rules": len(ctx.policies.rules),
+                         "files": len(ctx.policies.files)},
+            "directory": {"version": ctx.directory.version},
+            "reload": self.reload_outcome,
+            "exchange_log": "database" if self.audit.healthy else "journal",
+            "listeners": {name: f"{host}:{port}" for name, (host, port) in self.addresses.items()}
+            or {l.name: f"{l.host}:{l.port}" for l in ctx.settings.listeners},
+            "metrics": self.metrics_address,
+        }
+        try:
+            published.write(ctx.settings.spool, data)
+        except OSError as e:
+            log.warning("status file %s not written: %s", published.path(ctx.settings.spool), e)
+
+    def _metrics_state(self) -> dict[str, Any]:  # called from the metrics thread: reads only
+        ctx = self._ctx
+        return {"database": self.audit.healthy, "policies": ctx.policies.version, "directory": ctx.directory.version}
+
+    def status_line(self) -> str:
+        ctx = self._ctx
+        return (f"policies {ctx.policies.version}, directory {ctx.directory.version}; exchange log "
+                f"{'in its database' if self.audit.healthy else 'in the local journal'}")
+
+    def healthy(self) -> bool:
+        """The health check systemd's watchdog relies on: delivery runs, every listener serves."""
+        if self._delivery is not None and self._delivery.done():
+            return False
+        return all(server.is_serving() for server in self.servers.values())
+
+    async def _watchdog(self) -> None:
+        """WATCHDOG=1 while healthy; the status file and STATUS= follow the exchange log's health."""
+        interval = 5.0
+        if self.notifier is not None and self.notifier.watchdog_interval:
+            interval = min(interval, self.notifier.watchdog_interval / 2)
+        last = self.audit.healthy
+        while True:
+            await asyncio.sleep(interval)
+            if self.notifier is not None and self.notifier.watchdog_interval and self.healthy():
+                self.notifier.watchdog()
+            if self.audit.healthy != last and self.state == "running":
+                last = self.audit.healthy
+                self.publish()
+                if self.notifier is not None:
+                    self.notifier.status(self.status_line())
 
     async def _listen(self) -> None:
         s = self._ctx.settings
@@ -134,12 +217,32 @@ class Gateway:
             log.info("listener %s (%s) on %s:%d%s", listener.name, listener.role, sock[0], sock[1], " with STARTTLS" if context else "")
 
     def reload(self) -> bool:
-        """Load the files again; keep the running set if anything is wrong (SIGHUP)."""
+        """Load the files again; keep the running set if anything is wrong (SIGHUP).
+
+        The outcome is published (status file, systemd's READY=1 after RELOADING=1), for
+        ``mailgw reload`` to turn a failed reload into a failed ``systemctl reload``.
+        """
+        if self.notifier is not None:
+            self.notifier.reloading()
+        error: str | None = None
+        try:
+            ok = self._reload()
+        except ConfigError as e:
+            ok = False
+            error = "; ".join(str(p) for p in e.problems[:5]) + (f" (and {len(e.problems) - 5} more)" if len(e.problems) > 5 else "")
+        count = (self.reload_outcome or {}).get("count", 0) + 1
+        self.reload_outcome = {"count": count, "ok": ok, "time": published._now(), "error": error}
+        self.publish()
+        if self.notifier is not None:
+            self.notifier.reloaded(self.status_line() if ok else f"reload FAILED, previous configuration kept: {error}")
+        return ok
+
+    def _reload(self) -> bool:
         try:
             ctx, warnings = load_context(self.settings_path)
         except ConfigError as e:
             log.error("reload failed; keeping the running configuration:\n%s", e)
-            return False
+            raise
         old = self._ctx.settings
         if ctx.settings.listeners != old.listeners or ctx.settings.spool != old.spool:
             log.warning("reload: listener and spool changes take effect only after a restart")
@@ -158,6 +261,8 @@ class Gateway:
 
     async def serve_forever(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.mode == "all":
+            self.notifier = sdnotify.Notifier()
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
@@ -168,6 +273,10 @@ class Gateway:
     async def drain(self) -> None:
         """Stop accepting, let open transactions finish (bounded), finish running deliveries."""
         log.info("draining: no new connections")
+        if self.notifier is not None:
+            self.notifier.stopping()
+        self.state = "stopping"
+        self.publish()
         for server in self.servers.values():
             server.close()
         deadline = loop_time() + self._ctx.settings.limits.drain_timeout
@@ -182,8 +291,15 @@ class Gateway:
         self.deliverer.stop()
         if self._delivery is not None:
             await self._delivery
+        if self._watch is not None:
+            self._watch.cancel()
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
         await asyncio.to_thread(self.audit.close)
         self.edge.auth_penalty.close()
+        self.state = "stopped"
+        self.publish()
         log.info("stopped")
 
 

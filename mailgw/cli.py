@@ -6,7 +6,6 @@ import argparse
 import datetime
 import getpass
 import json
-import logging
 import os
 import sys
 import time
@@ -51,6 +50,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
     s.add_argument("--notify-fd", type=int, help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("status", parents=[common], help="what the running gateway runs, its queue and exchange log")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("reload", parents=[common],
+                       help="reload the running gateway (SIGHUP) and wait for the outcome: exit 1 if it kept the old files")
+    s.add_argument("--pid", type=int, help="the gateway's pid (systemd: $MAINPID; default: from its status file)")
+    s.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the outcome (default 60)")
+    s.set_defaults(func=cmd_reload)
 
     s = sub.add_parser("check", parents=[common], help="validate settings, directory and policies")
     s.set_defaults(func=cmd_check)
@@ -143,15 +152,11 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def _setup_logging(level: str = "INFO", who: str = "") -> None:
+def _setup_logging(level: str = "INFO", who: str = "", fmt: str = "text") -> None:
     """``who`` names the process in every line when several share the log (``worker 2``)."""
-    who = f"[{who}] " if who else ""
-    logging.basicConfig(level=level, stream=sys.stderr, format=f"%(asctime)s %(levelname)s {who}%(name)s: %(message)s")
-    # aiosmtpd logs every command at INFO ("mail.log"); keep that for DEBUG only,
-    # and drop its warning about its own deprecated attribute.
-    smtp_log = logging.getLogger("mail.log")
-    smtp_log.setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
-    smtp_log.addFilter(lambda record: "login_data is deprecated" not in record.getMessage())
+    from mailgw import logsetup
+
+    logsetup.setup(level, who, fmt)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -160,11 +165,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # ours (the key-exchange groups of Mozilla's "intermediate", mailgw/smtp/openssl.cnf).
         conf = os.path.join(os.path.dirname(os.path.abspath(__file__)), "smtp", "openssl.cnf")
         os.execve(sys.executable, [sys.executable, "-m", "mailgw", *sys.argv[1:]], {**os.environ, "OPENSSL_CONF": conf})
-    from mailgw.app import Gateway
     from mailgw.config.settings import load
 
     settings = load(args.config)
-    _setup_logging(settings.log_level, f"worker {args.worker}" if args.worker else "")
+    if settings.workers > 1 and settings.metrics_listen is not None and not args.worker:
+        # Before prometheus_client loads (mailgw.app imports it): counters in SPOOL/metrics/, shared
+        # by the supervisor and the workers it starts (they inherit the variable; mailgw/metrics.py).
+        import shutil
+
+        shared = os.path.join(settings.spool, "metrics")
+        shutil.rmtree(shared, ignore_errors=True)
+        os.makedirs(shared, mode=0o700, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
+
+    from mailgw.app import Gateway
+
+    _setup_logging(settings.log_level, f"worker {args.worker}" if args.worker else "", settings.log_format)
     if args.worker:
         from mailgw import workers
 
@@ -172,7 +188,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         on_queued = workers.notifier(args.notify_fd) if args.notify_fd is not None else None
 
         async def run() -> None:
-            await Gateway(args.config, mode="receive", on_queued=on_queued).serve_forever()
+            gateway = Gateway(args.config, mode="receive", on_queued=on_queued)
+            if args.notify_fd is not None:
+                gateway.on_ready = workers.ready_sender(args.notify_fd)
+            await gateway.serve_forever()
     elif settings.workers > 1:
         from mailgw import workers
 
@@ -190,6 +209,66 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     uvloop.run(run())
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Exit 0 when the gateway runs, 1 when it does not (the rest is shown all the same)."""
+    from mailgw import status
+    from mailgw.config import settings
+
+    info = status.gather(settings.load(args.config).spool)
+    print(json.dumps(info, ensure_ascii=False) if args.json else status.render(info))
+    return 0 if info["running"] else 1
+
+
+def _spool_path(config: str) -> str:
+    """The spool directory even from a settings file that no longer validates (what a failed reload is about)."""
+    from mailgw.config import settings
+
+    try:
+        return settings.load(config).spool
+    except ConfigError as e:
+        import yaml
+
+        try:
+            with open(config, encoding="utf-8") as f:
+                spool = (yaml.safe_load(f) or {}).get("spool")
+        except (OSError, yaml.YAMLError, AttributeError):
+            spool = None
+        if not isinstance(spool, str):
+            raise e from None
+        return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(config)), spool))
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    import signal
+
+    from mailgw import status
+
+    spool = _spool_path(args.config)
+    before = status.read(spool) or {}
+    pid = args.pid or before.get("pid")
+    if not isinstance(pid, int) or not status.alive(pid) or (not args.pid and before.get("state") == "stopped"):
+        print(f"mailgw reload: the gateway is not running (no live pid in {status.path(spool)})", file=sys.stderr)
+        return 1
+    seen = (before.get("reload") or {}).get("count", 0) if before.get("pid") == pid else 0
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        now = status.read(spool) or {}
+        outcome = now.get("reload") or {}
+        if now.get("pid") == pid and outcome.get("count", 0) > seen:
+            if outcome.get("ok"):
+                pol = now.get("policies") or {}
+                print(f"reloaded: policies version {pol.get('version')}, directory version "
+                      f"{(now.get('directory') or {}).get('version')}")
+                return 0
+            print(f"mailgw reload: FAILED, the gateway keeps its previous configuration: {outcome.get('error')}",
+                  file=sys.stderr)
+            return 1
+        time.sleep(0.1)  # polling a file another process replaces; no event to wait on across processes
+    print(f"mailgw reload: no outcome from pid {pid} in {args.timeout:.0f} s", file=sys.stderr)
+    return 1
 
 
 def cmd_check(args: argparse.Namespace) -> int:

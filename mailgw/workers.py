@@ -33,6 +33,7 @@ import signal
 import sys
 from typing import Callable
 
+from mailgw import metrics, sdnotify
 from mailgw.app import Gateway
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,21 @@ def notifier(fd: int) -> Callable[[str], None]:
     return notify
 
 
+READY = b"+ready"  # a worker's line on the pipe once its listeners are bound (ids never start with "+")
+
+
+def ready_sender(fd: int) -> Callable[[], None]:
+    """The worker side: tell the supervisor this worker listens (for systemd's READY=1)."""
+
+    def ready() -> None:
+        try:
+            os.write(fd, READY + b"\n")
+        except OSError as e:
+            log.warning("cannot tell the supervisor this worker is ready: %s", e)
+
+    return ready
+
+
 class Supervisor:
     """Starts the workers, delivers what they queue, forwards signals, restarts a worker that dies."""
 
@@ -76,12 +92,16 @@ class Supervisor:
         self.settings_path = settings_path
         self.count = workers
         self.gateway = Gateway(settings_path, mode="deliver")
+        self.gateway.workers = workers
         self.procs: dict[int, asyncio.subprocess.Process] = {}
+        self._ready: set[int] = set()
         self._stopping = False
         self._stop = asyncio.Event()
 
     async def serve_forever(self) -> None:
         loop = asyncio.get_running_loop()
+        # Read (and removed from the environment) before any worker starts: only the supervisor speaks to systemd.
+        self.gateway.notifier = sdnotify.Notifier()
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
@@ -102,6 +122,8 @@ class Supervisor:
     async def drain(self) -> None:
         """Workers first (they finish open transactions and queue them), then delivery."""
         self._stopping = True
+        if self.gateway.notifier is not None:
+            self.gateway.notifier.stopping()
         for proc in self.procs.values():
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
@@ -131,19 +153,20 @@ class Supervisor:
             self.procs[index] = proc
             log.info("worker %d started (pid %d)", index, proc.pid)
             buffer = bytearray()
-            loop.add_reader(read_fd, self._read_ids, read_fd, buffer)
+            loop.add_reader(read_fd, self._read_ids, read_fd, buffer, index)
             try:
                 status = await proc.wait()
             finally:
                 loop.remove_reader(read_fd)
-                self._read_ids(read_fd, buffer, final=True)
+                self._read_ids(read_fd, buffer, index, final=True)
                 os.close(read_fd)
+                metrics.worker_died(proc.pid)
             if self._stopping:
                 return
             log.error("worker %d (pid %d) exited with status %s; starting it again", index, proc.pid, status)
             await asyncio.sleep(RESTART_DELAY)
 
-    def _read_ids(self, fd: int, buffer: bytearray, final: bool = False) -> None:
+    def _read_ids(self, fd: int, buffer: bytearray, index: int, final: bool = False) -> None:
         os.set_blocking(fd, False)
         while True:
             try:
@@ -158,9 +181,21 @@ class Supervisor:
         *ids, rest = bytes(buffer).split(b"\n")
         buffer[:] = rest
         for raw in ids:
+            if raw == READY:
+                self._worker_ready(index)
+                continue
             msg_id = raw.decode("ascii", "replace")
             if msg_id and all(ch.isalnum() or ch in "-_" for ch in msg_id):
                 self.gateway.deliverer.notify(msg_id)
+
+
+    def _worker_ready(self, index: int) -> None:
+        """READY=1 once every worker has bound its ports, the first time only (a restart is not a start)."""
+        if self.gateway.state != "starting":
+            return
+        self._ready.add(index)
+        if len(self._ready) >= self.count:
+            self.gateway.ready()
 
 
 async def supervise(settings_path: str, workers: int) -> None:

@@ -115,7 +115,7 @@ async def test_the_most_preferred_mx_host_gets_the_message(make_gateway, tmp_pat
         await mx_sinks.at["127.0.0.2"].wait_for(lambda: bool(mx_sinks.at["127.0.0.2"].messages))
         await gw.deliverer.run_until_empty()
     assert mx_sinks.received() == {"127.0.0.2": [["nam@example.vn"]]}
-    assert any(f"remote=mx1.example.vn[127.0.0.2]:{mx_sinks.port}" in r.getMessage() for r in caplog.records)
+    assert any(f"relay=mx1.example.vn[127.0.0.2]:{mx_sinks.port}" in r.getMessage() for r in caplog.records)
     assert gw.spool.ids() == []
 
 

@@ -161,6 +161,8 @@ class Settings:
     attachments: AttachmentLimits = dataclasses.field(default_factory=lambda: AttachmentLimits())
     audit: AuditSettings = dataclasses.field(default_factory=lambda: AuditSettings())
     workers: int = 1  # serving processes sharing the listening ports (mailgw.workers)
+    log_format: str = "text"  # log: {format: text|json} (mailgw.logsetup)
+    metrics_listen: tuple[str, int] | None = None  # metrics: {listen: HOST:PORT} (mailgw.metrics); None: off
 
     def effective(self) -> str:
         """The effective settings as one log line (chasquid's LogConfig)."""
@@ -179,6 +181,7 @@ class Settings:
 _TOP_KEYS = {
     "hostname", "node", "directory", "policies", "database", "spool", "credentials",
     "listeners", "routes", "dkim", "tls", "queue", "limits", "log_level", "dns", "attachments", "audit", "workers",
+    "log", "metrics",
 }
 
 
@@ -230,12 +233,15 @@ def load(path: str) -> Settings:
     attachments = _attachments(c, data, rel)
     audit = _audit(c, data)
     workers = _workers(c, data, listeners)
+    log_format = _log(c, data)
+    metrics_listen = _metrics(c, data)
     c.raise_if_errors()
     return Settings(
         file=os.path.abspath(path), hostname=hostname, node=node, directory=directory, policies=policies,
         database=database, spool=spool, credentials=credentials, listeners=tuple(listeners), routes=routes,
         dkim=tuple(dkim), tls=tls, queue=queue, limits=limits, log_level=log_level,
         dns=dns, attachments=attachments, audit=audit, workers=workers,
+        log_format=log_format, metrics_listen=metrics_listen,
     )
 
 
@@ -512,6 +518,36 @@ def _audit(c: Checker, data: YMap) -> AuditSettings:
         if key in m and values.get(key) == 0:
             c.error(m, key, f"audit {key} must be above 0")
     return out
+
+
+def _log(c: Checker, data: YMap) -> str:
+    if "log" not in data:
+        return "text"
+    m = c.mapping(data["log"], data, "log", "'log'")
+    if m is None:
+        return "text"
+    c.keys(m, ("format",), what="log")
+    fmt: str = c.typed(m, "format", str, "text")
+    if fmt not in ("text", "json"):
+        c.error(m, "format", f"log format must be text or json, not {fmt!r}")
+        return "text"
+    return fmt
+
+
+DEFAULT_METRICS = ("127.0.0.1", 9464)  # Prometheus's registered default for exporters' 9xxx range
+
+
+def _metrics(c: Checker, data: YMap) -> tuple[str, int] | None:
+    if "metrics" not in data:
+        return None
+    m = c.mapping(data["metrics"], data, "metrics", "'metrics'")
+    if m is None:
+        return None
+    c.keys(m, ("listen",), what="metrics")
+    if "listen" not in m:
+        return DEFAULT_METRICS  # loopback: the scraper runs on this machine or tunnels to it
+    host, port = _hostport(c, m, "listen")
+    return (host, port) if host else None
 
 
 def _queue(c: Checker, data: YMap) -> QueueSettings:

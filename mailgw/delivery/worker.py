@@ -18,9 +18,11 @@ import email.header
 import functools
 import inspect
 import logging
+import re
 import time
 from typing import Any, Awaitable, Callable
 
+from mailgw import logsetup, metrics
 from mailgw.audit import record
 from mailgw.config.settings import Route
 from mailgw.delivery import dsn, transports
@@ -212,7 +214,7 @@ class Deliverer:
                 "reply": result.reply, "remote": result.remote,
             })
         # Reported before the state is saved: a crash in between repeats the attempt, never loses its outcome.
-        await self._report(events)
+        await self._report(events, env)
 
         if failures and env["mail_from"]:  # never bounce a bounce (RFC 5321 6.1)
             state["dsns"] = state.get("dsns", 0) + 1
@@ -235,11 +237,11 @@ class Deliverer:
         await asyncio.to_thread(self.spool.save_state, msg_id, state)
         self._due[msg_id] = state["next_try"]
 
-    async def _report(self, events: list[dict[str, Any]]) -> None:
+    async def _report(self, events: list[dict[str, Any]], env: dict[str, Any]) -> None:
         """Hand every outcome of an attempt to ``on_event`` at once (the log commits them together)."""
         pending = []
         for event in events:
-            _log_event(event)  # the mail log, for operators, whatever else hears the outcome
+            _log_event(event, env)  # the mail log, for operators, whatever else hears the outcome
             if self.on_event is None:
                 continue
             try:
@@ -336,7 +338,20 @@ def _dsn_record(dsn_id: str, env: Envelope, data: bytes, original_id: str, ctx: 
     return record.build(message, ctx, "", dsn_for=original_id).to_json()
 
 
-def _log_event(event: dict[str, Any]) -> None:
-    log.info("delivery id=%s rcpt=<%s> attempt=%d status=%s remote=%s reply=%s",
-             event["id"], event["rcpt"], event["attempt"], event["status"], event["remote"], event["reply"])
+_DSN = re.compile(r"\b[245]\d\d[ -]([245]\.\d{1,3}\.\d{1,3})\b")  # "DATA: 451 4.3.0 ..." too
 
+
+def _log_event(event: dict[str, Any], env: dict[str, Any] | None = None) -> None:
+    """Postfix's delivery line: to, relay, delay since arrival, dsn (the enhanced status code), status (reply)."""
+    env = env or {}
+    metrics.DELIVERIES.labels(event["status"]).inc()
+    reply = str(event["reply"] or "")
+    m = _DSN.search(reply)
+    dsn_code = m.group(1) if m else {"sent": "2.0.0", "deferred": "4.0.0"}.get(event["status"], "5.0.0")
+    level = logging.WARNING if event["status"] in ("bounced", "expired") else logging.INFO
+    logsetup.event(
+        log, level, "delivery", id=event["id"], **{"from": env.get("mail_from", "")}, to=event["rcpt"],
+        attempt=event["attempt"], relay=event["remote"] or "none",
+        delay=round(event["time"] - float(env.get("received_at", event["time"])), 3), dsn=dsn_code,
+        status=event["status"], reply=reply,
+    )

@@ -22,7 +22,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, TLSSetupException
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from aiosmtpd.smtp import Session as SmtpSession
 
-from mailgw import pipeline
+from mailgw import logsetup, metrics, pipeline
 from mailgw.audit import record
 from mailgw.config.settings import Listener
 from mailgw.delivery import dsn
@@ -34,6 +34,10 @@ from mailgw.smtp import datastream, wire
 from mailgw.smtp.penalty import AuthPenalty
 
 log = logging.getLogger(__name__)
+
+# Refusals of these commands are logged as "reject" lines (AUTH failures have their own warning;
+# every other command's errors are the client's syntax, seen with log_level DEBUG).
+_REFUSALS_LOGGED = frozenset({"HELO", "EHLO", "MAIL", "RCPT", "DATA", "STARTTLS", "BDAT"})
 
 MAX_AUTH_FAILURES = 3  # per session, then 421: slows down password guessing
 
@@ -92,6 +96,11 @@ class Edge:
         return await asyncio.shield(task)
 
     async def _accept(self, message: Message, ctx: Context) -> str:
+        reply = await self._decide(message, ctx)
+        _log_exchange(message, reply)
+        return reply
+
+    async def _decide(self, message: Message, ctx: Context) -> str:
         settings = ctx.settings
         if self.spool.free_bytes() < _min_free(settings) + 2 * len(message.raw):
             return await self._refuse(message, ctx, replies.NO_STORAGE, "smtp")
@@ -121,13 +130,17 @@ class Edge:
         Runs in a worker thread: one hand-off from the event loop for all of it.
         The meta is None when the message is refused (reject or defer): nothing is spooled.
         """
-        verdict = pipeline.run(message, ctx)
+        timings: list[dict[str, Any]] = []
+        verdict = pipeline.run(message, ctx, timings=timings)
+        for t in timings:
+            metrics.STAGE_SECONDS.labels(t["stage"]).observe(t["ms"] / 1000)
         if verdict.refused:
             return verdict, None
         envelope = message.envelope.to_json()
         envelope["rcpts"] = envelope["rcpts"] + [a for a in verdict.archive if a not in envelope["rcpts"]]
         meta = {"envelope": envelope, "record": record.build(message, ctx, verdict.reply).to_json()}
-        self.spool.put_sync(message.id, meta, message.final_bytes(), held=verdict.kind == "quarantine")
+        with metrics.STAGE_SECONDS.labels("spool").time():
+            self.spool.put_sync(message.id, meta, message.final_bytes(), held=verdict.kind == "quarantine")
         return verdict, meta
 
     async def _notify_held(self, message: Message, ctx: Context) -> None:
@@ -146,6 +159,7 @@ class Edge:
         await self.spool.put(notice_id, {"envelope": env.to_json(), "record": rec}, data)
         if not await self._keep(rec):
             log.error("notice %s: record not kept now; it is logged from the spool at the next start", notice_id)
+        logsetup.event(log, logging.INFO, "notice", id=notice_id, held=message.id, to=message.envelope.mail_from)
         self.on_queued(notice_id)
 
     async def _refuse(self, message: Message, ctx: Context, refusal: SmtpReply, rule: str) -> str:
@@ -165,7 +179,8 @@ class Edge:
 
     async def _keep(self, rec: dict[str, Any]) -> bool:
         try:
-            await self.recorder(rec)
+            with metrics.STAGE_SECONDS.labels("record").time():
+                await self.recorder(rec)
             return True
         except Exception:
             log.exception("exchange %s: decision record not kept; the client gets 451", rec.get("id"))
@@ -203,10 +218,38 @@ def _min_free(settings: Any) -> int:
 
 
 async def _log_record(rec: dict[str, Any]) -> None:
-    d = rec["decision"]
-    log.info(
-        "exchange id=%s listener=%s client=%s from=<%s> rcpts=%d size=%d decision=%s rule=%s",
-        rec["id"], rec["listener"], rec["client_ip"], rec["mail_from"], len(rec["rcpts"]), rec["size"], d["decision"], d["rule"],
+    """The recorder of an edge without an exchange log (benchmarks): the exchange line is the only trace."""
+
+
+def _log_exchange(message: Message, reply: str) -> None:
+    """One line per exchange, whatever its outcome, with the reply the client got (its id in it)."""
+    env = message.envelope
+    v = message.verdict
+    code = reply[:3]
+    decision = v.kind if code[:1] == "2" else ("defer" if code[:1] == "4" else "reject")
+    metrics.DECISIONS.labels(decision, v.rule).inc()
+    dkim = message.facts.dkim
+    if dkim is not None and (dkim.signed or dkim.status):
+        metrics.DKIM.labels("signed" if dkim.signed else str(dkim.status)).inc()
+    status = {"2": "held" if v.kind == "quarantine" else "queued", "4": "deferred", "5": "rejected"}.get(code[:1], "?")
+    logsetup.event(
+        log, logging.INFO, "exchange", id=message.id, listener=env.listener, client=env.client_ip, helo=env.helo or None,
+        tls=env.tls, auth=env.auth_user, **{"from": env.mail_from}, to=list(env.rcpts), size=len(message.raw),
+        decision=decision, rule=v.rule,
+        tags=",".join(v.tags) or None, delay=round(time.time() - env.received_at, 3), status=status, reply=reply,
+    )
+
+
+def _log_refusal(server: SmtpServer, command: str, reply: str, arg: str | None = None) -> None:
+    """A refusal before DATA (connect, HELO, MAIL, RCPT): no exchange yet, so the session says who and what."""
+    env = server.envelope
+    session = server.session
+    metrics.REFUSALS.labels(server.listener.name, command).inc()
+    logsetup.event(
+        log, logging.INFO, "reject", stage=command, listener=server.listener.name, client=server.client_ip,
+        helo=(session.host_name if session is not None else None) or None, auth=server.login,
+        **{"from": str(env.mail_from) if env is not None and env.mail_from else None},
+        arg=arg[:200] if arg else None, reply=reply,
     )
 
 
@@ -272,7 +315,9 @@ class Handler:
             smtputf8=bool(envelope.smtp_utf8),
         )
         message = Message(new_id(), env, bytes(envelope.original_content or b""))
-        return await self.edge.accept(message, ctx)
+        reply = await self.edge.accept(message, ctx)
+        server._exchange_reply = True  # its line is the exchange's (Edge._accept)
+        return reply
 
     async def handle_exception(self, error: Exception) -> str:
         if isinstance(error, TLSSetupException):
@@ -390,8 +435,16 @@ class SmtpServer(datastream.ChunkedData, SMTP):
         self._closing = False
         self._data_reply_utf8 = False
         self.data_deadline = limits.data_deadline
+        self._command = ""  # the command being answered, for the refusal lines
+        self._command_arg: str | None = None
+        self._exchange_reply = False  # the reply to DATA of an exchange: logged as the exchange
         for name, method in list(self._smtp_methods.items()):
-            self._smtp_methods[name] = self._counted_command(method)
+            self._smtp_methods[name] = self._counted_command(name, method)
+
+    @property
+    def login(self) -> str | None:
+        session = self.session
+        return session.auth_data if session is not None and session.authenticated else None
 
     @property
     def tls_version(self) -> str | None:
@@ -407,12 +460,15 @@ class SmtpServer(datastream.ChunkedData, SMTP):
             key = (self.listener.name, self.client_ip)
             if self.edge.connections[key] >= self._connections_per_ip:
                 self._refused = True
-                log.warning("%s: too many connections from %s", self.listener.name, self.client_ip)
+                metrics.REFUSALS.labels(self.listener.name, "CONNECT").inc()
+                logsetup.event(log, logging.WARNING, "reject", stage="CONNECT", listener=self.listener.name,
+                               client=self.client_ip, reply=str(replies.TOO_MANY_CONNECTIONS))
                 transport.write(str(replies.TOO_MANY_CONNECTIONS).encode() + b"\r\n")  # type: ignore[attr-defined]
                 transport.close()
                 return
             self.edge.connections[key] += 1
             self._counted = True
+            metrics.SESSIONS.labels(self.listener.name).inc()
             self.edge.sessions.add(self)
         super().connection_made(transport)
 
@@ -441,6 +497,9 @@ class SmtpServer(datastream.ChunkedData, SMTP):
 
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
+            if status[:1] in ("4", "5") and self._command in _REFUSALS_LOGGED and not self._exchange_reply:
+                _log_refusal(self, self._command, status, self._command_arg)
+            self._exchange_reply = False
             for prefix, reply in replies.BUILTIN_REWRITES:
                 if status.startswith(prefix):
                     status = str(reply)
@@ -481,8 +540,9 @@ class SmtpServer(datastream.ChunkedData, SMTP):
             # error (553 5.1.3, a malformed address), not a fault of ours.
             return None, None
 
-    def _counted_command(self, method: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+    def _counted_command(self, name: str, method: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
         async def counted(arg: Any) -> None:
+            self._command, self._command_arg = name, arg if isinstance(arg, str) else None
             self._commands_left -= 1
             if self._commands_left < 0:
                 self.close_after_reply()
