@@ -130,10 +130,10 @@ class Edge:
         Runs in a worker thread: one hand-off from the event loop for all of it.
         The meta is None when the message is refused (reject or defer): nothing is spooled.
         """
-        timings: list[dict[str, Any]] = []
+        timings: list[pipeline.StageTime] = []
         verdict = pipeline.run(message, ctx, timings=timings)
         for t in timings:
-            metrics.STAGE_SECONDS.labels(t["stage"]).observe(t["ms"] / 1000)
+            metrics.STAGE_SECONDS.labels(t.stage).observe(t.ms / 1000)
         if verdict.refused:
             return verdict, None
         envelope = message.envelope.to_json()
