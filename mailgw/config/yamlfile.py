@@ -82,7 +82,15 @@ class _Builder:
             # Most values are plain strings; skip the constructor's bookkeeping for them.
             if node.tag == _STR_TAG:
                 return node.value
-            return self._scalars.construct_object(node, deep=True)
+            try:
+                return self._scalars.construct_object(node, deep=True)
+            except (ValueError, OverflowError, yaml.YAMLError) as e:
+                # A value that looks like a date or a number but is none (2026-13-31): said at its line,
+                # and kept as the text it is, so the checks after this one still run.
+                kind = node.tag.rpartition(":")[2] or "value"
+                self.problems.append(Problem(self.file, node.start_mark.line + 1,
+                                             f"{node.value!r} is not a valid {kind}: {e}"))
+                return node.value
         line = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
             self._scalars.flatten_mapping(node)  # merge keys (<<) like safe_load does
