@@ -173,6 +173,9 @@ async def test_inbound_document_from_an_unsigned_official_is_tagged_and_delivere
     assert (d["decision"], d["rule"]) == ("accept", "default")
     assert set(d["tags"]) == {"unverified-official", "channel:dms", "unsigned-document"}
     assert d["matched"] == ["unverified-official", "should-use-dms", "unsigned-document"]
+    # the recipient's copy says so, in a field a mail client can show
+    head = sink.to(OTHER_CLERK)[0].data.split(b"\r\n\r\n", 1)[0]
+    assert b"X-Mailgw-Unverified-Sender: Nguoi gui chua duoc xac thuc" in head
 
 
 async def test_weak_secrecy_is_tagged_suspect(gw, sink):
