@@ -27,9 +27,12 @@ delivery tries again later.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import dataclasses
+import threading
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Coroutine, Protocol, Sequence, TypeVar
 
 import dns.asyncresolver
 import dns.exception
@@ -314,3 +317,54 @@ def _text(rdata: Any) -> str:
 def _exchange(name: dns.name.Name) -> str:
     """An MX exchange as a host name without the final dot; "" for the null MX's root."""
     return "" if name == dns.name.root else name.to_text(omit_final_dot=True)
+
+
+T = TypeVar("T")
+
+
+def run_blocking(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine of DNS lookups to the end from synchronous code (the pipeline's stages).
+
+    The pipeline runs in a worker thread (the edge uses ``asyncio.to_thread``),
+    where no loop runs: each such thread keeps a loop of its own for the DNS
+    lookups of every message it handles (dnspython's asynchronous resolver takes
+    whatever loop is running), since making and closing a loop per call costs
+    0.3 ms of CPU (DKIM, SPF and DMARC each call this). Tasks a coroutine leaves
+    behind are cancelled before the loop is handed to the next call. A caller
+    that runs the pipeline on its event loop's thread gets a thread of its own,
+    since a loop cannot be nested.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        loop = _thread_loop()
+        try:
+            return loop.run_until_complete(make())
+        finally:
+            left = asyncio.all_tasks(loop)
+            if left:
+                for task in left:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dns-lookups") as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()
+
+
+class _OwnLoop:
+    """A thread's loop, closed when the thread ends and its locals go (an unclosed loop warns)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+
+    def __del__(self) -> None:
+        self.loop.close()
+
+
+_local = threading.local()
+
+
+def _thread_loop() -> asyncio.AbstractEventLoop:
+    own: _OwnLoop | None = getattr(_local, "own", None)
+    if own is None or own.loop.is_closed():
+        own = _local.own = _OwnLoop()
+    return own.loop

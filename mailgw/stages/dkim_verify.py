@@ -27,21 +27,16 @@ refuse for good what an answer later may prove).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import re
-import threading
-from typing import Any, Callable, Coroutine, TypeVar
 
 import msgspec
 
-from mailgw.config.resolver import DnsTemporaryError, TxtResolver
+from mailgw.config.resolver import DnsTemporaryError, TxtResolver, run_blocking
 from mailgw.dkim import DkimReport, authentication_results, pinned_ok, strip_forged_authentication_results, verify
 from mailgw.dkim.orgdomain import normalise
 from mailgw.dkim.results import TEMPERROR
 from mailgw.message.facts import DkimFacts
 from mailgw.message.model import Context, Message
-
-T = TypeVar("T")
 
 
 def run(message: Message, ctx: Context) -> None:
@@ -54,7 +49,7 @@ def run(message: Message, ctx: Context) -> None:
     resolver = ctx.resolver
     if resolver is None:
         raise RuntimeError("no DNS resolver in the context: mx mail cannot be verified")  # a 451, logged
-    report = _run_async(lambda: verify(received, _Bounded(resolver, ctx.settings.dns.timeout)))
+    report = run_blocking(lambda: verify(received, _Bounded(resolver, ctx.settings.dns.timeout)))
     _strip(message, received, hostname)
     pinned = _pinned(report, ctx, message.facts.author)
     message.facts.dkim = msgspec.convert(report.to_json() | {"signed": bool(report.signatures), "pinned": pinned},
@@ -106,51 +101,3 @@ class _Bounded:
             return await asyncio.wait_for(self._resolver.txt(name), self._timeout)
         except asyncio.TimeoutError as e:
             raise DnsTemporaryError(f"timeout looking up {name}") from e
-
-
-def _run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine to the end from synchronous code.
-
-    The pipeline runs in a worker thread (the edge uses ``asyncio.to_thread``),
-    where no loop runs: each such thread keeps a loop of its own for the DNS
-    lookups of every message it handles (dnspython's asynchronous resolver takes
-    whatever loop is running), since making and closing a loop per call costs
-    0.3 ms of CPU (DKIM, SPF and DMARC each call this). Tasks a coroutine leaves
-    behind are cancelled before the loop is handed to the next call. A caller
-    that runs the pipeline on its event loop's thread gets a thread of its own,
-    since a loop cannot be nested.
-    """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        loop = _thread_loop()
-        try:
-            return loop.run_until_complete(make())
-        finally:
-            left = asyncio.all_tasks(loop)
-            if left:
-                for task in left:
-                    task.cancel()
-                loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dkim-verify") as pool:
-        return pool.submit(lambda: asyncio.run(make())).result()
-
-
-class _OwnLoop:
-    """A thread's loop, closed when the thread ends and its locals go (an unclosed loop warns)."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-
-    def __del__(self) -> None:
-        self.loop.close()
-
-
-_local = threading.local()
-
-
-def _thread_loop() -> asyncio.AbstractEventLoop:
-    own: _OwnLoop | None = getattr(_local, "own", None)
-    if own is None or own.loop.is_closed():
-        own = _local.own = _OwnLoop()
-    return own.loop

@@ -11,12 +11,12 @@ dmarc-temperror (policies/10-security.yaml).
 
 from __future__ import annotations
 
+from mailgw.config.resolver import run_blocking
 from mailgw.dkim.orgdomain import normalise
 from mailgw.message.facts import DmarcFacts
 from mailgw.message.model import Context, Message
 from mailgw.senderauth import bounded, resinfo_value, result_comment
 from mailgw.senderauth.dmarc import DmarcPermError, DmarcTempError, TxtResolver, discover, evaluate
-from mailgw.stages.dkim_verify import _run_async
 
 
 def run(message: Message, ctx: Context) -> None:
@@ -28,7 +28,7 @@ def run(message: Message, ctx: Context) -> None:
     if resolver is None:
         raise RuntimeError("no DNS resolver in the context: mx mail cannot be checked")  # a 451, logged
     from_domain = normalise(found.author.rpartition("@")[2])
-    facts = _run_async(lambda: _check(from_domain, bounded(resolver, ctx.settings.dns.timeout), message))
+    facts = run_blocking(lambda: _check(from_domain, bounded(resolver, ctx.settings.dns.timeout), message))
     found.dmarc = facts
     if found.authentication_results is not None:
         found.authentication_results += ";\r\n\t" + clause(facts)

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 
+from mailgw.config.resolver import run_blocking
 from mailgw.dkim.orgdomain import normalise
 from mailgw.message.facts import SpfFacts
 from mailgw.message.model import Context, Message
 from mailgw.senderauth import address_value, bounded, resinfo_value, result_comment
 from mailgw.senderauth.spf import TEMPERROR, SpfResolver, check_host
-from mailgw.stages.dkim_verify import _run_async
 
 SPF_DEADLINE = 4  # the whole check: this many dns.timeout (20 s by default, RFC 7208 section 4.6.4's figure)
 
@@ -39,7 +39,7 @@ def run(message: Message, ctx: Context) -> None:
         sender = f"postmaster@{domain}"
     domain = normalise(domain) if domain else ""
     timeout = ctx.settings.dns.timeout
-    facts = _run_async(lambda: _check(env.client_ip, domain, sender, env.helo, bounded(resolver, timeout),
+    facts = run_blocking(lambda: _check(env.client_ip, domain, sender, env.helo, bounded(resolver, timeout),
                                       timeout * SPF_DEADLINE, identity))
     message.facts.spf = facts
     if message.facts.authentication_results is not None:
