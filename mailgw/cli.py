@@ -84,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="what a candidate policies folder would have done to the exchanges in the log")
     s.add_argument("--candidate", required=True, metavar="DIR", help="the candidate policies folder")
     s.add_argument("--show", type=int, default=50, metavar="N", help="list at most N changed exchanges (default 50)")
-    s.add_argument("--json", action="store_true", help="the whole result as one JSON object")
+    s.add_argument("--json", action="store_true",
+                   help='one {"id", "before", "after"} line per changed exchange, then one {"summary": ...} line')
     s.set_defaults(func=cmd_policy_replay)
 
     q = sub.add_parser("queue", parents=[common], help="inspect and manage the spool")
@@ -364,8 +365,10 @@ def cmd_policy_replay(args: argparse.Namespace) -> int:
         return 1
     finally:
         engine.dispose()
-    if args.json:
-        print(json.dumps(report.to_json(), ensure_ascii=False))
+    if args.json:  # one line per changed exchange, then the summary (the published shape)
+        for change in report.changes:
+            print(json.dumps(change.to_json(), ensure_ascii=False))
+        print(json.dumps({"summary": report.summary()}, ensure_ascii=False))
         return 0
     skipped = ", ".join(f"{why}: {n}" for why, n in sorted(report.skipped.items()))
     print(f"Phát lại / Replay: {report.replayed} thư / exchange(s) on their recorded facts, policies "

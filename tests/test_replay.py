@@ -64,14 +64,16 @@ def test_a_rule_put_in_audit_mode_shows_the_exchange_it_would_let_through(gatewa
         "  - id: official-to-unofficial\n", "  - id: official-to-unofficial\n    mode: audit\n", 1))
     run = _replay(gateway, candidate, "--json")
     assert run.returncode == 0, run.stderr
-    out = json.loads(run.stdout)
-    assert (out["replayed"], out["skipped"]) == (3, {"refused before the rules (rule smtp)": 1})
+    *changes, last = [json.loads(line) for line in run.stdout.splitlines()]
+    out = last["summary"]
+    assert (out["replayed"], out["changed"], out["skipped"]) == (3, 1, {"refused before the rules (rule smtp)": 1})
     assert out["differs_from_record"] == 0  # the pack in force, on the kept facts, decides as it did
-    [change] = out["changes"]
+    [change] = changes
     assert change["id"] == "X1"
-    assert (change["current"]["decision"], change["current"]["rule"]) == ("reject", "official-to-unofficial")
-    assert (change["candidate"]["decision"], change["candidate"]["rule"]) == ("accept", "default")
-    assert out["decisions"]["current"]["reject"] == 1 and "reject" not in out["decisions"]["candidate"]
+    assert set(change["before"]) == set(change["after"]) == {"decision", "rule", "tags"}
+    assert (change["before"]["decision"], change["before"]["rule"]) == ("reject", "official-to-unofficial")
+    assert (change["after"]["decision"], change["after"]["rule"]) == ("accept", "default")
+    assert out["decisions"]["before"]["reject"] == 1 and "reject" not in out["decisions"]["after"]
     text = _replay(gateway, candidate)
     assert text.returncode == 0, text.stderr
     assert "X1  reject (official-to-unofficial) -> accept (default)" in text.stdout
@@ -82,8 +84,8 @@ def test_filters_narrow_the_replay_and_the_same_pack_changes_nothing(gateway: Pa
     same = _candidate(gateway, lambda text: text)
     run = _replay(gateway, same, "--json", "--since", "2025-03-06")
     assert run.returncode == 0, run.stderr
-    out = json.loads(run.stdout)
-    assert (out["replayed"], out["changes"]) == (2, [])
+    [line] = run.stdout.splitlines()  # no change: the summary alone
+    assert (json.loads(line)["summary"]["replayed"], json.loads(line)["summary"]["changed"]) == (2, 0)
 
 
 def test_a_broken_candidate_is_named_at_its_line(gateway: Path) -> None:

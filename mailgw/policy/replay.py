@@ -48,7 +48,7 @@ class Outcome:
     matched: tuple[str, ...]
 
     def to_json(self) -> dict[str, Any]:
-        return {"decision": self.decision, "rule": self.rule, "tags": list(self.tags), "matched": list(self.matched)}
+        return {"decision": self.decision, "rule": self.rule, "tags": list(self.tags)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,8 +63,9 @@ class Change:
     candidate: Outcome
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "time": self.time, "sender": self.sender, "recorded": self.recorded.to_json(),
-                "current": self.current.to_json(), "candidate": self.candidate.to_json()}
+        """The published line of ``policy replay --json``: before (the policies in force), after (the candidate)."""
+        return {"id": self.id, "time": self.time, "sender": self.sender, "before": self.current.to_json(),
+                "after": self.candidate.to_json(), "recorded": self.recorded.to_json()}
 
 
 @dataclasses.dataclass
@@ -78,12 +79,13 @@ class Report:
         default_factory=lambda: {"current": collections.Counter(), "candidate": collections.Counter()})
     changes: list[Change] = dataclasses.field(default_factory=list)
 
-    def to_json(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
+        """The last line of ``policy replay --json``."""
         return {
-            "replayed": self.replayed, "skipped": dict(self.skipped), "differs_from_record": self.differs_from_record,
-            "decisions": {k: dict(v) for k, v in self.decisions.items()},
-            "rules": {k: dict(v) for k, v in self.rules.items()},
-            "changes": [c.to_json() for c in self.changes],
+            "replayed": self.replayed, "changed": len(self.changes), "skipped": dict(self.skipped),
+            "differs_from_record": self.differs_from_record,
+            "decisions": {"before": dict(self.decisions["current"]), "after": dict(self.decisions["candidate"])},
+            "rules": {"before": dict(self.rules["current"]), "after": dict(self.rules["candidate"])},
         }
 
 
