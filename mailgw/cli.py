@@ -518,10 +518,10 @@ def cmd_dmarc_report(args: argparse.Namespace) -> int:
 
 def cmd_dmarc_record(args: argparse.Namespace) -> int:
     from mailgw.app import load_context
-    from mailgw.config.settings import _SPF_TERM
+    from mailgw.config.settings import spf_term_ok
     from mailgw.senderauth import commands
 
-    bad = [t for t in args.spf or [] if not _SPF_TERM.fullmatch(t)]
+    bad = [t for t in args.spf or [] if not spf_term_ok(t)]
     if bad:
         print(f"mailgw dmarc record: {bad[0]!r} is not an SPF term (ip4:ADDR[/N], ip6:..., a, mx, include:DOMAIN)",
               file=sys.stderr)

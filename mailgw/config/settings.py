@@ -575,6 +575,20 @@ _SPF_TERM = re.compile(r"[+?~-]?(?:ip4:[0-9.]+(?:/\d+)?|ip6:[0-9A-Fa-f:.]+(?:/\d
                        r"|include:\S+|exists:\S+)")
 
 
+def spf_term_ok(term: str) -> bool:
+    """Whether ``term`` is an SPF mechanism we may print (an ip4:/ip6: one with a valid address and prefix)."""
+    if not _SPF_TERM.fullmatch(term):
+        return False
+    mech, _, value = term.lstrip("+?~-").partition(":")
+    if mech not in ("ip4", "ip6"):
+        return True
+    try:
+        net = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return False
+    return net.version == (4 if mech == "ip4" else 6)
+
+
 def _dmarc(c: Checker, data: YMap) -> DmarcSettings:
     if "dmarc" not in data:
         return DmarcSettings()
@@ -613,7 +627,7 @@ def _dmarc(c: Checker, data: YMap) -> DmarcSettings:
         spf = c.typed(d, "spf", list, [])
         terms = []
         for term in spf or []:
-            if not isinstance(term, str) or not _SPF_TERM.fullmatch(term):
+            if not isinstance(term, str) or not spf_term_ok(term):
                 c.error(d, "spf", f"dmarc.record.spf: {term!r} is not an SPF term (ip4:ADDR[/N], ip6:..., a, mx, "
                                   "include:DOMAIN, exists:DOMAIN)")
             else:
