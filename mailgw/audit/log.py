@@ -164,9 +164,13 @@ def _prepare(record: Mapping[str, Any]) -> _Prepared:
     try:
         text = ch.canonical(stored)
         derived = derive(stored)
-        dmarc = dmarc_rows.source_row(stored, derived.columns["time"])
-    except (TypeError, ValueError, KeyError, AttributeError) as e:
+    except (TypeError, ValueError, KeyError) as e:
         raise ValueError(f"exchange {rid}: record cannot be logged: {e}") from e
+    try:
+        dmarc = dmarc_rows.source_row(stored, derived.columns["time"])
+    except (TypeError, ValueError, KeyError, AttributeError) as e:  # never a reason to lose the record itself
+        log.error("exchange %s: DMARC result not counted: %s", rid, e)
+        dmarc = None
     return _Prepared(rid, text, ch.sha256_text(text), body, derived, dmarc)
 
 
