@@ -237,13 +237,15 @@ def expected(ctx: Context, domains: list[str] | None = None, *, spf: tuple[str, 
 def print_records(items: list[Expected], stdout: TextIO) -> None:
     """The zone-file lines, as `mailgw dkim keygen` prints its record."""
     for e in items:
-        print(f"; {e.domain}: SPF, the servers that send its mail / máy chủ được gửi thư của tên miền", file=stdout)
+        print(f"; {e.domain}: SPF, máy chủ được gửi thư của tên miền / the servers that send its mail", file=stdout)
         print(f'{e.domain}. IN TXT "{e.spf}"', file=stdout)
         if e.dmarc:
-            print(f"; {e.domain}: DMARC, what receivers do with mail that fails / chính sách DMARC", file=stdout)
+            print(f"; {e.domain}: DMARC, nơi nhận xử lý thư giả mạo thế nào / what receivers do with forgeries",
+                  file=stdout)
             print(f'_dmarc.{e.domain}. IN TXT "{e.dmarc}"', file=stdout)
         if e.authorise:
-            print("; published by the domain that receives the reports (RFC 7489 section 7.1)", file=stdout)
+            print("; do tên miền nhận báo cáo công bố / published by the domain that receives the reports "
+                  "(RFC 7489 section 7.1)", file=stdout)
             print(f'{e.authorise}. IN TXT "v=DMARC1"', file=stdout)
 
 
