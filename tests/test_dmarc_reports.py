@@ -82,11 +82,12 @@ def _letter(author: str, signer: str | None = None, subject: str = "Công văn s
     return sign(raw, [_signing_key("rsa", signer)]) + raw if signer else raw
 
 
-async def _send(gw: Any, source: str, raw: bytes, mail_from: str) -> int:
+async def _send(gw: Any, source: str, raw: bytes, mail_from: str, helo: str = "client.test") -> int:
     """Send from ``source`` (a loopback address); the final reply code."""
     try:
-        await aiosmtplib.send(raw, sender=mail_from, recipients=[LOCAL_RCPT], hostname="127.0.0.1",
-                              port=gw.addresses["mx"][1], start_tls=False, source_address=(source, 0))
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gw.addresses["mx"][1], start_tls=False,
+                                   source_address=(source, 0), local_hostname=helo) as client:
+            await client.sendmail(mail_from, [LOCAL_RCPT], raw)
         return 250
     except aiosmtplib.SMTPResponseException as e:
         return e.code
@@ -141,22 +142,26 @@ async def test_a_day_of_mail_is_counted_reported_validated_and_sent(make_gateway
     codes.append(await _send(gw, ATTACKER, _letter(f"giamdoc@{HUE}"), "x@evil.example"))
     codes.append(await _send(gw, CLOUD, _letter(f"vanthu.sotttt@{OURS}", signer=OURS), f"bounce@{OURS}"))
     codes.append(await _send(gw, ATTACKER, _letter(f"vanthu.sotttt@{OURS}"), "x@evil.example"))
-    assert codes == [250, 250, 250, 550, 550, 550, 250, 250, 550]
+    # A notice from the null sender <>: SPF checks the HELO name; DKIM passes.
+    codes.append(await _send(gw, SERVERS, _letter(f"mailer-daemon@{HANOI}", signer=HANOI), "", helo=f"mx.{HANOI}"))
+    assert codes == [250, 250, 250, 550, 550, 550, 250, 250, 550, 250]
 
     # Counted in the exchange log, per day, domain, source and outcome.
     rows = _rows(db)
-    counts = {(r.policy_domain, r.source_ip, r.result, r.disposition, r.reason): r.count for r in rows}
+    counts = {(r.policy_domain, r.source_ip, r.envelope_from, r.result, r.disposition, r.reason): r.count
+              for r in rows}
     assert counts == {
-        (HANOI, SERVERS, "pass", "none", ""): 4,  # the secret one too: counted, nothing more kept
-        (HANOI, ATTACKER, "fail", "reject", ""): 2,
-        (HUE, ATTACKER, "fail", "quarantine", ""): 1,
-        (OURS, CLOUD, "pass", "none", ""): 1,
-        (OURS, ATTACKER, "fail", "reject", ""): 1,
+        (HANOI, SERVERS, HANOI, "pass", "none", ""): 4,  # the secret one too: counted, nothing more kept
+        (HANOI, SERVERS, "", "pass", "none", ""): 1,
+        (HANOI, ATTACKER, "evil.example", "fail", "reject", ""): 2,
+        (HUE, ATTACKER, "evil.example", "fail", "quarantine", ""): 1,
+        (OURS, CLOUD, OURS, "pass", "none", ""): 1,
+        (OURS, ATTACKER, "evil.example", "fail", "reject", ""): 1,
     }
     spoof = next(r for r in rows if r.policy_domain == HANOI and r.source_ip == ATTACKER)
     assert (spoof.envelope_from, spoof.spf_domain, spoof.spf_result, spoof.dkim, spoof.spf) == (
         "evil.example", "evil.example", "pass", "fail", "fail")
-    good = next(r for r in rows if r.policy_domain == HANOI and r.source_ip == SERVERS)
+    good = next(r for r in rows if r.policy_domain == HANOI and r.envelope_from == HANOI)
     assert (json.loads(good.dkim_results), good.dkim, good.spf) == ([[HANOI, "rsa", "pass"]], "pass", "pass")
     (day,) = {r.day for r in rows}
 
@@ -174,10 +179,15 @@ async def test_a_day_of_mail_is_counted_reported_validated_and_sent(make_gateway
     assert {k: hanoi["policy_published"][k] for k in ("domain", "p", "sp", "pct", "adkim", "aspf")} == {
         "domain": HANOI, "p": "reject", "sp": "reject", "pct": "100", "adkim": "r", "aspf": "r"}
     by_ip = _by_ip(hanoi)
-    (ok,) = by_ip[SERVERS]
+    ok, null_sender = sorted(by_ip[SERVERS], key=lambda r: -r["count"])
     assert (ok["count"], ok["alignment"]["dmarc"], ok["policy_evaluated"]["disposition"]) == (4, True, "none")
     assert [(d["domain"], d["selector"], d["result"]) for d in ok["auth_results"]["dkim"]] == [(HANOI, "rsa", "pass")]
     assert (ok["auth_results"]["spf"][0]["domain"], ok["auth_results"]["spf"][0]["result"]) == (HANOI, "pass")
+    # Written empty (the schema requires the element); parsedmarc then names the SPF-checked domain there.
+    assert b"<envelope_from />" in gzip.decompress(files[HANOI].read_bytes())
+    assert (null_sender["count"], null_sender["identifiers"]["envelope_from"]) == (1, f"mx.{HANOI}")
+    assert [(x["domain"], x["scope"], x["result"]) for x in null_sender["auth_results"]["spf"]] == [
+        (f"mx.{HANOI}", "helo", "none")]
     (forged,) = by_ip[ATTACKER]
     assert (forged["count"], forged["alignment"]["dmarc"], forged["policy_evaluated"]["disposition"]) == (
         2, False, "reject")

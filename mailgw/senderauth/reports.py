@@ -223,8 +223,8 @@ def build(domain: str, day: dt.date, rows: list[Any], *, org_name: str, email_ad
         if r.reason:
             ET.SubElement(ET.SubElement(pe, "reason"), "type").text = r.reason
         ids = ET.SubElement(rec, "identifiers")
-        if r.envelope_from:
-            ET.SubElement(ids, "envelope_from").text = r.envelope_from
+        # Required by the schema; empty for the null sender <> (SPF then checked HELO: see scope).
+        ET.SubElement(ids, "envelope_from").text = r.envelope_from
         ET.SubElement(ids, "header_from").text = r.header_from
         auth = ET.SubElement(rec, "auth_results")
         for d, s, result in json.loads(r.dkim_results):
