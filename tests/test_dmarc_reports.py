@@ -352,6 +352,7 @@ def test_check_warns_when_the_published_records_disagree_or_are_missing(tmp_path
                for w in warnings)
     assert any(w.startswith(f"stttt.{OURS} publishes no SPF record") for w in warnings)
     assert all(line.startswith(f"{cfg}:") for line in err.splitlines() if ": warning: " in line)
+    assert not any("unsigned" in w for w in warnings)  # reports are not sent (dmarc.reports.send is false)
     # Published as the settings say: no warning about them.
     fixed = (
         f'_dmarc.{OURS}. IN TXT "v=DMARC1; p=reject; rua=mailto:{REPORTER}"',
@@ -370,6 +371,10 @@ def test_reports_are_opt_in_and_need_their_metadata(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["dmarc", "report", "--config", cfg, "--day", "2026-13-01x", "--bogus"])
     assert cli.main(["dmarc", "report", "--config", cfg, "--day", "yesterday-ish"]) == 2
+    cfg = _config(tmp_path, (), reports={"send": True, "org_name": "Sở", "email": REPORTER})
+    assert cli.main(["check", "--config", cfg]) == 0
+    assert f"no dkim: key for the domain of dmarc.reports.email {REPORTER}: reports would go out unsigned" in (
+        capsys.readouterr().err)
     cfg = _config(tmp_path, (), reports={"send": True})
     assert cli.main(["check", "--config", cfg]) == 1
     err = capsys.readouterr().err

@@ -255,11 +255,20 @@ def check_published(ctx: Context) -> list[Problem]:
     Only when the settings have a ``dmarc:`` section (what to publish is then said).
     Looked up through ``ctx.resolver``; a DNS failure is "could not check", never an error.
     """
+    from mailgw.stages.dkim_sign import keys_for
+
     s = ctx.settings
-    if not s.dmarc.line or ctx.resolver is None:
+    if not s.dmarc.line:
         return []
-    items = expected(ctx)
-    found = asyncio.run(_check_all(ctx, items))
+    found = []
+    email = s.dmarc.email
+    if s.dmarc.send and email and not ctx.directory.is_local(email):
+        found.append(f"dmarc.reports.email {email} is not in a local domain: receivers cannot tell our reports "
+                     "from forgeries")
+    elif s.dmarc.send and email and not keys_for(ctx.signing_keys, email):
+        found.append(f"no dkim: key for the domain of dmarc.reports.email {email}: reports would go out unsigned")
+    if ctx.resolver is not None:
+        found += asyncio.run(_check_all(ctx, expected(ctx)))
     return [Problem(s.file, s.dmarc.line, text, warning=True) for text in found]
 
 
