@@ -29,6 +29,7 @@ from sqlalchemy import select
 
 from mailgw import cli
 from mailgw.audit.log import AuditLog
+from mailgw.audit.prune import prune
 from mailgw.audit.schema import DmarcSource
 from mailgw.audit.store import open_engine
 from mailgw.config.resolver import FileResolver
@@ -281,6 +282,13 @@ async def test_counts_are_kept_once_per_exchange_on_both_databases(audit_url, tm
     parsed = _parsed(rep.gz)
     assert [(r["source"]["ip_address"], r["count"]) for r in parsed["records"]] == [("127.0.0.1", 4)]
     assert "MẬT" not in rep.xml.decode() and "secret" not in rep.xml.decode()
+    # Retention: pruning the log removes the counts of the pruned days too.
+    engine = open_engine(audit_url)
+    try:
+        problems, _ = prune(engine, dt.datetime(2026, 12, 2))
+    finally:
+        engine.dispose()
+    assert problems == [] and [(r.day, r.count) for r in _rows(audit_url)] == [(dt.date(2026, 12, 2), 1)]
 
 
 # --- destinations (RFC 7489 section 7.1, size limits) -----------------------------------------
