@@ -311,6 +311,17 @@ async def test_an_outside_rua_needs_the_report_authorisation_record_and_sizes_ar
     assert "hue.gov.vn._report._dmarc.other.example" in notes[1]
 
 
+def test_a_report_file_name_never_leaves_its_folder():
+    # The policy domain comes from the From field of mail: it must not name another folder.
+    row = type("Row", (), {"policy": "{}", "last_seen": dt.datetime(2026, 12, 1), "count": 1, "source_ip": "192.0.2.1",
+                           "disposition": "none", "dkim": "fail", "spf": "fail", "reason": "", "envelope_from": "",
+                           "header_from": "x", "dkim_results": "[]", "spf_domain": "x", "spf_scope": "helo",
+                           "spf_result": "none"})
+    rep = reports.build("../../etc/x\r\nBcc: y", dt.date(2026, 12, 1), [row], org_name="o", email_address=REPORTER)
+    assert "/" not in rep.filename and "\n" not in rep.filename and not rep.filename.startswith(".")
+    assert rep.report_id.isalnum()
+
+
 # --- dmarc record, check ----------------------------------------------------------------------
 
 

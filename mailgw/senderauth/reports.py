@@ -26,6 +26,7 @@ import email.utils
 import gzip
 import hashlib
 import json
+import re
 import xml.etree.ElementTree as ET
 from typing import Any, Iterable, Protocol
 
@@ -39,6 +40,7 @@ __all__ = ["Destination", "Published", "Report", "build", "counted", "destinatio
            "report_id"]
 
 _UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_UNSAFE = re.compile(r"[^A-Za-z0-9.-]")
 
 
 class TxtResolver(Protocol):
@@ -161,8 +163,17 @@ async def destinations(record: Published, resolver: TxtResolver, size: int) -> t
 
 
 def report_id(domain: str, day: dt.date) -> str:
-    """The exchange id, Report-ID and spool name of the report for ``domain`` and ``day`` (a safe spool name)."""
-    return f"DMARC-{day:%Y%m%d}-{hashlib.sha256(normalise(domain).encode()).hexdigest()[:24]}"
+    """The exchange id, Report-ID, file name's unique-id and spool name of the report for ``domain`` and ``day``.
+
+    Letters and digits only (the file name's ``unique-id``, section 7.2.1.1), so also a safe spool name.
+    """
+    return f"DMARC{day:%Y%m%d}{hashlib.sha256(normalise(domain).encode()).hexdigest()[:24]}"
+
+
+def _filename_part(name: str) -> str:
+    """A domain as it may appear in a file name: the policy domain comes from mail (its From), so nothing
+    in it may name another folder when a report is written to disk, by us or by its receiver."""
+    return _UNSAFE.sub("_", name).lstrip(".") or "_"
 
 
 def day_bounds(day: dt.date) -> tuple[int, int]:
@@ -240,7 +251,7 @@ def build(domain: str, day: dt.date, rows: list[Any], *, org_name: str, email_ad
     ET.indent(root)
     xml = b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="utf-8", xml_declaration=False) + b"\n"
     receiver = normalise(email_address.rpartition("@")[2])
-    filename = f"{receiver}!{domain}!{begin}!{end}!{rid}.xml.gz"
+    filename = f"{_filename_part(receiver)}!{_filename_part(domain)}!{begin}!{end}!{rid}.xml.gz"
     return Report(domain, day, rid, xml, filename, messages, len(rows))
 
 
@@ -254,7 +265,8 @@ def message(report: Report, *, org_name: str, email_address: str, rcpts: list[st
     msg["From"] = email.utils.formataddr((org_name, email_address))
     msg["To"] = ", ".join(rcpts)
     submitter = normalise(email_address.rpartition("@")[2])
-    msg["Subject"] = f"Report Domain: {report.domain} Submitter: {submitter} Report-ID: <{report.report_id}>"
+    msg["Subject"] = (f"Report Domain: {_filename_part(report.domain)} Submitter: {submitter} "
+                      f"Report-ID: <{report.report_id}>")
     msg["Date"] = email.utils.formatdate(now, localtime=False)
     msg["Message-ID"] = f"<{report.report_id}.{submitter}@{hostname}>"
     msg.set_content(
