@@ -176,15 +176,16 @@ def vouches(arc: ArcFacts | None, from_domain: str, *, strict_dkim: bool = False
         parsed = authres.AuthenticationResultsHeader.parse("Authentication-Results: x; " + "; ".join(arc.recorded))
     except Exception:  # noqa: BLE001 - recorded strings came from authres itself; any oddity vouches for nothing
         return None
+    found: dict[str, str] = {}
     for res in parsed.results:
         result = str(res.result or "").lower()
         props = {f"{p.type}.{p.name}".lower(): str(p.value or "").lower() for p in res.properties}
         if res.method == "dmarc" and result == "pass" and normalise(props.get("header.from", "")) == from_domain:
-            return str(res)
+            found.setdefault("dmarc", str(res))
         d = props.get("header.d", "")
         if res.method == "dkim" and result == "pass" and d and aligned(d, from_domain, strict=strict_dkim):
-            return str(res)
-    return None
+            found.setdefault("dkim", str(res))
+    return found.get("dmarc") or found.get("dkim")  # the forwarder's own DMARC verdict says the most
 
 
 def seal(message: bytes, *, domain: str, selector: str, pem: bytes, authserv_id: str, now: float | None = None) -> bytes:
