@@ -38,7 +38,7 @@ def run(message: Message, ctx: Context) -> None:
         return
     try:
         fields = seal(message.final_bytes(), domain=key.domain, selector=key.selector, pem=key.pem,
-                      authserv_id=ctx.settings.hostname)
+                      authserv_id=ctx.settings.hostname, key=key.private_key)
     except ArcSealError as e:
         log.warning("exchange %s: no ARC seal added: %s", message.id, e)
         return
