@@ -305,3 +305,25 @@ def test_strict_dkim_alignment_is_honoured():
     facts = ArcFacts(result="pass", sets=1, sealer=LIST, trusted=True, recorded=["dkim=pass header.d=hanoi.gov.vn"])
     assert vouches(facts, "vp.hanoi.gov.vn", strict_dkim=True) is None
     assert vouches(facts, "hanoi.gov.vn", strict_dkim=True) is not None
+
+
+# --- the sealing key in the settings ------------------------------------------------
+
+
+@pytest.mark.parametrize(("arc", "problem"), [
+    ({"domain": "binhthuan.gov.vn", "selector": "ed"}, "arc: the key of binhthuan.gov.vn (selector ed) is not RSA: ARC seals are RSA-SHA256"),
+    ({"domain": "hue.gov.vn"}, "arc: no key of 'dkim:' is for hue.gov.vn: the sealing key must be one of them"),
+    ({"domain": "binhthuan.gov.vn", "selector": "rsa", "colour": "red"}, "unknown key 'colour' in arc"),
+])
+def test_a_sealing_key_that_cannot_seal_is_a_file_line_problem(tmp_path, ca, password_hash, arc, problem):
+    from mailgw.app import load_context
+    from mailgw.config.yamlfile import ConfigError
+    from tests.conftest import write_config
+    from tests.test_dkim_pipeline import _dkim_settings
+
+    path = write_config(tmp_path, 2525, ca, password_hash, dkim=_dkim_settings(tmp_path, "rsa", "ed"), arc=arc)
+    with pytest.raises(ConfigError) as failed:
+        load_context(str(path))
+    wanted = "  colour:" if "colour" in arc else "arc:"
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if text.startswith(wanted))
+    assert any(p.file == str(path) and p.line == line and problem in p.message for p in failed.value.problems), failed.value.problems
