@@ -236,7 +236,7 @@ class Facts:
     attachments: AttachmentFacts | None = None  # attachments
     dkim: DkimFacts | None = None  # dkim_verify (inbound), dkim_sign (the signatures the gateway added)
     spf: SpfFacts | None = None  # spf (inbound only)
-    arc: ArcFacts | None = None  # arc (inbound only)
+    arc: ArcFacts | None = None  # arc (inbound mail with ARC fields only)
     arc_sealed: str | None = None  # arc_seal: d= of the ARC set mailgw added, None when it added none
     dmarc: DmarcFacts | None = None  # dmarc (inbound only)
     authentication_results: str | None = None  # dkim_verify: the field stamp adds (with spf=, arc= and dmarc= clauses)

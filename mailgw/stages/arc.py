@@ -31,7 +31,7 @@ def run(message: Message, ctx: Context) -> None:
         return
     raw = message.raw
     if not present(raw):
-        found.arc = ArcFacts()
+        found.arc = None  # no chain: nothing to say (most mail), and nothing in the record
         return
     resolver = ctx.resolver
     if resolver is None:
