@@ -331,3 +331,27 @@ def test_a_sealing_key_that_cannot_seal_is_a_file_line_problem(tmp_path, ca, pas
     wanted = "  colour:" if "colour" in arc else "arc:"
     line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if text.startswith(wanted))
     assert any(p.file == str(path) and p.line == line and problem in p.message for p in failed.value.problems), failed.value.problems
+
+
+def test_policy_test_traces_the_chain_and_the_override(tmp_path, ca, password_hash, keys):
+    import json
+
+    from tests.conftest import write_config
+    from tests.test_cli import mailgw
+
+    zone = _zone(keys)
+    (tmp_path / "answers.zone").write_text(zone)
+    config = write_config(tmp_path, 2525, ca, password_hash, dns={"answers": "answers.zone"})
+    eml = tmp_path / "forwarded.eml"
+    eml.write_bytes(_forwarded(keys, zone))
+    args = ("policy", "test", str(eml), "--config", str(config), "--listener", "mx", "--client-ip", "127.0.0.1",
+            "--mail-from", BOUNCES.format(LIST), "--rcpt", LOCAL_RCPT)
+    done = mailgw(*args, "--json")
+    assert done.returncode == 0, done.stderr
+    trace = json.loads(done.stdout)
+    assert (trace["decision"], trace["arc"]["result"], trace["arc"]["trusted"], trace["dmarc"]["override"]) == (
+        "accept", "pass", True, "trusted_forwarder")
+    assert trace["facts"]["arc"] == {"result": "pass", "sealer": LIST, "trusted": True, "sets": 1}
+    text = mailgw(*args).stdout
+    assert f"ARC: pass, 1 bộ / sets, niêm phong cuối / sealed last by {LIST} (tin cậy / trusted forwarder)" in text
+    assert "ngoại lệ / override: trusted_forwarder" in text
