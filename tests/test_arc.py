@@ -305,6 +305,29 @@ def test_what_a_trusted_forwarders_record_vouches_for(recorded, from_domain, vou
     assert vouches(ArcFacts(result="fail", sets=1, sealer=LIST, trusted=True, recorded=recorded), from_domain) is None
 
 
+async def test_only_the_latest_message_signature_hashes_the_body(keys, monkeypatch):
+    from dkim.canonicalization import CanonicalizationPolicy
+
+    zone = _zone(keys)
+    resolver = FileResolver.from_text(zone)
+    once = _forwarded(keys, zone)  # the list's set 1; a second list (the same key, for the test) seals it again
+    results = b"Authentication-Results: lists.mic.gov.vn; arc=pass; dmarc=fail header.from=hanoi.gov.vn\r\n"
+    twice = b"".join(dkim.arc_sign(results + once, b"arc", LIST.encode(), _pem(keys["list"]), LIST.encode())) + results + once
+    hashed: list[int] = []
+    original = CanonicalizationPolicy.canonicalize_body
+
+    def counting(self: Any, body: bytes) -> bytes:
+        hashed.append(len(body))
+        return original(self, body)
+
+    monkeypatch.setattr(CanonicalizationPolicy, "canonicalize_body", counting)
+    facts = await verify(twice, resolver)
+    assert (facts.result, facts.sets) == ("pass", 2)
+    assert [(s.instance, s.cv, s.seal_valid, s.signature_valid) for s in facts.chain] == [
+        (1, "none", True, None), (2, "pass", True, True)]
+    assert [n for n in hashed if n] == [len(twice.split(b"\r\n\r\n", 1)[1])]  # the body, once
+
+
 def test_strict_dkim_alignment_is_honoured():
     facts = ArcFacts(result="pass", sets=1, sealer=LIST, trusted=True, recorded=["dkim=pass header.d=hanoi.gov.vn"])
     assert vouches(facts, "vp.hanoi.gov.vn", strict_dkim=True) is None

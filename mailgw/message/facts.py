@@ -119,7 +119,7 @@ class ArcSet(_Model, frozen=True):
     cv: str = ""  # the chain validation the sealer recorded: none, pass, fail
     seal_valid: bool = False
     signature_domain: str = ""  # ARC-Message-Signature d=
-    signature_valid: bool = False  # only the latest must hold: a later hop's changes break the older ones
+    signature_valid: bool | None = None  # checked for the latest set only (None): a later hop's changes break the older ones
 
 
 class ArcFacts(_Model, frozen=True):
