@@ -4,9 +4,9 @@ On ``mx`` only, after spf and before dmarc, which reads it: when DKIM broke on t
 way (a mailing list's subject tag and footer), a passing chain sealed last by one of
 the directory's ``trusted_forwarders`` can vouch for the From domain
 (mailgw.senderauth.arc.vouches; the dmarc stage applies it). Keys are looked up
-through ``ctx.resolver`` within ``dns.timeout``. The verdict goes to ``Facts.arc``;
-an ``arc=`` clause goes to ``Facts.authentication_results`` when the message has a
-chain at all (``arc=none`` is left out, as most receivers do).
+through ``ctx.resolver`` within ``dns.timeout``. The verdict goes to ``Facts.arc``
+(None without ARC fields: most mail, checked in microseconds) and an ``arc=`` clause
+(``none`` without a chain) to ``Facts.authentication_results``.
 
 ``trusted`` says that the latest seal names a trusted forwarder; only with
 ``result: pass`` is the seal that forwarder's. Our own domains and partners' DKIM
@@ -31,7 +31,9 @@ def run(message: Message, ctx: Context) -> None:
         return
     raw = message.raw
     if not present(raw):
-        found.arc = None  # no chain: nothing to say (most mail), and nothing in the record
+        found.arc = None  # no chain (most mail): nothing in the record, arc=none for the next hop
+        if found.authentication_results is not None:
+            found.authentication_results += ";\r\n\tarc=none"
         return
     resolver = ctx.resolver
     if resolver is None:
