@@ -224,6 +224,17 @@ async def test_a_chain_never_vouches_for_our_own_domain(gw, sink, keys, tmp_path
         "pass", True, "spoof-local-domain")
 
 
+async def test_a_chain_never_stands_for_a_partners_pinned_signature(gw, sink, keys, tmp_path):
+    # moha.gov.vn is a partner whose mail must carry its pinned signature (selector "mail" of the demo
+    # directory): through the trusted list that signature broke, and the chain does not stand in for it.
+    zone = _zone(keys, txt_record("moha.gov.vn", "mail", keys["author"]))
+    (tmp_path / "answers.zone").write_text(zone)
+    await _delivered(gw, sink, _forwarded(keys, zone, author="vanphong@moha.gov.vn"))
+    (record,) = gw.records
+    assert (record["arc"]["result"], record["arc"]["trusted"], record["dkim"]["pinned"]) == ("pass", True, False)
+    assert "dkim-missing-partner" in record["decision"]["tags"]
+
+
 async def test_plain_inbound_mail_is_sealed_as_the_first_hop(gw, sink, keys, tmp_path):
     # Signed by the province itself and sent from its MAIL FROM through the mailing service SPF allows.
     zone = _zone(keys, f'bounce.{AUTHOR_DOMAIN}. IN TXT "v=spf1 ip4:127.0.0.1 -all"')

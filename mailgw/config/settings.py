@@ -183,6 +183,7 @@ class Settings:
             f"database={_redact_url(self.database)} queue={dataclasses.asdict(self.queue)} "
             f"limits={dataclasses.asdict(self.limits)} attachments={dataclasses.asdict(self.attachments)} "
             f"audit={dataclasses.asdict(self.audit)}"
+            + (f" arc.seal={self.arc.domain}{'/' + self.arc.selector if self.arc.selector else ''}" if self.arc else "")
             + (f" dns.mx_port={self.dns.mx_port} (TEST RIG: MX hosts on a port other than 25)"
                if self.dns.mx_port != 25 else "")
         )
