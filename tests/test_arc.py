@@ -170,6 +170,10 @@ async def test_a_trusted_forwarders_chain_is_accepted_where_dkim_broke(gw, sink,
     assert dmarc["override_comment"] == f"arc=pass as[1].d={LIST} recorded dmarc=pass header.from={AUTHOR_DOMAIN}"
     assert record["decision"]["decision"] == "accept" and "dmarc-reject" not in record["decision"]["matched"]
     assert "dmarc-fail" in record["decision"]["tags"]  # dmarc-none still says DMARC failed
+    from mailgw.audit.record import decode
+
+    kept = decode(record)  # as every reader of the exchange log decodes it
+    assert kept.arc is not None and kept.arc.chain[0].seal_valid and kept.dmarc is not None and kept.dmarc.override
     # Our seal, i=2 over the list's i=1, verified as the next hop would: dkimpy's arc_verify.
     assert record["arc_sealed"] == "binhthuan.gov.vn"
     cv, chain, reason = dkim.arc_verify(data, dnsfunc=_dnsfunc(zone))
