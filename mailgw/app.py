@@ -18,6 +18,7 @@ from mailgw.delivery.worker import Deliverer
 from mailgw.directory import model as directory
 from mailgw.message.model import Context
 from mailgw.queue.spool import Spool
+from mailgw.senderauth import arc
 from mailgw.smtp import credentials, tls
 from mailgw.smtp.edge import Edge, Handler, SmtpServer
 from mailgw.stages import dkim_sign
@@ -49,6 +50,7 @@ def load_context(path: str) -> tuple[Context, list[Problem]]:
     try:
         parts["signing_keys"], key_warnings = dkim_sign.load_keys(s, parts.get("directory"))
         problems.extend(key_warnings)
+        parts["arc_key"] = arc.load_seal_key(s, parts["signing_keys"])
     except ConfigError as e:
         problems.extend(e.problems)
     if "directory" in parts:
@@ -62,7 +64,7 @@ def load_context(path: str) -> tuple[Context, list[Problem]]:
     return Context(
         settings=s, directory=parts["directory"], credentials=parts.get("credentials"), resolver=parts.get("resolver"),
         policies=parts["policies"],
-        signing_keys=parts["signing_keys"],
+        signing_keys=parts["signing_keys"], arc_key=parts.get("arc_key"),
     ), problems
 
 

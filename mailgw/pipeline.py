@@ -1,10 +1,12 @@
 """The path of a message, written once: facts, then the decision, then changes.
 
-    parse -> author -> classify -> attachments -> dkim_verify -> spf -> dmarc -> policy -> stamp -> dkim_sign
+    parse -> author -> classify -> attachments -> dkim_verify -> spf -> arc -> dmarc -> policy -> stamp
+          -> arc_seal -> dkim_sign
 
 The policy decides from facts, so every fact-finding stage runs before it; the
 message is changed only after the decision, and not at all when it is refused;
-the DKIM signature is made last, over the exact bytes that will be queued. A
+the ARC seal (inbound) or DKIM signature (outbound) is made last, over the exact bytes
+that will be queued. A
 stage returns normally or raises replies.Reject / replies.Defer; it never
 talks SMTP and never touches the spool.
 
@@ -25,7 +27,20 @@ from typing import Callable
 from mailgw.message import replies
 from mailgw.message.model import Context, Message, Verdict
 from mailgw.message.replies import Refusal, SmtpReply
-from mailgw.stages import attachments, author, classify, dkim_sign, dkim_verify, dmarc, parse, policy, spf, stamp
+from mailgw.stages import (
+    arc,
+    arc_seal,
+    attachments,
+    author,
+    classify,
+    dkim_sign,
+    dkim_verify,
+    dmarc,
+    parse,
+    policy,
+    spf,
+    stamp,
+)
 
 Stage = Callable[[Message, Context], None]
 
@@ -36,9 +51,11 @@ STAGES: tuple[Stage, ...] = (
     attachments.run,  # what every attached file is, from its bytes (never refuses: the policy decides)
     dkim_verify.run,  # what inbound signatures prove; forged Authentication-Results removed
     spf.run,  # may the client send for the MAIL FROM (or HELO) domain (inbound)
+    arc.run,  # does the forwarders' ARC chain hold, sealed last by a trusted one (inbound): dmarc reads it
     dmarc.run,  # last fact: the From domain's DMARC policy, and whether SPF or DKIM aligned with it (inbound)
     policy.run,  # the decision, from the facts above
     stamp.run,  # Received and decision headers: after the decision, before signing
+    arc_seal.run,  # inbound mail we pass on changed: our ARC set over the exact bytes queued (mx only)
     dkim_sign.run,  # last of all: the signature covers the exact bytes that will be queued
 )
 

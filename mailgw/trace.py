@@ -21,7 +21,7 @@ from mailgw.message.model import Context, Envelope, Message, new_id
 
 # What each stage contributes to the trace, by the fact it leaves.
 _STAGE_FACTS = {"classify": "classification", "attachments": "attachments", "dkim_verify": "dkim", "spf": "spf",
-                "dmarc": "dmarc"}
+                "arc": "arc", "dmarc": "dmarc"}
 
 
 class UsageError(Exception):
@@ -90,6 +90,7 @@ def run(
         "dkim": _json(found.dkim),
         "spf": _json(found.spf),
         "dmarc": _json(found.dmarc),
+        "arc": _json(found.arc),
         "attachments": _json(found.attachments),
         "facts": v.seen,
         "rules": [step.to_json() for step in v.steps],
@@ -119,10 +120,15 @@ def render(t: dict[str, Any]) -> str:
     spf = t.get("spf")
     if spf:
         lines.append(f"SPF: {spf.get('result')} ({spf.get('identity')} {spf.get('domain')})")
+    arc = t.get("arc")
+    if arc and arc.get("sets"):
+        lines.append(f"ARC: {arc.get('result')}, {arc.get('sets')} bộ / sets, niêm phong cuối / sealed last by "
+                     f"{arc.get('sealer')}" + (" (tin cậy / trusted forwarder)" if arc.get("trusted") else ""))
     dm = t.get("dmarc")
     if dm:
         lines.append(f"DMARC: {dm.get('result')}, p={dm.get('p')}, chính sách áp dụng / policy {dm.get('policy')}"
-                     + (f", khớp / aligned: {', '.join(dm['aligned'])}" if dm.get("aligned") else ""))
+                     + (f", khớp / aligned: {', '.join(dm['aligned'])}" if dm.get("aligned") else "")
+                     + (f", ngoại lệ / override: {dm['override']}" if dm.get("override") else ""))
     att = t.get("attachments")
     if att and att.get("files"):
         for f in att["files"]:

@@ -52,7 +52,9 @@ def source_row(record: Mapping[str, Any], time: dt.datetime) -> dict[str, Any] |
     disposition = applied if result == "fail" and applied in ("reject", "quarantine") else "none"
     asked = dmarc.get("policy") if dmarc.get("policy") in _DISPOSITIONS else "none"
     reason = ""
-    if result == "fail" and dmarc.get("sampled_out"):
+    if result == "fail" and dmarc.get("override") == "trusted_forwarder":
+        reason = "trusted_forwarder"  # an ARC chain sealed by a listed forwarder (RFC 7489's PolicyOverrideType)
+    elif result == "fail" and dmarc.get("sampled_out"):
         reason = "sampled_out"
     elif result == "fail" and disposition != asked:
         reason = "local_policy"

@@ -24,6 +24,7 @@ import msgspec
 
 from mailgw.directory.model import Directory
 from mailgw.message.facts import (
+    ArcFacts,
     AttachmentFacts,
     AuditModeHit,
     ClassificationFacts,
@@ -100,6 +101,8 @@ class ExchangeRecord(_Model, frozen=True):
     dkim: DkimFacts | None = None
     spf: SpfFacts | None = None
     dmarc: DmarcFacts | None = None
+    arc: ArcFacts | None = None  # added with ARC: records written before it have none
+    arc_sealed: str | None = None  # d= of the ARC set mailgw added to the copy it passed on
     attachments: AttachmentFacts = AttachmentFacts()
     decision: DecisionFacts = DecisionFacts()
     policy_version: str | None = None
@@ -112,7 +115,7 @@ class ExchangeRecord(_Model, frozen=True):
     def to_json(self) -> dict[str, Any]:
         """The JSON form kept in the spool, the journal and the exchange log."""
         out: dict[str, Any] = msgspec.to_builtins(self)
-        for key in ("redacted", "dsn_for", "notice_for", "body_sha256"):
+        for key in ("redacted", "dsn_for", "notice_for", "body_sha256", "arc", "arc_sealed"):
             if not out.get(key):
                 out.pop(key, None)  # absent unless it applies, as records always had it
         return out
@@ -193,6 +196,8 @@ def build(message: Message, ctx: Context, reply: str, *, dsn_for: str | None = N
         dkim=found.dkim,
         spf=found.spf,
         dmarc=found.dmarc,
+        arc=found.arc,
+        arc_sealed=found.arc_sealed,
         attachments=found.attachments or AttachmentFacts(),
         decision=DecisionFacts(
             decision=verdict.kind, rule=verdict.rule, mode=verdict.mode, matched=list(verdict.matched),

@@ -74,6 +74,15 @@ class DkimKey:
 
 
 @dataclasses.dataclass(frozen=True)
+class ArcSettings:
+    """``arc:``: the key that seals inbound mail mailgw passes on (one of the RSA keys of ``dkim:``)."""
+
+    domain: str
+    selector: str = ""  # empty: the domain's only RSA key
+    line: int = dataclasses.field(default=0, compare=False)
+
+
+@dataclasses.dataclass(frozen=True)
 class QueueSettings:
     retry_min: float = 300.0  # Postfix minimal_backoff_time
     retry_max: float = 4000.0  # Postfix maximal_backoff_time
@@ -182,6 +191,7 @@ class Settings:
     log_format: str = "text"  # log: {format: text|json} (mailgw.logsetup)
     metrics_listen: tuple[str, int] | None = None  # metrics: {listen: HOST:PORT} (mailgw.metrics); None: off
     dmarc: DmarcSettings = dataclasses.field(default_factory=lambda: DmarcSettings())
+    arc: ArcSettings | None = None  # arc: {domain, selector} (mailgw.stages.arc_seal); None: no sealing
 
     def effective(self) -> str:
         """The effective settings as one log line (chasquid's LogConfig)."""
@@ -192,6 +202,7 @@ class Settings:
             f"database={_redact_url(self.database)} queue={dataclasses.asdict(self.queue)} "
             f"limits={dataclasses.asdict(self.limits)} attachments={dataclasses.asdict(self.attachments)} "
             f"audit={dataclasses.asdict(self.audit)}"
+            + (f" arc.seal={self.arc.domain}{'/' + self.arc.selector if self.arc.selector else ''}" if self.arc else "")
             + (f" dns.mx_port={self.dns.mx_port} (TEST RIG: MX hosts on a port other than 25)"
                if self.dns.mx_port != 25 else "")
         )
@@ -200,7 +211,7 @@ class Settings:
 _TOP_KEYS = {
     "hostname", "node", "directory", "policies", "database", "spool", "credentials",
     "listeners", "routes", "dkim", "tls", "queue", "limits", "log_level", "dns", "attachments", "audit", "workers",
-    "log", "metrics", "dmarc",
+    "log", "metrics", "dmarc", "arc",
 }
 
 
@@ -255,13 +266,14 @@ def load(path: str) -> Settings:
     log_format = _log(c, data)
     metrics_listen = _metrics(c, data)
     dmarc = _dmarc(c, data)
+    arc = _arc(c, data)
     c.raise_if_errors()
     return Settings(
         file=os.path.abspath(path), hostname=hostname, node=node, directory=directory, policies=policies,
         database=database, spool=spool, credentials=credentials, listeners=tuple(listeners), routes=routes,
         dkim=tuple(dkim), tls=tls, queue=queue, limits=limits, log_level=log_level,
         dns=dns, attachments=attachments, audit=audit, workers=workers,
-        log_format=log_format, metrics_listen=metrics_listen, dmarc=dmarc,
+        log_format=log_format, metrics_listen=metrics_listen, dmarc=dmarc, arc=arc,
     )
 
 
@@ -404,6 +416,17 @@ def _dkim(c: Checker, data: YMap, rel: Any) -> list[DkimKey]:
             c.error(m, "algorithm", "algorithm must be 'rsa' or 'ed25519'")
         out.append(DkimKey(domain.lower(), selector, rel(key) if key else "", algorithm, line=items.line_of(i)))
     return out
+
+
+def _arc(c: Checker, data: YMap) -> ArcSettings | None:
+    if "arc" not in data or data["arc"] is None:
+        return None
+    m = c.mapping(data["arc"], data, "arc", "'arc'")
+    if m is None:
+        return None
+    c.keys(m, ("domain", "selector"), required=("domain",), what="arc")
+    domain, selector = c.typed(m, "domain", str, ""), c.typed(m, "selector", str, "")
+    return ArcSettings(domain.strip().lower().rstrip("."), selector.strip(), line=data.line_of("arc"))
 
 
 MAX_WORKERS = 64

@@ -70,7 +70,7 @@ _ASCII_DOMAIN = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:
 _DOT_ATOM = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z", re.IGNORECASE)
 _MAILBOX_FIELDS = "address | name | unit | roles"
 _TOP_KEYS = ("name", "name_en", "updated", "official_suffixes", "authoritative", "agencies", "partners", "exceptions",
-             "delegations")
+             "delegations", "trusted_forwarders")
 
 
 # --- the values the rest of the gateway sees ---------------------------------
@@ -134,6 +134,20 @@ class Partner:
     organ_code: str | None
     domains: tuple[str, ...]
     dkim: tuple[DkimPin, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
+class TrustedForwarder:
+    """A forwarder (a mailing list, a partner's relay) whose ARC seal, by signing domain ``domain``, is trusted.
+
+    Its ARC-Authentication-Results are taken at their word when DKIM broke on
+    the way: what it says it authenticated may override a DMARC failure
+    (mailgw.senderauth.arc). Never for our own domains or partners' DKIM pins.
+    """
+
+    domain: str
+    name: str
+    note: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)
@@ -282,6 +296,7 @@ class Directory:
         delegations: tuple[Delegation, ...],
         warnings: tuple[Problem, ...] = (),
         authoritative: frozenset[str] = frozenset(),
+        trusted_forwarders: tuple[TrustedForwarder, ...] = (),
     ):
         self.path = path
         self.version = version
@@ -298,6 +313,8 @@ class Directory:
         # Local domains whose every mailbox is listed here: an unknown address there does not
         # exist (550 5.1.1 at RCPT), and only declared domains under them are local.
         self.authoritative = authoritative
+        self.trusted_forwarders = trusted_forwarders
+        self._forwarder_by_domain = {f.domain: f for f in trusted_forwarders}
 
         agencies_by_domain: dict[str, list[Agency]] = {}
         for agency in agencies:
@@ -319,6 +336,11 @@ class Directory:
 
     def agency(self, code: str) -> Agency | None:
         return self._agency_by_code.get(code)
+
+    def trusted_forwarder(self, domain: str) -> TrustedForwarder | None:
+        """The trusted forwarder whose ARC seals are signed with ``d=domain`` (exactly that domain), or None."""
+        ascii_domain = canonical_domain(domain)
+        return self._forwarder_by_domain.get(ascii_domain) if ascii_domain else None
 
     def is_local_domain(self, domain: str) -> bool:
         """Whether ``domain`` is a local domain or a subdomain of one."""
@@ -523,8 +545,10 @@ class _Reader(Checker):
         exceptions = self._exceptions(root, agency_by_code, official)
         delegations = self._delegations(root, mailboxes)
         authoritative = self._authoritative(root, local_domains)
+        forwarders = self._forwarders(root)
         return {
             "authoritative": authoritative,
+            "trusted_forwarders": tuple(forwarders),
             "name": self.typed(root, "name", str, "Danh bạ thư điện tử công vụ"),
             "name_en": self.typed(root, "name_en", str),
             "updated": self._date(root, "updated"),
@@ -551,6 +575,26 @@ class _Reader(Checker):
             elif domain is not None:
                 out.add(domain)
         return frozenset(out)
+
+    def _forwarders(self, root: YMap) -> list[TrustedForwarder]:
+        items = self._list(root, "trusted_forwarders")
+        out: list[TrustedForwarder] = []
+        lines: dict[str, int] = {}
+        for i, item in enumerate(items or ()):
+            m = self.mapping(item, items, i, "a trusted forwarder")
+            if m is None:
+                continue
+            self.keys(m, ("domain", "name", "note"), required=("domain", "name"), what="a trusted forwarder")
+            text, name, note = self.typed(m, "domain", str), self._text(m, "name"), self.typed(m, "note", str)
+            domain = self._domain(text.strip(), m, "domain", "forwarder domain (the d= of its ARC seals)") if text else None
+            if domain is None or name is None:
+                continue
+            if domain in lines:
+                self.error(m, "domain", f"forwarder domain {domain} is already listed at line {lines[domain]}")
+                continue
+            lines[domain] = m.line_of("domain")
+            out.append(TrustedForwarder(domain, name, note))
+        return out
 
     def _suffixes(self, root: YMap) -> tuple[str, ...]:
         items = self._list(root, "official_suffixes")

@@ -2,7 +2,7 @@
 
 The fact-finding stages make these (classify: :class:`ClassificationFacts`,
 attachments: :class:`AttachmentFacts`, dkim_verify: :class:`DkimFacts`, spf:
-:class:`SpfFacts`, dmarc: :class:`DmarcFacts`); the
+:class:`SpfFacts`, arc: :class:`ArcFacts`, dmarc: :class:`DmarcFacts`); the
 policy reads them, and the exchange record (mailgw.audit.record) embeds them as
 they are, so what the policy judged is what the auditor reads. Frozen: a fact,
 once found, is not edited by a later stage. Fields added later get defaults, so
@@ -16,7 +16,7 @@ import dataclasses
 import msgspec
 
 __all__ = [
-    "AmbiguousPart", "ArchiveFacts", "AttachedFile", "AttachmentFacts", "AuditModeHit", "ClassificationFacts",
+    "AmbiguousPart", "ArcFacts", "ArcSet", "ArchiveFacts", "AttachedFile", "AttachmentFacts", "AuditModeHit", "ClassificationFacts",
     "DkimFacts", "DkimSignature", "DmarcFacts", "Evidence", "Facts", "PdfFacts", "SpfFacts",
 ]
 
@@ -103,6 +103,40 @@ class DmarcFacts(_Model, frozen=True):
     sampled_out: bool = False  # pct= below 100 and this message fell outside it
     aligned: list[str] = []  # "spf", "dkim": the methods that passed aligned with From
     reason: str = ""
+    # RFC 7489 section 7.2 PolicyOverrideType when a local policy set ``policy`` other than the
+    # record asks: "trusted_forwarder" (a trusted forwarder's ARC chain vouched for the message);
+    # ``override_comment`` says which sealer and what it recorded.
+    override: str | None = None
+    override_comment: str = ""
+
+
+class ArcSet(_Model, frozen=True):
+    """One ARC set (RFC 8617) of the chain, as verified: its instance, who sealed and signed it, and whether those hold."""
+
+    instance: int
+    seal_domain: str = ""  # ARC-Seal d=
+    seal_selector: str = ""
+    cv: str = ""  # the chain validation the sealer recorded: none, pass, fail
+    seal_valid: bool = False
+    signature_domain: str = ""  # ARC-Message-Signature d=
+    signature_valid: bool | None = None  # checked for the latest set only (None): a later hop's changes break the older ones
+
+
+class ArcFacts(_Model, frozen=True):
+    """ARC (RFC 8617) of inbound mail: whether the chain of forwarders' seals holds, and who sealed it last.
+
+    ``recorded`` is what the last sealer's ARC-Authentication-Results said it saw
+    (its resinfos, comments dropped), which a trusted forwarder's word makes count:
+    the dmarc stage reads it (mailgw.senderauth.arc.vouches).
+    """
+
+    result: str = "none"  # pass, fail, none, temperror (a seal's key could not be fetched now)
+    reason: str = ""
+    sets: int = 0  # the highest instance i=
+    sealer: str | None = None  # d= of the latest ARC-Seal
+    trusted: bool = False  # the sealer is one of the directory's trusted_forwarders
+    recorded: list[str] = []
+    chain: list[ArcSet] = []  # oldest first
 
 
 class PdfFacts(_Model, frozen=True):
@@ -202,6 +236,8 @@ class Facts:
     attachments: AttachmentFacts | None = None  # attachments
     dkim: DkimFacts | None = None  # dkim_verify (inbound), dkim_sign (the signatures the gateway added)
     spf: SpfFacts | None = None  # spf (inbound only)
+    arc: ArcFacts | None = None  # arc (inbound mail with ARC fields only)
+    arc_sealed: str | None = None  # arc_seal: d= of the ARC set mailgw added, None when it added none
     dmarc: DmarcFacts | None = None  # dmarc (inbound only)
-    authentication_results: str | None = None  # dkim_verify: the field stamp adds (with spf= and dmarc= clauses)
+    authentication_results: str | None = None  # dkim_verify: the field stamp adds (with spf=, arc= and dmarc= clauses)
     forged_authentication_results: int = 0  # dkim_verify: forged fields removed

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from mailgw.policy.engine import RuleStep
     from mailgw.policy.facts import Known
     from mailgw.policy.rules import PolicySet
+    from mailgw.senderauth.arc import ArcSealKey
     from mailgw.smtp.credentials import Credentials
     from mailgw.stages.dkim_sign import Keyring
 
@@ -182,6 +183,7 @@ class Context:
     policies: PolicySet | None = None
     resolver: DnsResolver | FileResolver | None = None  # from settings `dns:`
     signing_keys: Keyring = dataclasses.field(default_factory=dict)  # domain -> its keys, from `dkim:`
+    arc_key: ArcSealKey | None = None  # the key that seals inbound mail, from `arc:` (one of `dkim:`)
     # Derived from the directory once, when the Context is made (a reload makes a new one): no stage
     # keeps a cache keyed by the directory.
     classify_limits: ClassifyLimits = dataclasses.field(init=False, repr=False, compare=False)

@@ -16,7 +16,8 @@ parties        sender (the From author), mail_from (the envelope sender),
                Sender, Resent-From or Resent-Sender field): each a mapping of PARTY keys
 DKIM           dkim: a mapping of DKIM keys
 SPF            spf: a mapping of SPF keys (result, identity, domain)
-DMARC          dmarc: a mapping of DMARC keys (result, policy, p, aligned, domain)
+DMARC          dmarc: a mapping of DMARC keys (result, policy, p, aligned, domain, override)
+ARC            arc: a mapping of ARC keys (result, sealer, trusted, sets)
 attachments    attachments (message-wide facts), any_attachment,
                all_attachments: each a mapping of FILE keys
 logic          all: [..], any: [..], not: {..}, always: true
@@ -51,6 +52,8 @@ SPF_IDENTITIES = ("mailfrom", "helo")
 DMARC_RESULTS = ("pass", "fail", "none", "temperror", "permerror")
 DMARC_POLICIES = ("none", "quarantine", "reject")
 DMARC_METHODS = ("spf", "dkim")
+DMARC_OVERRIDES = ("trusted_forwarder",)  # RFC 7489 section 7.2 PolicyOverrideType values mailgw applies
+ARC_RESULTS = ("pass", "fail", "none", "temperror")
 FILE_KINDS = ("pdf", "office", "office_macro", "executable", "script", "archive", "image", "text", "calendar", "other")
 DANGER_REASONS = (
     "executable", "script", "macro", "dde", "double_extension", "rtl_override",
@@ -469,6 +472,14 @@ _DMARC_FIELDS: dict[str, tuple[Reader, Callable[[View], Any]]] = {
     "p": (choice(DMARC_POLICIES, "DMARC policy"), _get("p")),
     "aligned": (choice(DMARC_METHODS, "DMARC method"), _get("aligned")),
     "domain": (domains, _get("domain")),
+    "override": (choice(DMARC_OVERRIDES, "DMARC policy override"), _get("override")),
+}
+
+_ARC_FIELDS: dict[str, tuple[Reader, Callable[[View], Any]]] = {
+    "result": (choice(ARC_RESULTS, "ARC result"), _get("result")),
+    "sealer": (domains, _get("sealer")),
+    "trusted": (flag, _get("trusted")),
+    "sets": (number, _get("sets")),
 }
 
 _ATTACHMENTS_FIELDS: dict[str, tuple[Reader, Callable[[View], Any]]] = {
@@ -504,7 +515,7 @@ _FILE_FIELDS: dict[str, tuple[Reader, Callable[[View], Any]]] = {
 LOGIC = ("all", "any", "not", "always")
 PARTY_KEYS = ("sender", "mail_from", "any_recipient", "all_recipients", "any_claimed")
 FILE_KEYS = ("any_attachment", "all_attachments")
-NESTED = ("dkim", "spf", "dmarc", "attachments", *PARTY_KEYS, *FILE_KEYS)
+NESTED = ("dkim", "spf", "dmarc", "arc", "attachments", *PARTY_KEYS, *FILE_KEYS)
 
 
 def all_keys(known: Known) -> list[str]:
@@ -563,6 +574,9 @@ def compile_when(c: Checker, node: Any, parent: YMap | YList, key: Any, known: K
         elif name == "dmarc":
             inner = _nested(c, node, name, _DMARC_FIELDS, "a DMARC test")
             t = _Sub("dmarc", _get("dmarc"), inner) if inner is not None else None
+        elif name == "arc":
+            inner = _nested(c, node, name, _ARC_FIELDS, "an ARC test")
+            t = _Sub("arc", _get("arc"), inner) if inner is not None else None
         elif name == "attachments":
             inner = _nested(c, node, name, _ATTACHMENTS_FIELDS, "an attachments test")
             t = _Sub("attachments", _get("attachments"), inner) if inner is not None else None

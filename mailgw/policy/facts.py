@@ -20,7 +20,7 @@ import msgspec
 from mailgw.classify.vn.text import fold
 from mailgw.directory.model import Directory, canonical_address
 from mailgw.dkim import orgdomain
-from mailgw.message.facts import AttachmentFacts, DkimFacts, DmarcFacts, SpfFacts
+from mailgw.message.facts import ArcFacts, AttachmentFacts, DkimFacts, DmarcFacts, SpfFacts
 from mailgw.message.model import Context, Message
 from mailgw.policy import lookalike
 
@@ -68,6 +68,7 @@ def view(message: Message, ctx: Context, *, size: int | None = None) -> dict[str
         "dkim": dkim,
         "spf": _spf(found.spf),
         "dmarc": _dmarc(found.dmarc),
+        "arc": _arc(found.arc),
         "attachments": msgspec.to_builtins(found.attachments or AttachmentFacts()),
         "tags": list(message.verdict.tags),
         "matched": [],
@@ -156,6 +157,15 @@ def _spf(found: SpfFacts | None) -> dict[str, Any]:
 def _dmarc(found: DmarcFacts | None) -> dict[str, Any]:
     """The DMARC facts in the shape conditions read; mail not checked (relay, submission) has none."""
     if found is None:
-        return {"result": "none", "policy": None, "p": None, "aligned": [], "domain": None, "sampled_out": False}
+        return {"result": "none", "policy": None, "p": None, "aligned": [], "domain": None, "sampled_out": False,
+                "override": None}
     return {"result": found.result, "policy": found.policy, "p": found.p, "aligned": list(found.aligned),
-            "domain": found.from_domain, "sampled_out": found.sampled_out}
+            "domain": found.from_domain, "sampled_out": found.sampled_out, "override": found.override}
+
+
+def _arc(found: ArcFacts | None) -> dict[str, Any]:
+    """The ARC facts in the shape conditions read; mail not checked (relay, submission) or without a chain has none."""
+    if found is None:
+        return {"result": "none", "sealer": None, "trusted": False, "sets": 0}
+    return {"result": found.result, "sealer": found.sealer, "trusted": found.trusted and found.result == "pass",
+            "sets": found.sets}

@@ -122,7 +122,8 @@ def _view(ctx: Context, rec: ExchangeRecord) -> tuple[dict[str, Any], dt.date]:
                    auth_user=rec.auth_user, received_at=when.timestamp())
     message = Message(id=rec.id, envelope=env, raw=b"")
     message.facts = Facts(author=rec.sender.address if rec.sender else None, classification=rec.classification,
-                          attachments=rec.attachments, dkim=rec.dkim, spf=rec.spf, dmarc=rec.dmarc)
+                          attachments=rec.attachments, dkim=rec.dkim, spf=rec.spf, dmarc=rec.dmarc,
+                          arc=rec.arc)
     view = facts.view(message, ctx, size=rec.size)
     if rec.dkim is not None and rec.dkim.pinned is False:
         view["tags"] = [MISSING_PARTNER_TAG]  # as the policy stage tags it before the rules

@@ -1,8 +1,8 @@
-"""Sender authentication beyond DKIM: SPF (spf.py) and DMARC (dmarc.py), and what they share.
+"""Sender authentication beyond DKIM: SPF (spf.py), DMARC (dmarc.py) and ARC (arc.py), and what they share.
 
 Both look DNS up through the gateway's resolver (mailgw.config.resolver), each
 lookup bounded by :func:`bounded`; their verdicts become typed facts
-(mailgw.message.facts.SpfFacts, DmarcFacts) and clauses of our
+(mailgw.message.facts.SpfFacts, DmarcFacts, ArcFacts) and clauses of our
 Authentication-Results field, written with the helpers below.
 """
 
