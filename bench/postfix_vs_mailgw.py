@@ -147,7 +147,7 @@ class Rig:
         self.dir = Path(tempfile.mkdtemp(prefix="run-", dir=RUN_BASE))
         self.dir.chmod(0o755)  # Postfix's daemons run as user postfix and must reach their queue
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.postfix_etc: Path | None = None
+        self.postfix_etcs: list[Path] = []  # every private Postfix started, stopped by close()
         self.keep = keep
 
     def spawn(self, argv: list[str], *, log: str, **kw: Any) -> subprocess.Popen[bytes]:
@@ -158,9 +158,9 @@ class Rig:
         return proc
 
     def close(self) -> None:
-        if self.postfix_etc is not None:
-            master = _master_pid(self.postfix_etc)
-            subprocess.run([_which("postfix") or "postfix", "-c", str(self.postfix_etc), "stop"],
+        for etc in self.postfix_etcs:
+            master = _master_pid(etc)
+            subprocess.run([_which("postfix") or "postfix", "-c", str(etc), "stop"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
             if master:
                 tree = [master, *_descendants(master)]
@@ -395,7 +395,7 @@ def txt_value(rig: Rig) -> str:
 
 MASTER_CF = """\
 # service type  private unpriv  chroot  wakeup  maxproc command
-{listen} inet  n       -       n       -       -       smtpd
+{listen} inet  n       -       n       -       -       smtpd{services}
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
 rewrite   unix  -       -       n       -       -       trivial-rewrite
@@ -446,7 +446,7 @@ smtpd_milters = {milter}
 milter_default_action = tempfail
 message_size_limit = 31457280
 biff = no
-"""
+{extra}"""
 
 OPENDKIM_CONF = """\
 Syslog                  no
@@ -472,33 +472,67 @@ class System:
 
 
 def start_postfix(rig: Rig, key: Path, sink_port: int) -> System:
-    base = rig.dir / "postfix"
+    # A UNIX socket, as Debian's own opendkim configuration uses.
+    milter = rig.dir / "opendkim.sock"
+    conf = rig.dir / "opendkim.conf"
+    conf.write_text(OPENDKIM_CONF.format(milter=f"local:{milter}", dir=rig.dir, domain=DOMAIN, selector=SELECTOR, key=key))
+    dkim = rig.spawn([_which("opendkim") or "opendkim", "-f", "-x", str(conf)], log="opendkim.log")
+    _wait_path(milter, dkim, "opendkim")
+    postfix = start_private_postfix(rig, sink_port, f"unix:{milter}")
+    return System("Postfix+OpenDKIM", [postfix.port], [postfix.master, dkim.pid])
+
+
+@dataclasses.dataclass
+class PrivatePostfix:
+    """A private Postfix instance: its config directory, queue, smtpd port(s) and master process."""
+
+    etc: Path
+    queue: Path
+    port: int
+    master: int
+    services: dict[str, int]  # extra smtpd services: name -> port
+
+    def postqueue_json(self) -> list[dict[str, Any]]:
+        """``postqueue -j``: one object per queued message (queue_name: incoming, active, deferred, hold)."""
+        out = subprocess.run([_which("postqueue") or "postqueue", "-c", str(self.etc), "-j"],
+                             capture_output=True, text=True, check=True).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def start_private_postfix(rig: Rig, sink_port: int, milters: str, *, name: str = "postfix",
+                          services: dict[str, str] | None = None, extra_main: str = "") -> PrivatePostfix:
+    """A private Postfix (``postfix -c DIR start``) relaying everything to ``sink_port``, with ``smtpd_milters``.
+
+    ``services``: more smtpd services, name -> their ``-o`` options (e.g.
+    ``-o milter_macro_daemon_name=NAME``), each on a port of its own.
+    ``extra_main``: lines added to main.cf. Stopped by ``rig.close``.
+    """
+    base = rig.dir / name
     etc, queue, data = base / "etc", base / "queue", base / "data"
     for d in (etc, queue, data):
         d.mkdir(parents=True)
     shutil.chown(data, "postfix", "postfix")
     port = free_port()
-    # A UNIX socket, as Debian's own opendkim configuration uses.
-    milter = rig.dir / "opendkim.sock"
-    (etc / "master.cf").write_text(MASTER_CF.format(listen=f"127.0.0.1:{port}"))
-    (etc / "main.cf").write_text(MAIN_CF.format(queue=queue, data=data, log=base / "postfix.log", sink=sink_port, milter=f"unix:{milter}"))
-    conf = rig.dir / "opendkim.conf"
-    conf.write_text(OPENDKIM_CONF.format(milter=f"local:{milter}", dir=rig.dir, domain=DOMAIN, selector=SELECTOR, key=key))
-    dkim = rig.spawn([_which("opendkim") or "opendkim", "-f", "-x", str(conf)], log="opendkim.log")
-    _wait_path(milter, dkim, "opendkim")
+    ports = {svc: free_port() for svc in services or {}}
+    extra = "".join(f"\n127.0.0.1:{ports[svc]} inet n - n - - smtpd -o syslog_name=postfix/{svc} {opts}"
+                    for svc, opts in (services or {}).items())
+    (etc / "master.cf").write_text(MASTER_CF.format(listen=f"127.0.0.1:{port}", services=extra))
+    (etc / "main.cf").write_text(MAIN_CF.format(queue=queue, data=data, log=base / "postfix.log", sink=sink_port,
+                                                milter=milters, extra=extra_main))
     postfix = _which("postfix") or "postfix"
     check = subprocess.run([postfix, "-c", str(etc), "check"], capture_output=True, text=True)
     if check.returncode != 0:
         raise RuntimeError(f"postfix check failed: {check.stderr.strip()}")
-    rig.postfix_etc = etc
+    rig.postfix_etcs.append(etc)
     started = subprocess.run([postfix, "-c", str(etc), "start"], capture_output=True, text=True)
     if started.returncode != 0:
         raise RuntimeError(f"postfix start failed: {started.stderr.strip()}")
-    wait_port(port, what="postfix smtpd")
+    for p in (port, *ports.values()):
+        wait_port(p, what="postfix smtpd")
     master = _master_pid(etc)
     if not master:
         raise RuntimeError("postfix started but its master.pid is missing")
-    return System("Postfix+OpenDKIM", [port], [master, dkim.pid])
+    return PrivatePostfix(etc, queue, port, master, ports)
 
 
 def _master_pid(etc: Path) -> int | None:
