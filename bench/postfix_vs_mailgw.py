@@ -6,6 +6,7 @@ Run from the repository root (as root: it installs Debian packages and runs Post
     python3 bench/postfix_vs_mailgw.py            # the full table (a few minutes)
     python3 bench/postfix_vs_mailgw.py --quick    # a tiny load, to see that everything works
     python3 bench/postfix_vs_mailgw.py --two-nodes   # also two mailgw nodes side by side
+    python3 bench/postfix_vs_mailgw.py --milter --no-mailgw   # Postfix+OpenDKIM milter against Postfix+mailgw milter
 
 What it sets up, under one temporary directory, all on 127.0.0.1:
 
@@ -561,8 +562,12 @@ def _wait_path(path: Path, proc: subprocess.Popen[bytes], what: str, timeout: fl
 
 
 def start_mailgw(rig: Rig, key: Path, sink_port: int, *, name: str = "mailgw", database: str = "sqlite:///audit.db",
-                 workers: int | None = None) -> System:
-    """``mailgw serve`` with its own directory, port and spool, relaying to the sink."""
+                 workers: int | None = None, milter: bool = False) -> System:
+    """``mailgw serve`` with its own directory, port and spool, relaying to the sink.
+
+    ``milter``: its one listener is a milter (role relay for 127.0.0.0/8), the
+    System's port that listener's; a Postfix in front of it is the caller's.
+    """
     import yaml
 
     home = rig.dir / name
@@ -581,7 +586,8 @@ def start_mailgw(rig: Rig, key: Path, sink_port: int, *, name: str = "mailgw", d
         "policies": "policies",
         "database": database,
         "spool": "spool",
-        "listeners": [{"name": "relay", "role": "relay", "listen": f"127.0.0.1:{port}", "trusted_networks": ["127.0.0.0/8"]}],
+        "listeners": [{"name": "milter" if milter else "relay", "role": "milter" if milter else "relay",
+                       "listen": f"127.0.0.1:{port}", "trusted_networks": ["127.0.0.0/8"]}],
         "routes": {"local": f"smtp://127.0.0.1:{sink_port}", "remote": f"smtp://127.0.0.1:{sink_port}"},
         "dkim": [{"domain": DOMAIN, "selector": SELECTOR, "key": str(key)}],
         # One client sends everything, over sessions that stay open for the whole run (Postfix has
@@ -594,8 +600,33 @@ def start_mailgw(rig: Rig, key: Path, sink_port: int, *, name: str = "mailgw", d
     path.write_text(yaml.safe_dump(settings, allow_unicode=True, sort_keys=False))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = rig.spawn([sys.executable, "-m", "mailgw", "serve", "--config", str(path)], log=f"{name}.log", cwd=str(home), env=env)
-    wait_port(port, proc, what=f"mailgw {name}")
+    if milter:
+        wait_running(home / "spool", proc, what=f"mailgw {name}")
+    else:
+        wait_port(port, proc, what=f"mailgw {name}")
     return System(name, [port], [proc.pid])
+
+
+def wait_running(spool: Path, proc: subprocess.Popen[bytes], timeout: float = 60.0, what: str = "mailgw") -> None:
+    """Until mailgw's status file says running (every listener bound: a milter port has no greeting to wait for)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {proc.returncode}")
+        try:
+            if json.loads((spool / "status.json").read_text()).get("state") == "running":
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{what}: not running after {timeout:.0f} s")
+
+
+def start_postfix_mailgw_milter(rig: Rig, key: Path, sink_port: int, *, workers: int | None = None) -> System:
+    """A second private Postfix whose milter is mailgw (the same key signs), relaying to the same sink."""
+    gw = start_mailgw(rig, key, sink_port, name="mailgw-milter", workers=workers, milter=True)
+    postfix = start_private_postfix(rig, sink_port, f"inet:127.0.0.1:{gw.ports[0]}", name="postfix-milter")
+    return System("Postfix+mailgw-milter", [postfix.port], [postfix.master, *gw.roots])
 
 
 # --- messages --------------------------------------------------------------------
@@ -1095,6 +1126,9 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every message count")
     parser.add_argument("--repeat", type=int, default=1, help="run every case this many times (interleaved) and report the median")
     parser.add_argument("--only", choices=("postfix", "mailgw"), help="run one system only (profiling)")
+    parser.add_argument("--milter", action="store_true",
+                        help="also Postfix with mailgw as its milter (against Postfix with OpenDKIM as its milter)")
+    parser.add_argument("--no-mailgw", action="store_true", help="leave out mailgw as an SMTP hop (with --milter: the two milters only)")
     parser.add_argument("--profile", type=Path, help="record py-spy profiles of mailgw (collapsed stacks) into this directory")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, spools, configs)")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
@@ -1135,9 +1169,13 @@ def _bench(rig: Rig, args: argparse.Namespace) -> int:
     workers = args.workers or None
     if args.only != "mailgw":
         systems.append(start_postfix(rig, key, sink_port))
-    if args.only != "postfix":
+    if args.only != "postfix" and not args.no_mailgw:
         systems.append(start_mailgw(rig, key, sink_port, workers=workers))
         notes.append(f"mailgw: workers={args.workers or 1}, audit database SQLite, spool fsync-ed")
+    if args.milter:
+        systems.append(start_postfix_mailgw_milter(rig, key, sink_port, workers=workers))
+        notes.append(f"Postfix+mailgw-milter: a second private Postfix, mailgw its milter (workers={args.workers or 1}, "
+                     "audit database SQLite, nothing spooled by mailgw)")
     with contextlib.ExitStack() as stack:
         if args.two_nodes:
             # Both nodes write one PostgreSQL exchange log (a schema of its own, dropped afterwards).
@@ -1156,7 +1194,7 @@ def _bench(rig: Rig, args: argparse.Namespace) -> int:
         dump.stop()
         sink = Sink(rig, sink_port)
         rows, ok = _measure(rig, sink, systems, args)
-        if args.only != "postfix":
+        if args.only != "postfix" and not args.no_mailgw:
             db = rig.dir / "mailgw" / "audit.db"
             notes.append(f"mailgw audit database after the run: {db.stat().st_size // 1024} KB" if db.exists()
                          else "mailgw audit database: nothing written (this build does not write the exchange log yet)")

@@ -68,7 +68,7 @@ async def test_negotiation_asks_for_what_it_needs(client):
     from kilter.protocol.messages import ActionFlags, ProtocolFlags
 
     assert ActionFlags.ADD_HEADERS in n.action_flags and ActionFlags.QUARANTINE in n.action_flags
-    assert ProtocolFlags.HEADER_LEADING_SPACE in n.protocol_flags and ProtocolFlags.NR_HEADER in n.protocol_flags
+    assert ProtocolFlags.HEADER_LEADING_SPACE in n.protocol_flags and ProtocolFlags.NO_DATA in n.protocol_flags
     assert any("{auth_authen}" in names for names in n.macros.values())
 
 
