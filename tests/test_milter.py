@@ -225,3 +225,13 @@ def test_settings_name_bad_milter_keys_at_their_line(tmp_path: Path):
     text = str(e.value)
     assert f"{path}:6: daemon 'submission': role must be one of mx, relay, submission, not 'staff'" in text
     assert f"{path}:10: 'daemons' applies to milter and policy listeners only" in text
+
+
+async def test_policy_test_on_a_milter_listener_takes_the_role_it_would_have(gw):
+    from mailgw import trace
+
+    raw = message(subject="Cập nhật mật khẩu hộp thư", sender="thongbao@binhthuan-gov.vn")
+    out = await asyncio.to_thread(trace.run, gw.context(), raw, listener="milter", client_ip=OUTSIDE)
+    assert (out["envelope"]["role"], out["decision"], out["rule"]) == ("mx", "quarantine", "lookalike-domain")
+    out = await asyncio.to_thread(trace.run, gw.context(), message(), listener="milter", client_ip="127.0.0.1")
+    assert (out["envelope"]["role"], out["decision"]) == ("relay", "accept")
