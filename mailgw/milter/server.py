@@ -36,6 +36,7 @@ import os
 import re
 import socket
 import stat
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,7 @@ MACROS = {
     Stage.END_MESSAGE: ["i"],
 }
 
+SWITCH_INTERVAL = 0.001  # seconds
 QUICKACK = getattr(socket, "TCP_QUICKACK", 0)  # Linux only
 _FIELD_START = re.compile(rb"(?m)^(?=[^ \t])")
 _SPACED_NAME = re.compile(rb"\A([^:]*?)[ \t]+:")  # "From :" that the parse stage writes "From:"
@@ -111,6 +113,9 @@ class MilterListener:
 
     async def start(self, *, reuse_port: bool = False) -> tuple[str, int]:
         l = self.listener
+        # A message is a dozen round trips with the MTA, each a turn of the event loop; while a
+        # pipeline thread runs, the loop waits for the GIL up to the switch interval (5 ms).
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         if l.path:
             _remove_stale_socket(l.path)
             self.server = await asyncio.start_unix_server(self._serve, l.path, limit=MAX_PACKET + 16)
