@@ -166,10 +166,13 @@ class MilterListener:
                         writer.write(out[:].tobytes())
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the MTA closed the connection (it does so between transactions too)
+            pass  # the MTA closed the connection (its SMTP session ended, or it gave up waiting)
         except (InvalidMessage, UnexpectedMessage, UnknownMessage, ValueError, UnicodeDecodeError) as e:
             # Not a fault of the message: the MTA applies its milter_default_action (tempfail).
             log.warning("%s: milter protocol error, connection closed: %s", self.listener.name, e)
+        except Exception:
+            log.exception("%s: milter session failed, connection closed (the MTA applies its default action)",
+                          self.listener.name)
         finally:
             self.connections.discard(writer)
             writer.close()
