@@ -235,3 +235,21 @@ async def test_policy_test_on_a_milter_listener_takes_the_role_it_would_have(gw)
     assert (out["envelope"]["role"], out["decision"], out["rule"]) == ("mx", "quarantine", "lookalike-domain")
     out = await asyncio.to_thread(trace.run, gw.context(), message(), listener="milter", client_ip="127.0.0.1")
     assert (out["envelope"]["role"], out["decision"]) == ("relay", "accept")
+
+
+async def test_a_broken_packet_closes_that_connection_only(gw, client):
+    reader, writer = await asyncio.open_connection(*gw.addresses["milter"])
+    writer.write(b"\x00\x00\x00\x00")  # a packet of no length: not the milter protocol
+    assert await reader.read() == b""  # closed: the MTA would apply milter_default_action
+    writer.close()
+    out = await client.transaction(CLERK, [OTHER], message())
+    assert out.answer == "Continue"
+
+
+async def test_a_message_over_the_size_limit_is_refused_at_its_end(make_gateway):
+    g = await make_gateway(listeners=_listeners(), limits={"message_size": "4K"})
+    c = MilterClient()
+    await c.open(*g.addresses["milter"])
+    out = await c.transaction(CLERK, [OTHER], message(body="Nội dung dài.\r\n" * 400))
+    await c.close()
+    assert out.answer == "ReplyCode" and out.reply.startswith("552 5.3.4 ")
