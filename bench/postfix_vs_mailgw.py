@@ -6,6 +6,7 @@ Run from the repository root (as root: it installs Debian packages and runs Post
     python3 bench/postfix_vs_mailgw.py            # the full table (a few minutes)
     python3 bench/postfix_vs_mailgw.py --quick    # a tiny load, to see that everything works
     python3 bench/postfix_vs_mailgw.py --two-nodes   # also two mailgw nodes side by side
+    python3 bench/postfix_vs_mailgw.py --milter --no-mailgw   # Postfix+OpenDKIM milter against Postfix+mailgw milter
 
 What it sets up, under one temporary directory, all on 127.0.0.1:
 
@@ -147,7 +148,7 @@ class Rig:
         self.dir = Path(tempfile.mkdtemp(prefix="run-", dir=RUN_BASE))
         self.dir.chmod(0o755)  # Postfix's daemons run as user postfix and must reach their queue
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.postfix_etc: Path | None = None
+        self.postfix_etcs: list[Path] = []  # every private Postfix started, stopped by close()
         self.keep = keep
 
     def spawn(self, argv: list[str], *, log: str, **kw: Any) -> subprocess.Popen[bytes]:
@@ -158,9 +159,9 @@ class Rig:
         return proc
 
     def close(self) -> None:
-        if self.postfix_etc is not None:
-            master = _master_pid(self.postfix_etc)
-            subprocess.run([_which("postfix") or "postfix", "-c", str(self.postfix_etc), "stop"],
+        for etc in self.postfix_etcs:
+            master = _master_pid(etc)
+            subprocess.run([_which("postfix") or "postfix", "-c", str(etc), "stop"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
             if master:
                 tree = [master, *_descendants(master)]
@@ -395,7 +396,7 @@ def txt_value(rig: Rig) -> str:
 
 MASTER_CF = """\
 # service type  private unpriv  chroot  wakeup  maxproc command
-{listen} inet  n       -       n       -       -       smtpd
+{listen} inet  n       -       n       -       -       smtpd{services}
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
 rewrite   unix  -       -       n       -       -       trivial-rewrite
@@ -446,7 +447,7 @@ smtpd_milters = {milter}
 milter_default_action = tempfail
 message_size_limit = 31457280
 biff = no
-"""
+{extra}"""
 
 OPENDKIM_CONF = """\
 Syslog                  no
@@ -472,33 +473,67 @@ class System:
 
 
 def start_postfix(rig: Rig, key: Path, sink_port: int) -> System:
-    base = rig.dir / "postfix"
+    # A UNIX socket, as Debian's own opendkim configuration uses.
+    milter = rig.dir / "opendkim.sock"
+    conf = rig.dir / "opendkim.conf"
+    conf.write_text(OPENDKIM_CONF.format(milter=f"local:{milter}", dir=rig.dir, domain=DOMAIN, selector=SELECTOR, key=key))
+    dkim = rig.spawn([_which("opendkim") or "opendkim", "-f", "-x", str(conf)], log="opendkim.log")
+    _wait_path(milter, dkim, "opendkim")
+    postfix = start_private_postfix(rig, sink_port, f"unix:{milter}")
+    return System("Postfix+OpenDKIM", [postfix.port], [postfix.master, dkim.pid])
+
+
+@dataclasses.dataclass
+class PrivatePostfix:
+    """A private Postfix instance: its config directory, queue, smtpd port(s) and master process."""
+
+    etc: Path
+    queue: Path
+    port: int
+    master: int
+    services: dict[str, int]  # extra smtpd services: name -> port
+
+    def postqueue_json(self) -> list[dict[str, Any]]:
+        """``postqueue -j``: one object per queued message (queue_name: incoming, active, deferred, hold)."""
+        out = subprocess.run([_which("postqueue") or "postqueue", "-c", str(self.etc), "-j"],
+                             capture_output=True, text=True, check=True).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def start_private_postfix(rig: Rig, sink_port: int, milters: str, *, name: str = "postfix",
+                          services: dict[str, str] | None = None, extra_main: str = "") -> PrivatePostfix:
+    """A private Postfix (``postfix -c DIR start``) relaying everything to ``sink_port``, with ``smtpd_milters``.
+
+    ``services``: more smtpd services, name -> their ``-o`` options (e.g.
+    ``-o milter_macro_daemon_name=NAME``), each on a port of its own.
+    ``extra_main``: lines added to main.cf. Stopped by ``rig.close``.
+    """
+    base = rig.dir / name
     etc, queue, data = base / "etc", base / "queue", base / "data"
     for d in (etc, queue, data):
         d.mkdir(parents=True)
     shutil.chown(data, "postfix", "postfix")
     port = free_port()
-    # A UNIX socket, as Debian's own opendkim configuration uses.
-    milter = rig.dir / "opendkim.sock"
-    (etc / "master.cf").write_text(MASTER_CF.format(listen=f"127.0.0.1:{port}"))
-    (etc / "main.cf").write_text(MAIN_CF.format(queue=queue, data=data, log=base / "postfix.log", sink=sink_port, milter=f"unix:{milter}"))
-    conf = rig.dir / "opendkim.conf"
-    conf.write_text(OPENDKIM_CONF.format(milter=f"local:{milter}", dir=rig.dir, domain=DOMAIN, selector=SELECTOR, key=key))
-    dkim = rig.spawn([_which("opendkim") or "opendkim", "-f", "-x", str(conf)], log="opendkim.log")
-    _wait_path(milter, dkim, "opendkim")
+    ports = {svc: free_port() for svc in services or {}}
+    extra = "".join(f"\n127.0.0.1:{ports[svc]} inet n - n - - smtpd -o syslog_name=postfix/{svc} {opts}"
+                    for svc, opts in (services or {}).items())
+    (etc / "master.cf").write_text(MASTER_CF.format(listen=f"127.0.0.1:{port}", services=extra))
+    (etc / "main.cf").write_text(MAIN_CF.format(queue=queue, data=data, log=base / "postfix.log", sink=sink_port,
+                                                milter=milters, extra=extra_main))
     postfix = _which("postfix") or "postfix"
     check = subprocess.run([postfix, "-c", str(etc), "check"], capture_output=True, text=True)
     if check.returncode != 0:
         raise RuntimeError(f"postfix check failed: {check.stderr.strip()}")
-    rig.postfix_etc = etc
+    rig.postfix_etcs.append(etc)
     started = subprocess.run([postfix, "-c", str(etc), "start"], capture_output=True, text=True)
     if started.returncode != 0:
         raise RuntimeError(f"postfix start failed: {started.stderr.strip()}")
-    wait_port(port, what="postfix smtpd")
+    for p in (port, *ports.values()):
+        wait_port(p, what="postfix smtpd")
     master = _master_pid(etc)
     if not master:
         raise RuntimeError("postfix started but its master.pid is missing")
-    return System("Postfix+OpenDKIM", [port], [master, dkim.pid])
+    return PrivatePostfix(etc, queue, port, master, ports)
 
 
 def _master_pid(etc: Path) -> int | None:
@@ -527,8 +562,12 @@ def _wait_path(path: Path, proc: subprocess.Popen[bytes], what: str, timeout: fl
 
 
 def start_mailgw(rig: Rig, key: Path, sink_port: int, *, name: str = "mailgw", database: str = "sqlite:///audit.db",
-                 workers: int | None = None) -> System:
-    """``mailgw serve`` with its own directory, port and spool, relaying to the sink."""
+                 workers: int | None = None, milter: bool = False) -> System:
+    """``mailgw serve`` with its own directory, port and spool, relaying to the sink.
+
+    ``milter``: its one listener is a milter (role relay for 127.0.0.0/8), the
+    System's port that listener's; a Postfix in front of it is the caller's.
+    """
     import yaml
 
     home = rig.dir / name
@@ -547,7 +586,8 @@ def start_mailgw(rig: Rig, key: Path, sink_port: int, *, name: str = "mailgw", d
         "policies": "policies",
         "database": database,
         "spool": "spool",
-        "listeners": [{"name": "relay", "role": "relay", "listen": f"127.0.0.1:{port}", "trusted_networks": ["127.0.0.0/8"]}],
+        "listeners": [{"name": "milter" if milter else "relay", "role": "milter" if milter else "relay",
+                       "listen": f"127.0.0.1:{port}", "trusted_networks": ["127.0.0.0/8"]}],
         "routes": {"local": f"smtp://127.0.0.1:{sink_port}", "remote": f"smtp://127.0.0.1:{sink_port}"},
         "dkim": [{"domain": DOMAIN, "selector": SELECTOR, "key": str(key)}],
         # One client sends everything, over sessions that stay open for the whole run (Postfix has
@@ -560,8 +600,33 @@ def start_mailgw(rig: Rig, key: Path, sink_port: int, *, name: str = "mailgw", d
     path.write_text(yaml.safe_dump(settings, allow_unicode=True, sort_keys=False))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = rig.spawn([sys.executable, "-m", "mailgw", "serve", "--config", str(path)], log=f"{name}.log", cwd=str(home), env=env)
-    wait_port(port, proc, what=f"mailgw {name}")
+    if milter:
+        wait_running(home / "spool", proc, what=f"mailgw {name}")
+    else:
+        wait_port(port, proc, what=f"mailgw {name}")
     return System(name, [port], [proc.pid])
+
+
+def wait_running(spool: Path, proc: subprocess.Popen[bytes], timeout: float = 60.0, what: str = "mailgw") -> None:
+    """Until mailgw's status file says running (every listener bound: a milter port has no greeting to wait for)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {proc.returncode}")
+        try:
+            if json.loads((spool / "status.json").read_text()).get("state") == "running":
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{what}: not running after {timeout:.0f} s")
+
+
+def start_postfix_mailgw_milter(rig: Rig, key: Path, sink_port: int, *, workers: int | None = None) -> System:
+    """A second private Postfix whose milter is mailgw (the same key signs), relaying to the same sink."""
+    gw = start_mailgw(rig, key, sink_port, name="mailgw-milter", workers=workers, milter=True)
+    postfix = start_private_postfix(rig, sink_port, f"inet:127.0.0.1:{gw.ports[0]}", name="postfix-milter")
+    return System("Postfix+mailgw-milter", [postfix.port], [postfix.master, *gw.roots])
 
 
 # --- messages --------------------------------------------------------------------
@@ -1061,6 +1126,9 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every message count")
     parser.add_argument("--repeat", type=int, default=1, help="run every case this many times (interleaved) and report the median")
     parser.add_argument("--only", choices=("postfix", "mailgw"), help="run one system only (profiling)")
+    parser.add_argument("--milter", action="store_true",
+                        help="also Postfix with mailgw as its milter (against Postfix with OpenDKIM as its milter)")
+    parser.add_argument("--no-mailgw", action="store_true", help="leave out mailgw as an SMTP hop (with --milter: the two milters only)")
     parser.add_argument("--profile", type=Path, help="record py-spy profiles of mailgw (collapsed stacks) into this directory")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, spools, configs)")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
@@ -1101,9 +1169,13 @@ def _bench(rig: Rig, args: argparse.Namespace) -> int:
     workers = args.workers or None
     if args.only != "mailgw":
         systems.append(start_postfix(rig, key, sink_port))
-    if args.only != "postfix":
+    if args.only != "postfix" and not args.no_mailgw:
         systems.append(start_mailgw(rig, key, sink_port, workers=workers))
         notes.append(f"mailgw: workers={args.workers or 1}, audit database SQLite, spool fsync-ed")
+    if args.milter:
+        systems.append(start_postfix_mailgw_milter(rig, key, sink_port, workers=workers))
+        notes.append(f"Postfix+mailgw-milter: a second private Postfix, mailgw its milter (workers={args.workers or 1}, "
+                     "audit database SQLite, nothing spooled by mailgw)")
     with contextlib.ExitStack() as stack:
         if args.two_nodes:
             # Both nodes write one PostgreSQL exchange log (a schema of its own, dropped afterwards).
@@ -1122,7 +1194,7 @@ def _bench(rig: Rig, args: argparse.Namespace) -> int:
         dump.stop()
         sink = Sink(rig, sink_port)
         rows, ok = _measure(rig, sink, systems, args)
-        if args.only != "postfix":
+        if args.only != "postfix" and not args.no_mailgw:
             db = rig.dir / "mailgw" / "audit.db"
             notes.append(f"mailgw audit database after the run: {db.stat().st_size // 1024} KB" if db.exists()
                          else "mailgw audit database: nothing written (this build does not write the exchange log yet)")

@@ -13,10 +13,13 @@ from mailgw import status as published
 from mailgw.audit.writer import JOURNAL, AuditWriter
 from mailgw.config import resolver as dnsanswers
 from mailgw.config import settings
+from mailgw.config.settings import MTA_ROLES
 from mailgw.config.yamlfile import ConfigError, Problem
 from mailgw.delivery.worker import Deliverer
 from mailgw.directory import model as directory
 from mailgw.message.model import Context
+from mailgw.milter.policy import PolicyListener
+from mailgw.milter.server import MilterListener
 from mailgw.queue.spool import Spool
 from mailgw.senderauth import arc
 from mailgw.smtp import credentials, tls
@@ -92,6 +95,7 @@ class Gateway:
         self.deliverer = Deliverer(self.spool, self.context, on_event=self.audit.on_delivery, recorder=self.audit.record)
         self.edge = Edge(self.context, self.spool, on_queued=on_queued or self.deliverer.notify, recorder=self.audit.record)
         self.servers: dict[str, asyncio.base_events.Server] = {}
+        self.mta_listeners: list[MilterListener | PolicyListener] = []  # milter and policy listeners (mailgw.milter)
         self.addresses: dict[str, tuple[str, int]] = {}  # listener name -> bound address
         self._delivery: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -161,8 +165,9 @@ class Gateway:
             "directory": {"version": ctx.directory.version},
             "reload": self.reload_outcome,
             "exchange_log": "database" if self.audit.healthy else "journal",
-            "listeners": {name: f"{host}:{port}" for name, (host, port) in self.addresses.items()}
-            or {l.name: f"{l.host}:{l.port}" for l in ctx.settings.listeners},
+            "listeners": {name: host if not port and host.startswith("/") else f"{host}:{port}"
+                          for name, (host, port) in self.addresses.items()}
+            or {l.name: l.path or f"{l.host}:{l.port}" for l in ctx.settings.listeners},
             "metrics": self.metrics_address,
         }
         try:
@@ -205,6 +210,15 @@ class Gateway:
         s = self._ctx.settings
         loop = asyncio.get_running_loop()
         for listener in s.listeners:
+            if listener.role in MTA_ROLES:
+                mta = (MilterListener if listener.role == "milter" else PolicyListener)(self.edge, listener)
+                self.addresses[listener.name] = await mta.start(reuse_port=self.mode == "receive")
+                assert mta.server is not None
+                self.servers[listener.name] = mta.server
+                self.mta_listeners.append(mta)
+                where = listener.path or "%s:%d" % self.addresses[listener.name]
+                log.info("listener %s (%s) on %s", listener.name, listener.role, where)
+                continue
             context = tls.server_context(listener.tls, s.hostname) if listener.tls else None
 
             def factory(l: Any = listener, c: Any = context) -> SmtpServer:
@@ -286,6 +300,11 @@ class Gateway:
             await asyncio.sleep(0.05)
         for session in list(self.edge.sessions):
             await session.shutdown()
+        if self.mta_listeners and self.edge.accepting:  # an MTA waiting for a verdict gets it
+            await asyncio.wait(list(self.edge.accepting), timeout=max(0.1, deadline - loop_time()))
+            await asyncio.sleep(0)  # the sessions write their answers
+        for mta in self.mta_listeners:  # then an MTA's connections close: an unfinished transaction is the MTA's to retry
+            mta.close()
         for server in self.servers.values():
             await server.wait_closed()
         if self.edge.accepting:  # messages whose client left before the reply: spooled and recorded all the same

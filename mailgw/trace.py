@@ -16,8 +16,10 @@ from typing import Any, Sequence
 import msgspec
 
 from mailgw import pipeline
+from mailgw.config.settings import MTA_ROLES
 from mailgw.message import fastheaders
 from mailgw.message.model import Context, Envelope, Message, new_id
+from mailgw.milter.envelope import role_for
 
 # What each stage contributes to the trace, by the fact it leaves.
 _STAGE_FACTS = {"classify": "classification", "attachments": "attachments", "dkim_verify": "dkim", "spf": "spf",
@@ -54,11 +56,14 @@ def run(
     rcpts = list(rcpts) or to_headers
     if not rcpts:
         raise MessageError("no recipient: give --rcpt, or a message with To or Cc")
-    if chosen.role == "submission" and auth_user is None:
+    role = chosen.role
+    if role in MTA_ROLES:  # a milter or policy listener: the role its rules give (--auth-user, --client-ip)
+        role = role_for(chosen, None, auth_user, client_ip)
+    if role == "submission" and auth_user is None:
         auth_user = mail_from or None
     envelope = Envelope(
-        mail_from=mail_from, rcpts=list(rcpts), listener=chosen.name, role=chosen.role, client_ip=client_ip,
-        helo="policy-test", tls="TLSv1.3" if chosen.role == "submission" else None, auth_user=auth_user,
+        mail_from=mail_from, rcpts=list(rcpts), listener=chosen.name, role=role, client_ip=client_ip,
+        helo="policy-test", tls="TLSv1.3" if role == "submission" else None, auth_user=auth_user,
     )
     message = Message(id=new_id(), envelope=envelope, raw=raw)
     timings: list[pipeline.StageTime] = []

@@ -19,6 +19,9 @@ from mailgw.config import yamlfile
 from mailgw.config.yamlfile import Checker, YList, YMap
 
 ROLES = ("mx", "relay", "submission")
+# Listeners that serve an existing MTA rather than SMTP clients (mailgw.milter): each
+# transaction is given one of ROLES by the listener's `daemons` and `trusted_networks`.
+MTA_ROLES = ("milter", "policy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +39,9 @@ class Listener:
     port: int
     trusted_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     tls: TlsFiles | None = None
+    path: str = ""  # `listen: unix:PATH`: a UNIX socket (milter and policy listeners), host "" and port 0
+    # milter and policy listeners: the MTA's service name ({daemon_name}, policy_context) -> mx | relay | submission
+    daemons: tuple[tuple[str, str], ...] = ()
 
     def trusts(self, ip: str) -> bool:
         try:
@@ -195,7 +201,7 @@ class Settings:
 
     def effective(self) -> str:
         """The effective settings as one log line (chasquid's LogConfig)."""
-        ls = ", ".join(f"{l.name}={l.role}@{l.host}:{l.port}{'+tls' if l.tls else ''}" for l in self.listeners)
+        ls = ", ".join(f"{l.name}={l.role}@{l.path or f'{l.host}:{l.port}'}{'+tls' if l.tls else ''}" for l in self.listeners)
         return (
             f"hostname={self.hostname} node={self.node} listeners=[{ls}] "
             f"routes=local:{self.routes['local']},remote:{self.routes['remote']} spool={self.spool} "
@@ -319,22 +325,39 @@ def _listeners(c: Checker, data: YMap, rel: Any, tls: TlsFiles | None) -> list[L
     out: list[Listener] = []
     seen_names: dict[str, int] = {}
     seen_addrs: dict[tuple[str, int], int] = {}
+    seen_paths: dict[str, int] = {}
     for i, item in enumerate(items):
         m = c.mapping(item, items, i, "a listener")
         if m is None:
             continue
-        c.keys(m, ("name", "role", "listen", "trusted_networks", "tls"), required=("name", "role", "listen"), what="a listener")
+        c.keys(m, ("name", "role", "listen", "trusted_networks", "tls", "daemons"), required=("name", "role", "listen"),
+               what="a listener")
         name = c.typed(m, "name", str, "")
         role = c.typed(m, "role", str, "")
         if name in seen_names:
             c.error(m, "name", f"duplicate listener name {name!r} (first at line {seen_names[name]})")
         seen_names[name] = m.line_of("name")
-        if role and role not in ROLES:
-            c.error(m, "role", f"unknown role {role!r} (one of: {', '.join(ROLES)})")
-        host, port = _hostport(c, m, "listen")
-        if (host, port) in seen_addrs and port != 0:
-            c.error(m, "listen", f"address {host}:{port} already used (line {seen_addrs[(host, port)]})")
-        seen_addrs[(host, port)] = m.line_of("listen")
+        if role and role not in ROLES + MTA_ROLES:
+            c.error(m, "role", f"unknown role {role!r} (one of: {', '.join(ROLES + MTA_ROLES)})")
+        mta = role in MTA_ROLES
+        path = ""
+        listen = m.get("listen")
+        if mta and isinstance(listen, str) and listen.startswith("unix:"):
+            path = rel(listen[len("unix:"):])
+            if not listen[len("unix:"):]:
+                c.error(m, "listen", "'listen' must be unix:PATH or HOST:PORT, not 'unix:'")
+            host, port = "", 0
+            if path in seen_paths:
+                c.error(m, "listen", f"socket {path} already used (line {seen_paths[path]})")
+            seen_paths[path] = m.line_of("listen")
+        else:
+            host, port = _hostport(c, m, "listen")
+            if (host, port) in seen_addrs and port != 0:
+                c.error(m, "listen", f"address {host}:{port} already used (line {seen_addrs[(host, port)]})")
+            seen_addrs[(host, port)] = m.line_of("listen")
+        daemons = _daemons(c, m) if mta else ()
+        if not mta and "daemons" in m:
+            c.error(m, "daemons", f"'daemons' applies to milter and policy listeners only, not {role!r}")
         nets: list[Any] = []
         raw_nets = c.typed(m, "trusted_networks", YList, YList())
         for j, n in enumerate(raw_nets):
@@ -344,13 +367,29 @@ def _listeners(c: Checker, data: YMap, rel: Any, tls: TlsFiles | None) -> list[L
                 c.error(raw_nets, j, f"{n!r} is not a network (like 10.0.0.0/8)")
         if role == "relay" and not nets:
             c.error(m, None, f"relay listener {name!r} needs 'trusted_networks' (it would serve nobody)")
-        if role != "relay" and "trusted_networks" in m:
-            c.error(m, "trusted_networks", f"'trusted_networks' applies to relay listeners only, not {role!r}")
+        if role not in ("relay",) + MTA_ROLES and "trusted_networks" in m:
+            c.error(m, "trusted_networks", f"'trusted_networks' applies to relay, milter and policy listeners only, not {role!r}")
         own_tls = _tls(c, m, "tls", rel) if "tls" in m else tls
         if role == "submission" and own_tls is None:
             c.error(m, None, f"submission listener {name!r} needs TLS (AUTH is never offered in plain text): set 'tls'")
-        out.append(Listener(name, role, host, port, tuple(nets), own_tls))
+        out.append(Listener(name, role, host, port, tuple(nets), None if mta else own_tls, path, daemons))
     return out
+
+
+def _daemons(c: Checker, m: YMap) -> tuple[tuple[str, str], ...]:
+    """``daemons``: the MTA's service names ({daemon_name}, policy_context) and the role each stands for."""
+    if "daemons" not in m:
+        return ()
+    d = c.mapping(m["daemons"], m, "daemons", "'daemons'")
+    if d is None:
+        return ()
+    out = []
+    for service, role in d.items():
+        if role not in ROLES:
+            c.error(d, service, f"daemon {service!r}: role must be one of {', '.join(ROLES)}, not {role!r}")
+            continue
+        out.append((str(service), str(role)))
+    return tuple(out)
 
 
 def _hostport(c: Checker, m: YMap, key: str) -> tuple[str, int]:
@@ -440,7 +479,9 @@ def _workers(c: Checker, data: YMap, listeners: list[Listener]) -> int:
         c.error(data, "workers", f"'workers' must be at most {MAX_WORKERS}, not {n}")
     if n > 1:
         for l in listeners:
-            if l.port == 0:  # each worker would get a port of its own
+            if l.path:  # a UNIX socket is one process's: no SO_REUSEPORT
+                c.error(data, "workers", f"listener {l.name!r} listens on a UNIX socket: several workers need a TCP port to share")
+            elif l.port == 0:  # each worker would get a port of its own
                 c.error(data, "workers", f"listener {l.name!r} listens on port 0: several workers need a fixed port to share")
     return n
 

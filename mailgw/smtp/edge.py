@@ -100,6 +100,43 @@ class Edge:
         _log_exchange(message, reply)
         return reply
 
+    async def judge(self, message: Message, ctx: Context, *, mta_id: str | None = None) -> str:
+        """The milter's path (mailgw.milter): the same pipeline, record and reply, and nothing spooled.
+
+        The MTA keeps the message: its bytes stay in the MTA's queue, and the
+        changes the pipeline made (``message.prepend``, removed fields) go back
+        to it as header actions. Every outcome is recorded before its reply is
+        returned, as on the edge; a record that cannot be kept turns the reply
+        into a 451, so the MTA never goes on with a message the log lacks.
+        """
+        task = asyncio.get_running_loop().create_task(self._judge(message, ctx, mta_id))
+        self.accepting.add(task)
+        task.add_done_callback(self.accepting.discard)
+        return await asyncio.shield(task)
+
+    async def _judge(self, message: Message, ctx: Context, mta_id: str | None) -> str:
+        try:
+            verdict = await asyncio.to_thread(self._run_pipeline, message, ctx)
+        except Exception:
+            log.exception("exchange %s: pipeline failed", message.id)
+            reply = await self._refuse(message, ctx, replies.TEMP_FAILURE, "error")
+        else:
+            reply = verdict.reply
+            if not await self._record(message, ctx, reply):
+                reply = _final(message, replies.TEMP_FAILURE)
+            elif verdict.kind == "quarantine" and verdict.notify_sender and message.envelope.mail_from:
+                await self._notify_held(message, ctx)
+        _log_exchange(message, reply, mta_id=mta_id)
+        return reply
+
+    @staticmethod
+    def _run_pipeline(message: Message, ctx: Context) -> Verdict:
+        timings: list[pipeline.StageTime] = []
+        verdict = pipeline.run(message, ctx, timings=timings)
+        for t in timings:
+            metrics.STAGE_SECONDS.labels(t.stage).observe(t.ms / 1000)
+        return verdict
+
     async def _decide(self, message: Message, ctx: Context) -> str:
         settings = ctx.settings
         if self.spool.free_bytes() < _min_free(settings) + 2 * len(message.raw):
@@ -130,10 +167,7 @@ class Edge:
         Runs in a worker thread: one hand-off from the event loop for all of it.
         The meta is None when the message is refused (reject or defer): nothing is spooled.
         """
-        timings: list[pipeline.StageTime] = []
-        verdict = pipeline.run(message, ctx, timings=timings)
-        for t in timings:
-            metrics.STAGE_SECONDS.labels(t.stage).observe(t.ms / 1000)
+        verdict = self._run_pipeline(message, ctx)
         if verdict.refused:
             return verdict, None
         envelope = message.envelope.to_json()
@@ -221,7 +255,7 @@ async def _log_record(rec: dict[str, Any]) -> None:
     """The recorder of an edge without an exchange log (benchmarks): the exchange line is the only trace."""
 
 
-def _log_exchange(message: Message, reply: str) -> None:
+def _log_exchange(message: Message, reply: str, *, mta_id: str | None = None) -> None:
     """One line per exchange, whatever its outcome, with the reply the client got (its id in it)."""
     env = message.envelope
     v = message.verdict
@@ -237,6 +271,7 @@ def _log_exchange(message: Message, reply: str) -> None:
         tls=env.tls, auth=env.auth_user, **{"from": env.mail_from}, to=list(env.rcpts), size=len(message.raw),
         decision=decision, rule=v.rule,
         tags=",".join(v.tags) or None, delay=round(time.time() - env.received_at, 3), status=status, reply=reply,
+        mta_id=mta_id,
     )
 
 

@@ -1,0 +1,306 @@
+"""mailgw as the milter (and policy service) of a real Postfix: Debian's postfix, a private instance.
+
+One Postfix and one ``mailgw serve`` for the whole module (a few seconds to
+start, then each test is one SMTP transaction or two). Postfix has two
+``smtpd`` services: one for mail from the Internet (``-o
+milter_macro_daemon_name=mx-in``, mailgw's role mx, with mailgw's policy
+service in its recipient restrictions) and one for the agencies' own servers
+(``relay-in``, role relay); both relay to tests/sink.py. The set-up is the
+bench's (bench/postfix_vs_mailgw.py: ``Rig`` and ``start_private_postfix``).
+
+Needs root (Postfix's master starts as root) and the Debian packages postfix
+and opendkim (``.ci/run`` installs them); skips with the reason otherwise,
+unless MAILGW_REQUIRE_TOOLS=1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import re
+import shutil
+import smtplib
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+from mailgw.dkim import SigningKey, sign
+from mailgw.queue.spool import Spool
+from mailgw.smtp import wire
+from tests.conftest import message
+from tests.sink import Sink
+from tests.test_dkim_opendkim import opendkim_verify
+from tests.test_dkim_pipeline import KEY_DATA, _public_records, _zone_line
+
+REPO = Path(__file__).resolve().parent.parent
+BT = "binhthuan.gov.vn"
+CLERK = f"vanthu.sotttt@{BT}"
+OTHER = f"vanthu.snv@{BT}"
+LEADER = f"giamdoc.skhdt@{BT}"
+REMOTE = "hanoi.gov.vn"
+
+
+def _require(what: str) -> None:
+    if os.environ.get("MAILGW_REQUIRE_TOOLS") == "1":
+        pytest.fail(what + ", and MAILGW_REQUIRE_TOOLS=1 requires it")
+    pytest.skip(what)
+
+
+class ThreadSink:
+    """tests/sink.py on an event loop of its own, for a module of synchronous tests."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.sink = Sink()
+        self._run(self.sink.start())
+
+    def _run(self, coro: Any, timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def wait_for_subject(self, marker: bytes, timeout: float = 30) -> bytes:
+        def found() -> bool:
+            return any(marker in m.data for m in self.sink.messages)
+
+        self._run(self.sink.wait_for(found, timeout), timeout + 5)
+        return next(m.data for m in self.sink.messages if marker in m.data)
+
+    def close(self) -> None:
+        self._run(self.sink.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+class Stack:
+    def __init__(self, rig: Any, postfix: Any, sink: ThreadSink, mailgw: subprocess.Popen[bytes], home: Path):
+        self.rig, self.postfix, self.sink, self.mailgw, self.home = rig, postfix, sink, mailgw, home
+        self.exchange_ids: list[str] = []  # every exchange mailgw made, as Postfix's clients and the sink saw them
+
+    def send(self, service: str, raw: bytes, mail_from: str, rcpts: list[str]) -> tuple[int, str]:
+        """One transaction through Postfix; (code, text) of the reply to DATA, or of the first refusal."""
+        port = self.postfix.services[service]
+        with smtplib.SMTP("127.0.0.1", port, timeout=60) as s:
+            try:
+                s.sendmail(mail_from, rcpts, raw)
+            except smtplib.SMTPRecipientsRefused as e:
+                code, text = next(iter(e.recipients.values()))
+                return code, text.decode()
+            except smtplib.SMTPResponseException as e:
+                text = e.smtp_error.decode() if isinstance(e.smtp_error, bytes) else str(e.smtp_error)
+                return e.smtp_code, text
+            return 250, ""
+
+    def mailgw_log(self) -> str:
+        return (self.rig.dir / "mailgw.log").read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    if os.geteuid() != 0:
+        _require("Postfix's master must start as root")
+    if not shutil.which("postfix", path="/usr/sbin:/usr/bin") or not shutil.which("smtp-sink", path="/usr/sbin:/usr/bin"):
+        _require("Postfix is not installed (Debian package postfix)")
+    from bench.postfix_vs_mailgw import Rig, free_port, start_private_postfix
+
+    rig = Rig()
+    sink: ThreadSink | None = None
+    try:
+        sink = ThreadSink()
+        home = rig.dir / "mailgw"
+        home.mkdir()
+        shutil.copy(REPO / "directory.yaml", home / "directory.yaml")
+        shutil.copytree(REPO / "policies", home / "policies")
+        (home / "keys").mkdir()
+        shutil.copy(KEY_DATA / "rsa2048.pem", home / "keys" / "rsa.pem")
+        (home / "keys" / "rsa.pem").chmod(0o600)
+        # Inbound DKIM: the remote province's key, as its DNS would publish it.
+        (home / "answers.zone").write_text(_zone_line(REMOTE, "rsa") + "\n")
+        milter_port, policy_port = free_port(), free_port()
+        daemons = {"mx-in": "mx", "relay-in": "relay"}
+        settings = {
+            "hostname": "mailgw.test", "directory": "directory.yaml", "policies": "policies",
+            "database": "sqlite:///audit.db", "spool": "spool",
+            "listeners": [
+                {"name": "milter", "role": "milter", "listen": f"127.0.0.1:{milter_port}", "daemons": daemons},
+                {"name": "policy", "role": "policy", "listen": f"127.0.0.1:{policy_port}", "daemons": daemons},
+            ],
+            "routes": {"local": f"smtp://127.0.0.1:{sink.sink.port}", "remote": f"smtp://127.0.0.1:{sink.sink.port}"},
+            "dkim": [{"domain": BT, "selector": "rsa", "key": "keys/rsa.pem"}],
+            "dns": {"answers": "answers.zone"},
+        }
+        config = home / "gateway.yaml"
+        config.write_text(yaml.safe_dump(settings, allow_unicode=True))
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        mailgw = rig.spawn([sys.executable, "-m", "mailgw", "serve", "--config", str(config)], log="mailgw.log",
+                           cwd=str(home), env=env)
+        _wait_running(home / "spool", mailgw)
+        postfix = start_private_postfix(
+            rig, sink.sink.port, f"inet:127.0.0.1:{milter_port}",
+            services={"mx-in": "-o milter_macro_daemon_name=mx-in -o smtpd_recipient_restrictions=$mx_rcpt",
+                      "relay-in": "-o milter_macro_daemon_name=relay-in"},
+            extra_main=(f"mx_rcpt = check_policy_service {{ inet:127.0.0.1:{policy_port}, policy_context=mx-in }},"
+                        " permit_mynetworks, reject\n"
+                        "milter_connect_timeout = 10s\n"),
+        )
+        yield Stack(rig, postfix, sink, mailgw, home)
+    finally:
+        if sink is not None:
+            sink.close()
+        rig.close()
+
+
+def _wait_running(spool: Path, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mailgw exited with status {proc.returncode}")
+        try:
+            if json.loads((spool / "status.json").read_text()).get("state") == "running":
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("mailgw did not start")
+
+
+def _exchange_id(text: str) -> str:
+    m = re.search(r"\[([0-9A-F]{21})\]\s*$", text)
+    assert m, text
+    return m.group(1)
+
+
+def _queued_ids(data: bytes) -> str:
+    m = re.search(rb"by mailgw\.test \(mailgw\) with \S+ id ([0-9A-F]{21})", data)
+    assert m, data[:2000]
+    return m.group(1).decode()
+
+
+def _spooled(stack: Stack) -> list[Any]:
+    return list(Spool(str(stack.home / "spool")).entries())
+
+
+def test_official_document_to_gmail_refused_at_data_with_the_bilingual_text(stack: Stack) -> None:
+    raw = message(subject="Fwd: Quyết định số 25/QĐ-UBND", sender=LEADER, to="canhan@gmail.com")
+    code, text = stack.send("relay-in", raw, LEADER, ["canhan@gmail.com"])
+    assert code == 550, text
+    exchange = _exchange_id(text)
+    stack.exchange_ids.append(exchange)
+    rec = _audit_show(stack, exchange)
+    assert rec["decision"]["rule"] == "official-to-unofficial" and rec["role"] == "relay"
+    # Exactly the edge's reply, folded to ASCII and cut into lines as the edge cuts it.
+    lines = wire.reply_lines(rec["decision"]["reply"], utf8=False)
+    assert text.split("\n") == [line[4:] for line in lines]
+    assert "canhan@gmail.com" in text and text.isascii()
+
+
+def test_secret_document_refused_with_nothing_kept(stack: Stack) -> None:
+    before = {m["queue_id"] for m in stack.postfix.postqueue_json()}
+    raw = message(subject="[MẬT] Báo cáo tình hình an ninh trật tự", body="Nội dung mật.\r\n")
+    code, text = stack.send("relay-in", raw, CLERK, [OTHER])
+    assert code == 550 and text.startswith("5.7.1 "), text
+    stack.exchange_ids.append(_exchange_id(text))
+    after = stack.postfix.postqueue_json()
+    assert [m for m in after if m["queue_id"] not in before] == []  # nothing in any of Postfix's queues
+    assert _spooled(stack) == []  # nor in mailgw's spool
+    rec = _audit_show(stack, stack.exchange_ids[-1])
+    assert rec["decision"]["rule"] == "secrecy-block"
+
+
+def test_lookalike_is_in_postfix_hold_queue(stack: Stack) -> None:
+    raw = message(subject="Cập nhật mật khẩu hộp thư", sender="thongbao@binhthuan-gov.vn")
+    code, text = stack.send("mx-in", raw, "thongbao@binhthuan-gov.vn", [OTHER])
+    assert code == 250, text
+    held = [m for m in stack.postfix.postqueue_json() if m["sender"] == "thongbao@binhthuan-gov.vn"]
+    assert [m["queue_name"] for m in held] == ["hold"]
+    queue_id = held[0]["queue_id"]
+    log = stack.mailgw_log()
+    m = re.search(rf"exchange id=([0-9A-F]{{21}}) listener=milter .*status=held .*mta_id={queue_id}", log)
+    assert m, log[-3000:]
+    stack.exchange_ids.append(m.group(1))
+    assert _audit_show(stack, m.group(1))["decision"]["rule"] == "lookalike-domain"
+    mailq = subprocess.run(["mailq", "-C", str(stack.postfix.etc)], capture_output=True, text=True).stdout
+    assert f"{queue_id}!" in mailq  # "!": on hold
+
+
+def test_outbound_leaves_postfix_signed_by_mailgw_and_verifies_with_opendkim(stack: Stack, tmp_path: Path) -> None:
+    opendkim = shutil.which("opendkim", path="/usr/sbin:/usr/bin")
+    if not opendkim:
+        _require("the opendkim binary is not installed (Debian package opendkim)")
+    raw = message(subject="Kế hoạch số 45/KH-STTTT triển khai chuyển đổi số", to=f"vanphong@{REMOTE}",
+                  body="Kính gửi Văn phòng UBND thành phố.\r\nNội dung kế hoạch.\r\n")
+    code, text = stack.send("relay-in", raw, CLERK, [f"vanphong@{REMOTE}"])
+    assert code == 250, text
+    data = stack.sink.wait_for_subject(b"Message-ID: <" + str(abs(hash("Kế hoạch số 45/KH-STTTT triển khai chuyển đổi số"
+                                       + "Kính gửi Văn phòng UBND thành phố.\r\nNội dung kế hoạch.\r\n"))).encode())
+    head = data.split(b"\r\n\r\n")[0]
+    assert head.startswith(b"DKIM-Signature:") or b"\r\nDKIM-Signature:" in head
+    assert opendkim_verify(opendkim, tmp_path, data, _public_records((BT, "rsa"))) == [("pass", BT, "rsa")]
+    stack.exchange_ids.append(_queued_ids(data))
+
+
+def test_inbound_dkim_result_in_authentication_results(stack: Stack) -> None:
+    body = "Kính gửi Sở TT&TT.\r\nNội dung công văn 77.\r\n"
+    raw = message(subject="Công văn số 77/UBND-VP", sender=f"vanphong@{REMOTE}", to=OTHER, body=body)
+    signed = sign(raw, [SigningKey.from_file(REMOTE, "rsa", KEY_DATA / "rsa2048.pem")]) + raw
+    code, text = stack.send("mx-in", signed, f"vanphong@{REMOTE}", [OTHER])
+    assert code == 250, text
+    data = stack.sink.wait_for_subject(b"77.\r\n")
+    results = re.findall(rb"(?im)^Authentication-Results:[^\r\n]*(?:\r\n[ \t][^\r\n]*)*", data)
+    assert len(results) == 1 and b"mailgw.test;" in results[0], results
+    assert re.search(rb"dkim=pass[^;]*header\.d=hanoi\.gov\.vn", results[0]), results[0]
+    stack.exchange_ids.append(_queued_ids(data))
+
+
+def test_foreign_recipient_refused_by_the_policy_service_before_data(stack: Stack) -> None:
+    code, text = stack.send("mx-in", message(sender="someone@example.com", to="victim@gmail.com"),
+                            "someone@example.com", ["victim@gmail.com"])
+    assert code == 550 and text.startswith("5.7.1 ") and "Relaying denied" in text, text
+    assert re.search(r"reject stage=RCPT listener=policy role=mx .*arg=victim@gmail.com", stack.mailgw_log())
+
+
+def test_every_exchange_is_in_mailgw_exchange_log(stack: Stack) -> None:
+    assert len(stack.exchange_ids) >= 4, stack.exchange_ids  # the tests above ran first, in this order
+    rows = _audit_search(stack)
+    assert set(stack.exchange_ids) <= {r["id"] for r in rows}
+    assert {r["listener"] for r in rows} == {"milter"}
+
+
+def test_mailgw_stopped_postfix_tempfails(stack: Stack) -> None:
+    stack.mailgw.terminate()
+    assert stack.mailgw.wait(30) == 0
+    code, text = stack.send("relay-in", message(subject="Khi mailgw dừng"), CLERK, [OTHER])
+    assert code == 451 and text.startswith("4.7.1 "), (code, text)  # milter_default_action = tempfail: retried later
+    assert not [m for m in stack.postfix.postqueue_json() if m["sender"] == CLERK]
+
+
+def _audit_url(stack: Stack) -> str:
+    return f"sqlite:///{stack.home / 'audit.db'}"
+
+
+def _audit_search(stack: Stack) -> list[dict[str, Any]]:
+    """``mailgw audit search --json`` on mailgw's exchange log (in this process: a CLI start costs seconds)."""
+    from mailgw.audit import commands
+    from mailgw.audit.query import FILTER_NAMES
+
+    out = io.StringIO()
+    assert commands.search(_audit_url(stack), {**{n: None for n in FILTER_NAMES}, "limit": 100}, True, out) == 0
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def _audit_show(stack: Stack, exchange: str) -> dict[str, Any]:
+    """``mailgw audit show ID --json``."""
+    from mailgw.audit import commands
+
+    out = io.StringIO()
+    assert commands.show(_audit_url(stack), exchange, True, out) == 0
+    return json.loads(out.getvalue())
