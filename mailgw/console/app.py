@@ -373,7 +373,7 @@ def create_app(settings_path: str, settings: Settings | None = None) -> Starlett
 
         def read() -> list[dict[str, Any]]:
             with console.engine.connect() as conn:
-                rows = conn.execute(select(Access).order_by(Access.seq.desc()).limit(300)).scalars().all()
+                rows = conn.execute(select(Access).order_by(Access.seq.desc()).limit(300)).all()
             out = []
             for r in rows:
                 try:

@@ -1,0 +1,229 @@
+"""The web console over HTTP: login, sessions, CSRF, throttling, roles and scopes, and the access log.
+
+The console application runs in-process behind Starlette's HTTP test client (httpx),
+on the settings and exchange log of a gateway home (tests/console_home.py): records
+the gateway's own pipeline made, and a message a real gateway run held.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from starlette.testclient import TestClient
+
+from mailgw.console.app import create_app
+from mailgw.console.guard import FREE_FAILURES
+from tests.console_home import PASSWORDS, Home, build
+
+PAGES = ["/", "/search", "/search?go=1", "/exchange/M-snv-stc", "/export?format=csv", "/report?period=2025-03",
+         "/verify", "/access", "/queue", "/policies", "/replay", "/api/search", "/no-such-page"]
+POSTS = ["/queue", "/replay", "/logout"]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
+    return build(tmp_path_factory.mktemp("console"))
+
+
+@pytest.fixture(scope="module")
+def app(home: Home) -> Iterator[Any]:
+    application = create_app(str(home.settings))
+    yield application
+    application.state.console.close()
+
+
+def _client(app: Any, ip: str = "192.0.2.10") -> TestClient:
+    return TestClient(app, base_url="https://console.test", client=(ip, 40000), follow_redirects=False)
+
+
+def _csrf(html: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert m, html
+    return m.group(1)
+
+
+def login(app: Any, user: str, password: str | None = None, ip: str = "192.0.2.10") -> TestClient:
+    c = _client(app, ip)
+    form = c.get("/login")
+    r = c.post("/login", data={"login": user, "password": password or PASSWORDS[user], "csrf": _csrf(form.text),
+                               "next": "/search"})
+    assert r.status_code == 303 and r.headers["location"] == "/search", r.text
+    return c
+
+
+def test_no_page_and_no_api_without_login(app: Any, home: Home) -> None:
+    before = len(home.access())
+    c = _client(app)
+    for path in PAGES:
+        r = c.get(path)
+        if path.startswith("/api/") or path == "/no-such-page":
+            assert r.status_code == 401, path
+        else:
+            assert r.status_code == 303 and r.headers["location"].startswith("/login?next="), path
+        assert "Kế hoạch" not in r.text and "M-snv-stc" not in r.text
+    for path in POSTS:
+        r = c.post(path, data={"action": "release", "id": home.held, "csrf": "x"})
+        assert r.status_code == 401, path
+    c.cookies.set("mailgw_console", "a-guessed-session-token", domain="console.test")
+    assert c.get("/search?go=1").status_code == 303
+    assert len(home.access()) == before  # nothing was read, so nothing to log
+
+
+def test_session_cookie_is_httponly_strict_and_secure_and_logout_ends_it(app: Any) -> None:
+    c = _client(app)
+    form = c.get("/login")
+    assert "HttpOnly" in form.headers["set-cookie"] and "SameSite=strict" in form.headers["set-cookie"]
+    r = c.post("/login", data={"login": "kiemtra", "password": PASSWORDS["kiemtra"], "csrf": _csrf(form.text)})
+    assert r.status_code == 303
+    cookie = next(v for v in r.headers.get_list("set-cookie") if v.startswith("mailgw_console="))
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Secure" in cookie
+    assert r.headers["strict-transport-security"] and "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    page = c.get("/search")
+    assert page.status_code == 200 and "Thanh tra tỉnh" in page.text
+    token = c.cookies.get("mailgw_console")
+    assert c.post("/logout", data={"csrf": _csrf(page.text)}).status_code == 303
+    again = _client(app)
+    again.cookies.set("mailgw_console", token or "", domain="console.test")
+    assert again.get("/search").status_code == 303  # the old cookie no longer opens anything
+
+
+def test_a_post_without_the_session_csrf_token_is_refused(app: Any, home: Home) -> None:
+    c = login(app, "quantri")
+    token = _csrf(c.get("/queue").text)
+    for data, headers in (({"action": "release", "id": home.held}, {}),
+                          ({"action": "release", "id": home.held, "csrf": "not-the-token"}, {}),
+                          ({"action": "release", "id": home.held, "csrf": token}, {"origin": "https://evil.example"})):
+        r = c.post("/queue", data=data, headers=headers)
+        assert r.status_code == 403 and "CSRF" in r.text
+    assert not any(s == "released" for s, _ in home.deliveries(home.held))
+    # The login form too: a login posted without the form's own token (login CSRF) is refused.
+    fresh = _client(app)
+    r = fresh.post("/login", data={"login": "quantri", "password": PASSWORDS["quantri"], "csrf": "forged"})
+    assert r.status_code == 403 and "mailgw_console=" not in r.headers.get("set-cookie", "")
+
+
+def test_an_auditor_cannot_reach_admin_actions(app: Any, home: Home) -> None:
+    c = login(app, "kiemtra")
+    token = _csrf(c.get("/search").text)
+    for path in ("/queue", "/policies", "/replay"):
+        assert c.get(path).status_code == 403, path
+    r = c.post("/queue", data={"action": "release", "id": home.held, "csrf": token})
+    assert r.status_code == 403
+    r = c.post("/replay", data={"candidate": "official-to-unofficial-audit", "period": "2025-03", "csrf": token})
+    assert r.status_code == 403
+    assert not any(s == "released" for s, _ in home.deliveries(home.held))
+    assert 'href="/queue"' not in c.get("/search").text  # not even offered
+
+
+def test_a_scoped_auditor_sees_only_exchanges_with_a_party_in_its_agency(app: Any, home: Home) -> None:
+    c = login(app, "kiemtra.snv")
+    found = c.get("/search?go=1&limit=100")
+    ids = set(re.findall(r'href="/exchange/([^"]+)"', found.text))
+    # Sở Nội vụ (snv) is the sender or a recipient of exactly these.
+    assert ids == {"M-snv-stc", "M-citizen-snv", home.held, home.queued}
+    other = c.get("/exchange/M-sotttt-mic")
+    missing = c.get("/exchange/no-such-exchange")
+    assert other.status_code == missing.status_code == 404
+    assert "Giấy mời" not in other.text and other.text.count("Không tìm thấy") == missing.text.count("Không tìm thấy")
+    assert c.get("/exchange/M-snv-stc").status_code == 200
+    api = c.get("/api/search?sender=vanthu.sotttt@binhthuan.gov.vn")
+    assert {x["id"] for x in api.json()} == {home.queued}  # sotttt's letter to snv only, not to the ministry
+    rows = list(csv.DictReader(io.StringIO(c.get("/export?format=csv").text)))
+    assert {r["id"] for r in rows} == ids
+    assert c.get("/report?period=2025-03").status_code == 403  # the report covers every agency
+    assert c.get("/access").status_code == 403
+    assert ("console show", "M-sotttt-mic") in [(cmd, a.get("id")) for cmd, a in home.access()]  # the try is on record
+
+
+def test_search_filters_beyond_the_command_line(app: Any, home: Home) -> None:
+    c = login(app, "kiemtra")
+
+    def ids(query: str) -> set[str]:
+        return {x["id"] for x in c.get("/api/search?" + query).json()}
+
+    assert ids("subject=KẾ HOẠCH SỐ 20") == {"M-snv-stc"}  # case-insensitive, Vietnamese letters too
+    assert ids("tag=channel:dms") == {"M-snv-stc", home.queued}
+    assert ids("tag=unsigned-document&agency=snv") == {"M-snv-stc"}
+    with home.db() as db:
+        message_id = db.execute("SELECT message_id FROM audit_exchange WHERE id = 'M-stc-mic'").fetchone()[0]
+    assert ids("message_id=" + message_id.strip("<>")) == {"M-stc-mic"}
+    assert len(ids("client_ip=127.0.0.1")) == 7 and ids("client_ip=127.0.0.2") == set()
+    assert ids("decision=quarantine") == {home.held}
+    assert c.get("/api/search?since=yesterday").status_code == 400
+    page = c.get("/search?go=1&category=plan")
+    assert "Kế hoạch" in page.text and "Sở Nội vụ" in page.text  # category and agency by name
+
+
+def test_an_admin_release_is_an_exchange_log_event_with_the_console_user(app: Any, home: Home) -> None:
+    c = login(app, "quantri")
+    page = c.get("/queue")
+    assert home.held in page.text and "cách ly / held" in page.text
+    r = c.post("/queue", data={"action": "release", "id": home.held, "reason": "người nhận xác nhận",
+                               "csrf": _csrf(page.text)})
+    assert r.status_code == 200 and "1 thư: release xong" in r.text
+    [(status, reply)] = [d for d in home.deliveries(home.held) if d[0] == "released"]
+    assert "console user quantri from 192.0.2.10" in reply and "người nhận xác nhận" in reply
+    assert home.held not in Path(home.path / "spool" / "hold").iterdir().__repr__()
+    shown = c.get(f"/exchange/{home.held}")
+    assert "released" in shown.text and "console user quantri" in shown.text
+    assert {x["id"] for x in c.get("/api/search?delivery=released").json()} == {home.held}
+
+
+def test_replay_of_a_month_with_a_changed_rule(app: Any, home: Home) -> None:
+    c = login(app, "quantri")
+    token = _csrf(c.get("/replay").text)
+    r = c.post("/replay", data={"candidate": "official-to-unofficial-audit", "period": "2025-03", "csrf": token})
+    assert r.status_code == 200, r.text
+    changed = re.findall(r'<tr class="change"><td><a href="/exchange/([^"]+)"', r.text)
+    assert changed == ["M-sotttt-citizen"]  # the refused letter to a citizen would pass in audit mode
+    assert '<b id="changed">1</b>' in r.text
+    outside = c.post("/replay", data={"candidate": "../policies", "period": "2025-03", "csrf": token})
+    assert outside.status_code == 400  # only folders inside 'candidates' are ever read
+
+
+def test_bad_logins_are_slowed_per_login_and_per_address(home: Home) -> None:
+    app = create_app(str(home.settings))  # a throttle of its own
+    try:
+        for _ in range(FREE_FAILURES):
+            c = _client(app, "198.51.100.1")
+            r = c.post("/login", data={"login": "kiemtra", "password": "sai", "csrf": _csrf(c.get("/login").text)})
+            assert r.status_code == 401 and "Sai tên đăng nhập" in r.text
+        c = _client(app, "198.51.100.1")
+        right = {"login": "kiemtra", "password": PASSWORDS["kiemtra"], "csrf": _csrf(c.get("/login").text)}
+        locked = c.post("/login", data=right)
+        assert locked.status_code == 429 and "tạm khóa" in locked.text  # even the right password waits
+        c = _client(app, "203.0.113.7")  # the same login from elsewhere: still locked
+        assert c.post("/login", data={**right, "csrf": _csrf(c.get("/login").text)}).status_code == 429
+        c = _client(app, "198.51.100.1")  # another login from the guessing address: locked too
+        other = {"login": "quantri", "password": PASSWORDS["quantri"], "csrf": _csrf(c.get("/login").text)}
+        assert c.post("/login", data=other).status_code == 429
+        c = _client(app, "203.0.113.8")  # that login elsewhere is not
+        assert c.post("/login", data={**other, "csrf": _csrf(c.get("/login").text)}).status_code == 303
+    finally:
+        app.state.console.close()
+
+
+def test_every_search_view_and_export_is_in_the_access_log_with_the_user(app: Any, home: Home) -> None:
+    c = login(app, "kiemtra")
+    start = len(home.access())
+    c.get("/search?go=1&sender=vanthu.snv@binhthuan.gov.vn")
+    c.get("/exchange/M-snv-stc")
+    c.get("/export?format=jsonl&agency=snv")
+    c.get("/report?period=2025-03")
+    c.get("/verify")
+    c.get("/access")
+    logged = home.access()[start:]
+    assert [cmd for cmd, _ in logged] == ["console search", "console show", "console export", "console report",
+                                          "console verify", "console access"]
+    assert all(a["auditor"] == "kiemtra" and a["via"] == "console from 192.0.2.10" for _, a in logged)
+    assert logged[0][1]["sender"] == "vanthu.snv@binhthuan.gov.vn" and logged[1][1]["id"] == "M-snv-stc"
+    assert logged[2][1]["format"] == "jsonl" and logged[3][1]["period"] == "2025-03"
+    page = c.get("/access")
+    assert "console show" in page.text and "M-snv-stc" in page.text and "kiemtra" in page.text
+    assert json.loads(c.get("/export?format=jsonl&agency=snv").text.splitlines()[0])["id"]
