@@ -31,6 +31,7 @@ from tests.made_records import MIC, SNV, STC, STTTT, letter, made
 
 CITIZEN = "dan@gmail.com"
 LOOKALIKE = "thongbao@binhthuan-gov.vn"
+NAMES = {"kiemtra": "Thanh tra tỉnh", "kiemtra.snv": "Kiểm tra Sở Nội vụ", "quantri": "Quản trị cổng thư"}
 PASSWORDS = {"kiemtra": "kiểm-tra-mật-khẩu-1", "kiemtra.snv": "sở-nội-vụ-mật-khẩu-2", "quantri": "quản-trị-mật-khẩu-3"}
 
 

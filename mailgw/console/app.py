@@ -640,12 +640,18 @@ def _local(target: str) -> str:
 
 
 def _same_origin(request: Request) -> bool:
-    """A browser's Origin (when sent) names this site: a cross-site form is refused even before its token."""
+    """The browser says the form came from this site: a cross-site form is refused even before its token.
+
+    Browsers send Sec-Fetch-Site (``same-origin``; ``none`` when a person typed the address);
+    older ones send Origin. A client that sends neither (a script) is left to the CSRF token.
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
     origin = request.headers.get("origin")
-    if not origin or origin == "null":
-        return origin is None
-    host = request.headers.get("host", "")
-    return origin.split("://", 1)[-1] == host
+    if origin is None:
+        return True
+    return origin != "null" and origin.split("://", 1)[-1] == request.headers.get("host", "")
 
 
 def _cookie(resp: Response, console: Console, name: str, value: str, max_age: int | None = None) -> None:
@@ -657,7 +663,7 @@ def _secured(resp: Response, console: Console) -> Response:
     h["Content-Security-Policy"] = _CSP
     h["X-Content-Type-Options"] = "nosniff"
     h["X-Frame-Options"] = "DENY"
-    h["Referrer-Policy"] = "no-referrer"
+    h["Referrer-Policy"] = "same-origin"  # exchange ids in URLs never leave the site
     h["Cache-Control"] = "no-store"
     if console.secure:
         h["Strict-Transport-Security"] = "max-age=31536000"
