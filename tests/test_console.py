@@ -227,3 +227,46 @@ def test_every_search_view_and_export_is_in_the_access_log_with_the_user(app: An
     page = c.get("/access")
     assert "console show" in page.text and "M-snv-stc" in page.text and "kiemtra" in page.text
     assert json.loads(c.get("/export?format=jsonl&agency=snv").text.splitlines()[0])["id"]
+
+
+def test_the_console_unit_keeps_the_gateways_hardening() -> None:
+    from tests.conftest import REPO
+
+    gateway = (REPO / "systemd" / "mailgw.service").read_text().splitlines()
+    console = (REPO / "systemd" / "mailgw-console.service").read_text().splitlines()
+    hardening = [line for line in gateway if line.startswith((
+        "Protect", "Private", "Restrict", "NoNewPrivileges", "LockPersonality", "MemoryDenyWriteExecute", "UMask",
+        "SystemCallArchitectures", "SystemCallFilter=@", "SystemCallFilter=~", "RemoveIPC", "ProcSubset", "User="))]
+    assert len(hardening) > 20 and [line for line in hardening if line not in console] == []
+    assert "ExecStart=/opt/mailgw/.venv/bin/mailgw console" in console and "CapabilityBoundingSet=" in console
+
+
+def test_console_settings_and_accounts_errors_name_the_file_and_line(home: Home, tmp_path: Path) -> None:
+    import yaml
+
+    from mailgw.config import settings
+    from mailgw.config.yamlfile import ConfigError
+    from mailgw.console import accounts
+    from mailgw.directory import model as directory
+
+    data = yaml.safe_load(home.settings.read_text(encoding="utf-8"))
+    data.update(directory=str(home.path / "directory.yaml"), policies=str(home.path / "policies"))
+    for console, message in (({"users": "u.yaml"}, "missing"),
+                             ({"listen": "0.0.0.0:8443", "users": "u.yaml", "tls": False}, "plain HTTP"),
+                             ({"listen": "127.0.0.1:8443", "users": "u.yaml", "colour": "red"}, "unknown key 'colour'"),
+                             ({"listen": "127.0.0.1:8443", "users": "u.yaml", "session_idle": "soon"}, "duration")):
+        path = tmp_path / "gateway.yaml"
+        path.write_text(yaml.safe_dump({**data, "console": console}, allow_unicode=True), encoding="utf-8")
+        with pytest.raises(ConfigError) as e:
+            settings.load(str(path))
+        assert any(message in str(p) and str(p).startswith(f"{path}:") and p.line > 0 for p in e.value.problems), \
+            (message, e.value.problems)
+    users = tmp_path / "users.yaml"
+    users.write_text("users:\n  a:\n    password: plain\n    role: auditor\n  b:\n    password: '$argon2id$x'\n"
+                     "    role: root\n  c:\n    password: '$argon2id$x'\n    role: auditor\n    scope: [snv/nope, xyz]\n",
+                     encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        accounts.load(str(users), directory.load(str(home.path / "directory.yaml")))
+    assert [(p.line, p.message.split(" (")[0]) for p in e.value.problems] == [
+        (3, "the password of a must be an argon2 hash"), (7, "role must be one of auditor, admin, not 'root'"),
+        (11, "no agency 'xyz' in the directory"), (11, "no unit 'nope' in agency 'snv'")]
