@@ -175,6 +175,14 @@ def test_an_admin_release_is_an_exchange_log_event_with_the_console_user(app: An
     assert {x["id"] for x in c.get("/api/search?delivery=released").json()} == {home.held}
 
 
+def test_the_policies_in_force_with_their_validation(app: Any, home: Home) -> None:
+    c = login(app, "quantri")
+    page = c.get("/policies")
+    assert page.status_code == 200 and 'id="validation"' in page.text and "Hợp lệ" in page.text
+    assert "20-official.yaml" in page.text and "official-to-unofficial" in page.text
+    assert ("console policies", "quantri") in [(cmd, a.get("auditor")) for cmd, a in home.access()]
+
+
 def test_replay_of_a_month_with_a_changed_rule(app: Any, home: Home) -> None:
     c = login(app, "quantri")
     token = _csrf(c.get("/replay").text)
@@ -185,6 +193,43 @@ def test_replay_of_a_month_with_a_changed_rule(app: Any, home: Home) -> None:
     assert '<b id="changed">1</b>' in r.text
     outside = c.post("/replay", data={"candidate": "../policies", "period": "2025-03", "csrf": token})
     assert outside.status_code == 400  # only folders inside 'candidates' are ever read
+    broken = home.path / "candidates" / "broken"
+    broken.mkdir()
+    (broken / "10-x.yaml").write_text("rules:\n  - id: x\n    when: {colour: red}\n    action: reject\n")
+    r = c.post("/replay", data={"candidate": "broken", "period": "2025-03", "csrf": token})
+    assert r.status_code == 400 and f"{broken / '10-x.yaml'}:3:" in r.text  # FILE:LINE, nothing replayed
+
+
+def test_a_strangers_subject_is_shown_as_text_never_as_markup(app: Any, home: Home) -> None:
+    from mailgw.app import load_context
+    from mailgw.audit.log import AuditLog
+    from tests.made_records import SNV, letter, made
+
+    ctx, _ = load_context(str(home.settings))
+    evil = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    log = AuditLog.open(ctx.settings.database, "gw1")
+    log.append([made(ctx, "M-evil", "2025-04-01T00:00:00Z", "mx", letter(evil, "a@example.com", SNV),
+                     "a@example.com", [SNV])])
+    log.close()
+    c = login(app, "kiemtra")
+    for page in (c.get("/search?go=1&since=2025-04-01&until=2025-04-01"), c.get("/exchange/M-evil")):
+        assert "<script>" not in page.text and "<img" not in page.text
+        assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page.text
+
+
+def test_an_unused_session_ends() -> None:
+    from mailgw.console.accounts import Account
+    from mailgw.console.guard import Sessions
+
+    now = [1000.0]
+    sessions = Sessions(idle=1800, clock=lambda: now[0])
+    s = sessions.start(Account("a", "$argon2id$", "auditor", None), "192.0.2.1")
+    now[0] += 1799
+    assert sessions.get(s.token) is s  # used: its idle time starts again
+    now[0] += 1799
+    assert sessions.get(s.token) is s
+    now[0] += 1800
+    assert sessions.get(s.token) is None and sessions.get(s.token) is None
 
 
 def test_bad_logins_are_slowed_per_login_and_per_address(home: Home) -> None:
