@@ -284,6 +284,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     # Published DKIM records are looked up here only, not at start: a DNS
     # failure is a warning that they could not be checked.
     warnings += dkim_sign.check_published(ctx)
+    if ctx.settings.console is not None:  # the console's accounts: its roles and scopes name the directory's codes
+        from mailgw.console import accounts
+
+        try:
+            accounts.load(ctx.settings.console.users, ctx.directory)
+        except ConfigError as e:
+            warnings += e.problems
     problems = sorted(set(warnings) | set(directory.check(ctx.settings.directory)))
     for p in problems:
         print(p, file=sys.stderr)

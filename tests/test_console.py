@@ -286,6 +286,21 @@ def test_the_console_unit_keeps_the_gateways_hardening() -> None:
     assert "ExecStart=/opt/mailgw/.venv/bin/mailgw console" in console and "CapabilityBoundingSet=" in console
 
 
+def test_mailgw_check_checks_the_console_accounts(home: Home, capsys: pytest.CaptureFixture[str]) -> None:
+    from mailgw.cli import main
+
+    users = home.path / "console-users.yaml"
+    good = users.read_text(encoding="utf-8")
+    assert main(["check", "--config", str(home.settings)]) == 0
+    users.write_text(good.replace("- snv", "- snvx"), encoding="utf-8")
+    try:
+        assert main(["check", "--config", str(home.settings)]) == 1
+        err = capsys.readouterr().err
+        assert f"{users}:" in err and "no agency 'snvx' in the directory" in err
+    finally:
+        users.write_text(good, encoding="utf-8")
+
+
 def test_console_settings_and_accounts_errors_name_the_file_and_line(home: Home, tmp_path: Path) -> None:
     import yaml
 
