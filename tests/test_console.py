@@ -48,6 +48,13 @@ def _csrf(html: str) -> str:
     return m.group(1)
 
 
+def _report_data(page: str) -> dict[str, Any]:
+    """The numbers the report page embeds (mailgw/audit/report.py: anyone can re-check them)."""
+    m = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S)
+    assert m, page[:500]
+    return dict(json.loads(m.group(1).replace("<\\/", "</")))
+
+
 def login(app: Any, user: str, password: str | None = None, ip: str = "192.0.2.10") -> TestClient:
     c = _client(app, ip)
     form = c.get("/login")
@@ -136,7 +143,11 @@ def test_a_scoped_auditor_sees_only_exchanges_with_a_party_in_its_agency(app: An
     assert {x["id"] for x in api.json()} == {home.queued}  # sotttt's letter to snv only, not to the ministry
     rows = list(csv.DictReader(io.StringIO(c.get("/export?format=csv").text)))
     assert {r["id"] for r in rows} == ids
-    assert c.get("/report?period=2025-03").status_code == 403  # the report covers every agency
+    report = _report_data(c.get("/report?period=2025-03").text)  # the report of what this auditor may see
+    assert report["scope"] == ["snv"] and report["total"] == 2  # M-snv-stc, M-citizen-snv; not Sở TTTT's three
+    assert "sotttt" not in json.dumps(report) and "Phạm vi" in c.get("/report?period=2025-03").text
+    everything = _report_data(login(app, "kiemtra").get("/report?period=2025-03").text)
+    assert "scope" not in everything and everything["total"] == 5 and "sotttt" in json.dumps(everything)
     assert c.get("/access").status_code == 403
     assert ("console show", "M-sotttt-mic") in [(cmd, a.get("id")) for cmd, a in home.access()]  # the try is on record
 

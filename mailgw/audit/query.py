@@ -239,6 +239,16 @@ def _confirmed(conn: Connection, f: Filters) -> Iterator[Row[Any]]:
         last = (rows[-1].time, rows[-1].id)
 
 
+def record_in_scope(rec: ExchangeRecord, scope: tuple[str, ...]) -> bool:
+    """The scope's rule (:func:`_in_scope`) on a decoded record: a party in one of its agencies or units."""
+    parties = ([rec.sender] if rec.sender else []) + list(rec.recipients)
+    for s in scope:
+        agency, _, unit = s.partition("/")
+        if any(p.agency == agency and (not unit or p.unit == unit) for p in parties):
+            return True
+    return False
+
+
 def in_scope(conn: Connection, exchange_id: str, scope: tuple[str, ...] | None) -> bool:
     """Whether the exchange is one an auditor of ``scope`` may see (None: every exchange)."""
     if scope is None:

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, select
 
 from mailgw.audit import record
 from mailgw.audit.log import doc_key
-from mailgw.audit.query import VN_TZ
+from mailgw.audit.query import VN_TZ, record_in_scope
 from mailgw.audit.record import ExchangeRecord, Party
 from mailgw.audit.schema import ACCESS_CHAIN, Exchange, Head
 
@@ -114,8 +114,13 @@ def _stats(values: list[float]) -> dict[str, float | None]:
     return {"median_h": round(statistics.median(values), 2), "p90_h": round(p90, 2), "max_h": max(values)}
 
 
-def compute(engine: Engine, period: str, as_of: dt.datetime | None = None) -> dict[str, Any]:
-    """All the report's numbers for month ``period``; replies are looked for up to ``as_of`` (default now)."""
+def compute(engine: Engine, period: str, as_of: dt.datetime | None = None,
+            scope: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """All the report's numbers for month ``period``; replies are looked for up to ``as_of`` (default now).
+
+    ``scope``: only the exchanges with a party in these agencies (``snv``) or units (``snv/vp``),
+    as an auditor of them sees the log (the console); None: every exchange.
+    """
     start, end = period_bounds(period)
     as_of = as_of or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     if as_of.tzinfo is not None:
@@ -137,6 +142,8 @@ def compute(engine: Engine, period: str, as_of: dt.datetime | None = None) -> di
 
     dsns = 0
     for t, rec in _records(engine, start, end):
+        if scope is not None and not record_in_scope(rec, scope):
+            continue
         if rec.role in ("dsn", "notice"):
             # Made by the gateway itself (a bounce or a held-message notice to a sender), not an exchange of the agencies.
             dsns += 1
@@ -222,6 +229,7 @@ def compute(engine: Engine, period: str, as_of: dt.datetime | None = None) -> di
     agencies = sorted(agency_dir, key=lambda a: (-agency_dir[a]["total"], a))
     return {
         "period": period, "start_utc": _z(start), "end_utc": _z(end), "as_of_utc": _z(as_of),
+        **({"scope": list(scope)} if scope is not None else {}),
         "total": total, "dsns": dsns, "decisions": dict(decisions), "directions": dict(directions),
         "categories": dict(categories.most_common()),
         "agencies": [{"agency": a, **{k: agency_dir[a][k] for k in ("inbound", "outbound", "internal", "total")},
@@ -452,6 +460,9 @@ def render(data: dict[str, Any]) -> str:
     add(f'<p class="meta">Kỳ báo cáo / Period: {_e(data["start_utc"])} – {_e(data["end_utc"])} (UTC; tháng theo giờ '
         f'Việt Nam / calendar month in Vietnam time, UTC+7). Lập lúc / Generated: {_e(data["as_of_utc"])}. '
         f'Nguồn: nhật ký trao đổi của cổng thư / Source: the gateway exchange log.</p>')
+    if "scope" in data:
+        add(f'<p class="meta" id="scope">Phạm vi: chỉ các trao đổi có một bên thuộc / Scope: only exchanges with a party '
+            f'in: {_e(", ".join(data["scope"]))}</p>')
 
     add("<h2>1. Tóm tắt / Summary</h2>")
     e_total = data["electronic"]["total"]
