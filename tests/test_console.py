@@ -13,6 +13,7 @@ import json
 import re
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlencode
 
 import pytest
 from starlette.testclient import TestClient
@@ -98,6 +99,16 @@ def test_session_cookie_is_httponly_strict_and_secure_and_logout_ends_it(app: An
     again = _client(app)
     again.cookies.set("mailgw_console", token or "", domain="console.test")
     assert again.get("/search").status_code == 303  # the old cookie no longer opens anything
+
+
+def test_after_login_only_a_page_of_the_console_is_followed(app: Any) -> None:
+    for target, lands in (("//evil.example/x", "/"), ("https://evil.example/", "/"), ("/\\evil.example", "/"),
+                          ("/exchange/M-snv-stc", "/exchange/M-snv-stc")):
+        c = _client(app)
+        form = c.get("/login?" + urlencode({"next": target}))
+        r = c.post("/login", data={"login": "kiemtra", "password": PASSWORDS["kiemtra"], "csrf": _csrf(form.text),
+                                   "next": target})
+        assert r.status_code == 303 and r.headers["location"] == lands, target
 
 
 def test_a_post_without_the_session_csrf_token_is_refused(app: Any, home: Home) -> None:
