@@ -140,6 +140,26 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_dkim_keygen)
     k.set_defaults(func=lambda a: _usage(k))
 
+    m = sub.add_parser("dmarc", parents=[common], help="DMARC: aggregate reports, and the records our domains publish")
+    ms = m.add_subparsers(metavar="ACTION")
+    s = ms.add_parser("report", parents=[common],
+                      help="one day's aggregate reports (RFC 7489): written to a folder, or sent to the domains' rua=")
+    s.add_argument("--day", metavar="YYYY-MM-DD", help="the UTC day (default: yesterday)")
+    s.add_argument("--send", action="store_true",
+                   help="queue each report for the domain's rua= addresses (settings dmarc.reports.send must be true)")
+    s.add_argument("--out", metavar="DIR", help="write each report (.xml.gz) into DIR")
+    s.add_argument("--domain", action="append", metavar="D", help="only this policy domain; repeat for more")
+    s.set_defaults(func=cmd_dmarc_report)
+    s = ms.add_parser("record", parents=[common],
+                      help="print the SPF and DMARC records our domains should publish")
+    s.add_argument("--domain", action="append", metavar="D", help="this domain (default: the directory's local domains)")
+    s.add_argument("--spf", action="append", metavar="TERM",
+                   help="an SPF term (ip4:203.0.113.5, include:...); default: dmarc.record.spf, else the listeners' addresses")
+    s.add_argument("--p", choices=("none", "quarantine", "reject"), help="the DMARC policy (default: dmarc.record.p, else none)")
+    s.add_argument("--rua", metavar="ADDR", help="where reports go (default: dmarc.record.rua, else dmarc.reports.email)")
+    s.set_defaults(func=cmd_dmarc_record)
+    m.set_defaults(func=lambda a: _usage(m))
+
     s = sub.add_parser("passwd", parents=[common], help="print an argon2 hash for the credentials file")
     s.add_argument("login")
     s.set_defaults(func=cmd_passwd)
@@ -278,6 +298,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from mailgw.app import load_context
     from mailgw.directory import model as directory
+    from mailgw.senderauth import commands as dmarc_commands
     from mailgw.stages import dkim_sign
 
     ctx, warnings = load_context(args.config)
@@ -291,6 +312,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             accounts.load(ctx.settings.console.users, ctx.directory)
         except ConfigError as e:
             warnings += e.problems
+    warnings += dmarc_commands.check_published(ctx)
     problems = sorted(set(warnings) | set(directory.check(ctx.settings.directory)))
     for p in problems:
         print(p, file=sys.stderr)
@@ -475,6 +497,48 @@ def cmd_dkim_keygen(args: argparse.Namespace) -> int:
         return 1
     print(f"# private key written to {path} (mode 0600); publish this record in DNS:")
     print(record)
+    return 0
+
+
+def cmd_dmarc_report(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from mailgw.app import load_context
+    from mailgw.config import settings
+    from mailgw.senderauth import commands
+
+    try:
+        day = commands.parse_day(args.day)
+    except ValueError as e:
+        print(f"mailgw dmarc report: {e}", file=sys.stderr)
+        return 2
+    ctx, _ = load_context(args.config)
+    try:
+        return commands.report(ctx, day, send=args.send, out=args.out, domains=args.domain, stdout=sys.stdout,
+                               stderr=sys.stderr)
+    except SQLAlchemyError as e:
+        detail = str(getattr(e, "orig", None) or e).strip().splitlines()
+        print(f"mailgw dmarc report: cannot read the exchange log at {settings._redact_url(ctx.settings.database)}: "
+              f"{detail[0] if detail else type(e).__name__}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"mailgw dmarc report: {e}", file=sys.stderr)
+        return 1
+
+
+def cmd_dmarc_record(args: argparse.Namespace) -> int:
+    from mailgw.app import load_context
+    from mailgw.config.settings import spf_term_ok
+    from mailgw.senderauth import commands
+
+    bad = [t for t in args.spf or [] if not spf_term_ok(t)]
+    if bad:
+        print(f"mailgw dmarc record: {bad[0]!r} is not an SPF term (ip4:ADDR[/N], ip6:..., a, mx, include:DOMAIN)",
+              file=sys.stderr)
+        return 2
+    ctx, _ = load_context(args.config)
+    commands.print_records(commands.expected(ctx, args.domain, spf=tuple(args.spf or ()), p=args.p, rua=args.rua),
+                           sys.stdout)
     return 0
 
 

@@ -6,6 +6,7 @@ import asyncio
 import email.header
 import os
 import shutil
+import socket
 import ssl
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
@@ -44,6 +45,13 @@ def client_tls(ca: trustme.CA) -> ssl.SSLContext:
     ctx = ssl.create_default_context()
     ca.configure_trust(ctx)
     return ctx
+
+
+def free_port() -> int:
+    """A loopback TCP port free a moment ago, for a `mailgw serve` child to bind (it cannot be handed a socket)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def write_config(tmp_path: Path, sink_port: int, ca: trustme.CA, password_hash: str, **overrides: Any) -> Path:

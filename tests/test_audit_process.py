@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,21 +19,15 @@ from sqlalchemy import create_engine, func, select, text
 from mailgw.audit.schema import Delivery, Exchange
 from mailgw.audit.store import open_engine
 from mailgw.audit.verify import verify
-from tests.conftest import REPO, message, write_config
+from tests.conftest import REPO, free_port, message, write_config
 from tests.test_process import _start
 
 SENDER = "vanthu.sotttt@binhthuan.gov.vn"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _config(where: Path, sink: Any, ca: Any, password_hash: str, url: str, **overrides: Any) -> tuple[Path, int]:
     where.mkdir(exist_ok=True)
-    relay = _free_port()
+    relay = free_port()
     path = write_config(
         where, sink.port, ca, password_hash, database=url,
         listeners=[{"name": "relay", "role": "relay", "listen": f"127.0.0.1:{relay}", "trusted_networks": ["127.0.0.0/8"]}],

@@ -59,10 +59,12 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import aiosmtplib
 import pytest
 import trustme
-from sqlalchemy import Engine, insert, inspect, select, update
+from sqlalchemy import Engine, func, insert, inspect, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from mailgw.app import Gateway
 from mailgw.audit import chain as ch
+from mailgw.audit import dmarc as dmarc_rows
 from mailgw.audit import log as audit_log
 from mailgw.audit.log import AuditLog, _prepare, _Prepared
 from mailgw.audit.schema import (
@@ -71,6 +73,7 @@ from mailgw.audit.schema import (
     Base,
     Checkpoint,
     Delivery,
+    DmarcSource,
     Exchange,
     Head,
     Recipient,
@@ -261,7 +264,9 @@ async def _traffic(tmp: Path, ca: trustme.CA, password_hash: str) -> Traffic:
 
     sink.rcpt_reply = rcpt_reply
     (tmp / "answers.zone").write_text(
-        "".join(txt_record(PARTNER, s, load_key(DKIM_DATA / "keys" / f)) + "\n" for s, f in _KEYS))
+        "".join(txt_record(PARTNER, s, load_key(DKIM_DATA / "keys" / f)) + "\n" for s, f in _KEYS)
+        # The partner publishes DMARC (p=none: nothing is decided from it): its mail is counted in dmarc_source.
+        + f'_dmarc.{PARTNER}. IN TXT "v=DMARC1; p=none; rua=mailto:dmarc@{PARTNER}"\n')
     config = write_config(tmp, sink.port, ca, password_hash, dns={"answers": "answers.zone"},
                           routes={"remote": "maildir:maildir"}, limits={"recipients": 5000})
     capture = _Capture(asyncio.get_running_loop())
@@ -379,6 +384,16 @@ def reference_write(engine: Engine, node: str, records: Sequence[Mapping[str, An
             if rows:
                 conn.execute(insert(table), rows)
         conn.execute(update(Head).where(Head.chain == node).values(seq=seq, hash=prev))
+        # The DMARC counts of the new exchanges: Core's upsert of each dialect.
+        postgres = engine.dialect.name == "postgresql"
+        upsert = postgresql.insert if postgres else sqlite.insert
+        low, high = (func.least, func.greatest) if postgres else (func.min, func.max)
+        for row in dmarc_rows.merge([p.dmarc for p in new if p.dmarc is not None]):
+            stmt = upsert(DmarcSource).values(**row)
+            conn.execute(stmt.on_conflict_do_update(index_elements=["day", "key"], set_={
+                "count": DmarcSource.count + stmt.excluded.count,
+                "first_seen": low(DmarcSource.first_seen, stmt.excluded.first_seen),
+                "last_seen": high(DmarcSource.last_seen, stmt.excluded.last_seen)}))
 
 
 # --- comparing the two logs -------------------------------------------------------------------
@@ -470,6 +485,7 @@ def test_the_gateway_traffic_reaches_every_write_path(traffic: Traffic) -> None:
     assert any(r.get("dsn_for") for r in records)
     assert any((r.get("dkim") or {}).get("status") == "pass" and len(r["dkim"]["signatures"]) == 2 for r in records)
     assert any(r["auth_user"] == LOGIN and r["tls"] for r in records)
+    assert any((r.get("dmarc") or {}).get("result") == "pass" for r in records)  # counted in dmarc_source
     assert any(f.get("pdf") for r in records for f in r["attachments"]["files"])
     assert any("Sở Tư pháp" in (r["header"]["from"] or "") for r in records)  # raw UTF-8 header, SMTPUTF8
     assert any("Giấy mời" in (r["header"]["subject"] or "") for r in records)  # RFC 2047, decoded

@@ -20,19 +20,13 @@ import aiosmtplib
 import pytest
 import yaml
 
-from tests.conftest import REPO, message, write_config
+from tests.conftest import REPO, free_port, message, write_config
 
 SENDER = "vanthu.sotttt@binhthuan.gov.vn"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _config(tmp_path: Path, sink: Any, ca: Any, password_hash: str, **overrides: Any) -> tuple[Path, int, int]:
-    mx, relay = _free_port(), _free_port()
+    mx, relay = free_port(), free_port()
     path = write_config(
         tmp_path, sink.port, ca, password_hash,
         listeners=[{"name": "mx", "role": "mx", "listen": f"127.0.0.1:{mx}"},

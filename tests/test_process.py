@@ -6,7 +6,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,17 +13,11 @@ from pathlib import Path
 import aiosmtplib
 import yaml
 
-from tests.conftest import REPO, message, write_config
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import REPO, free_port, message, write_config
 
 
 def _config(tmp_path: Path, sink, ca, password_hash) -> tuple[Path, int]:
-    relay = _free_port()
+    relay = free_port()
     path = write_config(
         tmp_path, sink.port, ca, password_hash,
         listeners=[{"name": "relay", "role": "relay", "listen": f"127.0.0.1:{relay}", "trusted_networks": ["127.0.0.0/8"]}],

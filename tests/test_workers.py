@@ -7,7 +7,6 @@ import collections
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,19 +17,13 @@ import yaml
 
 from mailgw.config.settings import load
 from mailgw.config.yamlfile import ConfigError
-from tests.conftest import REPO, message, write_config
+from tests.conftest import REPO, free_port, message, write_config
 
 SENDER = "vanthu.sotttt@binhthuan.gov.vn"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _config(tmp_path: Path, sink, ca, password_hash, workers: int = 2) -> tuple[Path, int]:
-    relay = _free_port()
+    relay = free_port()
     path = write_config(
         tmp_path, sink.port, ca, password_hash,
         listeners=[{"name": "relay", "role": "relay", "listen": f"127.0.0.1:{relay}", "trusted_networks": ["127.0.0.0/8"]}],

@@ -20,12 +20,14 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import PoolProxiedConnection
 
 from mailgw.audit import chain as ch
+from mailgw.audit import dmarc as dmarc_rows
 from mailgw.audit.schema import (
     ACCESS_CHAIN,
     GENESIS,
     AgencyHit,
     Checkpoint,
     Delivery,
+    DmarcSource,
     Exchange,
     Head,
     Recipient,
@@ -142,6 +144,7 @@ class _Prepared:
     content_hash: str
     body: str | None
     derived: Derived
+    dmarc: dict[str, Any] | None  # the dmarc_source row it counts into (mailgw.audit.dmarc)
 
 
 def _prepare(record: Mapping[str, Any]) -> _Prepared:
@@ -163,7 +166,12 @@ def _prepare(record: Mapping[str, Any]) -> _Prepared:
         derived = derive(stored)
     except (TypeError, ValueError, KeyError) as e:
         raise ValueError(f"exchange {rid}: record cannot be logged: {e}") from e
-    return _Prepared(rid, text, ch.sha256_text(text), body, derived)
+    try:
+        dmarc = dmarc_rows.source_row(stored, derived.columns["time"])
+    except (TypeError, ValueError, KeyError, AttributeError) as e:  # never a reason to lose the record itself
+        log.error("exchange %s: DMARC result not counted: %s", rid, e)
+        dmarc = None
+    return _Prepared(rid, text, ch.sha256_text(text), body, derived, dmarc)
 
 
 def lock_head(conn: Connection, chain: str) -> tuple[int, str]:
@@ -262,6 +270,16 @@ class _Statements:
                                                               "status", "reply", "attempt", "content_hash",
                                                               "prev_hash", "hash"))
         self.checkpoint = _Table(dialect, Checkpoint.__table__, ("chain", "seq", "hash", "kind", "time", "pruned"))
+        # DMARC counts (mailgw.audit.dmarc): an upsert, since every node counts into the same rows.
+        self.dmarc = _Table(dialect, DmarcSource.__table__, dmarc_rows.COLUMNS)
+        q = dialect.identifier_preparer.quote
+        low, high = ("LEAST", "GREATEST") if self.postgresql else ("min", "max")
+        name = q(self.dmarc.name)
+        self.dmarc_upsert = (
+            self.dmarc.into + f"({self.marks(self.dmarc.width)}) ON CONFLICT ({q('day')}, {q('key')}) DO UPDATE SET "
+            f"{q('count')} = {name}.{q('count')} + excluded.{q('count')}, "
+            f"first_seen = {low}({name}.first_seen, excluded.first_seen), "
+            f"last_seen = {high}({name}.last_seen, excluded.last_seen)")
         # Every time column is a DateTime(timezone=False), as Exchange.time.
         self.bind_time: Any = (Exchange.__table__.c.time.type.dialect_impl(dialect).bind_processor(dialect)
                                or (lambda t: t))
@@ -517,6 +535,13 @@ class AuditLog:
         sql.write(cur, [(sql.exchange, rows), (sql.recipient, recipients), (sql.rule, rules),
                         (sql.agency, agencies), (sql.delivery, deliveries), (sql.checkpoint, checkpoints)],
                   node, seq, prev)
+        # DMARC counts of the new exchanges only, in the same transaction: a replayed record
+        # (skipped above) is never counted twice, and no counted exchange is missing from the log.
+        counted = dmarc_rows.merge([p.dmarc for p in new if p.dmarc is not None])
+        if counted:
+            upserts = [[r[c] for c in dmarc_rows.COLUMNS] for r in counted]
+            sql.dmarc.convert(upserts)
+            cur.executemany(sql.dmarc_upsert, upserts)
 
 
 __all__ = ["AuditLog", "DeliveryEvent", "Derived", "derive", "doc_key", "secrecy_blocked", "utc"]

@@ -16,7 +16,7 @@ import datetime as dt
 from sqlalchemy import Connection, Engine, delete, func, insert, select
 
 from mailgw.audit.log import lock_head
-from mailgw.audit.schema import ACCESS_CHAIN, AgencyHit, Checkpoint, Delivery, Exchange, Recipient, RuleHit
+from mailgw.audit.schema import ACCESS_CHAIN, AgencyHit, Checkpoint, Delivery, DmarcSource, Exchange, Recipient, RuleHit
 from mailgw.audit.store import IMMEDIATE
 from mailgw.audit.verify import Problem, verify_engine
 
@@ -45,6 +45,10 @@ def prune(engine: Engine, before: dt.datetime) -> tuple[list[Problem], list[Prun
                 result = _prune_chain(conn, state.chain, before)
         if result:
             done.append(result)
+    # The DMARC counts of those days go with them (they are not chained: counts, no record).
+    with engine.connect().execution_options(**IMMEDIATE) as conn:
+        with conn.begin():
+            conn.execute(delete(DmarcSource).where(DmarcSource.day < before.date()))
     return [], done
 
 

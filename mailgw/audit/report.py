@@ -18,13 +18,13 @@ import re
 import statistics
 from typing import Any, Iterable
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from mailgw.audit import record
 from mailgw.audit.log import doc_key
 from mailgw.audit.query import VN_TZ, record_in_scope
 from mailgw.audit.record import ExchangeRecord, Party
-from mailgw.audit.schema import ACCESS_CHAIN, Exchange, Head
+from mailgw.audit.schema import ACCESS_CHAIN, DmarcSource, Exchange, Head
 
 BENCHMARK = 0.60
 UNKNOWN = "?"
@@ -141,13 +141,18 @@ def compute(engine: Engine, period: str, as_of: dt.datetime | None = None,
     awaiting: list[dict[str, Any]] = []
 
     dsns = 0
+    own: set[str] = set()
     for t, rec in _records(engine, start, end):
         if scope is not None and not record_in_scope(rec, scope):
             continue
-        if rec.role in ("dsn", "notice"):
-            # Made by the gateway itself (a bounce or a held-message notice to a sender), not an exchange of the agencies.
+        if rec.role in ("dsn", "notice", "report"):
+            # Made by the gateway itself (a bounce, a held-message notice to a sender, a DMARC report to another
+            # domain), not an exchange of the agencies.
             dsns += 1
             continue
+        for party in (rec.sender, *rec.recipients):
+            if party is not None and party.local and "@" in party.address:
+                own.add(party.address.rpartition("@")[2].lower())
         total += 1
         decision = rec.decision
         verdict = decision.decision or UNKNOWN
@@ -222,6 +227,7 @@ def compute(engine: Engine, period: str, as_of: dt.datetime | None = None,
             })
 
     response = _response_times(engine, awaiting, start, as_of)
+    senders = _own_domain_senders(engine, period, own)
     heads = {}
     with engine.connect() as conn:
         for chain, seq, head_hash in conn.execute(select(Head.chain, Head.seq, Head.hash)).all():
@@ -259,8 +265,39 @@ def compute(engine: Engine, period: str, as_of: dt.datetime | None = None,
                 for d, c in sorted(tls.items())},
         "exceptions": sorted(exceptions.values(), key=lambda x: (-x["count"], x["address"])),
         "response": response,
+        "own_domain_senders": senders,
         "chain_heads": heads,
     }
+
+
+def _own_domain_senders(engine: Engine, period: str, own: set[str]) -> list[dict[str, Any]]:
+    """Who sent mail with one of our domains in From, by domain and source address (DMARC results, UTC days).
+
+    Our domains are those of the local parties of the month's exchanges (the log alone says so); the
+    rows are the exchange log's DMARC counts (mailgw.audit.dmarc) of the month's calendar days.
+    """
+    if not own:
+        return []
+    first = dt.date.fromisoformat(period + "-01")
+    after = dt.date(first.year + first.month // 12, first.month % 12 + 1, 1)
+    c = DmarcSource
+    stmt = (select(c.header_from, c.source_ip, c.result, c.dkim, c.spf, c.disposition, func.sum(c.count))
+            .where(c.day >= first, c.day < after)
+            .group_by(c.header_from, c.source_ip, c.result, c.dkim, c.spf, c.disposition))
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    with engine.connect() as conn:
+        for header_from, ip, result, dkim, spf, disposition, n in conn.execute(stmt):
+            if not any(header_from == d or header_from.endswith("." + d) for d in own):
+                continue
+            r = rows.setdefault((header_from, ip), {"domain": header_from, "source_ip": ip, "messages": 0, "pass": 0,
+                                                    "fail": 0, "dkim_aligned": 0, "spf_aligned": 0, "refused": 0})
+            n = int(n)
+            r["messages"] += n
+            r["pass" if result == "pass" else "fail"] += n
+            r["dkim_aligned"] += n if dkim == "pass" else 0
+            r["spf_aligned"] += n if spf == "pass" else 0
+            r["refused"] += n if disposition in ("reject", "quarantine") else 0
+    return sorted(rows.values(), key=lambda r: (r["domain"], -r["messages"], r["source_ip"]))
 
 
 def _electronic_row(agency: str, c: collections.Counter[str]) -> dict[str, Any]:
@@ -326,6 +363,14 @@ def _z(t: dt.datetime) -> str:
 # -- rendering -------------------------------------------------------------------------------------
 
 DEFINITIONS = {
+    "own_domain_senders": (
+        "Thư đến cổng (qua Internet) ghi tên miền của ta ở trường From, theo máy gửi: DMARC đạt khi chữ ký DKIM hoặc "
+        "SPF khớp tên miền; thư không đạt từ một máy lạ là thư giả mạo, hoặc một dịch vụ gửi thay cần được cấu hình "
+        "(khóa DKIM, bản ghi SPF). Đếm theo ngày UTC của các ngày trong tháng; chỉ các tên miền công bố bản ghi DMARC. "
+        "/ Mail reaching the gateway from the Internet with one of our domains in From, by sending address: DMARC "
+        "passes when a DKIM signature or SPF aligns with the domain; failures from an unknown address are forgeries, "
+        "or a service sending for us that needs setting up (a DKIM key, the SPF record). Counted per UTC day over "
+        "the month's days; only domains that publish a DMARC record."),
     "attribution": (
         "Mỗi trao đổi được tính cho các bên trong tỉnh: người gửi (thư đi, thư nội bộ) và các người nhận thuộc "
         "cơ quan do cổng phục vụ (thư đến, thư nội bộ); một trao đổi chỉ được tính một lần cho mỗi cơ quan, "
@@ -563,7 +608,16 @@ def render(data: dict[str, Any]) -> str:
                  f'<span class="bad">{_e(u["urgency"])}</span>' if u["urgency"] != "none" else ""]
                 for u in resp["unanswered"]], numeric_from=99))
 
-    add("<h2>8. Tính toàn vẹn / Integrity</h2>")
+    add("<h2>8. Ai gửi thư nhân danh tên miền của ta / Who sends in our domains' names</h2>")
+    add(f'<p class="def">{_e(DEFINITIONS["own_domain_senders"])}</p>')
+    add(_table(["Tên miền (From) / Domain", "Địa chỉ gửi / Source IP", "Số thư / Messages", "DMARC đạt / Pass",
+                "Không đạt / Fail", "DKIM khớp / DKIM aligned", "SPF khớp / SPF aligned",
+                "Bị từ chối, giữ lại / Refused or held"],
+               [[_e(r["domain"]), _e(r["source_ip"]), r["messages"], r["pass"],
+                 f'<span class="bad">{r["fail"]}</span>' if r["fail"] else 0, r["dkim_aligned"], r["spf_aligned"],
+                 r["refused"]] for r in data.get("own_domain_senders", [])], numeric_from=2))
+
+    add("<h2>9. Tính toàn vẹn / Integrity</h2>")
     add("<p>Đầu chuỗi băm của nhật ký khi lập báo cáo; lưu bản in để đối chiếu về sau bằng "
         "<code>mailgw audit verify</code>. / Heads of the log's hash chains when this report was made; keep the "
         "printed copy to compare with <code>mailgw audit verify</code> later.</p>")

@@ -18,6 +18,7 @@ import datetime as dt
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Index,
     Integer,
@@ -184,3 +185,42 @@ class Access(Base):
     content_hash: Mapped[str] = mapped_column(String(64))
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class DmarcSource(Base):
+    """DMARC results of inbound mail, counted per UTC day, policy domain, source address and outcome.
+
+    The rows RFC 7489 aggregate reports and the monthly report's "who sends in our
+    names" are made of (mailgw.senderauth.reports). Written in the same transaction as
+    the exchanges they count (mailgw.audit.log), so a replayed record is never
+    counted twice; counts only, so a redacted exchange reveals nothing more here.
+    ``key`` is the SHA-256 of every other grouping column, the conflict target of the
+    counting upsert (several nodes may count into one row).
+    """
+
+    __tablename__ = "dmarc_source"
+
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)  # UTC
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    policy_domain: Mapped[str] = mapped_column(String(255))  # where the DMARC record was found
+    header_from: Mapped[str] = mapped_column(String(255))
+    source_ip: Mapped[str] = mapped_column(String(45))
+    envelope_from: Mapped[str] = mapped_column(String(255))  # the MAIL FROM domain ("" for <>)
+    disposition: Mapped[str] = mapped_column(String(16))  # none | quarantine | reject: what we applied
+    reason: Mapped[str] = mapped_column(String(32))  # "" or an RFC 7489 PolicyOverrideType
+    dkim: Mapped[str] = mapped_column(String(8))  # pass | fail: an aligned DKIM signature passed
+    spf: Mapped[str] = mapped_column(String(8))  # pass | fail: SPF passed aligned
+    result: Mapped[str] = mapped_column(String(16))  # the DMARC result (pass | fail)
+    dkim_results: Mapped[str] = mapped_column(Text)  # JSON [[domain, selector, result], ...]
+    spf_domain: Mapped[str] = mapped_column(String(255))
+    spf_scope: Mapped[str] = mapped_column(String(8))  # mfrom | helo
+    spf_result: Mapped[str] = mapped_column(String(16))
+    policy: Mapped[str] = mapped_column(Text)  # JSON of the published policy as seen: p, sp, pct, adkim, aspf
+    count: Mapped[int] = mapped_column(BigInteger)
+    first_seen: Mapped[dt.datetime] = mapped_column(DateTime(timezone=False))  # UTC
+    last_seen: Mapped[dt.datetime] = mapped_column(DateTime(timezone=False))
+
+    __table_args__ = (
+        Index("ix_dmarc_source_policy_domain_day", "policy_domain", "day"),
+        Index("ix_dmarc_source_header_from_day", "header_from", "day"),
+    )

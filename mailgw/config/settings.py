@@ -155,6 +155,24 @@ class ConsoleSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class DmarcSettings:
+    """DMARC aggregate reports we send (``dmarc.reports``) and the records our domains publish (``dmarc.record``).
+
+    mailgw.senderauth.reports reads both: ``mailgw dmarc report``, ``mailgw dmarc record``
+    and the warnings of ``mailgw check``.
+    """
+
+    send: bool = False  # reports.send: send daily aggregate reports to other domains' rua= (opt-in)
+    org_name: str | None = None  # reports.org_name: report_metadata/org_name
+    email: str | None = None  # reports.email: report_metadata/email, and the From of the reports
+    extra_contact_info: str | None = None  # reports.extra_contact_info
+    line: int = 0  # where 'dmarc' is, for check's warnings
+    p: str | None = None  # record.p: the policy our domains should publish (None: not checked; none printed)
+    rua: str | None = None  # record.rua: where our domains ask for reports (default: reports.email)
+    spf: tuple[str, ...] = ()  # record.spf: SPF terms (ip4:..., include:...); default: the listeners' addresses
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     file: str
     hostname: str
@@ -178,6 +196,7 @@ class Settings:
     log_format: str = "text"  # log: {format: text|json} (mailgw.logsetup)
     metrics_listen: tuple[str, int] | None = None  # metrics: {listen: HOST:PORT} (mailgw.metrics); None: off
     console: ConsoleSettings | None = None  # console: {listen: HOST:PORT, users: FILE, ...} (mailgw.console)
+    dmarc: DmarcSettings = dataclasses.field(default_factory=lambda: DmarcSettings())
 
     def effective(self) -> str:
         """The effective settings as one log line (chasquid's LogConfig)."""
@@ -196,7 +215,7 @@ class Settings:
 _TOP_KEYS = {
     "hostname", "node", "directory", "policies", "database", "spool", "credentials",
     "listeners", "routes", "dkim", "tls", "queue", "limits", "log_level", "dns", "attachments", "audit", "workers",
-    "log", "metrics", "console",
+    "log", "metrics", "console", "dmarc",
 }
 
 
@@ -251,13 +270,14 @@ def load(path: str) -> Settings:
     log_format = _log(c, data)
     metrics_listen = _metrics(c, data)
     console = _console(c, data, rel, tls)
+    dmarc = _dmarc(c, data)
     c.raise_if_errors()
     return Settings(
         file=os.path.abspath(path), hostname=hostname, node=node, directory=directory, policies=policies,
         database=database, spool=spool, credentials=credentials, listeners=tuple(listeners), routes=routes,
         dkim=tuple(dkim), tls=tls, queue=queue, limits=limits, log_level=log_level,
         dns=dns, attachments=attachments, audit=audit, workers=workers,
-        log_format=log_format, metrics_listen=metrics_listen, console=console,
+        log_format=log_format, metrics_listen=metrics_listen, console=console, dmarc=dmarc,
     )
 
 
@@ -601,6 +621,70 @@ def _console(c: Checker, data: YMap, rel: Any, tls: TlsFiles | None) -> ConsoleS
         if rows:
             out = dataclasses.replace(out, max_rows=rows)
     return out
+_ADDRESS = re.compile(r"[^@\s<>,;]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+_SPF_TERM = re.compile(r"[+?~-]?(?:ip4:[0-9.]+(?:/\d+)?|ip6:[0-9A-Fa-f:.]+(?:/\d+)?|a(?::\S+)?(?:/\d+)?|mx(?::\S+)?(?:/\d+)?"
+                       r"|include:\S+|exists:\S+)")
+
+
+def spf_term_ok(term: str) -> bool:
+    """Whether ``term`` is an SPF mechanism we may print (an ip4:/ip6: one with a valid address and prefix)."""
+    if not _SPF_TERM.fullmatch(term):
+        return False
+    mech, _, value = term.lstrip("+?~-").partition(":")
+    if mech not in ("ip4", "ip6"):
+        return True
+    try:
+        net = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return False
+    return net.version == (4 if mech == "ip4" else 6)
+
+
+def _dmarc(c: Checker, data: YMap) -> DmarcSettings:
+    if "dmarc" not in data:
+        return DmarcSettings()
+    m = c.mapping(data["dmarc"], data, "dmarc", "'dmarc'")
+    if m is None:
+        return DmarcSettings()
+    c.keys(m, ("reports", "record"), what="dmarc")
+    values: dict[str, Any] = {"line": data.line_of("dmarc")}
+    r = c.mapping(m["reports"], m, "reports", "'dmarc.reports'") if "reports" in m else None
+    if r is not None:
+        c.keys(r, ("send", "org_name", "email", "extra_contact_info"), what="dmarc.reports")
+        values["send"] = bool(c.typed(r, "send", bool, False))
+        for key in ("org_name", "email", "extra_contact_info"):
+            value = c.typed(r, key, str)
+            if value is not None:
+                values[key] = value.strip()
+        if values.get("email") and not _ADDRESS.fullmatch(values["email"]):
+            c.error(r, "email", f"dmarc.reports.email {values['email']!r} is not an address (name@domain)")
+        if values["send"]:
+            for key in ("org_name", "email"):
+                if not values.get(key):
+                    c.error(r, "send", f"dmarc.reports.send needs dmarc.reports.{key} (RFC 7489 report_metadata)")
+    d = c.mapping(m["record"], m, "record", "'dmarc.record'") if "record" in m else None
+    if d is not None:
+        c.keys(d, ("p", "rua", "spf"), what="dmarc.record")
+        p = c.typed(d, "p", str)
+        if p is not None and p not in ("none", "quarantine", "reject"):
+            c.error(d, "p", f"dmarc.record.p must be none, quarantine or reject, not {p!r}")
+        values["p"] = p
+        rua = c.typed(d, "rua", str)
+        if rua is not None:
+            address = rua[len("mailto:"):] if rua.lower().startswith("mailto:") else rua
+            if not _ADDRESS.fullmatch(address):
+                c.error(d, "rua", f"dmarc.record.rua {rua!r} is not an address (mailto:name@domain)")
+            values["rua"] = address
+        spf = c.typed(d, "spf", list, [])
+        terms = []
+        for term in spf or []:
+            if not isinstance(term, str) or not spf_term_ok(term):
+                c.error(d, "spf", f"dmarc.record.spf: {term!r} is not an SPF term (ip4:ADDR[/N], ip6:..., a, mx, "
+                                  "include:DOMAIN, exists:DOMAIN)")
+            else:
+                terms.append(term)
+        values["spf"] = tuple(terms)
+    return DmarcSettings(**values)
 
 
 def _queue(c: Checker, data: YMap) -> QueueSettings:

@@ -34,8 +34,8 @@ from mailgw.policy.rules import PolicySet
 from mailgw.stages.policy import MISSING_PARTNER_TAG
 
 # Records of exchanges no rule decided: the protocol's refusals, our faults, what the gateway made itself.
-_NOT_DECIDED_BY_RULES = frozenset({"smtp", "error", "dsn", "notice"})
-_MADE_BY_THE_GATEWAY = frozenset({"dsn", "notice"})
+_NOT_DECIDED_BY_RULES = frozenset({"smtp", "error", "dsn", "notice", "dmarc-report"})
+_MADE_BY_THE_GATEWAY = frozenset({"dsn", "notice", "report"})
 
 
 @dataclasses.dataclass(frozen=True)
