@@ -203,6 +203,7 @@ def test_the_policies_in_force_with_their_validation(app: Any, home: Home) -> No
     page = c.get("/policies")
     assert page.status_code == 200 and 'id="validation"' in page.text and "Hợp lệ" in page.text
     assert "20-official.yaml" in page.text and "official-to-unofficial" in page.text
+    assert "official-to-unofficial-audit" in page.text and "hợp lệ / valid" in page.text  # the candidates too
     assert ("console policies", "quantri") in [(cmd, a.get("auditor")) for cmd, a in home.access()]
 
 

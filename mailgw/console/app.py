@@ -581,13 +581,17 @@ def _policies(console: Console) -> dict[str, Any]:
         if name.endswith((".yaml", ".yml")):
             with open(os.path.join(folder, name), encoding="utf-8", errors="replace") as fh:
                 files.append({"name": name, "text": fh.read()})
-    try:
-        pack = policy.load(folder, console.directory)
-        summary = {"ok": True, "version": pack.version, "rules": len(pack.rules),
-                   "problems": [str(p) for p in pack.warnings]}
-    except ConfigError as e:
-        summary = {"ok": False, "version": None, "rules": 0, "problems": [str(p) for p in e.problems]}
-    return {"folder": folder, "files": files, "summary": summary}
+    def validated(path: str) -> dict[str, Any]:
+        try:
+            pack = policy.load(path, console.directory)
+            return {"ok": True, "version": pack.version, "rules": len(pack.rules),
+                    "problems": [str(p) for p in pack.warnings]}
+        except ConfigError as e:
+            return {"ok": False, "version": None, "rules": 0, "problems": [str(p) for p in e.problems]}
+
+    root = console.conf.candidates or ""
+    candidates = [{"name": name, **validated(os.path.join(root, name))} for name in _candidates(console)]
+    return {"folder": folder, "files": files, "summary": validated(folder), "candidates": candidates}
 
 
 def _candidates(console: Console) -> list[str]:
