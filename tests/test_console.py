@@ -78,6 +78,8 @@ def test_no_page_and_no_api_without_login(app: Any, home: Home) -> None:
     for path in POSTS:
         r = c.post(path, data={"action": "release", "id": home.held, "csrf": "x"})
         assert r.status_code == 401, path
+    assert c.post("/login", content=b"login=" + b"x" * 100_000,
+                  headers={"content-type": "application/x-www-form-urlencoded"}).status_code == 413
     c.cookies.set("mailgw_console", "a-guessed-session-token", domain="console.test")
     assert c.get("/search?go=1").status_code == 303
     assert len(home.access()) == before  # nothing was read, so nothing to log

@@ -184,7 +184,9 @@ def create_app(settings_path: str, settings: Settings | None = None) -> Starlett
                         return _secured(RedirectResponse(target, 303), console)
                     return _secured(JSONResponse({"error": "login required / cần đăng nhập"}, 401), console)
                 if request.method == "POST":
-                    form = await request.form()
+                    if _oversized(request):
+                        return refuse(request, s, 413, "Biểu mẫu quá lớn.", "Form too large.")
+                    form = await request.form(max_files=0, max_fields=200)
                     if not same(str(form.get("csrf") or ""), s.csrf) or not _same_origin(request):
                         return refuse(request, s, 403, "Yêu cầu bị từ chối (mã CSRF không hợp lệ).",
                                       "Request refused (invalid CSRF token).")
@@ -208,7 +210,9 @@ def create_app(settings_path: str, settings: Settings | None = None) -> Starlett
         return resp
 
     async def login(request: Request) -> Response:
-        form = await request.form()
+        if _oversized(request):  # before any session: nobody may make the console read a large body
+            return _secured(PlainTextResponse("form too large / biểu mẫu quá lớn", 413), console)
+        form = await request.form(max_files=0, max_fields=10)
         login_name = str(form.get("login") or "").strip().lower()[:200]
         password = str(form.get("password") or "")
         nxt = _local(str(form.get("next") or "/"))
@@ -642,6 +646,17 @@ def _replay(console: Console, candidate_dir: str, f: Filters) -> tuple[dict[str,
 def _local(target: str) -> str:
     """A redirect target on this site only (no scheme, no host, no //)."""
     return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
+
+
+_MAX_FORM = 64 * 1024  # the largest form the pages post (the queue's ids) is far smaller
+
+
+def _oversized(request: Request) -> bool:
+    """A POST body without a length, or longer than any form of the console."""
+    try:
+        return int(request.headers.get("content-length", "")) > _MAX_FORM
+    except ValueError:
+        return True
 
 
 def _same_origin(request: Request) -> bool:
