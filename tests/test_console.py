@@ -406,3 +406,16 @@ def test_the_added_filters_and_scopes_in_the_query_code_on_both_databases(audit_
             assert query.in_scope(conn, "Q-unsigned", ("snv",)) and not query.in_scope(conn, "Q-letter", ("snv",))
     finally:
         engine.dispose()
+
+
+def test_the_added_filters_on_the_command_line(home: Home, capsys: pytest.CaptureFixture[str]) -> None:
+    from mailgw.cli import main
+
+    def ids(*flags: str) -> list[str]:
+        assert main(["audit", "search", "--config", str(home.settings), "--json", *flags]) == 0
+        return [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()]
+
+    assert ids("--subject", "kế hoạch số 20") == ["M-snv-stc"]
+    assert sorted(ids("--tag", "channel:dms")) == sorted(["M-snv-stc", home.queued])
+    assert ids("--client-ip", "127.0.0.2") == [] and ids("--message-id", "<no-such@test>") == []
+    assert ids("--delivery", "bounced-by-admin") == []
