@@ -419,3 +419,23 @@ def test_the_added_filters_on_the_command_line(home: Home, capsys: pytest.Captur
     assert sorted(ids("--tag", "channel:dms")) == sorted(["M-snv-stc", home.queued])
     assert ids("--client-ip", "127.0.0.2") == [] and ids("--message-id", "<no-such@test>") == []
     assert ids("--delivery", "bounced-by-admin") == []
+
+
+def test_guesses_sent_all_at_once_are_counted_before_they_pass(home: Home) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    app = create_app(str(home.settings))  # a throttle of its own
+    try:
+        clients = [_client(app, "198.51.100.99") for _ in range(12)]
+        tokens = [_csrf(c.get("/login").text) for c in clients]
+
+        def guess(i: int) -> int:
+            r = clients[i].post("/login", data={"login": "quantri", "password": f"sai-{i}", "csrf": tokens[i]})
+            return int(r.status_code)
+
+        with ThreadPoolExecutor(12) as pool:
+            codes = list(pool.map(guess, range(12)))
+        # Two verifications at a time: at most one guess past the fifth failure is tried.
+        assert FREE_FAILURES <= codes.count(401) <= FREE_FAILURES + 1 and codes.count(429) == 12 - codes.count(401)
+    finally:
+        app.state.console.close()

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import secrets
+import threading
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 from urllib.parse import urlencode
 
@@ -98,6 +99,7 @@ class Console:
         self.spool = Spool(self.settings.spool)
         self.sessions = Sessions(self.conf.session_idle)
         self.throttle = Throttle()
+        self.verifying = threading.BoundedSemaphore(2)
         self.secure = self.conf.tls or self.conf.behind_proxy
 
     def close(self) -> None:
@@ -227,14 +229,28 @@ def create_app(settings_path: str, settings: Settings | None = None) -> Starlett
         if not same(str(form.get("csrf") or ""), request.cookies.get(LOGIN_COOKIE)) or not _same_origin(request):
             return again(403, "Phiên đăng nhập đã hết hạn, vui lòng thử lại.", "The login form expired: try again.")
         keys = (f"user:{login_name}", f"ip:{ip}")
+
+        def attempt() -> tuple[float, accounts_mod.Account | None]:
+            # Two argon2 verifications at a time (64 MiB each), and the lockout is looked at again once
+            # it is this attempt's turn: guesses sent all at once cannot pass before the failures count.
+            with console.verifying:
+                wait = console.throttle.wait(*keys)
+                if wait > 0:
+                    return wait, None
+                account = console.accounts.verify(login_name, password)
+                if account is None:
+                    console.throttle.failed(*keys)
+                return 0.0, account
+
         wait = console.throttle.wait(*keys)
+        account = None
+        if wait <= 0:
+            wait, account = await run_in_threadpool(attempt)
         if wait > 0:
             log.warning("console login locked out: user %r from %s (%.0f s left)", login_name, ip, wait)
             return again(429, f"Đăng nhập sai quá nhiều lần: tạm khóa, thử lại sau {int(wait) + 1} giây.",
                          f"Too many failed logins: locked out, try again in {int(wait) + 1} s.")
-        account = await run_in_threadpool(console.accounts.verify, login_name, password)
         if account is None:
-            console.throttle.failed(*keys)
             log.warning("console login failed: user %r from %s", login_name, ip)
             return again(401, "Sai tên đăng nhập hoặc mật khẩu.", "Wrong login or password.")
         console.throttle.succeeded(keys[0])
