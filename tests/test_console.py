@@ -160,6 +160,7 @@ def test_a_scoped_auditor_sees_only_exchanges_with_a_party_in_its_agency(app: An
     report = _report_data(page)  # the report of what this auditor may see
     assert report["scope"] == ["snv"] and report["total"] == 2  # M-snv-stc, M-citizen-snv; not Sở TTTT's three
     assert "sotttt" not in json.dumps(report) and "Phạm vi" in page
+    assert "Sở Nội vụ (snv)" in page and "Kế hoạch (plan)" in page  # names from the directory, categories in Vietnamese
     everything = _report_data(login(app, "kiemtra").get("/report?period=2025-03").text)
     assert "scope" not in everything and everything["total"] == 5 and "sotttt" in json.dumps(everything)
     assert c.get("/access").status_code == 403

@@ -16,7 +16,7 @@ import io
 import json
 import re
 import statistics
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from sqlalchemy import Engine, func, select
 
@@ -493,9 +493,30 @@ def _draw(data: dict[str, Any]) -> dict[str, str]:
     return charts
 
 
-def render(data: dict[str, Any]) -> str:
-    """The report as one self-contained HTML page (charts inline, no external files or scripts)."""
+def render(data: dict[str, Any], names: Mapping[str, Mapping[str, str]] | None = None) -> str:
+    """The report as one self-contained HTML page (charts inline, no external files or scripts).
+
+    ``names``: ``{"agencies": {code: name}, "units": {"agency/unit": name}}`` from the directory;
+    given, the tables name agencies, units and categories (in Vietnamese) beside their codes.
+    """
     charts = _charts(data)
+    agency_names = (names or {}).get("agencies", {})
+    unit_names = (names or {}).get("units", {})
+
+    def ag(code: Any) -> str:
+        name = agency_names.get(code) if isinstance(code, str) else None
+        return f"{_e(name)} ({_e(code)})" if name else _e(code)
+
+    def un(agency: Any, code: Any) -> str:
+        name = unit_names.get(f"{agency}/{code}") if isinstance(code, str) else None
+        return f"{_e(name)} ({_e(code)})" if name else _e(code)
+
+    def cat(code: Any) -> str:
+        from mailgw.classify.explain import CATEGORY_VI
+
+        name = CATEGORY_VI.get(code) if names is not None and isinstance(code, str) else None
+        return f"{_e(name)} ({_e(code)})" if name else _e(code)
+
     p: list[str] = []
     add = p.append
     add(f'<!DOCTYPE html><html lang="vi"><head><meta charset="utf-8"><title>Báo cáo sử dụng thư điện tử công vụ '
@@ -528,18 +549,18 @@ def render(data: dict[str, Any]) -> str:
     if "volume" in charts:
         add(f"<figure>{charts['volume']}</figure>")
     add(_table(["Cơ quan / Agency", "Đến / Inbound", "Đi / Outbound", "Nội bộ / Internal", "Tổng / Total"],
-               [[_e(a["agency"]), a["inbound"], a["outbound"], a["internal"], a["total"]] for a in data["agencies"]]))
+               [[ag(a["agency"]), a["inbound"], a["outbound"], a["internal"], a["total"]] for a in data["agencies"]]))
     add("<h3>Theo đơn vị / Per unit</h3>")
     add(_table(["Cơ quan / Agency", "Đơn vị / Unit", "Đến / Inbound", "Đi / Outbound", "Nội bộ / Internal",
                 "Tổng / Total"],
-               [[_e(u["agency"]), _e(u["unit"]), u["inbound"], u["outbound"], u["internal"], u["total"]]
+               [[ag(u["agency"]), un(u["agency"], u["unit"]), u["inbound"], u["outbound"], u["internal"], u["total"]]
                 for u in data["units"]], numeric_from=2))
     add("<h3>Theo loại văn bản / By category</h3>")
     if "categories" in charts:
         add(f"<figure>{charts['categories']}</figure>")
     # One row per category, one column per agency: there are twenty categories, so this way it fits a page.
-    add(_table(["Loại / Category", *[_e(a["agency"]) for a in data["agencies"]]],
-               [[_e(c), *[a["categories"].get(c, 0) for a in data["agencies"]]] for c in data["categories"]]))
+    add(_table(["Loại / Category", *[ag(a["agency"]) for a in data["agencies"]]],
+               [[cat(c), *[a["categories"].get(c, 0) for a in data["agencies"]]] for c in data["categories"]]))
 
     add("<h2>3. Tỷ lệ văn bản điện tử (Chỉ thị 15) / Electronic share of official documents (Directive 15)</h2>")
     add(f'<p class="def">{_e(DEFINITIONS["electronic"])}</p>')
@@ -547,7 +568,7 @@ def render(data: dict[str, Any]) -> str:
         add(f"<figure>{charts['electronic']}</figure>")
     add(_table(["Cơ quan / Agency", "Văn bản / Documents", "Có chữ ký số / Signed", "Tỷ lệ / Share",
                 "Đạt 60 % / Meets 60 %"],
-               [[_e("Toàn tỉnh / All" if r["agency"] == "*" else r["agency"]), r["documents"], r["signed"],
+               [[_e("Toàn tỉnh / All") if r["agency"] == "*" else ag(r["agency"]), r["documents"], r["signed"],
                  _pct(r["share"]), _verdict(r["meets_benchmark"], short=True)]
                 for r in [*data["electronic"]["agencies"], e_total]]))
 
@@ -567,7 +588,7 @@ def render(data: dict[str, Any]) -> str:
     add("<h3>Theo cơ quan / Per agency</h3>")
     add(_table(["Cơ quan / Agency", "Trao đổi / Exchanges", "Từ chối / Rejected", "Cách ly / Quarantined",
                 "Hoãn / Deferred", "secrecy-block", "channel:dms", "unsigned-document", "secrecy-suspect"],
-               [[_e(a["agency"]), a["exchanges"], a["reject"], a["quarantine"], a["defer"], a["secrecy-block"],
+               [[ag(a["agency"]), a["exchanges"], a["reject"], a["quarantine"], a["defer"], a["secrecy-block"],
                  a["channel:dms"], a["unsigned-document"], a["secrecy-suspect"]] for a in rh["agencies"]]))
 
     dk = data["dkim"]
@@ -586,7 +607,7 @@ def render(data: dict[str, Any]) -> str:
     add("<h2>6. Ngoại lệ tạm thời còn được dùng / Temporary exceptions still in use</h2>")
     add(_table(["Địa chỉ / Address", "Cơ quan / Agency", "Đơn vị / Unit", "Số thư / Messages",
                 "Lần đầu / First (UTC)", "Lần cuối / Last (UTC)"],
-               [[_e(x["address"]), _e(x["agency"]), _e(x["unit"]), x["count"], _e(x["first"]), _e(x["last"])]
+               [[_e(x["address"]), ag(x["agency"]), un(x["agency"], x["unit"]), x["count"], _e(x["first"]), _e(x["last"])]
                 for x in data["exceptions"]], numeric_from=3))
 
     add("<h2>7. Thời gian trả lời / Response times</h2>")
