@@ -164,6 +164,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("login")
     s.set_defaults(func=cmd_passwd)
 
+    s = sub.add_parser("console", parents=[common], help="the auditors' and admins' web console (settings 'console:')")
+    s.set_defaults(func=cmd_console)
+
     _audit_parsers(sub, common)
     return p
 
@@ -302,6 +305,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     # Published DKIM records are looked up here only, not at start: a DNS
     # failure is a warning that they could not be checked.
     warnings += dkim_sign.check_published(ctx)
+    if ctx.settings.console is not None:  # the console's accounts: its roles and scopes name the directory's codes
+        from mailgw.console import accounts
+
+        try:
+            accounts.load(ctx.settings.console.users, ctx.directory)
+        except ConfigError as e:
+            warnings += e.problems
     warnings += dmarc_commands.check_published(ctx)
     problems = sorted(set(warnings) | set(directory.check(ctx.settings.directory)))
     for p in problems:
@@ -719,6 +729,13 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_console(args: argparse.Namespace) -> int:
+    from mailgw.console.app import run
+
+    _setup_logging()
+    return run(args.config)
+
+
 def _age(seconds: int) -> str:
     return str(datetime.timedelta(seconds=seconds))
 
@@ -739,6 +756,11 @@ def _filter_parser() -> argparse.ArgumentParser:
     f.add_argument("--decision", choices=("accept", "reject", "quarantine", "defer"))
     f.add_argument("--rule", metavar="ID", help="the rule that decided, or any rule that matched")
     f.add_argument("--doc-number", metavar="NUMBER", help="number/symbol, e.g. 07/GM-STTTT (case and spaces ignored)")
+    f.add_argument("--subject", metavar="TEXT", help="text the Subject contains (case-insensitive)")
+    f.add_argument("--message-id", metavar="ID", help="the Message-ID, with or without <>")
+    f.add_argument("--client-ip", metavar="IP", help="the address of the SMTP client")
+    f.add_argument("--delivery", metavar="STATUS", help="a delivery-history status: sent, deferred, bounced, held, released, ...")
+    f.add_argument("--tag", metavar="TAG", help="a tag the rules added (channel:dms, unsigned-document, ...)")
     f.add_argument("--limit", type=int, metavar="N", help="at most N exchanges")
     return filters
 

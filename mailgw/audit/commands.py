@@ -13,7 +13,7 @@ import io
 import json as jsonlib
 import os
 import sys
-from typing import Any, Iterator, Mapping, TextIO
+from typing import Any, Iterable, Iterator, Mapping, TextIO
 
 from sqlalchemy import Row, func, select
 from tqdm import tqdm
@@ -216,21 +216,42 @@ def _replace(path: str, write: Any) -> None:
 def _write_atomically(path: str, fmt: str, records: Iterator[LoggedExchange], bar: Any) -> int:
     count = 0
 
-    def write(fh: TextIO) -> None:
+    def counted() -> Iterator[LoggedExchange]:
         nonlocal count
-        writer = csv.writer(fh) if fmt == "csv" else None
-        if writer:
-            writer.writerow(CSV_COLUMNS)
         for rec in records:
-            if writer:
-                writer.writerow(_csv_row(rec))
-            else:
-                fh.write(jsonlib.dumps(rec.to_json(), ensure_ascii=False, sort_keys=True) + "\n")
+            yield rec
             count += 1
             bar.update(1)
 
+    def write(fh: TextIO) -> None:
+        for chunk in export_lines(fmt, counted()):
+            fh.write(chunk)
+
     _replace(path, write)
     return count
+
+
+def export_lines(fmt: str, records: Iterable[LoggedExchange]) -> Iterator[str]:
+    """An export's text line by line: CSV (header first, formula-safe cells) or JSON Lines.
+
+    `audit export` writes it to a file; the console streams it to the browser.
+    """
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+
+        def line(row: Any) -> str:
+            buf.seek(0)
+            buf.truncate()
+            writer.writerow(row)
+            return buf.getvalue()
+
+        yield line(CSV_COLUMNS)
+        for rec in records:
+            yield line(_csv_row(rec))
+    else:
+        for rec in records:
+            yield jsonlib.dumps(rec.to_json(), ensure_ascii=False, sort_keys=True) + "\n"
 
 
 def _join(values: Any) -> str:

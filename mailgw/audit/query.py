@@ -16,6 +16,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import msgspec
 from sqlalchemy import Connection, Row, Select, and_, exists, or_, select
 
+from mailgw.audit import chain as ch
 from mailgw.audit import record
 from mailgw.audit.log import doc_key, utc
 from mailgw.audit.record import ExchangeRecord
@@ -26,7 +27,8 @@ DEFAULT_LIMIT = 100
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 FILTER_NAMES = ("since", "until", "sender", "recipient", "agency", "category", "decision", "rule",
-                "doc_number", "limit")
+                "doc_number", "subject", "message_id", "client_ip", "delivery", "tag", "limit")
+_POST_BATCH = 500  # rows read per round when a filter is checked on the decoded record
 
 
 class FilterError(ValueError):
@@ -46,7 +48,15 @@ class Filters:
     decision: str | None = None
     rule: str | None = None
     doc_number: str | None = None
+    subject: str | None = None  # text the Subject contains (case-insensitive; never matches a redacted record)
+    message_id: str | None = None  # with or without the angle brackets
+    client_ip: str | None = None
+    delivery: str | None = None  # a delivery-history status the exchange has (sent, bounced, held, released, ...)
+    tag: str | None = None  # a tag the rules added
     limit: int | None = None
+    # Not a search filter but a bound on it: an auditor's agencies ("snv") and units ("snv/vp");
+    # only exchanges with a party (sender or recipient) in one of them. None: every exchange.
+    scope: tuple[str, ...] | None = None
 
     @classmethod
     def parse(cls, values: Mapping[str, Any] | None, now: dt.datetime | None = None,
@@ -73,13 +83,26 @@ class Filters:
             until=parse_when(values["until"], end=True, now=now) if "until" in values else None,
             sender=low("sender"), recipient=low("recipient"), agency=keep("agency"),
             category=keep("category"), decision=low("decision"), rule=keep("rule"),
-            doc_number=keep("doc_number"), limit=limit,
+            doc_number=keep("doc_number"), subject=keep("subject"), message_id=keep("message_id"),
+            client_ip=keep("client_ip"), delivery=low("delivery"), tag=keep("tag"), limit=limit,
         )
 
     def as_args(self) -> dict[str, Any]:
         """The filters as plain values, for the access log."""
-        return {k: (v.isoformat() if isinstance(v, dt.datetime) else v)
+        return {k: (v.isoformat() if isinstance(v, dt.datetime) else ",".join(v) if isinstance(v, tuple) else v)
                 for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    def checked_on_record(self) -> bool:
+        """Whether a filter is confirmed on the decoded record (the database only narrows by the JSON text)."""
+        return bool(self.subject or self.client_ip or self.tag)
+
+    def record_matches(self, rec: ExchangeRecord) -> bool:
+        """The record-level filters (subject text, client IP, tag) on a decoded record."""
+        if self.subject and (rec.redacted or self.subject.casefold() not in (rec.header.subject or "").casefold()):
+            return False
+        if self.client_ip and rec.client_ip != self.client_ip:
+            return False
+        return not (self.tag and self.tag not in rec.decision.tags)
 
 
 def parse_when(value: str | dt.datetime, end: bool, now: dt.datetime | None = None) -> dt.datetime:
@@ -140,6 +163,21 @@ def statement(f: Filters, columns: Any = None, after: tuple[dt.datetime, str] | 
             cond.append(col == v)
     if f.doc_number:
         cond.append(Exchange.doc_key == doc_key(f.doc_number))
+    if f.message_id:
+        bare = f.message_id.strip().strip("<>")
+        cond.append(Exchange.message_id.in_([bare, f"<{bare}>"]))
+    # Kept only in the record: the database narrows by the record's canonical JSON text, then
+    # record_matches() confirms on the decoded record (a subject in another case, a tag's name in a subject).
+    if f.client_ip:
+        cond.append(Exchange.record.contains(_json_pair("client_ip", f.client_ip), autoescape=True))
+    if f.tag:
+        cond.append(Exchange.record.contains(_json_text(f.tag), autoescape=True))
+    if f.subject and f.subject.lower() == f.subject.upper():  # no letters with case: the text itself narrows
+        cond.append(Exchange.record.contains(_json_text(f.subject)[1:-1], autoescape=True))
+    if f.delivery:
+        cond.append(exists().where(Delivery.exchange_id == Exchange.id, Delivery.status == f.delivery))
+    if f.scope is not None:
+        cond.append(_in_scope(f.scope))
     for table, column, value in children:
         if drive is None or table is not drive[0]:
             cond.append(exists().where(table.exchange_id == Exchange.id, column == value))
@@ -151,9 +189,72 @@ def statement(f: Filters, columns: Any = None, after: tuple[dt.datetime, str] | 
     return stmt
 
 
+def _json_text(value: str) -> str:
+    return ch.canonical(value)
+
+
+def _json_pair(key: str, value: str) -> str:
+    return ch.canonical({key: value})[1:-1]
+
+
+def _in_scope(scope: tuple[str, ...]) -> Any:
+    """An exchange with a party in one of the agencies (``snv``) or units (``snv/vp``) of ``scope``."""
+    parts: list[Any] = []
+    agencies = [s for s in scope if "/" not in s]
+    if agencies:
+        parts.append(exists().where(AgencyHit.exchange_id == Exchange.id, AgencyHit.agency.in_(agencies)))
+    for unit in (s for s in scope if "/" in s):
+        agency, _, code = unit.partition("/")
+        parts.append(and_(Exchange.sender_agency == agency, Exchange.sender_unit == code))
+        parts.append(exists().where(Recipient.exchange_id == Exchange.id, Recipient.agency == agency,
+                                    Recipient.unit == code))
+    return or_(*parts) if parts else Exchange.id.is_(None)  # an empty scope sees nothing
+
+
 def search(conn: Connection, f: Filters) -> Sequence[Row[Any]]:
     """The exchanges matching ``f``, newest first, at most ``f.limit``."""
-    return conn.execute(statement(f)).all()
+    if not f.checked_on_record():
+        return conn.execute(statement(f)).all()
+    return list(_confirmed(conn, f))
+
+
+def _confirmed(conn: Connection, f: Filters) -> Iterator[Row[Any]]:
+    """Rows whose decoded record passes the record-level filters, newest first, up to ``f.limit``."""
+    last: tuple[dt.datetime, str] | None = None
+    found = 0
+    while True:
+        rows = conn.execute(statement(dataclasses.replace(f, limit=_POST_BATCH), after=last)).all()
+        for r in rows:
+            try:
+                keep = f.record_matches(record.decode(r.record))
+            except record.RecordError:
+                keep = True  # an unreadable record is shown, and said to be unreadable, never hidden
+            if keep:
+                yield r
+                found += 1
+                if f.limit and found >= f.limit:
+                    return
+        if len(rows) < _POST_BATCH:
+            return
+        last = (rows[-1].time, rows[-1].id)
+
+
+def record_in_scope(rec: ExchangeRecord, scope: tuple[str, ...]) -> bool:
+    """The scope's rule (:func:`_in_scope`) on a decoded record: a party in one of its agencies or units."""
+    parties = ([rec.sender] if rec.sender else []) + list(rec.recipients)
+    for s in scope:
+        agency, _, unit = s.partition("/")
+        if any(p.agency == agency and (not unit or p.unit == unit) for p in parties):
+            return True
+    return False
+
+
+def in_scope(conn: Connection, exchange_id: str, scope: tuple[str, ...] | None) -> bool:
+    """Whether the exchange is one an auditor of ``scope`` may see (None: every exchange)."""
+    if scope is None:
+        return True
+    stmt = select(Exchange.id).where(Exchange.id == exchange_id, _in_scope(scope))
+    return conn.execute(stmt).first() is not None
 
 
 class LogPosition(msgspec.Struct, kw_only=True, frozen=True):
@@ -224,6 +325,15 @@ def full_record(x: Row[Any], history: list[DeliveryEvent] | None = None,
 
 def iter_export(conn: Connection, f: Filters, batch: int = 1000) -> Iterator[LoggedExchange]:
     """Every matching record with its deliveries, newest first, read in batches (constant memory)."""
+    if f.checked_on_record():
+        found: list[Row[Any]] = []
+        for r in _confirmed(conn, f):
+            found.append(r)
+            if len(found) >= batch:
+                yield from _with_history(conn, found)
+                found = []
+        yield from _with_history(conn, found)
+        return
     last: tuple[dt.datetime, str] | None = None
     remaining = f.limit
     while remaining is None or remaining > 0:
@@ -238,6 +348,12 @@ def iter_export(conn: Connection, f: Filters, batch: int = 1000) -> Iterator[Log
         last = (rows[-1].time, rows[-1].id)
         if remaining is not None:
             remaining -= len(rows)
+
+
+def _with_history(conn: Connection, rows: list[Row[Any]]) -> Iterator[LoggedExchange]:
+    history = deliveries(conn, [r.id for r in rows]) if rows else {}
+    for r in rows:
+        yield full_record(r, history.get(r.id, []))
 
 
 def _z(t: dt.datetime) -> str:

@@ -16,13 +16,13 @@ import io
 import json
 import re
 import statistics
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from sqlalchemy import Engine, func, select
 
 from mailgw.audit import record
 from mailgw.audit.log import doc_key
-from mailgw.audit.query import VN_TZ
+from mailgw.audit.query import VN_TZ, record_in_scope
 from mailgw.audit.record import ExchangeRecord, Party
 from mailgw.audit.schema import ACCESS_CHAIN, DmarcSource, Exchange, Head
 
@@ -114,8 +114,13 @@ def _stats(values: list[float]) -> dict[str, float | None]:
     return {"median_h": round(statistics.median(values), 2), "p90_h": round(p90, 2), "max_h": max(values)}
 
 
-def compute(engine: Engine, period: str, as_of: dt.datetime | None = None) -> dict[str, Any]:
-    """All the report's numbers for month ``period``; replies are looked for up to ``as_of`` (default now)."""
+def compute(engine: Engine, period: str, as_of: dt.datetime | None = None,
+            scope: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """All the report's numbers for month ``period``; replies are looked for up to ``as_of`` (default now).
+
+    ``scope``: only the exchanges with a party in these agencies (``snv``) or units (``snv/vp``),
+    as an auditor of them sees the log (the console); None: every exchange.
+    """
     start, end = period_bounds(period)
     as_of = as_of or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     if as_of.tzinfo is not None:
@@ -138,6 +143,8 @@ def compute(engine: Engine, period: str, as_of: dt.datetime | None = None) -> di
     dsns = 0
     own: set[str] = set()
     for t, rec in _records(engine, start, end):
+        if scope is not None and not record_in_scope(rec, scope):
+            continue
         if rec.role in ("dsn", "notice", "report"):
             # Made by the gateway itself (a bounce, a held-message notice to a sender, a DMARC report to another
             # domain), not an exchange of the agencies.
@@ -228,6 +235,7 @@ def compute(engine: Engine, period: str, as_of: dt.datetime | None = None) -> di
     agencies = sorted(agency_dir, key=lambda a: (-agency_dir[a]["total"], a))
     return {
         "period": period, "start_utc": _z(start), "end_utc": _z(end), "as_of_utc": _z(as_of),
+        **({"scope": list(scope)} if scope is not None else {}),
         "total": total, "dsns": dsns, "decisions": dict(decisions), "directions": dict(directions),
         "categories": dict(categories.most_common()),
         "agencies": [{"agency": a, **{k: agency_dir[a][k] for k in ("inbound", "outbound", "internal", "total")},
@@ -485,9 +493,30 @@ def _draw(data: dict[str, Any]) -> dict[str, str]:
     return charts
 
 
-def render(data: dict[str, Any]) -> str:
-    """The report as one self-contained HTML page (charts inline, no external files or scripts)."""
+def render(data: dict[str, Any], names: Mapping[str, Mapping[str, str]] | None = None) -> str:
+    """The report as one self-contained HTML page (charts inline, no external files or scripts).
+
+    ``names``: ``{"agencies": {code: name}, "units": {"agency/unit": name}}`` from the directory;
+    given, the tables name agencies, units and categories (in Vietnamese) beside their codes.
+    """
     charts = _charts(data)
+    agency_names = (names or {}).get("agencies", {})
+    unit_names = (names or {}).get("units", {})
+
+    def ag(code: Any) -> str:
+        name = agency_names.get(code) if isinstance(code, str) else None
+        return f"{_e(name)} ({_e(code)})" if name else _e(code)
+
+    def un(agency: Any, code: Any) -> str:
+        name = unit_names.get(f"{agency}/{code}") if isinstance(code, str) else None
+        return f"{_e(name)} ({_e(code)})" if name else _e(code)
+
+    def cat(code: Any) -> str:
+        from mailgw.classify.explain import CATEGORY_VI
+
+        name = CATEGORY_VI.get(code) if names is not None and isinstance(code, str) else None
+        return f"{_e(name)} ({_e(code)})" if name else _e(code)
+
     p: list[str] = []
     add = p.append
     add(f'<!DOCTYPE html><html lang="vi"><head><meta charset="utf-8"><title>Báo cáo sử dụng thư điện tử công vụ '
@@ -497,6 +526,9 @@ def render(data: dict[str, Any]) -> str:
     add(f'<p class="meta">Kỳ báo cáo / Period: {_e(data["start_utc"])} – {_e(data["end_utc"])} (UTC; tháng theo giờ '
         f'Việt Nam / calendar month in Vietnam time, UTC+7). Lập lúc / Generated: {_e(data["as_of_utc"])}. '
         f'Nguồn: nhật ký trao đổi của cổng thư / Source: the gateway exchange log.</p>')
+    if "scope" in data:
+        add(f'<p class="meta" id="scope">Phạm vi: chỉ các trao đổi có một bên thuộc / Scope: only exchanges with a party '
+            f'in: {_e(", ".join(data["scope"]))}</p>')
 
     add("<h2>1. Tóm tắt / Summary</h2>")
     e_total = data["electronic"]["total"]
@@ -517,18 +549,18 @@ def render(data: dict[str, Any]) -> str:
     if "volume" in charts:
         add(f"<figure>{charts['volume']}</figure>")
     add(_table(["Cơ quan / Agency", "Đến / Inbound", "Đi / Outbound", "Nội bộ / Internal", "Tổng / Total"],
-               [[_e(a["agency"]), a["inbound"], a["outbound"], a["internal"], a["total"]] for a in data["agencies"]]))
+               [[ag(a["agency"]), a["inbound"], a["outbound"], a["internal"], a["total"]] for a in data["agencies"]]))
     add("<h3>Theo đơn vị / Per unit</h3>")
     add(_table(["Cơ quan / Agency", "Đơn vị / Unit", "Đến / Inbound", "Đi / Outbound", "Nội bộ / Internal",
                 "Tổng / Total"],
-               [[_e(u["agency"]), _e(u["unit"]), u["inbound"], u["outbound"], u["internal"], u["total"]]
+               [[ag(u["agency"]), un(u["agency"], u["unit"]), u["inbound"], u["outbound"], u["internal"], u["total"]]
                 for u in data["units"]], numeric_from=2))
     add("<h3>Theo loại văn bản / By category</h3>")
     if "categories" in charts:
         add(f"<figure>{charts['categories']}</figure>")
     # One row per category, one column per agency: there are twenty categories, so this way it fits a page.
-    add(_table(["Loại / Category", *[_e(a["agency"]) for a in data["agencies"]]],
-               [[_e(c), *[a["categories"].get(c, 0) for a in data["agencies"]]] for c in data["categories"]]))
+    add(_table(["Loại / Category", *[ag(a["agency"]) for a in data["agencies"]]],
+               [[cat(c), *[a["categories"].get(c, 0) for a in data["agencies"]]] for c in data["categories"]]))
 
     add("<h2>3. Tỷ lệ văn bản điện tử (Chỉ thị 15) / Electronic share of official documents (Directive 15)</h2>")
     add(f'<p class="def">{_e(DEFINITIONS["electronic"])}</p>')
@@ -536,7 +568,7 @@ def render(data: dict[str, Any]) -> str:
         add(f"<figure>{charts['electronic']}</figure>")
     add(_table(["Cơ quan / Agency", "Văn bản / Documents", "Có chữ ký số / Signed", "Tỷ lệ / Share",
                 "Đạt 60 % / Meets 60 %"],
-               [[_e("Toàn tỉnh / All" if r["agency"] == "*" else r["agency"]), r["documents"], r["signed"],
+               [[_e("Toàn tỉnh / All") if r["agency"] == "*" else ag(r["agency"]), r["documents"], r["signed"],
                  _pct(r["share"]), _verdict(r["meets_benchmark"], short=True)]
                 for r in [*data["electronic"]["agencies"], e_total]]))
 
@@ -556,7 +588,7 @@ def render(data: dict[str, Any]) -> str:
     add("<h3>Theo cơ quan / Per agency</h3>")
     add(_table(["Cơ quan / Agency", "Trao đổi / Exchanges", "Từ chối / Rejected", "Cách ly / Quarantined",
                 "Hoãn / Deferred", "secrecy-block", "channel:dms", "unsigned-document", "secrecy-suspect"],
-               [[_e(a["agency"]), a["exchanges"], a["reject"], a["quarantine"], a["defer"], a["secrecy-block"],
+               [[ag(a["agency"]), a["exchanges"], a["reject"], a["quarantine"], a["defer"], a["secrecy-block"],
                  a["channel:dms"], a["unsigned-document"], a["secrecy-suspect"]] for a in rh["agencies"]]))
 
     dk = data["dkim"]
@@ -575,7 +607,7 @@ def render(data: dict[str, Any]) -> str:
     add("<h2>6. Ngoại lệ tạm thời còn được dùng / Temporary exceptions still in use</h2>")
     add(_table(["Địa chỉ / Address", "Cơ quan / Agency", "Đơn vị / Unit", "Số thư / Messages",
                 "Lần đầu / First (UTC)", "Lần cuối / Last (UTC)"],
-               [[_e(x["address"]), _e(x["agency"]), _e(x["unit"]), x["count"], _e(x["first"]), _e(x["last"])]
+               [[_e(x["address"]), ag(x["agency"]), un(x["agency"], x["unit"]), x["count"], _e(x["first"]), _e(x["last"])]
                 for x in data["exceptions"]], numeric_from=3))
 
     add("<h2>7. Thời gian trả lời / Response times</h2>")

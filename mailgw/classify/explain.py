@@ -58,3 +58,11 @@ def explain(c: Classification) -> str:
         lines.append("Căn cứ / Evidence: không có dấu hiệu văn bản / no official-document cue found")
     return "\n".join(lines)
 
+
+
+# The Vietnamese names, for the readers that show codes to people (the web console).
+CATEGORY_VI = _CATEGORY_VI
+SECRECY_VI = _SECRECY_VI
+URGENCY_VI = _URGENCY_VI
+WHERE_VI = _WHERE_VI
+CUE_VI = _CUE_VI

@@ -156,6 +156,20 @@ class AuditSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class ConsoleSettings:
+    """``console:``, the auditors' and admins' web console (mailgw/console)."""
+
+    host: str
+    port: int
+    users: str  # the accounts file: logins, argon2 hashes, roles, scopes
+    tls: bool = True  # HTTPS with the gateway's certificate (settings 'tls'); False: plain HTTP
+    behind_proxy: bool = False  # plain HTTP behind a TLS-terminating reverse proxy on this host
+    candidates: str | None = None  # the folder replay candidates must lie in; None: replay is off
+    session_idle: float = 1800.0  # a session unused this long ends
+    max_rows: int = 500  # the most rows a search page shows (exports have no such limit)
+
+
+@dataclasses.dataclass(frozen=True)
 class DmarcSettings:
     """DMARC aggregate reports we send (``dmarc.reports``) and the records our domains publish (``dmarc.record``).
 
@@ -196,6 +210,7 @@ class Settings:
     workers: int = 1  # serving processes sharing the listening ports (mailgw.workers)
     log_format: str = "text"  # log: {format: text|json} (mailgw.logsetup)
     metrics_listen: tuple[str, int] | None = None  # metrics: {listen: HOST:PORT} (mailgw.metrics); None: off
+    console: ConsoleSettings | None = None  # console: {listen: HOST:PORT, users: FILE, ...} (mailgw.console)
     dmarc: DmarcSettings = dataclasses.field(default_factory=lambda: DmarcSettings())
     arc: ArcSettings | None = None  # arc: {domain, selector} (mailgw.stages.arc_seal); None: no sealing
 
@@ -217,7 +232,7 @@ class Settings:
 _TOP_KEYS = {
     "hostname", "node", "directory", "policies", "database", "spool", "credentials",
     "listeners", "routes", "dkim", "tls", "queue", "limits", "log_level", "dns", "attachments", "audit", "workers",
-    "log", "metrics", "dmarc", "arc",
+    "log", "metrics", "console", "dmarc", "arc",
 }
 
 
@@ -271,6 +286,7 @@ def load(path: str) -> Settings:
     workers = _workers(c, data, listeners)
     log_format = _log(c, data)
     metrics_listen = _metrics(c, data)
+    console = _console(c, data, rel, tls)
     dmarc = _dmarc(c, data)
     arc = _arc(c, data)
     c.raise_if_errors()
@@ -279,7 +295,7 @@ def load(path: str) -> Settings:
         database=database, spool=spool, credentials=credentials, listeners=tuple(listeners), routes=routes,
         dkim=tuple(dkim), tls=tls, queue=queue, limits=limits, log_level=log_level,
         dns=dns, attachments=attachments, audit=audit, workers=workers,
-        log_format=log_format, metrics_listen=metrics_listen, dmarc=dmarc, arc=arc,
+        log_format=log_format, metrics_listen=metrics_listen, console=console, dmarc=dmarc, arc=arc,
     )
 
 
@@ -634,6 +650,41 @@ def _metrics(c: Checker, data: YMap) -> tuple[str, int] | None:
     return (host, port) if host else None
 
 
+def _console(c: Checker, data: YMap, rel: Any, tls: TlsFiles | None) -> ConsoleSettings | None:
+    if "console" not in data:
+        return None
+    m = c.mapping(data["console"], data, "console", "'console'")
+    if m is None:
+        return None
+    c.keys(m, ("listen", "users", "tls", "behind_proxy", "candidates", "session_idle", "max_rows"),
+           required=("listen", "users"), what="console")
+    if "listen" not in m or "users" not in m:
+        return None
+    host, port = _hostport(c, m, "listen")
+    users = c.typed(m, "users", str)
+    if users is None:
+        c.error(m, "users", "'users' must name the console's accounts file")
+        return None
+    behind_proxy = c.typed(m, "behind_proxy", bool, False)
+    on_tls = c.typed(m, "tls", bool, not behind_proxy and tls is not None)
+    if on_tls and tls is None:
+        c.error(m, "tls", "the console serves HTTPS with the gateway's certificate: set the top-level 'tls' "
+                          "(cert, key), or 'tls: false' with 'behind_proxy: true' behind a reverse proxy")
+    if not on_tls and not behind_proxy and host not in ("127.0.0.1", "::1", "localhost"):
+        c.error(m, "listen", "plain HTTP on a non-loopback address would send passwords and sessions in clear: "
+                             "use TLS, or listen on loopback behind a reverse proxy ('behind_proxy: true')")
+    candidates = c.typed(m, "candidates", str)
+    out = ConsoleSettings(host=host, port=port, users=rel(users), tls=bool(on_tls), behind_proxy=bool(behind_proxy),
+                          candidates=rel(candidates) if candidates else None)
+    if "session_idle" in m:
+        idle = _duration(c, m, "session_idle", positive=True)
+        if idle:
+            out = dataclasses.replace(out, session_idle=idle)
+    if "max_rows" in m:
+        rows = _positive_int(c, m, "max_rows")
+        if rows:
+            out = dataclasses.replace(out, max_rows=rows)
+    return out
 _ADDRESS = re.compile(r"[^@\s<>,;]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 _SPF_TERM = re.compile(r"[+?~-]?(?:ip4:[0-9.]+(?:/\d+)?|ip6:[0-9A-Fa-f:.]+(?:/\d+)?|a(?::\S+)?(?:/\d+)?|mx(?::\S+)?(?:/\d+)?"
                        r"|include:\S+|exists:\S+)")
