@@ -65,6 +65,10 @@ class Test:
     def test(self, view: View) -> Result:
         raise NotImplementedError
 
+    def holds(self, view: View) -> bool:
+        """Whether the condition holds, without saying why: what a replay of many records asks."""
+        return self.test(view)[0]
+
     def key(self) -> Any:
         """A canonical, hashable form, for finding rules that can never match."""
         raise NotImplementedError
@@ -74,6 +78,9 @@ class Test:
 class Always(Test):
     def test(self, view: View) -> Result:
         return True, "always"
+
+    def holds(self, view: View) -> bool:
+        return True
 
     def key(self) -> Any:
         return ("always",)
@@ -92,6 +99,9 @@ class All(Test):
             whys.append(why)
         return True, "; ".join(whys)
 
+    def holds(self, view: View) -> bool:
+        return all(p.holds(view) for p in self.parts)
+
     def key(self) -> Any:
         return ("all", frozenset(p.key() for p in self.parts))
 
@@ -109,6 +119,9 @@ class Any_(Test):
             whys.append(why)
         return False, "none of: " + " | ".join(whys)
 
+    def holds(self, view: View) -> bool:
+        return any(p.holds(view) for p in self.parts)
+
     def key(self) -> Any:
         return ("any", frozenset(p.key() for p in self.parts))
 
@@ -120,6 +133,9 @@ class Not(Test):
     def test(self, view: View) -> Result:
         ok, why = self.part.test(view)
         return (not ok), (f"not ({why})")
+
+    def holds(self, view: View) -> bool:
+        return not self.part.holds(view)
 
     def key(self) -> Any:
         return ("not", self.part.key())
@@ -138,6 +154,9 @@ class Field(Test):
         value = self.getter(view)
         ok = self.predicate(value)
         return ok, f"{self.label}={_show(value)} {'matches' if ok else 'does not match'} {self.wanted}"
+
+    def holds(self, view: View) -> bool:
+        return self.predicate(self.getter(view))
 
     def key(self) -> Any:
         return ("field", self.label, self.wanted)
@@ -166,6 +185,14 @@ class Each(Test):
         if good:
             return True, f"{self.label}: {', '.join(_name(i) for i, _ in good)}: {good[0][1]}"
         return False, f"{self.label}: none of {len(items)} match ({results[0][2]})"
+
+    def holds(self, view: View) -> bool:
+        items = self.getter(view)
+        if not items:
+            return False
+        if self.every:
+            return all(self.inner.holds(item) for item in items)
+        return any(self.inner.holds(item) for item in items)
 
     def key(self) -> Any:
         return ("each", self.label, self.every, self.inner.key())
@@ -596,6 +623,10 @@ class _Sub(Test):
         ok, why = self.inner.test(sub)
         return ok, f"{self.label}.{why}"
 
+    def holds(self, view: View) -> bool:
+        sub = self.getter(view)
+        return isinstance(sub, dict) and self.inner.holds(sub)
+
     def key(self) -> Any:
         return ("sub", self.label, self.inner.key())
 
@@ -628,6 +659,22 @@ def _field(c: Checker, node: YMap, key: str, label: str, reader: Reader, getter:
         return None
     pred, wanted = compiled
     return Field(label, getter, pred, wanted)
+
+
+# Facts the evaluation itself adds to as rules match: a condition on them may hold for a
+# later rule and not for an earlier one on the same message.
+STATE = frozenset({"tags", "matched"})
+
+
+def reads_state(t: Test) -> bool:
+    """Whether ``t`` tests the tags or rules matched so far (anywhere inside it)."""
+    if isinstance(t, Field):
+        return t.label in STATE
+    if isinstance(t, (All, Any_)):
+        return any(reads_state(p) for p in t.parts)
+    if isinstance(t, Not):
+        return reads_state(t.part)
+    return False  # Always; _Sub and Each test sub-mappings (a party, a file), where neither is
 
 
 def conjuncts(t: Test) -> frozenset[Any]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import hashlib
 import os
 import re
@@ -102,6 +103,22 @@ class Rule:
     file: str
     line: int
 
+    @functools.cached_property
+    def memo_key(self) -> int | None:
+        """A number naming the condition's canonical form when its answer depends on the message's facts
+        alone (not on the tags and rules matched so far): two packs' rules with equal numbers answer alike
+        on one message. None for a condition on the evaluation's own state."""
+        if conditions.reads_state(self.when):
+            return None
+        return _CONDITION_NUMBERS.setdefault(self.when.key(), len(_CONDITION_NUMBERS))
+
+    @functools.cached_property
+    def templated(self) -> bool:
+        """Whether a text of the action (a tag, a header, the reply) may hold a {placeholder}."""
+        then = self.then
+        texts = [*then.tags, *(v for _, v in then.headers), then.reply.text if then.reply else ""]
+        return any("{" in t or "}" in t for t in texts)
+
     def in_force(self, day: datetime.date) -> bool:
         return (self.valid_from is None or self.valid_from <= day) and (self.valid_until is None or day <= self.valid_until)
 
@@ -118,6 +135,23 @@ class PolicySet:
     version: str
     files: tuple[str, ...]
     warnings: tuple[Problem, ...] = ()
+
+    def in_force(self, day: datetime.date) -> tuple[Rule, ...]:
+        """The rules in force on ``day``, in order (worked out once per day: a replay asks for every exchange)."""
+        days = self._days
+        found = days.get(day)
+        if found is None:
+            found = days[day] = tuple(r for r in self.rules if r.in_force(day))
+        return found
+
+    @functools.cached_property
+    def _days(self) -> dict[datetime.date, tuple[Rule, ...]]:
+        return {}
+
+
+# Each distinct condition a policy set holds, numbered (Rule.memo_key): a number is cheaper to look up than
+# the nested form. Reloads add only conditions not seen before.
+_CONDITION_NUMBERS: dict[Any, int] = {}
 
 
 def load(folder: str, directory: Any = None) -> PolicySet:
