@@ -41,6 +41,56 @@ def test_broken_policy_files_report_file_and_line(case, tmp_path, demo_directory
     assert [str(p).replace(str(tmp_path) + "/", "") for p in err.value.problems] == expected
 
 
+def test_rules_that_only_look_shadowed_are_not_reported(tmp_path, demo_directory):
+    """A narrower earlier set, a bound that lets one more number through, any recipient where all were
+    asked, a parent domain, a negation the other way round, a tag added between two rules, an earlier
+    rule dated or in audit mode, an 'any' with an alternative: each later rule matches a message the
+    earlier one does not, so none is called unreachable (tests/data/shadow_near_misses.yaml)."""
+    shutil.copy(REPO / "tests" / "data" / "shadow_near_misses.yaml", tmp_path)
+    pack = policy.load(str(tmp_path), demo_directory)
+    assert pack.warnings == () and len(pack.rules) == 18
+
+
+def test_implication_is_sound_on_every_combination_of_a_vocabulary(tmp_path, demo_directory):
+    """Each pair of rules written from a small vocabulary (sets, ranges, domains, networks, any/all
+    recipients, not, any), and each view over the values they name: wherever the checker says one
+    rule's condition implies another's, the second holds on every view where the first does."""
+    import itertools
+
+    from mailgw.policy import conditions
+
+    whens = [
+        "{secrecy: [mat, toi_mat, tuyet_mat]}", "{secrecy: mat}", "{secrecy: [mat, toi_mat]}",
+        "{secrecy: mat, direction: outbound}", "{not: {secrecy: none}}", "{not: {secrecy: [none, mat]}}",
+        "{size: {gt: 10}}", "{size: {ge: 10}}", "{size: {gt: 10, lt: 20}}", "{size: {ge: 12, le: 15}}", "{size: 10}",
+        "{any_recipient: {domain: gmail.com}}", "{all_recipients: {domain: gmail.com}}",
+        "{any_recipient: {domain: mail.gmail.com}}", "{all_recipients: {domain: mail.gmail.com, official: false}}",
+        "{client_ip: 10.0.0.0/8}", "{client_ip: [10.1.0.0/16, 192.168.0.0/16]}", "{client_ip: 10.1.2.0/24}",
+        "{any: [{secrecy: mat}, {size: {gt: 10}}]}", "{any: [{secrecy: mat}, {size: {gt: 15}}]}",
+        "{any_attachment: {dangerous: true}}", "{all_attachments: {dangerous: [macro]}}",
+        "{any_attachment: {dangerous: [macro, dde]}}",
+    ]
+    text = "rules:\n" + "".join(
+        f"  - {{id: r{i}, description: d, basis: b, when: {w}, then: {{tags: [t{i}]}}}}\n" for i, w in enumerate(whens))
+    (tmp_path / "p.yaml").write_text(text)
+    tests = [r.when for r in policy.load(str(tmp_path), demo_directory).rules]
+    views = [
+        {"classification": {"secrecy": secrecy}, "direction": direction, "size": size, "client_ip": ip,
+         "recipients": [{"domain": d, "official": d.endswith("gov.vn")} for d in domains],
+         "attachments": {"files": [{"dangerous": list(danger)}]}}
+        for secrecy, direction, size, ip, domains, danger in itertools.product(
+            ("none", "mat", "toi_mat", "tuyet_mat"), ("inbound", "outbound"), (9, 10, 12, 15, 20, 25),
+            ("10.1.2.3", "10.1.9.9", "10.9.9.9", "192.168.1.1", "8.8.8.8"),
+            (["gmail.com"], ["mail.gmail.com"], ["gmail.com", "x.gov.vn"], ["x.gov.vn"]), ((), ("macro",), ("exe",)))
+    ]
+    claims = 0
+    for a, b in itertools.product(tests, tests):
+        if conditions.implies(a, b):
+            claims += 1
+            assert all(b.holds(v) for v in views if a.holds(v)), (a.key(), b.key())
+    assert claims > 2 * len(tests)  # more than each with itself and Always: the analysis says something
+
+
 def test_mailgw_check_reports_a_broken_policy_and_exits_1(tmp_path):
     shutil.copytree(REPO / "policies", tmp_path / "policies")
     shutil.copy(REPO / "directory.yaml", tmp_path)

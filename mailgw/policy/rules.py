@@ -370,13 +370,19 @@ def _placeholders(c: Checker, where: YMap, key: Any, text: str) -> None:
 
 
 def _reachability(rules: list[Rule]) -> list[Problem]:
-    """Rules that can never match: an earlier enforced rule that decides matches every message they would."""
+    """Rules that can never match: an earlier enforced rule that decides matches every message they would.
+
+    "Every message" is shown by ``conditions.implies``: the later rule's conditions imply the
+    earlier one's (the same conditions and more, or narrower ones: ``secrecy: [mat]`` after
+    ``secrecy: [mat, toi_mat, tuyet_mat]``). It claims only what is certain, so a rule reported
+    here really never matches; a rule it cannot judge is not reported. Rules with validity dates
+    do not shadow (they are not always in force), nor do rules in audit mode (they decide nothing).
+    """
     problems = []
-    deciders: list[tuple[Rule, frozenset[Any]]] = []
+    deciders: list[Rule] = []
     for rule in rules:
-        mine = conditions.conjuncts(rule.when)
-        for earlier, theirs in deciders:
-            if theirs <= mine:
+        for earlier in deciders:
+            if conditions.implies(rule.when, earlier.when):
                 problems.append(Problem(
                     rule.file, rule.line,
                     f"rule {rule.id!r} can never match: rule {earlier.id!r} ({earlier.where}) above it "
@@ -384,5 +390,5 @@ def _reachability(rules: list[Rule]) -> list[Problem]:
                 ))
                 break
         if rule.mode == "enforce" and rule.then.decides and rule.valid_from is None and rule.valid_until is None:
-            deciders.append((rule, mine))
+            deciders.append(rule)
     return problems
