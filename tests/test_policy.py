@@ -228,6 +228,40 @@ async def test_inbound_document_from_an_unsigned_official_is_tagged_and_delivere
     assert b"X-Mailgw-Unverified-Sender: Nguoi gui chua duoc xac thuc" in head
 
 
+async def test_the_tags_the_settings_name_reach_the_recipient_and_a_forged_field_never_does(make_gateway, sink):
+    """``tags_header: [unverified-official, "urgency:*"]``: an inbound document from an unsigned official
+    address and a HỎA TỐC telegram arrive at the next hop with those tags in X-Mailgw-Tags (and no other
+    tag); each carried a forged X-Mailgw-Tags of its own, which is gone. A message none of whose tags
+    is named gets no field at all, and loses its forged one too."""
+    import email.policy
+    from email import message_from_bytes
+
+    gw = await make_gateway(tags_header=["unverified-official", "urgency:*"])
+    forged = "X-Mailgw-Tags: verified-official, secrecy-cleared\r\n"
+    cases = [
+        ("mx", message(subject="Quyết định 123/QĐ-BTTTT về việc ban hành Kế hoạch", sender="vanthu@mic.gov.vn",
+                       to=OTHER_CLERK, extra_headers=forged), "vanthu@mic.gov.vn", OTHER_CLERK),
+        ("relay", message(subject="HỎA TỐC - Công điện số 3/CĐ-UBND về phòng chống bão", sender=CLERK,
+                          to="vanthu@mic.gov.vn", extra_headers=forged), CLERK, "vanthu@mic.gov.vn"),
+        ("relay", message(subject="Trao đổi lịch họp", sender=CLERK, to=f"vp@{BT}", extra_headers=forged),
+         CLERK, f"vp@{BT}"),
+    ]
+    for listener, raw, mail_from, rcpt in cases:
+        await send(gw, listener, raw, mail_from, [rcpt])
+    await sink.wait_for(lambda: all(sink.to(rcpt) for _, _, _, rcpt in cases))
+    shown = []
+    for _, _, _, rcpt in cases:
+        [copy] = sink.to(rcpt)
+        got = message_from_bytes(copy.data, policy=email.policy.default)
+        fields = got.get_all("X-Mailgw-Tags") or []
+        assert len(fields) <= 1 and "verified-official," not in str(fields) and "secrecy-cleared" not in str(fields)
+        shown.append(str(fields[0]) if fields else None)
+    assert shown[0] == ("unverified-official; nhãn do cổng thư gắn theo quy định của cơ quan / "
+                        "labels the mail gateway added under the agency's policies")
+    assert shown[1] == shown[0].replace("unverified-official", "urgency:hoa_toc")  # not channel:dms
+    assert shown[2] is None
+
+
 async def test_weak_secrecy_is_tagged_suspect(gw, sink):
     raw = message(subject="Báo cáo tình hình mật độ dân cư và công tác bí mật nhà nước", sender=CLERK, to=OTHER_CLERK,
                   body="Báo cáo có nội dung liên quan bí mật nhà nước, đề nghị lưu ý.\r\n")

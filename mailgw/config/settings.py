@@ -163,6 +163,7 @@ class Settings:
     workers: int = 1  # serving processes sharing the listening ports (mailgw.workers)
     log_format: str = "text"  # log: {format: text|json} (mailgw.logsetup)
     metrics_listen: tuple[str, int] | None = None  # metrics: {listen: HOST:PORT} (mailgw.metrics); None: off
+    tags_header: tuple[str, ...] = ()  # the policy tags written into X-Mailgw-Tags (mailgw.message.ownfields)
 
     def effective(self) -> str:
         """The effective settings as one log line (chasquid's LogConfig)."""
@@ -181,7 +182,7 @@ class Settings:
 _TOP_KEYS = {
     "hostname", "node", "directory", "policies", "database", "spool", "credentials",
     "listeners", "routes", "dkim", "tls", "queue", "limits", "log_level", "dns", "attachments", "audit", "workers",
-    "log", "metrics",
+    "log", "metrics", "tags_header",
 }
 
 
@@ -235,13 +236,14 @@ def load(path: str) -> Settings:
     workers = _workers(c, data, listeners)
     log_format = _log(c, data)
     metrics_listen = _metrics(c, data)
+    tags_header = _tags_header(c, data)
     c.raise_if_errors()
     return Settings(
         file=os.path.abspath(path), hostname=hostname, node=node, directory=directory, policies=policies,
         database=database, spool=spool, credentials=credentials, listeners=tuple(listeners), routes=routes,
         dkim=tuple(dkim), tls=tls, queue=queue, limits=limits, log_level=log_level,
         dns=dns, attachments=attachments, audit=audit, workers=workers,
-        log_format=log_format, metrics_listen=metrics_listen,
+        log_format=log_format, metrics_listen=metrics_listen, tags_header=tags_header,
     )
 
 
@@ -532,6 +534,25 @@ def _log(c: Checker, data: YMap) -> str:
         c.error(m, "format", f"log format must be text or json, not {fmt!r}")
         return "text"
     return fmt
+
+
+_TAG_PATTERN = re.compile(r"[A-Za-z0-9:_.\-*?\[\]]+")
+
+
+def _tags_header(c: Checker, data: YMap) -> tuple[str, ...]:
+    """``tags_header: [unverified-official, "urgency:*"]``: tag names or shell patterns; none by default."""
+    if "tags_header" not in data:
+        return ()
+    value = data["tags_header"]
+    items = list(value) if isinstance(value, list) else [value]
+    if not items or not all(isinstance(t, str) and t for t in items):
+        c.error(data, "tags_header", "tags_header takes a list of tag names or patterns, like "
+                "[unverified-official, \"urgency:*\"]")
+        return ()
+    for t in items:
+        if not _TAG_PATTERN.fullmatch(t):
+            c.error(data, "tags_header", f"{t!r} is not a tag name or pattern (letters, digits, : _ . - and * ? [ ])")
+    return tuple(items)
 
 
 DEFAULT_METRICS = ("127.0.0.1", 9464)  # Prometheus's registered default for exporters' 9xxx range
