@@ -100,7 +100,10 @@ class All(Test):
         return True, "; ".join(whys)
 
     def holds(self, view: View) -> bool:
-        return all(p.holds(view) for p in self.parts)
+        for p in self.parts:  # a loop, not all(...): no generator per call (a replay makes millions)
+            if not p.holds(view):
+                return False
+        return True
 
     def key(self) -> Any:
         return ("all", frozenset(p.key() for p in self.parts))
@@ -120,7 +123,10 @@ class Any_(Test):
         return False, "none of: " + " | ".join(whys)
 
     def holds(self, view: View) -> bool:
-        return any(p.holds(view) for p in self.parts)
+        for p in self.parts:
+            if p.holds(view):
+                return True
+        return False
 
     def key(self) -> Any:
         return ("any", frozenset(p.key() for p in self.parts))
@@ -191,9 +197,16 @@ class Each(Test):
         items = self.getter(view)
         if not items:
             return False
+        inner = self.inner
         if self.every:
-            return all(self.inner.holds(item) for item in items)
-        return any(self.inner.holds(item) for item in items)
+            for item in items:
+                if not inner.holds(item):
+                    return False
+            return True
+        for item in items:
+            if inner.holds(item):
+                return True
+        return False
 
     def key(self) -> Any:
         return ("each", self.label, self.every, self.inner.key())
