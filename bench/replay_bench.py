@@ -11,6 +11,8 @@ directory goes through the real pipeline and :func:`mailgw.audit.record.build`
 one of those records under its own id and arrival time spread over March 2025
 (what ``made_records.like`` does for the tests), appended through
 ``AuditLog.append`` so every record is hashed and chained as in production.
+(bench/make_month.py's records are shaped by hand and only decoded through the
+model, so a replay of them would test our guess of what the gateway writes.)
 
 The candidate is the shipped pack with ``official-to-unofficial`` put in audit
 mode (the first change an admin tries). The replay runs as an admin runs it,

@@ -20,7 +20,7 @@ import pytest
 from mailgw.audit import query
 from mailgw.audit.log import AuditLog
 from tests.conftest import REPO
-from tests.made_records import MIC, STC, STTTT, gateway_context, letter, made
+from tests.made_records import MIC, STC, STTTT, gateway_context, letter, made, stock
 
 CITIZEN = "dan@gmail.com"
 
@@ -210,3 +210,25 @@ def test_a_secret_exchange_replays_on_its_redacted_record_and_shows_nothing_more
     assert {*change["after"]["tags"], *change["before"]["tags"]} <= named
     assert change["time"] in shown and change["sender"] in shown
     assert set(change) == {"id", "time", "sender", "before", "after", "recorded"}
+
+
+def test_the_replay_path_decides_as_the_traced_path_on_every_kind_of_record(tmp_path: Path) -> None:
+    """The engine without its trace (``explain=False``, conditions shared between packs through ``memo``)
+    gives the decision, rule, tags, headers and matched rules the traced path gives, on a record of
+    every kind the gateway makes (tests/made_records.py stock)."""
+    from mailgw.audit.record import decode
+    from mailgw.policy import engine
+    from mailgw.policy.replay import _view
+
+    ctx = gateway_context(tmp_path)
+    assert ctx.policies is not None
+    for kind, rec in stock().items():
+        view, day = _view(ctx, decode(rec))
+        traced = engine.evaluate(ctx.policies, {**view, "tags": list(view["tags"])}, today=day)
+        memo: dict[int, bool] = {}
+        for _ in range(2):  # the second time every shared condition comes from the memo
+            fast = engine.evaluate(ctx.policies, {**view, "tags": list(view["tags"])}, today=day, explain=False,
+                                   memo=memo)
+            assert (fast.decision, fast.rule, fast.tags, fast.headers, fast.matched) == (
+                traced.decision, traced.rule, traced.tags, traced.headers, traced.matched), kind
+            assert fast.trace == [] and traced.trace

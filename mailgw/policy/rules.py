@@ -32,6 +32,7 @@ import hashlib
 import os
 import re
 import string
+import threading
 from typing import Any, Iterable
 
 from mailgw.config import yamlfile
@@ -110,7 +111,9 @@ class Rule:
         on one message. None for a condition on the evaluation's own state."""
         if conditions.reads_state(self.when):
             return None
-        return _CONDITION_NUMBERS.setdefault(self.when.key(), len(_CONDITION_NUMBERS))
+        key = self.when.key()
+        with _NUMBERING:  # two threads (the console's) must never give one number to two conditions
+            return _CONDITION_NUMBERS.setdefault(key, len(_CONDITION_NUMBERS))
 
     @functools.cached_property
     def templated(self) -> bool:
@@ -152,6 +155,7 @@ class PolicySet:
 # Each distinct condition a policy set holds, numbered (Rule.memo_key): a number is cheaper to look up than
 # the nested form. Reloads add only conditions not seen before.
 _CONDITION_NUMBERS: dict[Any, int] = {}
+_NUMBERING = threading.Lock()
 
 
 def load(folder: str, directory: Any = None) -> PolicySet:
