@@ -17,7 +17,8 @@ model, so a replay of them would test our guess of what the gateway writes.)
 The candidate is the shipped pack with ``official-to-unofficial`` put in audit
 mode (the first change an admin tries). The replay runs as an admin runs it,
 ``mailgw policy replay --candidate DIR --json`` in a process of its own, and
-its wall-clock time is printed; ``--profile`` then runs the same replay in this
+its wall-clock and CPU time are printed, with the machine's load (on a shared
+machine the wall-clock time is the CPU time stretched by the other jobs); ``--profile`` then runs the same replay in this
 process under cProfile and prints the top functions.
 """
 
@@ -27,9 +28,11 @@ import argparse
 import cProfile
 import datetime as dt
 import json
+import os
 import pathlib
 import pstats
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -146,16 +149,18 @@ def main(argv: list[str] | None = None) -> int:
             "  - id: official-to-unofficial\n", "  - id: official-to-unofficial\n    mode: audit\n", 1), encoding="utf-8")
     command = [sys.executable, "-m", "mailgw", "policy", "replay", "--config", str(home / "gateway.yaml"),
                "--candidate", str(candidate), "--json"]
-    t0 = time.perf_counter()
+    t0, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     run = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-    took = time.perf_counter() - t0
+    took, after = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if run.returncode != 0:
         print(run.stderr, file=sys.stderr)
         return 1
     summary = json.loads(run.stdout.splitlines()[-1])["summary"]
     print(f"policy replay: {summary['replayed']} replayed, {sum(summary['skipped'].values())} skipped, "
           f"{summary['changed']} changed, {summary['differs_from_record']} differ from the record; "
-          f"{took:.1f} s wall-clock (the whole command: start, policies, directory, reads, both packs)")
+          f"{took:.1f} s wall-clock, {cpu:.1f} s CPU (the whole command: start, policies, directory, reads, "
+          f"both packs); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"  decisions before {summary['decisions']['before']}")
     print(f"  decisions after  {summary['decisions']['after']}")
     if args.profile:
