@@ -391,7 +391,7 @@ def cmd_policy_replay(args: argparse.Namespace) -> int:
     try:
         log_access(engine, "policy replay", {**f.as_args(), "candidate": os.path.abspath(args.candidate)})
         with engine.connect() as conn:
-            report = replay(ctx, ctx.policies, candidate, (x.record for x in query.iter_export(conn, f)))
+            report = replay(ctx, ctx.policies, candidate, query.iter_records(conn, f))
     except RecordError as e:
         print(f"mailgw policy replay: {e}", file=sys.stderr)
         return 1

@@ -153,3 +153,42 @@ def test_report_command_writes_a_self_contained_page(url: str, tmp_path, month) 
     assert embedded["total"] == 12 and embedded["period"] == "2025-03"
     assert commands.report(url, "2025-13", str(out), err=err) == 2
     assert commands.report(url, "March", str(out), err=err) == 2
+
+
+def test_response_times_show_hoa_toc_and_thuong_khan_apart(tmp_path: Path) -> None:
+    """Three letters from the ministry, decided and recorded by the gateway: a HỎA TỐC one answered in an
+    hour, a THƯỢNG KHẨN one never answered, an ordinary one answered in two days. The response-time
+    section has a row for each urgency group, the ordinary letter in "the rest", and says so on the page."""
+    ctx = gateway_context(tmp_path)
+    mail = [
+        made(ctx, "U1", "2025-03-10T01:00:00Z", "mx", letter("HỎA TỐC - Công văn số 31/BTTTT-VP về phòng chống bão",
+                                                             PARTNER, STTTT, message_id="<u1@mic.gov.vn>"), PARTNER, [STTTT]),
+        made(ctx, "U2", "2025-03-10T02:00:00Z", "relay", letter("Re: Công văn số 31/BTTTT-VP", STTTT, PARTNER,
+                                                                message_id="<u2@x>", in_reply_to="<u1@mic.gov.vn>"),
+             STTTT, [PARTNER]),
+        made(ctx, "U3", "2025-03-11T01:00:00Z", "mx", letter("THƯỢNG KHẨN - Công văn số 32/BTTTT-VP báo cáo số liệu",
+                                                             PARTNER, UBND, message_id="<u3@mic.gov.vn>"), PARTNER, [UBND]),
+        made(ctx, "U4", "2025-03-12T01:00:00Z", "mx", letter("Công văn số 33/BTTTT-VP V/v cung cấp thông tin",
+                                                             PARTNER, STC_VP, message_id="<u4@mic.gov.vn>"), PARTNER, [STC_VP]),
+        made(ctx, "U5", "2025-03-14T01:00:00Z", "relay", letter("Re: Công văn số 33/BTTTT-VP", STC_VP, PARTNER,
+                                                                message_id="<u5@x>", in_reply_to="<u4@mic.gov.vn>"),
+             STC_VP, [PARTNER]),
+    ]
+    assert [m["classification"]["urgency"] for m in mail[::2]] == ["hoa_toc", "thuong_khan", "none"]
+    log = AuditLog.open(f"sqlite:///{tmp_path}/urgency.db", "gw1")
+    log.append(mail)
+    d = report.compute(log.engine, "2025-03", as_of=AS_OF)
+    log.close()
+    rows = {r["group"]: (r["awaiting"], r["answered"], r["unanswered"], r["median_h"]) for r in d["response"]["urgency"]}
+    assert rows == {"hoa_toc": (1, 1, 0, 1.0), "thuong_khan": (1, 0, 1, None), "other": (1, 1, 0, 48.0)}
+    assert [r["group"] for r in d["response"]["urgency"]] == ["hoa_toc", "thuong_khan", "other"]
+    page = report.render(d)
+    section = page[page.index("Theo độ khẩn / By urgency"):page.index("Theo cơ quan nhận / Per receiving agency")]
+    assert section.index("Hỏa tốc / Immediate") < section.index("Thượng khẩn / Most urgent") < section.index(
+        "Còn lại (khẩn, thường)")
+
+
+def test_an_empty_urgency_group_is_still_shown(data: dict) -> None:  # type: ignore[type-arg]
+    """The month of the other tests has no HỎA TỐC or THƯỢNG KHẨN mail: their rows say 0, not nothing."""
+    rows = {r["group"]: (r["awaiting"], r["answered"]) for r in data["response"]["urgency"]}
+    assert rows == {"hoa_toc": (0, 0), "thuong_khan": (0, 0), "other": (3, 2)}

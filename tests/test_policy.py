@@ -41,6 +41,56 @@ def test_broken_policy_files_report_file_and_line(case, tmp_path, demo_directory
     assert [str(p).replace(str(tmp_path) + "/", "") for p in err.value.problems] == expected
 
 
+def test_rules_that_only_look_shadowed_are_not_reported(tmp_path, demo_directory):
+    """A narrower earlier set, a bound that lets one more number through, any recipient where all were
+    asked, a parent domain, a negation the other way round, a tag added between two rules, an earlier
+    rule dated or in audit mode, an 'any' with an alternative: each later rule matches a message the
+    earlier one does not, so none is called unreachable (tests/data/shadow_near_misses.yaml)."""
+    shutil.copy(REPO / "tests" / "data" / "shadow_near_misses.yaml", tmp_path)
+    pack = policy.load(str(tmp_path), demo_directory)
+    assert pack.warnings == () and len(pack.rules) == 18
+
+
+def test_implication_is_sound_on_every_combination_of_a_vocabulary(tmp_path, demo_directory):
+    """Each pair of rules written from a small vocabulary (sets, ranges, domains, networks, any/all
+    recipients, not, any), and each view over the values they name: wherever the checker says one
+    rule's condition implies another's, the second holds on every view where the first does."""
+    import itertools
+
+    from mailgw.policy import conditions
+
+    whens = [
+        "{secrecy: [mat, toi_mat, tuyet_mat]}", "{secrecy: mat}", "{secrecy: [mat, toi_mat]}",
+        "{secrecy: mat, direction: outbound}", "{not: {secrecy: none}}", "{not: {secrecy: [none, mat]}}",
+        "{size: {gt: 10}}", "{size: {ge: 10}}", "{size: {gt: 10, lt: 20}}", "{size: {ge: 12, le: 15}}", "{size: 10}",
+        "{any_recipient: {domain: gmail.com}}", "{all_recipients: {domain: gmail.com}}",
+        "{any_recipient: {domain: mail.gmail.com}}", "{all_recipients: {domain: mail.gmail.com, official: false}}",
+        "{client_ip: 10.0.0.0/8}", "{client_ip: [10.1.0.0/16, 192.168.0.0/16]}", "{client_ip: 10.1.2.0/24}",
+        "{any: [{secrecy: mat}, {size: {gt: 10}}]}", "{any: [{secrecy: mat}, {size: {gt: 15}}]}",
+        "{any_attachment: {dangerous: true}}", "{all_attachments: {dangerous: [macro]}}",
+        "{any_attachment: {dangerous: [macro, dde]}}",
+    ]
+    text = "rules:\n" + "".join(
+        f"  - {{id: r{i}, description: d, basis: b, when: {w}, then: {{tags: [t{i}]}}}}\n" for i, w in enumerate(whens))
+    (tmp_path / "p.yaml").write_text(text)
+    tests = [r.when for r in policy.load(str(tmp_path), demo_directory).rules]
+    views = [
+        {"classification": {"secrecy": secrecy}, "direction": direction, "size": size, "client_ip": ip,
+         "recipients": [{"domain": d, "official": d.endswith("gov.vn")} for d in domains],
+         "attachments": {"files": [{"dangerous": list(danger)}]}}
+        for secrecy, direction, size, ip, domains, danger in itertools.product(
+            ("none", "mat", "toi_mat", "tuyet_mat"), ("inbound", "outbound"), (9, 10, 12, 15, 20, 25),
+            ("10.1.2.3", "10.1.9.9", "10.9.9.9", "192.168.1.1", "8.8.8.8"),
+            (["gmail.com"], ["mail.gmail.com"], ["gmail.com", "x.gov.vn"], ["x.gov.vn"]), ((), ("macro",), ("exe",)))
+    ]
+    claims = 0
+    for a, b in itertools.product(tests, tests):
+        if conditions.implies(a, b):
+            claims += 1
+            assert all(b.holds(v) for v in views if a.holds(v)), (a.key(), b.key())
+    assert claims > 2 * len(tests)  # more than each with itself and Always: the analysis says something
+
+
 def test_mailgw_check_reports_a_broken_policy_and_exits_1(tmp_path):
     shutil.copytree(REPO / "policies", tmp_path / "policies")
     shutil.copy(REPO / "directory.yaml", tmp_path)
@@ -176,6 +226,40 @@ async def test_inbound_document_from_an_unsigned_official_is_tagged_and_delivere
     # the recipient's copy says so, in a field a mail client can show
     head = sink.to(OTHER_CLERK)[0].data.split(b"\r\n\r\n", 1)[0]
     assert b"X-Mailgw-Unverified-Sender: Nguoi gui chua duoc xac thuc" in head
+
+
+async def test_the_tags_the_settings_name_reach_the_recipient_and_a_forged_field_never_does(make_gateway, sink):
+    """``tags_header: [unverified-official, "urgency:*"]``: an inbound document from an unsigned official
+    address and a HỎA TỐC telegram arrive at the next hop with those tags in X-Mailgw-Tags (and no other
+    tag); each carried a forged X-Mailgw-Tags of its own, which is gone. A message none of whose tags
+    is named gets no field at all, and loses its forged one too."""
+    import email.policy
+    from email import message_from_bytes
+
+    gw = await make_gateway(tags_header=["unverified-official", "urgency:*"])
+    forged = "X-Mailgw-Tags: verified-official, secrecy-cleared\r\n"
+    cases = [
+        ("mx", message(subject="Quyết định 123/QĐ-BTTTT về việc ban hành Kế hoạch", sender="vanthu@mic.gov.vn",
+                       to=OTHER_CLERK, extra_headers=forged), "vanthu@mic.gov.vn", OTHER_CLERK),
+        ("relay", message(subject="HỎA TỐC - Công điện số 3/CĐ-UBND về phòng chống bão", sender=CLERK,
+                          to="vanthu@mic.gov.vn", extra_headers=forged), CLERK, "vanthu@mic.gov.vn"),
+        ("relay", message(subject="Trao đổi lịch họp", sender=CLERK, to=f"vp@{BT}", extra_headers=forged),
+         CLERK, f"vp@{BT}"),
+    ]
+    for listener, raw, mail_from, rcpt in cases:
+        await send(gw, listener, raw, mail_from, [rcpt])
+    await sink.wait_for(lambda: all(sink.to(rcpt) for _, _, _, rcpt in cases))
+    shown = []
+    for _, _, _, rcpt in cases:
+        [copy] = sink.to(rcpt)
+        got = message_from_bytes(copy.data, policy=email.policy.default)
+        fields = got.get_all("X-Mailgw-Tags") or []
+        assert len(fields) <= 1 and "verified-official," not in str(fields) and "secrecy-cleared" not in str(fields)
+        shown.append(str(fields[0]) if fields else None)
+    assert shown[0] == ("unverified-official; nhãn do cổng thư gắn theo quy định của cơ quan / "
+                        "labels the mail gateway added under the agency's policies")
+    assert shown[1] == shown[0].replace("unverified-official", "urgency:hoa_toc")  # not channel:dms
+    assert shown[2] is None
 
 
 async def test_weak_secrecy_is_tagged_suspect(gw, sink):

@@ -141,7 +141,7 @@ def statement(f: Filters, columns: Any = None, after: tuple[dt.datetime, str] | 
                                             (AgencyHit, AgencyHit.agency, f.agency), (RuleHit, RuleHit.rule, f.rule)]
     children = [c for c in children if c[2] is not None]
     drive = children[0] if children and not (f.sender or f.doc_number) else None
-    stmt = select(columns if columns is not None else Exchange)
+    stmt = select(*(columns if isinstance(columns, tuple) else (columns if columns is not None else Exchange,)))
     if drive:
         table, column, value = drive
         time_col, id_col = table.time, table.exchange_id
@@ -354,6 +354,28 @@ def _with_history(conn: Connection, rows: list[Row[Any]]) -> Iterator[LoggedExch
     history = deliveries(conn, [r.id for r in rows]) if rows else {}
     for r in rows:
         yield full_record(r, history.get(r.id, []))
+def iter_records(conn: Connection, f: Filters, batch: int = 5000) -> Iterator[ExchangeRecord]:
+    """Every matching record alone, newest first, in batches: what a replay reads.
+
+    Only the record's column is fetched (no delivery history, no archived body, no
+    row objects), and each record is decoded once, straight into the model.
+    """
+    last: tuple[dt.datetime, str] | None = None
+    remaining = f.limit
+    while remaining is None or remaining > 0:
+        size = batch if remaining is None else min(batch, remaining)
+        stmt = statement(dataclasses.replace(f, limit=size), (Exchange.time, Exchange.id, Exchange.record), after=last)
+        rows = conn.execute(stmt).all()
+        if not rows:
+            return
+        for _, xid, stored in rows:
+            try:
+                yield record.decode(stored)
+            except record.RecordError as e:
+                raise record.RecordError(f"exchange {xid}: {e}") from e
+        last = (rows[-1][0], rows[-1][1])
+        if remaining is not None:
+            remaining -= len(rows)
 
 
 def _z(t: dt.datetime) -> str:

@@ -306,6 +306,13 @@ def _electronic_row(agency: str, c: collections.Counter[str]) -> dict[str, Any]:
             "meets_benchmark": None if share is None else share >= BENCHMARK}
 
 
+# Response times by urgency: HỎA TỐC and THƯỢNG KHẨN apart (Decree 30/2020, art. 23: handled at once,
+# ahead of everything else), then the rest (khẩn and ordinary mail).
+URGENCY_GROUPS = ("hoa_toc", "thuong_khan", "other")
+_URGENCY_LABEL = {"hoa_toc": "Hỏa tốc / Immediate (hỏa tốc)", "thuong_khan": "Thượng khẩn / Most urgent (thượng khẩn)",
+                  "other": "Còn lại (khẩn, thường) / The rest (urgent, ordinary)"}
+
+
 def _response_times(engine: Engine, awaiting: list[dict[str, Any]], start: dt.datetime,
                     as_of: dt.datetime) -> dict[str, Any]:
     by_msgid = {a["message_id"]: a for a in awaiting if a["message_id"]}
@@ -334,8 +341,11 @@ def _response_times(engine: Engine, awaiting: list[dict[str, Any]], start: dt.da
     groups: dict[str, list[float]] = collections.defaultdict(list)
     counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     unanswered = []
+    for level in URGENCY_GROUPS:  # shown even when none came: "no HỎA TỐC mail" is an answer too
+        counts[f"urgency:{level}"]["awaiting"] += 0
     for a in awaiting:
-        for g in (f"class:{a['class']}", f"agency:{a['agency']}"):
+        urgency = a["urgency"] if a["urgency"] in URGENCY_GROUPS else "other"
+        for g in (f"class:{a['class']}", f"agency:{a['agency']}", f"urgency:{urgency}"):
             counts[g]["awaiting"] += 1
             if a["id"] in answered:
                 counts[g]["answered"] += 1
@@ -351,8 +361,10 @@ def _response_times(engine: Engine, awaiting: list[dict[str, Any]], start: dt.da
                  "unanswered": c["awaiting"] - c["answered"], **_stats(groups[g])}
                 for g, c in sorted(counts.items()) if g.startswith(prefix)]
 
+    by_urgency = {r["group"]: r for r in rows("urgency:")}
     return {"awaiting": len(awaiting), "answered": len(answered), "classes": rows("class:"),
-            "agencies": rows("agency:"), "unanswered_total": len(unanswered),
+            "agencies": rows("agency:"), "urgency": [by_urgency[level] for level in URGENCY_GROUPS],
+            "unanswered_total": len(unanswered),
             "unanswered": unanswered[:_UNANSWERED_SHOWN]}
 
 
@@ -616,6 +628,9 @@ def render(data: dict[str, Any], names: Mapping[str, Mapping[str, str]] | None =
             "Trung vị / Median", "P90", "Lâu nhất / Max"]
     add(_table(head, [[_CLASS_LABEL.get(r["group"], _e(r["group"])), r["awaiting"], r["answered"], r["unanswered"],
                        _hrs(r["median_h"]), _hrs(r["p90_h"]), _hrs(r["max_h"])] for r in resp["classes"]]))
+    add("<h3>Theo độ khẩn / By urgency</h3>")
+    add(_table(head, [[_URGENCY_LABEL[r["group"]], r["awaiting"], r["answered"], r["unanswered"], _hrs(r["median_h"]),
+                       _hrs(r["p90_h"]), _hrs(r["max_h"])] for r in resp["urgency"]]))
     add("<h3>Theo cơ quan nhận / Per receiving agency</h3>")
     add(_table(head, [[_e(r["group"]), r["awaiting"], r["answered"], r["unanswered"], _hrs(r["median_h"]),
                        _hrs(r["p90_h"]), _hrs(r["max_h"])] for r in resp["agencies"]]))

@@ -213,6 +213,7 @@ class Settings:
     console: ConsoleSettings | None = None  # console: {listen: HOST:PORT, users: FILE, ...} (mailgw.console)
     dmarc: DmarcSettings = dataclasses.field(default_factory=lambda: DmarcSettings())
     arc: ArcSettings | None = None  # arc: {domain, selector} (mailgw.stages.arc_seal); None: no sealing
+    tags_header: tuple[str, ...] = ()  # the policy tags written into X-Mailgw-Tags (mailgw.message.ownfields)
 
     def effective(self) -> str:
         """The effective settings as one log line (chasquid's LogConfig)."""
@@ -232,7 +233,7 @@ class Settings:
 _TOP_KEYS = {
     "hostname", "node", "directory", "policies", "database", "spool", "credentials",
     "listeners", "routes", "dkim", "tls", "queue", "limits", "log_level", "dns", "attachments", "audit", "workers",
-    "log", "metrics", "console", "dmarc", "arc",
+    "log", "metrics", "console", "dmarc", "arc", "tags_header",
 }
 
 
@@ -289,6 +290,7 @@ def load(path: str) -> Settings:
     console = _console(c, data, rel, tls)
     dmarc = _dmarc(c, data)
     arc = _arc(c, data)
+    tags_header = _tags_header(c, data)
     c.raise_if_errors()
     return Settings(
         file=os.path.abspath(path), hostname=hostname, node=node, directory=directory, policies=policies,
@@ -296,6 +298,7 @@ def load(path: str) -> Settings:
         dkim=tuple(dkim), tls=tls, queue=queue, limits=limits, log_level=log_level,
         dns=dns, attachments=attachments, audit=audit, workers=workers,
         log_format=log_format, metrics_listen=metrics_listen, console=console, dmarc=dmarc, arc=arc,
+        tags_header=tags_header,
     )
 
 
@@ -632,6 +635,25 @@ def _log(c: Checker, data: YMap) -> str:
         c.error(m, "format", f"log format must be text or json, not {fmt!r}")
         return "text"
     return fmt
+
+
+_TAG_PATTERN = re.compile(r"[A-Za-z0-9:_.\-*?\[\]]+")
+
+
+def _tags_header(c: Checker, data: YMap) -> tuple[str, ...]:
+    """``tags_header: [unverified-official, "urgency:*"]``: tag names or shell patterns; none by default."""
+    if "tags_header" not in data:
+        return ()
+    value = data["tags_header"]
+    items = list(value) if isinstance(value, list) else [value]
+    if not items or not all(isinstance(t, str) and t for t in items):
+        c.error(data, "tags_header", "tags_header takes a list of tag names or patterns, like "
+                "[unverified-official, \"urgency:*\"]")
+        return ()
+    for t in items:
+        if not _TAG_PATTERN.fullmatch(t):
+            c.error(data, "tags_header", f"{t!r} is not a tag name or pattern (letters, digits, : _ . - and * ? [ ])")
+    return tuple(items)
 
 
 DEFAULT_METRICS = ("127.0.0.1", 9464)  # Prometheus's registered default for exporters' 9xxx range

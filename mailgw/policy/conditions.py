@@ -68,6 +68,10 @@ class Test:
     def test(self, view: View) -> Result:
         raise NotImplementedError
 
+    def holds(self, view: View) -> bool:
+        """Whether the condition holds, without saying why: what a replay of many records asks."""
+        return self.test(view)[0]
+
     def key(self) -> Any:
         """A canonical, hashable form, for finding rules that can never match."""
         raise NotImplementedError
@@ -77,6 +81,9 @@ class Test:
 class Always(Test):
     def test(self, view: View) -> Result:
         return True, "always"
+
+    def holds(self, view: View) -> bool:
+        return True
 
     def key(self) -> Any:
         return ("always",)
@@ -95,6 +102,12 @@ class All(Test):
             whys.append(why)
         return True, "; ".join(whys)
 
+    def holds(self, view: View) -> bool:
+        for p in self.parts:  # a loop, not all(...): no generator per call (a replay makes millions)
+            if not p.holds(view):
+                return False
+        return True
+
     def key(self) -> Any:
         return ("all", frozenset(p.key() for p in self.parts))
 
@@ -112,6 +125,12 @@ class Any_(Test):
             whys.append(why)
         return False, "none of: " + " | ".join(whys)
 
+    def holds(self, view: View) -> bool:
+        for p in self.parts:
+            if p.holds(view):
+                return True
+        return False
+
     def key(self) -> Any:
         return ("any", frozenset(p.key() for p in self.parts))
 
@@ -123,6 +142,9 @@ class Not(Test):
     def test(self, view: View) -> Result:
         ok, why = self.part.test(view)
         return (not ok), (f"not ({why})")
+
+    def holds(self, view: View) -> bool:
+        return not self.part.holds(view)
 
     def key(self) -> Any:
         return ("not", self.part.key())
@@ -136,11 +158,15 @@ class Field(Test):
     getter: Callable[[View], Any] = dataclasses.field(compare=False)
     predicate: Callable[[Any], bool] = dataclasses.field(compare=False)
     wanted: str  # canonical text of what was asked for (also the key)
+    spec: tuple[str, Any] = dataclasses.field(default=("eq", None), compare=False)  # see Compiled
 
     def test(self, view: View) -> Result:
         value = self.getter(view)
         ok = self.predicate(value)
         return ok, f"{self.label}={_show(value)} {'matches' if ok else 'does not match'} {self.wanted}"
+
+    def holds(self, view: View) -> bool:
+        return self.predicate(self.getter(view))
 
     def key(self) -> Any:
         return ("field", self.label, self.wanted)
@@ -170,6 +196,21 @@ class Each(Test):
             return True, f"{self.label}: {', '.join(_name(i) for i, _ in good)}: {good[0][1]}"
         return False, f"{self.label}: none of {len(items)} match ({results[0][2]})"
 
+    def holds(self, view: View) -> bool:
+        items = self.getter(view)
+        if not items:
+            return False
+        inner = self.inner
+        if self.every:
+            for item in items:
+                if not inner.holds(item):
+                    return False
+            return True
+        for item in items:
+            if inner.holds(item):
+                return True
+        return False
+
     def key(self) -> Any:
         return ("each", self.label, self.every, self.inner.key())
 
@@ -194,7 +235,11 @@ def _show(value: Any) -> str:
 # Each kind reads what the admin wrote (checking it) and returns a predicate
 # over the fact's value plus a canonical text of what was asked.
 
-Compiled = tuple[Callable[[Any], bool], str] | None
+# A reader's answer: the predicate, the canonical text of what was asked, and what was asked in a form
+# the shadowing analysis can reason on (``_spec_implies``): ("set", values) for one of a set (any one of a
+# list fact), ("range", ((op, n), ...)), ("domains", names), ("nets", networks), ("nonempty", bool), or
+# ("eq", value).
+Compiled = tuple[Callable[[Any], bool], str, tuple[str, Any]] | None
 
 
 def _as_list(c: Checker, where: YMap, key: str, what: str) -> list[Any] | None:
@@ -229,7 +274,7 @@ def choice(allowed: Sequence[str] | None, what: str, *, lower: bool = False) -> 
                 return bool(wanted.intersection(value))
             return (value.lower() if lower and isinstance(value, str) else value) in wanted
 
-        return pred, "one of [" + ", ".join(sorted(wanted)) + "]"
+        return pred, "one of [" + ", ".join(sorted(wanted)) + "]", ("set", wanted)
 
     return read
 
@@ -239,7 +284,7 @@ def flag(c: Checker, where: YMap, key: str) -> Compiled:
     if not isinstance(value, bool):
         c.error(where, key, f"{key!r} must be true or false, not {value!r}")
         return None
-    return (lambda v: bool(v) == value), ("true" if value else "false")
+    return (lambda v: bool(v) == value), ("true" if value else "false"), ("eq", value)
 
 
 _NUMBER = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?)?\s*\Z", re.IGNORECASE)
@@ -287,7 +332,7 @@ def number(c: Checker, where: YMap, key: str) -> Compiled:
     def pred(v: Any) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool) and all(_OPS[op](v, n) for op, n in tests)
 
-    return pred, " and ".join(f"{op} {n:g}" for op, n in tests)
+    return pred, " and ".join(f"{op} {n:g}" for op, n in tests), ("range", tuple(tests))
 
 
 def patterns(what: str) -> Callable[[Checker, YMap, str], Compiled]:
@@ -306,7 +351,8 @@ def patterns(what: str) -> Callable[[Checker, YMap, str], Compiled]:
             values = v if isinstance(v, (list, tuple)) else [v]
             return any(isinstance(x, str) and any(p.match(x.lower()) for p in compiled) for x in values)
 
-        return pred, "like [" + ", ".join(sorted(i.lower() for i in items)) + "]"
+        lowered = frozenset(i.lower() for i in items)
+        return pred, "like [" + ", ".join(sorted(lowered)) + "]", ("set", lowered)
 
     return read
 
@@ -328,7 +374,7 @@ def domains(c: Checker, where: YMap, key: str) -> Compiled:
         values = v if isinstance(v, (list, tuple)) else [v]
         return any(isinstance(d, str) and any(d == w or d.endswith("." + w) for w in wanted) for d in values)
 
-    return pred, "in or under [" + ", ".join(sorted(wanted)) + "]"
+    return pred, "in or under [" + ", ".join(sorted(wanted)) + "]", ("domains", wanted)
 
 
 def addresses(c: Checker, where: YMap, key: str) -> Compiled:
@@ -342,7 +388,8 @@ def addresses(c: Checker, where: YMap, key: str) -> Compiled:
             return None
         out.append(item.strip().lower())
     wanted = frozenset(out)
-    return (lambda v: isinstance(v, str) and v.lower() in wanted), "one of [" + ", ".join(sorted(wanted)) + "]"
+    return ((lambda v: isinstance(v, str) and v.lower() in wanted), "one of [" + ", ".join(sorted(wanted)) + "]",
+            ("set", wanted))
 
 
 def networks(c: Checker, where: YMap, key: str) -> Compiled:
@@ -364,14 +411,14 @@ def networks(c: Checker, where: YMap, key: str) -> Compiled:
             return False
         return any(ip in n for n in nets)
 
-    return pred, "in [" + ", ".join(str(n) for n in nets) + "]"
+    return pred, "in [" + ", ".join(str(n) for n in nets) + "]", ("nets", tuple(nets))
 
 
 def danger(c: Checker, where: YMap, key: str) -> Compiled:
     """``dangerous: true`` (any reason) or a list of the reasons that count."""
     if isinstance(where[key], bool):
         value = where[key]
-        return (lambda v: bool(v) == value), ("true" if value else "false")
+        return (lambda v: bool(v) == value), ("true" if value else "false"), ("nonempty", value)
     return choice(DANGER_REASONS, "danger reason")(c, where, key)
 
 
@@ -610,6 +657,10 @@ class _Sub(Test):
         ok, why = self.inner.test(sub)
         return ok, f"{self.label}.{why}"
 
+    def holds(self, view: View) -> bool:
+        sub = self.getter(view)
+        return isinstance(sub, dict) and self.inner.holds(sub)
+
     def key(self) -> Any:
         return ("sub", self.label, self.inner.key())
 
@@ -640,14 +691,105 @@ def _field(c: Checker, node: YMap, key: str, label: str, reader: Reader, getter:
     compiled = reader(c, node, key)
     if compiled is None:
         return None
-    pred, wanted = compiled
-    return Field(label, getter, pred, wanted)
+    pred, wanted, spec = compiled
+    return Field(label, getter, pred, wanted, spec)
 
 
-def conjuncts(t: Test) -> frozenset[Any]:
-    """The top-level tests a message must pass: a rule whose conjuncts are a subset of another's matches at least its messages."""
-    if isinstance(t, All):
-        return frozenset(p.key() for p in t.parts)
-    if isinstance(t, Always):
-        return frozenset()
-    return frozenset([t.key()])
+# Facts the evaluation itself adds to as rules match: a condition on them may hold for a
+# later rule and not for an earlier one on the same message.
+STATE = frozenset({"tags", "matched"})
+
+
+def reads_state(t: Test) -> bool:
+    """Whether ``t`` tests the tags or rules matched so far (anywhere inside it)."""
+    if isinstance(t, Field):
+        return t.label in STATE
+    if isinstance(t, (All, Any_)):
+        return any(reads_state(p) for p in t.parts)
+    if isinstance(t, Not):
+        return reads_state(t.part)
+    return False  # Always; _Sub and Each test sub-mappings (a party, a file), where neither is
+
+
+# --- shadowing: one condition implied by another -------------------------------------------------
+
+# Each list a rule may test item by item, by the name of the test.
+_EACH_SOURCE = {"any_recipient": "recipients", "all_recipients": "recipients", "any_claimed": "claimed",
+                "any_attachment": "files", "all_attachments": "files"}
+
+
+def implies(a: Test, b: Test) -> bool:
+    """Whether every message on which ``a`` holds makes ``b`` hold too, where that is certain.
+
+    Sound, not complete: False means "not shown", never "a message exists". Tests are compared
+    only where their meaning is known: one of a set within a larger set (``secrecy: [mat]`` and
+    ``secrecy: [mat, toi_mat, tuyet_mat]``), a number range within a range, a domain under a
+    domain, a network within a network, the same test on the same fact; ``all`` of more
+    conditions than another. Tests on the tags and rules matched so far imply nothing: they
+    change as rules match, so the same test may hold for a later rule and not for an earlier one.
+    """
+    if isinstance(b, Always):
+        return True
+    if isinstance(b, All):
+        return all(implies(a, p) for p in b.parts)
+    if isinstance(a, Any_):
+        return all(implies(p, b) for p in a.parts)
+    if isinstance(a, All):
+        return any(implies(p, b) for p in a.parts)
+    if isinstance(b, Any_):
+        return any(implies(a, p) for p in b.parts)
+    if isinstance(a, Not) and isinstance(b, Not):
+        return implies(b.part, a.part)
+    if isinstance(a, _Sub) and isinstance(b, _Sub):
+        return a.label == b.label and implies(a.inner, b.inner)
+    if isinstance(a, Each) and isinstance(b, Each):
+        # all items (and at least one) answer as any item does; not the other way round
+        source = _EACH_SOURCE.get(a.label)
+        return source is not None and source == _EACH_SOURCE.get(b.label) and (a.every or not b.every) \
+            and implies(a.inner, b.inner)
+    if isinstance(a, Field) and isinstance(b, Field):
+        return a.label == b.label and a.label not in STATE and _spec_implies(a.spec, b.spec)
+    return False  # a kind of test this analysis does not know: never a claim
+
+
+def _spec_implies(a: tuple[str, Any], b: tuple[str, Any]) -> bool:
+    kind_a, want_a = a
+    kind_b, want_b = b
+    if kind_a == "set" and kind_b == "set":
+        return bool(want_a) and want_a <= want_b
+    if kind_a == "set" and b == ("nonempty", True):
+        return bool(want_a)  # one of these reasons: so at least one reason (``dangerous``)
+    if kind_a == "range" and kind_b == "range":
+        return _range_implies(want_a, want_b)
+    if kind_a == "domains" and kind_b == "domains":
+        return all(any(d == w or d.endswith("." + w) for w in want_b) for d in want_a)
+    if kind_a == "nets" and kind_b == "nets":
+        return all(any(n.version == m.version and n.subnet_of(m) for m in want_b) for n in want_a)
+    if kind_a == kind_b and kind_a in ("eq", "nonempty"):
+        return want_a is not None and bool(want_a == want_b)
+    return False
+
+
+def _range_implies(a: tuple[tuple[str, float], ...], b: tuple[tuple[str, float], ...]) -> bool:
+    """Whether every number passing all of ``a``'s comparisons passes all of ``b``'s."""
+    lo: tuple[float, bool] | None = None  # the lower bound, and whether it is itself excluded (gt)
+    hi: tuple[float, bool] | None = None  # the upper bound, and whether it is itself excluded (lt)
+    for op, n in a:
+        if op in ("gt", "ge", "eq"):
+            bound = (n, op == "gt")
+            lo = bound if lo is None or bound > lo else lo  # the higher, and at one number the excluding
+        if op in ("lt", "le", "eq"):
+            bound = (n, op == "lt")
+            hi = bound if hi is None or (bound[0], not bound[1]) < (hi[0], not hi[1]) else hi
+    for op, n in b:
+        if op == "gt" and not (lo is not None and (lo[0] > n or (lo[0] == n and lo[1]))):
+            return False
+        if op == "ge" and not (lo is not None and lo[0] >= n):
+            return False
+        if op == "lt" and not (hi is not None and (hi[0] < n or (hi[0] == n and hi[1]))):
+            return False
+        if op == "le" and not (hi is not None and hi[0] <= n):
+            return False
+        if op == "eq" and not (lo == hi == (n, False)):
+            return False
+    return True

@@ -57,28 +57,46 @@ class Outcome:
     trace: list[RuleStep] = dataclasses.field(default_factory=list)
 
 
-def evaluate(policies: PolicySet, view: dict[str, Any], today: datetime.date | None = None) -> Outcome:
+def evaluate(policies: PolicySet, view: dict[str, Any], today: datetime.date | None = None, *,
+             explain: bool = True, memo: dict[int, bool] | None = None) -> Outcome:
+    """The rules in order on ``view``.
+
+    ``explain=False`` leaves the trace empty: a replay of many records needs the outcome only,
+    and saying why each condition held or not is most of the work. ``memo`` (with it) keeps the
+    answers of conditions on the facts alone (``Rule.memo_key``), for another pack run on the
+    same facts: the candidate's rules that are the same as those in force are not tested twice.
+    """
     today = today or datetime.date.today()
     out = Outcome()
     view["tags"] = list(view.get("tags") or [])
     view["matched"] = []
-    values = placeholders(view)
-    for rule in policies.rules:
-        if not rule.in_force(today):
-            out.trace.append(_step(rule, None, "not in force today"))
-            continue
-        ok, why = rule.when.test(view)
-        out.trace.append(_step(rule, ok, why))
+    values: dict[str, str] | None = None  # the placeholders' values, worked out when a text has one
+    for rule in policies.rules if explain else policies.in_force(today):
+        if explain:
+            if not rule.in_force(today):
+                out.trace.append(_step(rule, None, "not in force today"))
+                continue
+            ok, why = rule.when.test(view)
+            out.trace.append(_step(rule, ok, why))
+        elif memo is not None and (number := rule.memo_key) is not None:
+            known = memo.get(number)
+            ok = memo[number] = rule.when.holds(view) if known is None else known
+        else:
+            ok = rule.when.holds(view)
         if not ok:
             continue
         out.matched.append(rule.id)
         view["matched"].append(rule.id)
-        values["rule"] = rule.id
         then = rule.then
+        if values is None and rule.templated:
+            values = placeholders(view)
+        if values is not None:
+            values["rule"] = rule.id
         tags = [_render(t, values) for t in then.tags]
         if rule.mode == "audit":
             out.audit.append(AuditModeHit(rule=rule.id, would=then.decision, tags=tags))
-            out.trace[-1].would = then.decision
+            if explain:
+                out.trace[-1].would = then.decision
             continue
         for tag in tags:
             if tag not in out.tags:
@@ -95,7 +113,8 @@ def evaluate(policies: PolicySet, view: dict[str, Any], today: datetime.date | N
             out.decision, out.rule, out.mode = then.decision, rule.id, rule.mode
             if then.reply is not None:
                 out.reply = dataclasses.replace(then.reply, text=_render(then.reply.text, values))
-            out.trace[-1].decided = then.decision
+            if explain:
+                out.trace[-1].decided = then.decision
             break
     return out
 
@@ -161,9 +180,10 @@ def _names(files: Iterable[dict[str, Any]]) -> str:
     return ", ".join(f"{f.get('name') or f.get('location')}" for f in files)[:300]
 
 
-def _render(text: str, values: dict[str, str]) -> str:
+def _render(text: str, values: dict[str, str] | None) -> str:
     if "{" not in text and "}" not in text:
         return text  # no placeholder: what format_map would return
+    assert values is not None  # evaluate() works them out before the first templated rule
     return text.format_map(_Safe(values))
 
 

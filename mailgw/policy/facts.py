@@ -13,39 +13,45 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from typing import Any
+from typing import Any, Callable
 
 import msgspec
 
 from mailgw.classify.vn.text import fold
-from mailgw.directory.model import Directory, canonical_address
+from mailgw.directory.model import PartyInfo, canonical_address
 from mailgw.dkim import orgdomain
 from mailgw.message.facts import ArcFacts, AttachmentFacts, DkimFacts, DmarcFacts, SpfFacts
 from mailgw.message.model import Context, Message
 from mailgw.policy import lookalike
 
 
-def view(message: Message, ctx: Context, *, size: int | None = None) -> dict[str, Any]:
-    """What the rules see of ``message``; ``size`` stands for the bytes' length when they are not at hand (a replay)."""
+def view(message: Message, ctx: Context, *, size: int | None = None,
+         parties: Callable[[str], PartyInfo] | None = None) -> dict[str, Any]:
+    """What the rules see of ``message``; ``size`` stands for the bytes' length when they are not at hand (a replay).
+
+    ``parties``: the directory's answer for an address (default ``ctx.directory.party``); a replay of
+    many records passes one that remembers its answers for the run.
+    """
     env = message.envelope
     directory = ctx.directory
+    lookup = parties or directory.party
     inbound = env.role == "mx"
     found = message.facts
     dkim = _dkim(found.dkim)
     known = ctx.known
     author = found.author
-    sender = _party(directory, author, known) if author else None
+    sender = _party(lookup, author, known) if author else None
     if sender is not None:
         sender["verified"] = sender["official"] and (not inbound or dkim["aligned_pass"])
         sender["display_spoof"] = _display_spoof(found.author_name, sender, known)
-    recipients = [_party(directory, r, known) for r in env.rcpts]
+    recipients = [_party(lookup, r, known) for r in env.rcpts]
     for r in recipients:
         r["verified"] = r["official"]
-    mail_from = _party(directory, env.mail_from, known) if env.mail_from else None
+    mail_from = _party(lookup, env.mail_from, known) if env.mail_from else None
     if mail_from is not None:
         mail_from["verified"] = mail_from["official"] and not inbound
     internal = directory.direction(env.role, author, env.rcpts, env.mail_from) == "internal"  # as the record says
-    claimed = [_party(directory, a, known) for a in found.claimed]
+    claimed = [_party(lookup, a, known) for a in found.claimed]
     passing = [s.d for s in (found.dkim.signatures if found.dkim else ()) if s.result == "pass" and s.covers_body]
     for c in claimed:
         # vouched for as From is: official, and on mail from the Internet a passing signature aligned with it
@@ -75,8 +81,8 @@ def view(message: Message, ctx: Context, *, size: int | None = None) -> dict[str
     }
 
 
-def _party(directory: Directory, address: str, known: Known) -> dict[str, Any]:
-    p = directory.party(address)
+def _party(lookup: Callable[[str], PartyInfo], address: str, known: Known) -> dict[str, Any]:
+    p = lookup(address)
     return {
         "address": p.address, "domain": p.domain, "local": p.local, "official": p.official,
         "public_service": p.public_service, "partner": p.partner, "exception": p.exception, "agency": p.agency,

@@ -23,10 +23,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from mailgw.audit.record import ExchangeRecord
+from mailgw.directory.model import PartyInfo
 from mailgw.message.facts import Facts
 from mailgw.message.model import Context, Envelope, Message
 from mailgw.policy import engine, facts
@@ -92,6 +94,8 @@ class Report:
 def replay(ctx: Context, current: PolicySet, candidate: PolicySet, records: Iterable[ExchangeRecord]) -> Report:
     """Both packs on every record's facts; the exchanges whose decision, rule or tags would change."""
     report = Report()
+    # The directory in force answers alike for an address all through the run: asked once per address.
+    parties = functools.lru_cache(maxsize=65536)(ctx.directory.party)
     for rec in records:
         if rec.role in _MADE_BY_THE_GATEWAY or rec.dsn_for or rec.notice_for:
             report.skipped["made by the gateway (DSN or notice)"] += 1
@@ -99,8 +103,9 @@ def replay(ctx: Context, current: PolicySet, candidate: PolicySet, records: Iter
         if rec.decision.rule in _NOT_DECIDED_BY_RULES:
             report.skipped[f"refused before the rules (rule {rec.decision.rule})"] += 1
             continue
-        view, day = _view(ctx, rec)
-        now, then = _outcome(current, view, day), _outcome(candidate, view, day)
+        view, day = _view(ctx, rec, parties)
+        memo: dict[int, bool] = {}  # the conditions both packs share are tested once
+        now, then = _outcome(current, view, day, memo), _outcome(candidate, view, day, memo)
         report.replayed += 1
         recorded = Outcome(rec.decision.decision, rec.decision.rule, tuple(sorted(rec.decision.tags)),
                            tuple(rec.decision.matched))
@@ -115,7 +120,8 @@ def replay(ctx: Context, current: PolicySet, candidate: PolicySet, records: Iter
     return report
 
 
-def _view(ctx: Context, rec: ExchangeRecord) -> tuple[dict[str, Any], dt.date]:
+def _view(ctx: Context, rec: ExchangeRecord,
+          parties: Callable[[str], PartyInfo] | None = None) -> tuple[dict[str, Any], dt.date]:
     when = dt.datetime.fromisoformat(rec.time.replace("Z", "+00:00"))
     env = Envelope(mail_from=rec.mail_from or "", rcpts=list(rec.rcpts), listener=rec.listener or "",
                    role=rec.role or "", client_ip=rec.client_ip or "", helo=rec.helo or "", tls=rec.tls,
@@ -124,15 +130,15 @@ def _view(ctx: Context, rec: ExchangeRecord) -> tuple[dict[str, Any], dt.date]:
     message.facts = Facts(author=rec.sender.address if rec.sender else None, classification=rec.classification,
                           attachments=rec.attachments, dkim=rec.dkim, spf=rec.spf, dmarc=rec.dmarc,
                           arc=rec.arc)
-    view = facts.view(message, ctx, size=rec.size)
+    view = facts.view(message, ctx, size=rec.size, parties=parties)
     if rec.dkim is not None and rec.dkim.pinned is False:
         view["tags"] = [MISSING_PARTNER_TAG]  # as the policy stage tags it before the rules
     # The rules' validity dates are Vietnam days.
     return view, (when + dt.timedelta(hours=7)).date()
 
 
-def _outcome(pack: PolicySet, view: dict[str, Any], day: dt.date) -> Outcome:
+def _outcome(pack: PolicySet, view: dict[str, Any], day: dt.date, memo: dict[int, bool] | None = None) -> Outcome:
     seen = {**view, "tags": list(view.get("tags") or []), "matched": []}  # the engine adds to both
-    out = engine.evaluate(pack, seen, today=day)
+    out = engine.evaluate(pack, seen, today=day, explain=False, memo=memo)
     tags = list(view.get("tags") or []) + [t for t in out.tags if t not in (view.get("tags") or [])]
     return Outcome(out.decision, out.rule, tuple(sorted(tags)), tuple(out.matched))

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import hashlib
 import os
 import re
 import string
+import threading
 from typing import Any, Iterable
 
 from mailgw.config import yamlfile
@@ -102,6 +104,24 @@ class Rule:
     file: str
     line: int
 
+    @functools.cached_property
+    def memo_key(self) -> int | None:
+        """A number naming the condition's canonical form when its answer depends on the message's facts
+        alone (not on the tags and rules matched so far): two packs' rules with equal numbers answer alike
+        on one message. None for a condition on the evaluation's own state."""
+        if conditions.reads_state(self.when):
+            return None
+        key = self.when.key()
+        with _NUMBERING:  # two threads (the console's) must never give one number to two conditions
+            return _CONDITION_NUMBERS.setdefault(key, len(_CONDITION_NUMBERS))
+
+    @functools.cached_property
+    def templated(self) -> bool:
+        """Whether a text of the action (a tag, a header, the reply) may hold a {placeholder}."""
+        then = self.then
+        texts = [*then.tags, *(v for _, v in then.headers), then.reply.text if then.reply else ""]
+        return any("{" in t or "}" in t for t in texts)
+
     def in_force(self, day: datetime.date) -> bool:
         return (self.valid_from is None or self.valid_from <= day) and (self.valid_until is None or day <= self.valid_until)
 
@@ -118,6 +138,24 @@ class PolicySet:
     version: str
     files: tuple[str, ...]
     warnings: tuple[Problem, ...] = ()
+
+    def in_force(self, day: datetime.date) -> tuple[Rule, ...]:
+        """The rules in force on ``day``, in order (worked out once per day: a replay asks for every exchange)."""
+        days = self._days
+        found = days.get(day)
+        if found is None:
+            found = days[day] = tuple(r for r in self.rules if r.in_force(day))
+        return found
+
+    @functools.cached_property
+    def _days(self) -> dict[datetime.date, tuple[Rule, ...]]:
+        return {}
+
+
+# Each distinct condition a policy set holds, numbered (Rule.memo_key): a number is cheaper to look up than
+# the nested form. Reloads add only conditions not seen before.
+_CONDITION_NUMBERS: dict[Any, int] = {}
+_NUMBERING = threading.Lock()
 
 
 def load(folder: str, directory: Any = None) -> PolicySet:
@@ -336,13 +374,19 @@ def _placeholders(c: Checker, where: YMap, key: Any, text: str) -> None:
 
 
 def _reachability(rules: list[Rule]) -> list[Problem]:
-    """Rules that can never match: an earlier enforced rule that decides matches every message they would."""
+    """Rules that can never match: an earlier enforced rule that decides matches every message they would.
+
+    "Every message" is shown by ``conditions.implies``: the later rule's conditions imply the
+    earlier one's (the same conditions and more, or narrower ones: ``secrecy: [mat]`` after
+    ``secrecy: [mat, toi_mat, tuyet_mat]``). It claims only what is certain, so a rule reported
+    here really never matches; a rule it cannot judge is not reported. Rules with validity dates
+    do not shadow (they are not always in force), nor do rules in audit mode (they decide nothing).
+    """
     problems = []
-    deciders: list[tuple[Rule, frozenset[Any]]] = []
+    deciders: list[Rule] = []
     for rule in rules:
-        mine = conditions.conjuncts(rule.when)
-        for earlier, theirs in deciders:
-            if theirs <= mine:
+        for earlier in deciders:
+            if conditions.implies(rule.when, earlier.when):
                 problems.append(Problem(
                     rule.file, rule.line,
                     f"rule {rule.id!r} can never match: rule {earlier.id!r} ({earlier.where}) above it "
@@ -350,5 +394,5 @@ def _reachability(rules: list[Rule]) -> list[Problem]:
                 ))
                 break
         if rule.mode == "enforce" and rule.then.decides and rule.valid_from is None and rule.valid_until is None:
-            deciders.append((rule, mine))
+            deciders.append(rule)
     return problems

@@ -6,7 +6,8 @@ The last fact-finding stage, on every message:
   hostname is removed (RFC 8601 section 5): only this gateway may speak in its
   name, and a forged field would make the next hop trust a check we never made.
   Signatures are verified over the bytes as received, before the removal, since
-  a sender may have signed such a field;
+  a sender may have signed such a field. Fields only this gateway writes into
+  delivered mail (``X-Mailgw-Tags``, mailgw.message.ownfields) go the same way;
 - on ``mx`` every DKIM-Signature is verified (up to ``MAX_SIGNATURES``), keys
   fetched through ``ctx.resolver`` within ``dns.timeout``; the verdict goes to
   ``Facts.dkim`` and the ``Authentication-Results`` value for the next hop to
@@ -37,6 +38,7 @@ from mailgw.dkim.orgdomain import normalise
 from mailgw.dkim.results import TEMPERROR
 from mailgw.message.facts import DkimFacts
 from mailgw.message.model import Context, Message
+from mailgw.message.ownfields import strip_own_fields
 
 
 def run(message: Message, ctx: Context) -> None:
@@ -61,6 +63,8 @@ def _strip(message: Message, received: bytes, hostname: str) -> None:
     cleaned = strip_forged_authentication_results(received, hostname)
     if cleaned != received:
         message.facts.forged_authentication_results = _count(received) - _count(cleaned)
+    cleaned, _ = strip_own_fields(cleaned)  # X-Mailgw-Tags: only this gateway writes it
+    if cleaned != received:
         message.sanitise(cleaned)
 
 

@@ -3,6 +3,7 @@
 Comes after the decision and before DKIM signing, so the signature covers
 what we add. Submitted mail without Date or Message-ID gets them here. The ``Authentication-Results`` field (RFC 8601) that dkim_verify
 prepared (with the spf and dmarc stages' clauses) goes right below our ``Received``: both describe this hop.
+The policy tags the settings name (``tags_header:``) go into ``X-Mailgw-Tags`` (mailgw.message.ownfields).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import email.utils
 import re
 
+from mailgw.message import ownfields
 from mailgw.message.model import Context, Message
 
 # HELO names and addresses come from the client: keep only what is safe in a header.
@@ -33,6 +35,9 @@ def run(message: Message, ctx: Context) -> None:
         f"\t{date}\r\n"
     )
     added = [f"{name}: {value}\r\n" for name, value in message.verdict.headers]
+    shown = ownfields.shown_tags(message.verdict.tags, ctx.settings.tags_header)
+    if shown:
+        added.append(ownfields.tags_field(shown).decode("ascii"))
     if env.role == "submission":
         # A mail client may leave these to its server (Postfix adds them too); mail without
         # them is refused by large providers. Made here, before signing, so DKIM covers them.
