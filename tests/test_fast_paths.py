@@ -150,6 +150,46 @@ def test_generated_messages_parse_as_the_feed_parser_parses_them(raw: bytes) -> 
     _same_as_the_feed_parser(raw)
 
 
+# --- the feed parser's end-of-line search, answered from the end ------------------------
+
+_NLCRE_EOL = re.compile(r"(\r\n|\r|\n)\Z")  # the feed parser's own expression
+
+
+def _same_end_of_line(text: str) -> None:
+    ours, theirs = email.feedparser.NLCRE_eol.search(text), _NLCRE_EOL.search(text)
+    assert type(email.feedparser.NLCRE_eol).__name__ == "_EndOfLine"  # installed by mailgw.message.parsed
+    assert (ours and (ours.span(), ours.group(0))) == (theirs and (theirs.span(), theirs.group(0))), repr(text)
+
+
+@pytest.mark.parametrize("text", ["", "a", "\r", "\n", "\r\n", "\n\r", "\r\r\n", "\n\n", "a\r\n", "a\r", "a\n", "a\r\nb",
+                                  "x" * 100_000 + "\r\n", "\u1ed9\n"])
+def test_the_end_of_line_is_found_where_the_feed_parser_finds_it(text: str) -> None:
+    _same_end_of_line(text)
+
+
+@_FUZZ
+@given(st.text(alphabet=st.sampled_from("a\r\n \t\u1ed9"), max_size=12))
+def test_generated_ends_of_line_are_found_where_the_feed_parser_finds_them(text: str) -> None:
+    _same_end_of_line(text)
+
+
+@_FUZZ
+@given(st.lists(st.tuples(st.sampled_from(["text/plain", "application/pdf", "multipart/mixed; boundary=c"]),
+                          st.text(alphabet=st.sampled_from("ab\r\n-"), max_size=12),
+                          st.sampled_from(["\r\n", "\n", "\r", ""])), max_size=4),
+       st.sampled_from(["\r\n", "\n"]))
+def test_multipart_messages_parse_as_with_the_feed_parsers_own_search(parts: list[tuple[str, str, str]], nl: str) -> None:
+    body = "".join(f"--b{nl}Content-Type: {ctype}{nl}{nl}{text}{end}" for ctype, text, end in parts)
+    raw = f"Content-Type: multipart/mixed; boundary=b{nl}{nl}pre{nl}{body}--b--{nl}epi".encode()
+    ours = _tree(_feed(raw, email.policy.default))
+    original = email.feedparser.NLCRE_eol
+    email.feedparser.NLCRE_eol = _NLCRE_EOL  # type: ignore[assignment]
+    try:
+        assert ours == _tree(_feed(raw, email.policy.default))
+    finally:
+        email.feedparser.NLCRE_eol = original
+
+
 # --- attachments: the same facts with and without the one-part parse ---------------------
 
 
