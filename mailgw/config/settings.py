@@ -160,7 +160,7 @@ class Settings:
     dns: DnsSettings = dataclasses.field(default_factory=lambda: DnsSettings())
     attachments: AttachmentLimits = dataclasses.field(default_factory=lambda: AttachmentLimits())
     audit: AuditSettings = dataclasses.field(default_factory=lambda: AuditSettings())
-    workers: int = 1  # serving processes sharing the listening ports (mailgw.workers)
+    workers: int = 1  # serving processes sharing the listening ports (mailgw.workers); the file's default is auto
     log_format: str = "text"  # log: {format: text|json} (mailgw.logsetup)
     metrics_listen: tuple[str, int] | None = None  # metrics: {listen: HOST:PORT} (mailgw.metrics); None: off
 
@@ -172,7 +172,7 @@ class Settings:
             f"routes=local:{self.routes['local']},remote:{self.routes['remote']} spool={self.spool} "
             f"database={_redact_url(self.database)} queue={dataclasses.asdict(self.queue)} "
             f"limits={dataclasses.asdict(self.limits)} attachments={dataclasses.asdict(self.attachments)} "
-            f"audit={dataclasses.asdict(self.audit)}"
+            f"audit={dataclasses.asdict(self.audit)} workers={self.workers}"
             + (f" dns.mx_port={self.dns.mx_port} (TEST RIG: MX hosts on a port other than 25)"
                if self.dns.mx_port != 25 else "")
         )
@@ -390,16 +390,34 @@ MAX_WORKERS = 64
 
 
 def _workers(c: Checker, data: YMap, listeners: list[Listener]) -> int:
-    if "workers" not in data:
+    """``workers``: a number, or ``auto`` (the default): one per core, as Postfix uses every core.
+
+    Several workers share each listening port, so they need fixed ports: with a
+    listener on port 0 (tests, a first try), ``auto`` means one, and a number above
+    one is an error.
+    """
+    value = data.get("workers", "auto")
+    port_zero = [l.name for l in listeners if l.port == 0]
+    if value == "auto":
+        return 1 if port_zero else auto_workers()
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        c.error(data, "workers", f"'workers' must be a whole number above 0 or auto, not {value!r}")
         return 1
-    n = _positive_int(c, data, "workers") or 1
-    if n > MAX_WORKERS:
-        c.error(data, "workers", f"'workers' must be at most {MAX_WORKERS}, not {n}")
-    if n > 1:
-        for l in listeners:
-            if l.port == 0:  # each worker would get a port of its own
-                c.error(data, "workers", f"listener {l.name!r} listens on port 0: several workers need a fixed port to share")
-    return n
+    if value > MAX_WORKERS:
+        c.error(data, "workers", f"'workers' must be at most {MAX_WORKERS}, not {value}")
+    if value > 1:
+        for name in port_zero:  # each worker would get a port of its own
+            c.error(data, "workers", f"listener {name!r} listens on port 0: several workers need a fixed port to share")
+    return value
+
+
+def auto_workers() -> int:
+    """``workers: auto``: the cores this process may run on (its CPU affinity), at most MAX_WORKERS."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cores))
 
 
 def _dns(c: Checker, data: YMap, rel: Any) -> DnsSettings:
