@@ -981,9 +981,15 @@ def signing_check(rig: Rig, dump: DumpSink, systems: list[System]) -> dict[str, 
             tag = f"check-{system.name}-{port}".encode()
             with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
                 s.sendmail(SENDER, [RECIPIENT], raw.replace(b"@@ID@@", tag))
-    want = sum(len(s.ports) for s in systems)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and len(dump.messages()) < want:
+    # smtp-sink makes the dump file when a transaction starts: wait for every message's last line,
+    # or the sink would be stopped under a delivery still sending (mailgw's then waits for a retry).
+    tail = raw.rstrip(b"\r\n").rsplit(b"\r\n", 1)[-1]
+    tags = [f"check-{s.name}-{p}".encode() for s in systems for p in s.ports]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        got = dump.messages()
+        if all(any(tag in m and tail in m for m in got) for tag in tags):
+            break
         time.sleep(0.05)
     found = {}
     for system in systems:
