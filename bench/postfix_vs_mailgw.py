@@ -12,11 +12,14 @@ What it sets up, under one temporary directory, all on 127.0.0.1:
 
 - a recording sink: ``smtp-sink -c`` (Debian's postfix package); its running
   counter is read from its output, so every figure is counted at the sink;
-- a private Postfix instance (its own config_directory and queue_directory,
-  started with ``postfix -c DIR start``, no postmulti) relaying everything to
-  the sink, with an OpenDKIM milter signing every message (RSA-2048);
-- mailgw (``python -m mailgw serve``) with the same next hop, the same key in
-  its ``dkim:`` settings, its fsync-ed spool and its audit database on SQLite.
+- three private Postfix instances, the anchors (each its own config_directory
+  and queue_directory, started with ``postfix -c DIR start``, no postmulti)
+  relaying everything to the sink: one with an OpenDKIM milter signing every
+  message with RSA-2048, one with an OpenDKIM milter signing with Ed25519, and
+  one alone (no signing);
+- mailgw (``python -m mailgw serve``) with the same next hop, an Ed25519 key
+  (``--mailgw-keys`` for RSA too) in its ``dkim:`` settings, its fsync-ed spool
+  and its audit database on SQLite.
 
 Both are driven with the same load: ``smtp-source`` (5 KB synthetic bodies) and
 a Python asyncio client (aiosmtplib, one process of its own) sending realistic
@@ -24,8 +27,9 @@ messages: 5 KB of Vietnamese text, and 200 KB with a PDF attachment, at 1, 5
 and 20 concurrent sessions. For each case it prints messages per second end to
 end (from the start of the load until the sink has counted every message),
 p50/p99 time from end-of-DATA to the 250 (Python client only), the peak memory
-(sum of RSS of every process of each system, sampled every 50 ms) and the ratio
-mailgw/Postfix. It checks that the sink received every message, no more, no
+(sum of RSS of every process of each system, sampled every 50 ms), the CPU time
+of all of each system's processes per message, and the ratio of mailgw's
+msg/s to each anchor's. It checks that the sink received every message, no more, no
 less. It installs ``postfix``, ``opendkim`` and ``opendkim-tools`` with
 apt-get when they are missing, and stops every process it started on exit,
 even on failure.
@@ -58,7 +62,7 @@ from typing import Any, Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 EXIT_CANNOT_INSTALL = 3
-RUN_BASE = Path("/var/lib/mailgw-bench")  # one run-* directory per run, removed at the end
+RUN_BASE = Path("/var/lib/mailgw-bench")  # one run-* directory per run, removed at the end (--dir)
 PACKAGES = ("postfix", "opendkim", "opendkim-tools")
 DOMAIN = "binhthuan.gov.vn"
 SELECTOR = "bench"
@@ -141,11 +145,11 @@ def _which(tool: str) -> str | None:
 class Rig:
     """Everything started for one benchmark; ``close`` stops all of it, by pid."""
 
-    def __init__(self, keep: bool = False):
+    def __init__(self, keep: bool = False, base: Path = RUN_BASE):
         # Not under /tmp: OpenDKIM refuses a configuration or key on a path others can write,
         # and the spools must be on a real disk (not tmpfs) for fsync to cost what it costs.
-        RUN_BASE.mkdir(mode=0o755, parents=True, exist_ok=True)
-        self.dir = Path(tempfile.mkdtemp(prefix="run-", dir=RUN_BASE))
+        base.mkdir(mode=0o755, parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix="run-", dir=base))
         self.dir.chmod(0o755)  # Postfix's daemons run as user postfix and must reach their queue
         self.procs: list[subprocess.Popen[bytes]] = []
         self.postfix_etcs: list[Path] = []  # every private Postfix started, stopped by close()
@@ -237,7 +241,19 @@ def _rss_kb_and_ticks(pid: int) -> tuple[int, int, int]:
     return rss, user, system
 
 
+_PORTS: list[int] = []  # --ports-from: the next ports to try, in order (empty: the kernel picks)
+
+
 def free_port() -> int:
+    """A port free on 127.0.0.1: the next free one of ``--ports-from``'s range, else one the kernel picks."""
+    while _PORTS:
+        port = _PORTS.pop(0)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -377,14 +393,17 @@ class DumpSink:
 # --- the DKIM key ----------------------------------------------------------------
 
 
-def make_key(rig: Rig) -> Path:
-    """An RSA-2048 key made by opendkim-genkey, used by both OpenDKIM and mailgw."""
+def make_keys(rig: Rig) -> dict[str, Path]:
+    """The signing keys both systems use: RSA-2048 made by opendkim-genkey, Ed25519 (PKCS#8 PEM) by OpenSSL."""
     keydir = rig.dir / "dkim"
     keydir.mkdir()
     subprocess.run([_which("opendkim-genkey") or "opendkim-genkey", "-b", "2048", "-d", DOMAIN, "-s", SELECTOR, "-D", str(keydir)], check=True)
-    key = keydir / f"{SELECTOR}.private"
-    key.chmod(0o600)
-    return key
+    rsa = keydir / f"{SELECTOR}.private"
+    ed = keydir / f"{SELECTOR}.ed25519.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(ed)], check=True)
+    for key in (rsa, ed):
+        key.chmod(0o600)
+    return {"rsa": rsa, "ed25519": ed}
 
 
 def txt_value(rig: Rig) -> str:
@@ -459,7 +478,7 @@ Domain                  {domain}
 Selector                {selector}
 KeyFile                 {key}
 Canonicalization        relaxed/relaxed
-SignatureAlgorithm      rsa-sha256
+SignatureAlgorithm      {algorithm}
 InternalHosts           127.0.0.0/8
 UMask                   000
 """
@@ -472,15 +491,31 @@ class System:
     roots: list[int]  # process trees whose memory counts
 
 
-def start_postfix(rig: Rig, key: Path, sink_port: int) -> System:
-    # A UNIX socket, as Debian's own opendkim configuration uses.
-    milter = rig.dir / "opendkim.sock"
-    conf = rig.dir / "opendkim.conf"
-    conf.write_text(OPENDKIM_CONF.format(milter=f"local:{milter}", dir=rig.dir, domain=DOMAIN, selector=SELECTOR, key=key))
-    dkim = rig.spawn([_which("opendkim") or "opendkim", "-f", "-x", str(conf)], log="opendkim.log")
-    _wait_path(milter, dkim, "opendkim")
-    postfix = start_private_postfix(rig, sink_port, f"unix:{milter}")
-    return System("Postfix+OpenDKIM", [postfix.port], [postfix.master, dkim.pid])
+ANCHORS = {  # name: the OpenDKIM key that signs (None: Postfix alone)
+    "rsa": ("Postfix+OpenDKIM RSA", "rsa"),
+    "ed25519": ("Postfix+OpenDKIM Ed25519", "ed25519"),
+    "alone": ("Postfix alone", None),
+}
+ALGORITHMS = {"rsa": "rsa-sha256", "ed25519": "ed25519-sha256"}
+
+
+def start_postfix(rig: Rig, keys: dict[str, Path], sink_port: int, anchor: str = "rsa") -> System:
+    """One private Postfix instance; with an OpenDKIM milter of its own unless the anchor is Postfix alone."""
+    name, signing = ANCHORS[anchor]
+    roots: list[int] = []
+    milter_setting = ""
+    if signing is not None:
+        # A UNIX socket, as Debian's own opendkim configuration uses.
+        milter = rig.dir / f"opendkim-{anchor}.sock"
+        milter_setting = f"unix:{milter}"
+        conf = rig.dir / f"opendkim-{anchor}.conf"
+        conf.write_text(OPENDKIM_CONF.format(milter=f"local:{milter}", dir=rig.dir, domain=DOMAIN, selector=SELECTOR,
+                                             key=keys[signing], algorithm=ALGORITHMS[signing]))
+        dkim = rig.spawn([_which("opendkim") or "opendkim", "-f", "-x", str(conf)], log=f"opendkim-{anchor}.log")
+        _wait_path(milter, dkim, "opendkim")
+        roots.append(dkim.pid)
+    postfix = start_private_postfix(rig, sink_port, milter_setting, name=f"postfix-{anchor}")
+    return System(name, [postfix.port], [postfix.master, *roots])
 
 
 @dataclasses.dataclass
@@ -1011,9 +1046,15 @@ def signing_check(rig: Rig, dump: DumpSink, systems: list[System]) -> dict[str, 
             tag = f"check-{system.name}-{port}".encode()
             with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
                 s.sendmail(SENDER, [RECIPIENT], raw.replace(b"@@ID@@", tag))
-    want = sum(len(s.ports) for s in systems)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and len(dump.messages()) < want:
+    # smtp-sink makes the dump file when a transaction starts: wait for every message's last line,
+    # or the sink would be stopped under a delivery still sending (mailgw's then waits for a retry).
+    tail = raw.rstrip(b"\r\n").rsplit(b"\r\n", 1)[-1]
+    tags = [f"check-{s.name}-{p}".encode() for s in systems for p in s.ports]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        got = dump.messages()
+        if all(any(tag in m and tail in m for m in got) for tag in tags):
+            break
         time.sleep(0.05)
     found = {}
     for system in systems:
@@ -1021,7 +1062,8 @@ def signing_check(rig: Rig, dump: DumpSink, systems: list[System]) -> dict[str, 
         if not mine:
             found[system.name] = "NOT RECEIVED"
         elif all(b"\nDKIM-Signature:" in m.split(b"\n\n", 1)[0] and f"d={DOMAIN}".encode() in m for m in mine):
-            found[system.name] = "signed (DKIM-Signature d=" + DOMAIN + ")"
+            algorithms = sorted({a for m in mine for a in ALGORITHMS.values() if f"a={a}".encode() in m})
+            found[system.name] = f"signed (DKIM-Signature d={DOMAIN}, a={'/'.join(algorithms) or '?'})"
         else:
             found[system.name] = "NOT signed"
     return found
@@ -1068,12 +1110,13 @@ def print_big(rows: list[tuple[str, int, int, dict[str, RunResult]]], names: lis
                 print(f"{n:<18} {_fmt(r.big_ms):>16} ms {_fmt(r.p50, 1):>12} {_fmt(r.p99, 1):>7} {_fmt(r.max_ms, 1):>7} {r.peak_mb:>12.0f}")
 
 
-def print_table(rows: list[tuple[str, int, int, dict[str, RunResult]]], names: list[str]) -> None:
+def print_table(rows: list[tuple[str, int, int, dict[str, RunResult]]], names: list[str], anchors: list[str]) -> None:
+    """One line per load and session count; the ratios are each mailgw system's msg/s over each anchor's."""
     rows = [row for row in rows if row[0] != "big"]
-    ref = names[0]
+    pairs = [(n, a) for n in names if n not in anchors for a in anchors]
     head = f"{'load':<30} {'conc':>4} {'msgs':>5} | "
-    head += " | ".join(f"{n[:16]:<16} {'msg/s':>7} {'p50ms':>6} {'p99ms':>6} {'RSS MB':>6} {'CPUms':>5}" for n in names)
-    head += " | " + " ".join(f"{'ratio ' + n[:10]:>16}" for n in names[1:])
+    head += " | ".join(f"{n[:24]:<24} {'msg/s':>7} {'p50ms':>6} {'p99ms':>6} {'RSS MB':>6} {'CPUms':>5}" for n in names)
+    head += " | " + " ".join(f"{'ratio ' + _short(n) + '/' + _short(a):>24}" for n, a in pairs)
     print(head)
     print("-" * len(head))
     for load, conc, count, results in rows:
@@ -1082,17 +1125,22 @@ def print_table(rows: list[tuple[str, int, int, dict[str, RunResult]]], names: l
         for n in names:
             r = results.get(n)
             if r is None:
-                cells.append(f"{'':<16} {'-':>7} {'-':>6} {'-':>6} {'-':>6} {'-':>5}")
+                cells.append(f"{'':<24} {'-':>7} {'-':>6} {'-':>6} {'-':>6} {'-':>5}")
                 continue
             flag = "" if r.complete else f" LOST {r.expected - r.received}" if r.received < r.expected else f" DUP {r.received - r.expected}"
-            cells.append(f"{flag.strip():<16} {r.rate:>7.0f} {_fmt(r.p50, 1):>6} {_fmt(r.p99, 1):>6} {r.peak_mb:>6.0f} {r.cpu_ms:>5.1f}")
+            cells.append(f"{flag.strip():<24} {r.rate:>7.0f} {_fmt(r.p50, 1):>6} {_fmt(r.p99, 1):>6} {r.peak_mb:>6.0f} {r.cpu_ms:>5.1f}")
         line += " | ".join(cells)
         ratios = []
-        for n in names[1:]:
-            a, b = results.get(n), results.get(ref)
-            ratios.append(f"{a.rate / b.rate:>16.2f}" if a and b and b.rate else f"{'-':>16}")
+        for n, anchor in pairs:
+            a, b = results.get(n), results.get(anchor)
+            ratios.append(f"{a.rate / b.rate:>24.2f}" if a and b and b.rate else f"{'-':>24}")
         line += " | " + " ".join(ratios)
         print(line)
+
+
+def _short(name: str) -> str:
+    """A column name: 'Postfix+OpenDKIM Ed25519' -> 'Ed25519', 'Postfix alone' -> 'alone', 'mailgw' -> 'mailgw'."""
+    return name.split()[-1] if name.startswith("Postfix") else name
 
 
 def machine() -> str:
@@ -1119,8 +1167,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tiny load (10 messages per case, 1 and 5 sessions)")
     parser.add_argument("--two-nodes", action="store_true", help="also run two mailgw nodes (own ports, own spool) and report their combined throughput")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="mailgw serving processes (its 'workers:' setting; default: one per core, as Postfix uses every core)")
+    parser.add_argument("--workers", type=int,
+                        help="mailgw serving processes (its 'workers:' setting; default: the setting's default, auto: one per core)")
+    parser.add_argument("--anchors", nargs="*", choices=list(ANCHORS), default=list(ANCHORS),
+                        help="the Postfix instances to compare with (default: all three)")
+    parser.add_argument("--mailgw-keys", nargs="*", choices=list(ALGORITHMS), default=["ed25519"],
+                        help="mailgw signs with this key; several: one mailgw system per key (default: ed25519)")
+    parser.add_argument("--ports-from", type=int, metavar="PORT",
+                        help="take the listening ports from PORT upwards (default: ports the kernel picks)")
+    parser.add_argument("--dir", type=Path, default=RUN_BASE,
+                        help=f"where the run directory is made (default {RUN_BASE}; not under /tmp: OpenDKIM refuses it)")
     parser.add_argument("--loads", nargs="*", choices=list(LOADS), default=list(LOADS))
     parser.add_argument("--concurrency", nargs="*", type=int, help="override the session counts (default 1 5 20; quick: 1 5)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every message count")
@@ -1147,7 +1203,9 @@ def main() -> int:
         print(f"bench: cannot run: {e}", file=sys.stderr)
         return EXIT_CANNOT_INSTALL
 
-    rig = Rig(keep=args.keep)
+    if args.ports_from:
+        _PORTS.extend(range(args.ports_from, args.ports_from + 100))
+    rig = Rig(keep=args.keep, base=args.dir)
     print(f"bench: directory {rig.dir}", file=sys.stderr)
     # SIGTERM (a test's timeout, a CI cancel) unwinds through the finally below like Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -1161,21 +1219,27 @@ def main() -> int:
 
 
 def _bench(rig: Rig, args: argparse.Namespace) -> int:
-    key = make_key(rig)
+    keys = make_keys(rig)
+    key = keys[args.mailgw_keys[0] if args.mailgw_keys else "ed25519"]
     sink_port = free_port()
     dump = DumpSink(rig, sink_port)  # first the dump sink, to see who signs; then the counting one
     systems: list[System] = []
     notes: list[str] = []
     workers = args.workers or None
     if args.only != "mailgw":
-        systems.append(start_postfix(rig, key, sink_port))
+        systems += [start_postfix(rig, keys, sink_port, anchor) for anchor in args.anchors]
+    anchors = [s.name for s in systems]
+    auto = f"auto ({os.cpu_count()})"
     if args.only != "postfix" and not args.no_mailgw:
-        systems.append(start_mailgw(rig, key, sink_port, workers=workers))
-        notes.append(f"mailgw: workers={args.workers or 1}, audit database SQLite, spool fsync-ed")
+        for algorithm in args.mailgw_keys:
+            name = "mailgw" if len(args.mailgw_keys) == 1 else f"mailgw-{algorithm}"
+            systems.append(start_mailgw(rig, keys[algorithm], sink_port, name=name, workers=workers))
+        notes.append(f"mailgw: workers={args.workers or auto}, signing with "
+                     f"{' and '.join(args.mailgw_keys)}, audit database SQLite, spool fsync-ed")
     if args.milter:
-        systems.append(start_postfix_mailgw_milter(rig, key, sink_port, workers=workers))
-        notes.append(f"Postfix+mailgw-milter: a second private Postfix, mailgw its milter (workers={args.workers or 1}, "
-                     "audit database SQLite, nothing spooled by mailgw)")
+        systems.append(start_postfix_mailgw_milter(rig, keys[args.mailgw_keys[0]], sink_port, workers=workers))
+        notes.append(f"Postfix+mailgw-milter: a second private Postfix, mailgw its milter (workers={args.workers or auto}, "
+                     f"signing with {args.mailgw_keys[0]}, audit database SQLite, nothing spooled by mailgw)")
     with contextlib.ExitStack() as stack:
         if args.two_nodes:
             # Both nodes write one PostgreSQL exchange log (a schema of its own, dropped afterwards).
@@ -1195,7 +1259,7 @@ def _bench(rig: Rig, args: argparse.Namespace) -> int:
         sink = Sink(rig, sink_port)
         rows, ok = _measure(rig, sink, systems, args)
         if args.only != "postfix" and not args.no_mailgw:
-            db = rig.dir / "mailgw" / "audit.db"
+            db = rig.dir / ("mailgw" if len(args.mailgw_keys) == 1 else f"mailgw-{args.mailgw_keys[0]}") / "audit.db"
             notes.append(f"mailgw audit database after the run: {db.stat().st_size // 1024} KB" if db.exists()
                          else "mailgw audit database: nothing written (this build does not write the exchange log yet)")
 
@@ -1209,7 +1273,7 @@ def _bench(rig: Rig, args: argparse.Namespace) -> int:
           + (f"; median of {args.repeat} runs, interleaved" if args.repeat > 1 else ""))
     print()
     if any(row[0] != "big" for row in rows):
-        print_table(rows, [s.name for s in systems])
+        print_table(rows, [s.name for s in systems], anchors)
     if any(row[0] == "big" for row in rows):
         print()
         print_big(rows, [s.name for s in systems])

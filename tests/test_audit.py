@@ -494,3 +494,31 @@ def test_two_processes_migrate_a_fresh_database(url: str) -> None:
         p.join(60)
         assert p.exitcode == 0
     assert verify(url) == []
+
+
+def test_sqlite_writers_take_turns_on_a_lock_file(log: AuditLog, url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Gateway processes writing one SQLite file queue on DB-writers.lock (flock) instead of SQLite's stepped sleeps."""
+    import fcntl
+    import os
+
+    from sqlalchemy.engine import make_url
+
+    if not url.startswith("sqlite"):
+        pytest.skip("the writers' lock is for SQLite files; PostgreSQL has its own row locks")
+    import mailgw.audit.log as audit_log
+
+    calls: list[int] = []
+    real = fcntl.flock
+    monkeypatch.setattr(audit_log.fcntl, "flock", lambda fd, op: (calls.append(op), real(fd, op))[1])
+    log.write([_rec(1)], [])
+    assert calls == [fcntl.LOCK_EX, fcntl.LOCK_UN]  # around the transaction, which committed:
+    assert _count(log, Exchange) == 1
+    # Another process's writer (another open of the file) cannot take it meanwhile.
+    fd = os.open(str(make_url(url).database) + "-writers.lock", os.O_RDWR)
+    try:
+        with log._file_lock:
+            with pytest.raises(BlockingIOError):
+                real(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        real(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again once the writer lets go
+    finally:
+        os.close(fd)

@@ -117,7 +117,9 @@ def _lock(url: str) -> Any:
 async def test_sigkill_between_spool_and_log_is_repaired_at_start(tmp_path, sink, ca, password_hash, audit_url):
     # The reply waits for the log (timeout 60 s), the log is locked by someone else, the process is
     # killed: the message is spooled, its client never got a 250, its record is not logged yet.
-    path, relay = _config(tmp_path, sink, ca, password_hash, audit_url, audit={"timeout": "60s"})
+    # One process (workers: 1): the one killed is the one between spool and log (with workers, a
+    # worker outlives its supervisor's SIGKILL long enough to drain and log).
+    path, relay = _config(tmp_path, sink, ca, password_hash, audit_url, audit={"timeout": "60s"}, workers=1)
     proc = await _start(path, relay)
     await aiosmtplib.send(message(subject="trước"), sender=SENDER, recipients=["a@binhthuan.gov.vn"],
                           hostname="127.0.0.1", port=relay, start_tls=False)

@@ -34,21 +34,27 @@ def test_quick_bench_prints_the_table() -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert "Every message arrived at the sink exactly once." in out
-    assert re.search(r"Signing check .*Postfix\+OpenDKIM: signed", out), out
+    for anchor in ("Postfix+OpenDKIM RSA: signed (DKIM-Signature d=binhthuan.gov.vn, a=rsa-sha256)",
+                   "Postfix+OpenDKIM Ed25519: signed (DKIM-Signature d=binhthuan.gov.vn, a=ed25519-sha256)",
+                   "Postfix alone: NOT signed", "mailgw: signed (DKIM-Signature d=binhthuan.gov.vn, a=ed25519-sha256)"):
+        assert re.search(r"Signing check .*" + re.escape(anchor), out), out
     header = next(line for line in out.splitlines() if line.startswith("load "))
-    assert "Postfix+OpenDKIM" in header and "mailgw" in header and "ratio" in header
+    for name in ("Postfix+OpenDKIM RSA", "Postfix+OpenDKIM Ed25519", "Postfix alone", "mailgw",
+                 "ratio mailgw/RSA", "ratio mailgw/Ed25519", "ratio mailgw/alone"):
+        assert name in header, header
     for load in ("smtp-source, 5 KB", "Python, 5 KB Vietnamese text", "Python, 200 KB with a PDF"):
         rows = [line for line in out.splitlines() if line.startswith(load)]
         assert len(rows) == 2, (load, out)  # sessions 1 and 5
         for row in rows:
-            _, postfix, mailgw, ratio = row.split("|")
-            for cell in (postfix, mailgw):
+            _, *systems, ratios = row.split("|")
+            assert len(systems) == 4, row  # three anchors and mailgw
+            for cell in systems:
                 rate, p50, p99, rss, cpu = cell.split()  # no LOST/DUP flag in front
                 # CPU is read in clock ticks (10 ms): the quick run's 10 messages of Postfix may round to 0.0.
                 assert float(rate) > 0 and float(rss) > 0 and float(cpu) >= 0, row
                 if not load.startswith("smtp-source"):  # the Python client measures end-of-DATA to 250
                     assert 0 < float(p50) <= float(p99), row
-            assert float(ratio) > 0, row
+            assert len(ratios.split()) == 3 and all(float(r) > 0 for r in ratios.split()), row
     # everything it started is gone, and so is its directory
     run_dir = re.search(r"bench: directory (\S+)", proc.stderr).group(1)
     assert not Path(run_dir).exists()

@@ -187,3 +187,26 @@ async def test_a_utf8_sender_gets_an_internationalised_dsn(gateway, sink):
     diagnostic = next(line for line in text.splitlines() if line.startswith("Diagnostic-Code:"))
     assert diagnostic.isascii() and "\x07" not in diagnostic  # the next hop's reply, checked
     assert any(p.get_content_type() == "message/global-headers" for p in parsed.walk())
+
+
+async def test_small_and_large_messages_are_delivered_once_whichever_way_the_spool_is_read(gateway, sink, tmp_path):
+    """Small spool files are read on the event loop (Spool.read_if_small), larger ones in a thread."""
+    from mailgw.message.model import new_id
+    from mailgw.queue.spool import SMALL, Spool
+
+    small, large = message(subject="nhỏ"), message(subject="lớn", body="Nội dung dài.\r\n" * (SMALL // 10))
+    assert len(small) < SMALL < len(large)
+    for raw, rcpt in ((small, "small@binhthuan.gov.vn"), (large, "large@binhthuan.gov.vn")):
+        await send(gateway, "relay", raw, SENDER, [rcpt])
+    await sink.wait_for(lambda: len(sink.messages) >= 2)
+    await gateway.deliverer.run_until_empty()
+    assert sorted(r for m in sink.messages for r in m.rcpts) == ["large@binhthuan.gov.vn", "small@binhthuan.gov.vn"]
+    assert gateway.spool.ids() == []
+    # What each way reads is the same entry and bytes; past the limit, read_if_small leaves it to read.
+    spool = Spool(str(tmp_path / "spool"))
+    big_id, small_id = new_id(), new_id()
+    spool.put_sync(big_id, {"envelope": {"rcpts": ["a@b.vn"]}}, large)
+    spool.put_sync(small_id, {"envelope": {"rcpts": ["a@b.vn"]}}, small)
+    assert spool.read_if_small(big_id) is None
+    assert spool.read_if_small(big_id, limit=len(large) * 2) == spool.read(big_id)
+    assert spool.read_if_small(small_id) == spool.read(small_id)

@@ -150,6 +150,132 @@ def test_generated_messages_parse_as_the_feed_parser_parses_them(raw: bytes) -> 
     _same_as_the_feed_parser(raw)
 
 
+# --- the feed parser's end-of-line search, answered from the end ------------------------
+
+_NLCRE_EOL = re.compile(r"(\r\n|\r|\n)\Z")  # the feed parser's own expression
+
+
+def _same_end_of_line(text: str) -> None:
+    ours, theirs = email.feedparser.NLCRE_eol.search(text), _NLCRE_EOL.search(text)
+    assert type(email.feedparser.NLCRE_eol).__name__ == "_EndOfLine"  # installed by mailgw.message.parsed
+    assert (ours and (ours.span(), ours.group(0))) == (theirs and (theirs.span(), theirs.group(0))), repr(text)
+
+
+@pytest.mark.parametrize("text", ["", "a", "\r", "\n", "\r\n", "\n\r", "\r\r\n", "\n\n", "a\r\n", "a\r", "a\n", "a\r\nb",
+                                  "x" * 100_000 + "\r\n", "\u1ed9\n"])
+def test_the_end_of_line_is_found_where_the_feed_parser_finds_it(text: str) -> None:
+    _same_end_of_line(text)
+
+
+@_FUZZ
+@given(st.text(alphabet=st.sampled_from("a\r\n \t\u1ed9"), max_size=12))
+def test_generated_ends_of_line_are_found_where_the_feed_parser_finds_them(text: str) -> None:
+    _same_end_of_line(text)
+
+
+@_FUZZ
+@given(st.lists(st.tuples(st.sampled_from(["text/plain", "application/pdf", "multipart/mixed; boundary=c"]),
+                          st.text(alphabet=st.sampled_from("ab\r\n-"), max_size=12),
+                          st.sampled_from(["\r\n", "\n", "\r", ""])), max_size=4),
+       st.sampled_from(["\r\n", "\n"]))
+def test_multipart_messages_parse_as_with_the_feed_parsers_own_search(parts: list[tuple[str, str, str]], nl: str) -> None:
+    body = "".join(f"--b{nl}Content-Type: {ctype}{nl}{nl}{text}{end}" for ctype, text, end in parts)
+    raw = f"Content-Type: multipart/mixed; boundary=b{nl}{nl}pre{nl}{body}--b--{nl}epi".encode()
+    ours = _tree(_feed(raw, email.policy.default))
+    original = email.feedparser.NLCRE_eol
+    email.feedparser.NLCRE_eol = _NLCRE_EOL  # type: ignore[assignment]
+    try:
+        assert ours == _tree(_feed(raw, email.policy.default))
+    finally:
+        email.feedparser.NLCRE_eol = original
+
+
+# --- attachments: the message's own tree copied instead of a second parse ----------------
+
+_MULTI_CASES = [
+    b"Content-Type: multipart/mixed; boundary=b\r\n\r\npre\r\n--b\r\nContent-Type: text/plain\r\n\r\nx\r\n"
+    b"--b\r\nContent-Type: application/pdf; name=a.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--b--\r\nepi",
+    b"Content-Type: multipart/digest; boundary=d\n\n--d\n\nSubject: in\n\nbody\n--d--\n",
+    b"Content-Type: multipart/mixed; boundary=\"=?utf-8?q?b?=\"\r\n\r\n--=?utf-8?q?b?=\r\n\r\nx\r\n--b\r\n\r\ny\r\n--b--\r\n",
+    b"Content-Type: multipart/mixed; boundary*=utf-8''b\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n",
+    b"Content-Type: multipart/mixed; (c) boundary=b\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n",
+    b"Content-Type: multipart/mixed;\r\n boundary=\"b\"\r\nContent-Transfer-Encoding: base64\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n",
+    b"Content-Type: multipart/report; report-type=delivery-status; boundary=r\r\n\r\n--r\r\n"
+    b"Content-Type: message/delivery-status\r\n\r\nA: b\r\n\r\nC: d\r\n--r\r\nContent-Type: message/rfc822\r\n\r\n"
+    b"Content-Type: multipart/alternative; boundary=i\r\n\r\n--i\r\n\r\nz\r\n--i--\r\n--r--\r\n",
+    b"Content-Type: =?utf-8?q?multipart/mixed?=; boundary=b\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n",
+    b"Content-Type: multipart/mixed; boundary=b\r\nContent-Type: text/plain\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n",
+    b"Content-Type: multipart/mixed; boundary=\xe1\xbb\x99\r\n\r\n--\xe1\xbb\x99\r\n\r\nx\r\n--\xe1\xbb\x99--\r\n",
+    b"Content-Type: multipart/mixed\r\n\r\nno boundary",
+]
+
+_ctypes = st.sampled_from([
+    "multipart/mixed; boundary=b", "multipart/mixed; boundary=\"b\"", "multipart/alternative; boundary=c",
+    "multipart/mixed; boundary*=us-ascii''b", "multipart/mixed; boundary=\"=?utf-8?q?b?=\"", "multipart/digest; boundary=c",
+    "multipart/mixed; boundary=b (comment)", "multipart/mixed;\r\n boundary=c", "MULTIPART/Mixed; BOUNDARY=b",
+    "message/rfc822", "message/delivery-status", "text/plain", "application/pdf; name=\"=?utf-8?b?w6E=?=.pdf\"", "",
+])
+_part_heads = st.lists(st.one_of(_ctypes.map(lambda c: f"Content-Type: {c}"),
+                                 st.sampled_from(["Content-Transfer-Encoding: base64", "Content-Transfer-Encoding: 8bit",
+                                                  "Content-Disposition: attachment; filename=a.exe", "Subject: s"])),
+                       max_size=3)
+
+
+@st.composite
+def _multiparts(draw: Any, depth: int = 0) -> str:
+    nl = draw(st.sampled_from(["\r\n", "\n"]))
+    head = nl.join(draw(_part_heads))
+    if depth < 2 and draw(st.booleans()):
+        boundary = draw(st.sampled_from(["b", "c"]))
+        inner = "".join(f"--{boundary}{nl}{draw(_multiparts(depth + 1))}{nl}" for _ in range(draw(st.integers(0, 3))))
+        body = draw(st.sampled_from(["", f"pre{nl}"])) + inner + draw(st.sampled_from([f"--{boundary}--{nl}", "", f"--{boundary}--{nl}epi"]))
+    else:
+        body = draw(st.sampled_from(["x", "JVBERi0xLjQK", "Subject: in" + nl + nl + "y", "--b" + nl + "z", ""]))
+    return f"{head}{nl}{nl}{body}" if head else f"{nl}{body}"
+
+
+def _same_compat_tree(raw: bytes) -> bool:
+    """The copy of the default-policy tree, when made, is the compat32 parse's tree; True when it was made."""
+    message = Message("T", Envelope("", [], "mx", "mx", "127.0.0.1"), raw)
+    copied = mime.compat_copy(message.parsed, 500)
+    if copied is not None:
+        assert _tree(copied) == _tree(_feed(raw, email.policy.compat32)), raw
+    return copied is not None
+
+
+def _same_attachment_facts_from_the_tree(raw: bytes) -> None:
+    message = Message("T", Envelope("", [], "mx", "mx", "127.0.0.1"), raw)
+    limits = AttachmentLimits()
+    assert inspect_message(raw, limits, message.parsed) == inspect_message(raw, limits), raw
+
+
+@pytest.mark.parametrize("raw", _CASES + _MULTI_CASES)
+def test_the_copied_tree_is_the_tree_the_compat32_parse_makes(raw: bytes) -> None:
+    _same_compat_tree(raw)
+    _same_attachment_facts_from_the_tree(raw)
+
+
+def test_the_usual_multipart_message_is_copied_not_parsed_again() -> None:
+    assert _same_compat_tree(_MULTI_CASES[0])
+    assert not _same_compat_tree(_MULTI_CASES[2])  # the boundary reads differently under the two policies
+
+
+def test_the_copy_counts_parts_as_the_parse_does() -> None:
+    raw = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + b"--b\r\n\r\nx\r\n" * 4 + b"--b--\r\n"
+    message = Message("T", Envelope("", [], "mx", "mx", "127.0.0.1"), raw)
+    for most in (4, 5, 6):
+        limits = AttachmentLimits(max_parts=most)
+        assert inspect_message(raw, limits, message.parsed) == inspect_message(raw, limits)
+    assert "more than 4 MIME parts" in inspect_message(raw, AttachmentLimits(max_parts=4), message.parsed)["ambiguous_reason"]
+
+
+@_FUZZ
+@given(st.one_of(_multiparts().map(lambda t: t.encode("utf-8", "surrogateescape")), _raws))
+def test_generated_trees_are_copied_as_the_compat32_parse_makes_them(raw: bytes) -> None:
+    _same_compat_tree(raw)
+    _same_attachment_facts_from_the_tree(raw)
+
+
 # --- attachments: the same facts with and without the one-part parse ---------------------
 
 

@@ -15,14 +15,15 @@ import aiosmtplib
 import pytest
 import yaml
 
-from mailgw.config.settings import load
+from mailgw.config.settings import auto_workers, load
 from mailgw.config.yamlfile import ConfigError
 from tests.conftest import REPO, free_port, message, write_config
 
 SENDER = "vanthu.sotttt@binhthuan.gov.vn"
 
 
-def _config(tmp_path: Path, sink, ca, password_hash, workers: int = 2) -> tuple[Path, int]:
+def _config(tmp_path: Path, sink, ca, password_hash, workers: object = 2) -> tuple[Path, int]:
+    """Settings with one relay listener on a fixed port; ``workers`` None: the key left out."""
     relay = free_port()
     path = write_config(
         tmp_path, sink.port, ca, password_hash,
@@ -30,7 +31,9 @@ def _config(tmp_path: Path, sink, ca, password_hash, workers: int = 2) -> tuple[
         limits={"connections_per_ip": 100},
     )
     settings = yaml.safe_load(path.read_text())
-    settings["workers"] = workers
+    settings.pop("workers", None)
+    if workers is not None:
+        settings["workers"] = workers
     path.write_text(yaml.safe_dump(settings, allow_unicode=True))
     return path, relay
 
@@ -220,7 +223,8 @@ async def test_sigterm_drains_every_worker(tmp_path, sink, ca, password_hash):
 @pytest.mark.parametrize("value, error", [
     (0, "'workers' must be a whole number above 0"),
     (65, "'workers' must be at most 64"),
-    ("2", "'workers' must be a whole number above 0"),
+    ("2", "'workers' must be a whole number above 0 or auto"),
+    ("all", "'workers' must be a whole number above 0 or auto"),
 ])
 def test_workers_setting_is_checked(tmp_path, sink, ca, password_hash, value, error):
     path, _ = _config(tmp_path, sink, ca, password_hash, workers=value)
@@ -241,3 +245,15 @@ def test_several_workers_need_fixed_ports(tmp_path, sink, ca, password_hash):
     settings["workers"] = 1
     path.write_text(yaml.safe_dump(settings))
     assert load(str(path)).workers == 1
+    for auto in ({"workers": "auto"}, {}):  # auto, the default: one worker when a port is 0, not an error
+        path.write_text(yaml.safe_dump({k: v for k, v in settings.items() if k != "workers"} | auto))
+        assert load(str(path)).workers == 1
+
+
+@pytest.mark.parametrize("value", ["auto", None])
+def test_workers_default_to_one_per_core(tmp_path, sink, ca, password_hash, value):
+    """As Postfix uses every core: ``auto`` (also when the key is absent) is the cores this process may use."""
+    path, _ = _config(tmp_path, sink, ca, password_hash, workers=value)
+    settings = load(str(path))
+    assert settings.workers == auto_workers() == max(1, min(64, len(os.sched_getaffinity(0))))
+    assert f"workers={settings.workers}" in settings.effective()  # the startup log line says what auto became

@@ -7,6 +7,7 @@ policy pack changing with it.
 
 from __future__ import annotations
 
+import email.message
 import hashlib
 from typing import Any
 
@@ -21,13 +22,17 @@ DANGEROUS = ("executable", "script", "macro", "dde", "double_extension", "rtl_ov
 _MAX_REASONS = 5
 
 
-def inspect_message(raw: bytes, limits: AttachmentLimits | None = None) -> dict[str, Any]:
-    """The attachment facts of the message ``raw``; never raises."""
+def inspect_message(raw: bytes, limits: AttachmentLimits | None = None,
+                    parsed: email.message.Message | None = None) -> dict[str, Any]:
+    """The attachment facts of the message ``raw``; never raises.
+
+    ``parsed``: the feed parser's tree of ``raw`` if one is at hand (Message.parsed_if_any), read instead of a second parse.
+    """
     budget = Budget(limits or AttachmentLimits())
     files: list[dict[str, Any]] = []
     reasons: list[str] = []
     causes: list[str] = []  # of the message as a whole (limits, failures), in the order of ``reasons``
-    walker = mime.Walker(raw, budget)
+    walker = mime.Walker(raw, budget, parsed)
     try:
         for leaf in walker.leaves():
             sniffed = types.sniff(leaf.data)

@@ -141,13 +141,67 @@ class Leaf:
         return not self.names and self.disposition != "attachment" and self.declared_type in _BODY_TYPES
 
 
+def compat_copy(tree: email.message.Message, max_parts: int) -> email.message.Message | None:
+    """The tree the feed parser makes under ``compat32`` from the bytes ``tree`` was parsed from, copied from ``tree``.
+
+    The feed parser splits and stores the same text whatever its policy (both
+    policies read a header line alike); the policy counts only where the parser
+    asks a part for its content type, its boundary and (on a multipart) its
+    transfer encoding. So the copy holds the same headers, payloads, preambles,
+    epilogues and defects, read through ``compat32``, when every part answers
+    those three alike under both policies; None when one does not (then the
+    caller parses). Raises ``_TooManyParts`` past ``max_parts`` parts, as the
+    counting parse does. tests/test_fast_paths.py holds it to the parse.
+    """
+    count = [0]
+
+    def copy(src: email.message.Message) -> email.message.Message | None:
+        count[0] += 1
+        if count[0] > max_parts:
+            raise _TooManyParts()
+        dst = email.message.Message(email.policy.compat32)
+        dst._headers = list(src._headers)  # type: ignore[attr-defined]  # the stored (name, value) pairs
+        dst._unixfrom = src._unixfrom  # type: ignore[attr-defined]
+        dst._charset = src._charset  # type: ignore[attr-defined]
+        dst.preamble, dst.epilogue = src.preamble, src.epilogue
+        dst.defects = list(src.defects)
+        dst.set_default_type(src.get_default_type())
+        ctype = dst.get_content_type()
+        if ctype != src.get_content_type():
+            return None
+        if ctype.startswith("multipart/") and (
+                dst.get_boundary() != src.get_boundary()
+                or str(dst.get("content-transfer-encoding", "8bit")).lower()
+                != str(src.get("content-transfer-encoding", "8bit")).lower()):
+            return None
+        payload = src._payload  # type: ignore[attr-defined]
+        if isinstance(payload, list):
+            children = []
+            for child in payload:
+                made = copy(child)
+                if made is None:
+                    return None
+                children.append(made)
+            dst._payload = children  # type: ignore[attr-defined]
+        else:
+            dst._payload = payload  # type: ignore[attr-defined]
+        return dst
+
+    try:
+        return copy(tree)
+    except RecursionError:
+        return None
+
+
 class Walker:
     """Walks one message; ``leaves()`` yields its leaf parts, ``ambiguities`` says what was unclear."""
 
-    def __init__(self, raw: bytes, budget: Budget):
+    def __init__(self, raw: bytes, budget: Budget, parsed: email.message.Message | None = None):
+        """``parsed``: the feed parser's tree of ``raw`` under another policy, if one is at hand (see compat_copy)."""
         self.raw = raw
         self.budget = budget
         self.limits = budget.limits
+        self.parsed = parsed
         self.ambiguities: list[str] = []
         self.parts: list[Ambiguity] = []
 
@@ -175,6 +229,17 @@ class Walker:
             one = parse_one_part(self.raw, email.policy.compat32)
             if one is not None:
                 return one
+        if self.parsed is not None:
+            # The message's own tree (classification parsed it): copied, not parsed again,
+            # when the copy is the tree this parse would make (compat_copy).
+            if self.raw:
+                self.budget.check_time()
+            try:
+                copied = compat_copy(self.parsed, self.limits.max_parts)
+            except _TooManyParts:
+                raise OverLimit(f"more than {self.limits.max_parts} MIME parts") from None
+            if copied is not None:
+                return copied
         made = 0
         cap = self.limits.max_parts + 1  # the parser makes one probe instance first
 

@@ -207,7 +207,7 @@ class Settings:
     dns: DnsSettings = dataclasses.field(default_factory=lambda: DnsSettings())
     attachments: AttachmentLimits = dataclasses.field(default_factory=lambda: AttachmentLimits())
     audit: AuditSettings = dataclasses.field(default_factory=lambda: AuditSettings())
-    workers: int = 1  # serving processes sharing the listening ports (mailgw.workers)
+    workers: int = 1  # serving processes sharing the listening ports (mailgw.workers); the file's default is auto
     log_format: str = "text"  # log: {format: text|json} (mailgw.logsetup)
     metrics_listen: tuple[str, int] | None = None  # metrics: {listen: HOST:PORT} (mailgw.metrics); None: off
     console: ConsoleSettings | None = None  # console: {listen: HOST:PORT, users: FILE, ...} (mailgw.console)
@@ -223,7 +223,7 @@ class Settings:
             f"routes=local:{self.routes['local']},remote:{self.routes['remote']} spool={self.spool} "
             f"database={_redact_url(self.database)} queue={dataclasses.asdict(self.queue)} "
             f"limits={dataclasses.asdict(self.limits)} attachments={dataclasses.asdict(self.attachments)} "
-            f"audit={dataclasses.asdict(self.audit)}"
+            f"audit={dataclasses.asdict(self.audit)} workers={self.workers}"
             + (f" arc.seal={self.arc.domain}{'/' + self.arc.selector if self.arc.selector else ''}" if self.arc else "")
             + (f" dns.mx_port={self.dns.mx_port} (TEST RIG: MX hosts on a port other than 25)"
                if self.dns.mx_port != 25 else "")
@@ -491,18 +491,36 @@ MAX_WORKERS = 64
 
 
 def _workers(c: Checker, data: YMap, listeners: list[Listener]) -> int:
-    if "workers" not in data:
+    """``workers``: a number, or ``auto`` (the default): one per core, as Postfix uses every core.
+
+    Several workers share each listening port, so they need fixed TCP ports: with a
+    listener on port 0 (tests, a first try) or on a UNIX socket (a milter), ``auto``
+    means one, and a number above one is an error.
+    """
+    value = data.get("workers", "auto")
+    if value == "auto":
+        return 1 if any(l.port == 0 or l.path for l in listeners) else auto_workers()
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        c.error(data, "workers", f"'workers' must be a whole number above 0 or auto, not {value!r}")
         return 1
-    n = _positive_int(c, data, "workers") or 1
-    if n > MAX_WORKERS:
-        c.error(data, "workers", f"'workers' must be at most {MAX_WORKERS}, not {n}")
-    if n > 1:
+    if value > MAX_WORKERS:
+        c.error(data, "workers", f"'workers' must be at most {MAX_WORKERS}, not {value}")
+    if value > 1:
         for l in listeners:
             if l.path:  # a UNIX socket is one process's: no SO_REUSEPORT
                 c.error(data, "workers", f"listener {l.name!r} listens on a UNIX socket: several workers need a TCP port to share")
             elif l.port == 0:  # each worker would get a port of its own
                 c.error(data, "workers", f"listener {l.name!r} listens on port 0: several workers need a fixed port to share")
-    return n
+    return value
+
+
+def auto_workers() -> int:
+    """``workers: auto``: the cores this process may run on (its CPU affinity), at most MAX_WORKERS."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cores))
 
 
 def _dns(c: Checker, data: YMap, rel: Any) -> DnsSettings:

@@ -162,7 +162,9 @@ class Deliverer:
 
     async def _attempt(self, msg_id: str) -> None:
         try:
-            entry, data = await asyncio.to_thread(self.spool.read, msg_id)
+            # Small messages are read on the loop: cheaper than a hand-off to a thread (Spool.read_if_small).
+            small = self.spool.read_if_small(msg_id)
+            entry, data = small if small is not None else await asyncio.to_thread(self.spool.read, msg_id)
         except FileNotFoundError:
             self._due.pop(msg_id, None)  # held, deleted or delivered meanwhile
             return

@@ -135,6 +135,10 @@ class Message:
         assert self._parsed is not None
         return self._parsed
 
+    def parsed_if_any(self) -> ParsedOnce | None:
+        """The whole MIME tree if a stage parsed it already (of ``raw`` as it is now), else None: never parses."""
+        return self._parsed
+
     def _part_factory(self) -> Callable[..., ParsedOnce]:
         """Makes the parser's message objects, all sharing this message's cache of parsed header values.
 

@@ -17,4 +17,6 @@ from mailgw.message.model import Context, Message
 
 def run(message: Message, ctx: Context) -> None:
     limits = getattr(ctx.settings, "attachments", None) or AttachmentLimits()
-    message.facts.attachments = msgspec.convert(inspect_message(message.raw, limits), AttachmentFacts)
+    # Classification parsed the message already: its tree is read, not parsed again.
+    facts = inspect_message(message.raw, limits, message.parsed_if_any())
+    message.facts.attachments = msgspec.convert(facts, AttachmentFacts)
