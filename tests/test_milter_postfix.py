@@ -269,9 +269,16 @@ def test_foreign_recipient_refused_by_the_policy_service_before_data(stack: Stac
 
 
 def test_every_exchange_is_in_mailgw_exchange_log(stack: Stack) -> None:
-    assert len(stack.exchange_ids) >= 4, stack.exchange_ids  # the tests above ran first, in this order
+    # Its own exchanges, one refused at DATA and one delivered, then those of the tests before it, if any ran.
+    code, text = stack.send("relay-in", message(subject="[MẬT] Danh sách cán bộ", body="Mật.\r\n"), CLERK, [OTHER])
+    assert code == 550, text
+    refused = _exchange_id(text)
+    raw = message(subject="Giấy mời họp giao ban tuần", body="Kính mời dự họp giao ban số 12.\r\n")
+    code, text = stack.send("relay-in", raw, CLERK, [OTHER])
+    assert code == 250, text
+    delivered = _queued_ids(stack.sink.wait_for_subject(b"giao ban s\xe1\xbb\x91 12."))
     rows = _audit_search(stack)
-    assert set(stack.exchange_ids) <= {r["id"] for r in rows}
+    assert {refused, delivered, *stack.exchange_ids} <= {r["id"] for r in rows}
     assert {r["listener"] for r in rows} == {"milter"}
 
 
