@@ -13,13 +13,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+import aiosmtplib
 import pytest
 
 from mailgw.config.resolver import FileResolver
 from mailgw.config.settings import load
 from mailgw.config.yamlfile import ConfigError
 from mailgw.dkim import verify
-from tests.conftest import message
+from tests.conftest import LOGIN, PASSWORD, message, port
 from tests.milter_client import ChangeHeader, InsertHeader, MilterClient, Quarantine, apply, split
 from tests.test_dkim_pipeline import _dkim_settings, _zone_line
 
@@ -206,6 +207,67 @@ async def test_policy_service_answers_with_the_edge_checks(gw, tmp_path):
     assert await _ask(gw, policy_context="submission", sasl_username=CLERK, sender=CLERK, recipient="a@gmail.com") == \
         "action=DUNNO"
     assert (await _ask(gw, request="junk")).startswith("action=DEFER_IF_PERMIT")
+
+
+# One truth for the envelope: the SMTP edge, the milter and the policy service, same envelopes, same answers.
+# (what, role, login, MAIL FROM, RCPT TO): the edge takes the role from its listener (mx, or submission
+# after AUTH), the milter and the policy service from the MTA (an Internet client, or an authenticated one).
+ENVELOPES = [
+    ("relay denied", "mx", None, "someone@example.com", "canhan@gmail.com"),
+    ("sender not bound to the login", "submission", LOGIN, LEADER, OTHER),
+    ("unknown local recipient", "mx", None, "someone@example.com", f"nobody-here@{BT}"),
+    ("allowed", "mx", None, "someone@example.com", OTHER),
+    ("allowed, submission", "submission", LOGIN, LOGIN, "canhan@gmail.com"),
+]
+
+
+async def _edge_answer(gw: Any, client_tls: Any, role: str, login: str | None, sender: str, rcpt: str) -> str | None:
+    """The edge's refusal of MAIL or RCPT as ``CODE TEXT``, or None when RCPT is accepted."""
+    smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port(gw, role), start_tls=role == "submission",
+                           tls_context=client_tls)
+    await smtp.connect()
+    try:
+        if login:
+            await smtp.login(login, PASSWORD)
+        for command, arg in ((smtp.mail, sender), (smtp.rcpt, rcpt)):
+            try:
+                await command(arg)
+            except aiosmtplib.SMTPResponseException as e:
+                return f"{e.code} {e.message}"
+        return None
+    finally:
+        smtp.close()
+
+
+async def _milter_answer(gw: Any, login: str | None, sender: str, rcpt: str) -> str | None:
+    c = MilterClient()
+    await c.open(*gw.addresses["milter"])
+    try:
+        out = await c.transaction(sender, [rcpt], message(sender=sender, to=rcpt), client=OUTSIDE,
+                                  macros={"{auth_authen}": login} if login else None)
+    finally:
+        await c.close()
+    return out.reply if out.stage != "EndOfMessage" else None
+
+
+async def test_edge_milter_and_policy_service_give_the_same_answer_to_the_same_envelope(make_gateway, tmp_path, client_tls):
+    listeners = [{"name": "mx", "role": "mx", "listen": "127.0.0.1:0"},
+                 {"name": "submission", "role": "submission", "listen": "127.0.0.1:0"}] + _listeners()
+    gw = await make_gateway(listeners=listeners)
+    directory = tmp_path / "directory.yaml"  # mailboxes of binhthuan.gov.vn are all listed: "recipient known"
+    directory.write_text(directory.read_text(encoding="utf-8").replace(
+        "official_suffixes:", "authoritative: [binhthuan.gov.vn]\nofficial_suffixes:", 1), encoding="utf-8")
+    assert gw.reload()
+    table = []
+    for what, role, login, sender, rcpt in ENVELOPES:
+        edge = await _edge_answer(gw, client_tls, role, login, sender, rcpt)
+        milter = await _milter_answer(gw, login, sender, rcpt)
+        policy = (await _ask(gw, client_address=OUTSIDE, sasl_username=login or "", sender=sender,
+                             recipient=rcpt)).removeprefix("action=")
+        table.append((what, edge, milter, None if policy == "DUNNO" else policy))
+    assert [(what, edge, edge) for what, edge, _, _ in table] == [(what, m, p) for what, _, m, p in table]
+    assert [edge[:9] if edge else None for _, edge, _, _ in table] == \
+        ["550 5.7.1", "553 5.7.1", "550 5.1.1", None, None]
 
 
 # --- settings ------------------------------------------------------------------

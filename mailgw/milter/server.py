@@ -14,8 +14,8 @@ texts) and answers:
   ``postqueue -j`` / ``mailq`` show it, ``postsuper -H`` releases it);
 - reject / defer: the reply, code, enhanced code, bilingual text and exchange
   id, as a (multi-line) *replycode*: the MTA refuses the DATA and keeps nothing;
-- the envelope checks of MAIL FROM and RCPT TO (mailgw.milter.envelope) at
-  those events, with the edge's replies.
+- the envelope checks of MAIL FROM and RCPT TO (mailgw.smtp.checks, the edge's
+  own) at those events, with the edge's replies.
 
 Nothing is spooled by mailgw: the MTA's queue holds the message. The reply
 that lets the MTA go on is sent only once the exchange record is kept (the
@@ -70,8 +70,8 @@ from mailgw.config.settings import Listener
 from mailgw.message import replies
 from mailgw.message.model import Envelope, Message, new_id
 from mailgw.message.replies import SmtpReply
-from mailgw.milter import envelope as checks
-from mailgw.smtp import wire
+from mailgw.milter.envelope import role_for, strip_brackets
+from mailgw.smtp import checks, wire
 from mailgw.smtp.edge import Edge
 
 log = logging.getLogger(__name__)
@@ -292,18 +292,21 @@ class Session:
         m = self.macros
         self.login = (m.get("{auth_authen}") or "").lower() or None
         self.client_ip = m.get("{client_addr}") or self.client_ip
-        self.role = checks.role_for(self.listener, m.get("{daemon_name}"), self.login, self.client_ip)
+        self.role = role_for(self.listener, m.get("{daemon_name}"), self.login, self.client_ip)
         self.smtputf8 = any(a.upper() == b"SMTPUTF8" for a in arguments)
-        sender, refusal = checks.sender_refusal(ctx, self.listener, self.role, self.client_ip, self.login,
-                                                checks.strip_brackets(address))
-        if refusal is not None:
+        sender, refusal = checks.sender_refusal(ctx, self.listener, self.role, strip_brackets(address),
+                                                client_ip=self.client_ip, login=self.login, smtputf8=self.smtputf8)
+        if sender is None:
+            assert refusal is not None
             return [self._refusal("MAIL", refusal, address)]
         self.mail_from = sender
         return [Continue()]
 
     def _rcpt(self, address: str) -> list[Any]:
-        rcpt, refusal = checks.recipient_refusal(self.edge.context(), self.role, checks.strip_brackets(address), len(self.rcpts))
-        if refusal is not None:
+        rcpt, refusal = checks.recipient_refusal(self.edge.context(), self.role, strip_brackets(address),
+                                                 count=len(self.rcpts), smtputf8=self.smtputf8)
+        if rcpt is None:
+            assert refusal is not None
             return [self._refusal("RCPT", refusal, address)]
         self.rcpts.append(rcpt)
         return [Continue()]
