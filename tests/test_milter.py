@@ -20,6 +20,8 @@ from mailgw.config.resolver import FileResolver
 from mailgw.config.settings import load
 from mailgw.config.yamlfile import ConfigError
 from mailgw.dkim import verify
+from mailgw.message import replies
+from mailgw.smtp import wire
 from tests.conftest import LOGIN, PASSWORD, message, port
 from tests.milter_client import ChangeHeader, InsertHeader, MilterClient, Quarantine, apply, split
 from tests.test_dkim_pipeline import _dkim_settings, _zone_line
@@ -99,6 +101,23 @@ async def test_official_document_to_gmail_is_refused_with_the_bilingual_text_and
     assert lines[-1].endswith(f"[{rec['id']}]")
     assert rec["decision"]["rule"] == "official-to-unofficial" and rec["decision"]["reply"].startswith("550")
     assert _spooled(gw) == []
+
+
+async def test_replies_are_utf8_when_the_client_asked_for_smtputf8_and_ascii_otherwise(gw, client):
+    raw = message(subject="Fwd: Quyết định số 25/QĐ-UBND", sender=LEADER, to="canhan@gmail.com")
+    for args, utf8 in (((), False), (("BODY=8BITMIME", "SMTPUTF8"), True), (("BODY=8BITMIME",), False)):
+        out = await client.transaction(LEADER, ["canhan@gmail.com"], raw, esmtp_args=args, connect=not gw.records)
+        assert (out.stage, out.answer) == ("EndOfMessage", "ReplyCode")
+        reply = gw.records[-1]["decision"]["reply"]
+        assert out.reply.split("\r\n") == wire.reply_lines(reply, utf8=utf8)  # as the edge would answer
+        assert out.reply.isascii() is not utf8 and ("Văn bản hành chính" in out.reply) is utf8, out.reply
+    # The envelope's refusals too: a sender the login does not own, at MAIL FROM.
+    for args, utf8 in (((), False), (("SMTPUTF8",), True)):
+        out = await client.transaction(CLERK, [OTHER], message(), connect=False, macros={"{auth_authen}": LEADER},
+                                       esmtp_args=args)
+        assert (out.stage, out.answer) == ("EnvelopeFrom", "ReplyCode")
+        assert out.reply == wire.reply_lines(str(replies.SENDER_NOT_OWNED), utf8=utf8)[0]
+        assert out.reply.isascii() is not utf8
 
 
 async def test_secret_document_is_refused_with_nothing_kept(gw, client):

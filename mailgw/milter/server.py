@@ -14,6 +14,7 @@ texts) and answers:
   ``postqueue -j`` / ``mailq`` show it, ``postsuper -H`` releases it);
 - reject / defer: the reply, code, enhanced code, bilingual text and exchange
   id, as a (multi-line) *replycode*: the MTA refuses the DATA and keeps nothing;
+  in UTF-8 when the client's MAIL FROM had SMTPUTF8, else folded to US-ASCII;
 - the envelope checks of MAIL FROM and RCPT TO (mailgw.smtp.checks, the edge's
   own) at those events, with the edge's replies.
 
@@ -317,7 +318,7 @@ class Session:
         logsetup.event(log, logging.INFO, "reject", stage=stage, listener=self.listener.name, role=self.role,
                        client=self.client_ip or None, helo=self.helo or None, auth=self.login,
                        **{"from": self.mail_from or None}, arg=arg[:200], reply=text, mta_id=self.macros.get("i"))
-        return reply_code(text)
+        return reply_code(text, utf8=self.smtputf8)
 
     def _add_body(self, chunk: bytes) -> None:
         self.size += len(chunk)
@@ -342,7 +343,7 @@ class Session:
             message = Message(new_id(), env, raw)
             reply = await self.edge.judge(message, ctx, mta_id=self.macros.get("i"))
             if reply[:1] != "2":
-                return [reply_code(reply)]
+                return [reply_code(reply, utf8=self.smtputf8)]
             return self._changes(message) + [Continue()]
         finally:
             self._reset()
@@ -368,10 +369,15 @@ class Session:
         return out
 
 
-def reply_code(reply: str) -> ReplyCode:
-    """A refusal as the milter's replycode: US-ASCII lines of at most 512 octets, CRLF between, ``%`` escaped."""
-    lines = wire.reply_lines(reply, utf8=False)
-    return ReplyCode("\r\n".join(lines).replace("%", "%%").encode("ascii"))
+def reply_code(reply: str, *, utf8: bool) -> ReplyCode:
+    """A refusal as the milter's replycode: lines of at most 512 octets, CRLF between, ``%`` escaped.
+
+    As the edge answers: in UTF-8 when the MTA's client asked for SMTPUTF8 (its
+    MAIL FROM's ESMTP parameters, which the MTA hands over with the sender),
+    else in US-ASCII, the Vietnamese folded (mailgw.smtp.wire).
+    """
+    lines = wire.reply_lines(reply, utf8=utf8)
+    return ReplyCode("\r\n".join(lines).replace("%", "%%").encode("utf-8"))
 
 
 def split_fields(section: bytes) -> list[bytes]:
