@@ -211,11 +211,16 @@ async def _ask(gw: Any, **attrs: str) -> str:
     return answer.decode().strip()
 
 
-async def test_policy_service_answers_with_the_edge_checks(gw, tmp_path):
-    directory = tmp_path / "directory.yaml"  # mailboxes of binhthuan.gov.vn are all listed: "recipient known"
+def _list_every_mailbox(gw: Any, tmp_path: Path) -> None:
+    """The directory lists every mailbox of binhthuan.gov.vn: a recipient not listed is unknown."""
+    directory = tmp_path / "directory.yaml"
     directory.write_text(directory.read_text(encoding="utf-8").replace(
         "official_suffixes:", "authoritative: [binhthuan.gov.vn]\nofficial_suffixes:", 1), encoding="utf-8")
     assert gw.reload()
+
+
+async def test_policy_service_answers_with_the_edge_checks(gw, tmp_path):
+    _list_every_mailbox(gw, tmp_path)
     assert await _ask(gw, sender=CLERK, recipient="canhan@gmail.com") == "action=DUNNO"  # relay: any recipient
     outside = await _ask(gw, client_address=OUTSIDE, sender="x@example.com", recipient="canhan@gmail.com")
     assert outside.startswith("action=550 5.7.1 ") and "Relaying denied" in outside
@@ -273,10 +278,7 @@ async def test_edge_milter_and_policy_service_give_the_same_answer_to_the_same_e
     listeners = [{"name": "mx", "role": "mx", "listen": "127.0.0.1:0"},
                  {"name": "submission", "role": "submission", "listen": "127.0.0.1:0"}] + _listeners()
     gw = await make_gateway(listeners=listeners)
-    directory = tmp_path / "directory.yaml"  # mailboxes of binhthuan.gov.vn are all listed: "recipient known"
-    directory.write_text(directory.read_text(encoding="utf-8").replace(
-        "official_suffixes:", "authoritative: [binhthuan.gov.vn]\nofficial_suffixes:", 1), encoding="utf-8")
-    assert gw.reload()
+    _list_every_mailbox(gw, tmp_path)
     table = []
     for what, role, login, sender, rcpt in ENVELOPES:
         edge = await _edge_answer(gw, client_tls, role, login, sender, rcpt)

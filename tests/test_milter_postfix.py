@@ -117,7 +117,7 @@ def stack() -> Iterator[Stack]:
         _require("Postfix's master must start as root")
     if not shutil.which("postfix", path="/usr/sbin:/usr/bin") or not shutil.which("smtp-sink", path="/usr/sbin:/usr/bin"):
         _require("Postfix is not installed (Debian package postfix)")
-    from bench.postfix_vs_mailgw import Rig, free_port, start_private_postfix
+    from bench.postfix_vs_mailgw import Rig, free_port, start_private_postfix, wait_running
 
     rig = Rig()
     sink: ThreadSink | None = None
@@ -152,7 +152,7 @@ def stack() -> Iterator[Stack]:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         mailgw = rig.spawn([sys.executable, "-m", "mailgw", "serve", "--config", str(config)], log="mailgw.log",
                            cwd=str(home), env=env)
-        _wait_running(home / "spool", mailgw)
+        wait_running(home / "spool", mailgw)
         postfix = start_private_postfix(
             rig, sink.sink.port, f"inet:127.0.0.1:{milter_port}",
             services={"mx-in": "-o milter_macro_daemon_name=mx-in -o smtpd_recipient_restrictions=$mx_rcpt",
@@ -171,20 +171,6 @@ def stack() -> Iterator[Stack]:
                 sink.loop.call_soon_threadsafe(dns.transport.close)
             sink.close()
         rig.close()
-
-
-def _wait_running(spool: Path, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mailgw exited with status {proc.returncode}")
-        try:
-            if json.loads((spool / "status.json").read_text()).get("state") == "running":
-                return
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.05)
-    raise RuntimeError("mailgw did not start")
 
 
 def _exchange_id(text: str) -> str:

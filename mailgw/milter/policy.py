@@ -21,15 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 
 from mailgw import logsetup, metrics
-from mailgw.config.settings import Listener
 from mailgw.message.replies import SmtpReply
 from mailgw.milter.envelope import role_for
-from mailgw.milter.server import _remove_stale_socket
+from mailgw.milter.listening import MtaListener
 from mailgw.smtp import checks, wire
-from mailgw.smtp.edge import Edge
 
 log = logging.getLogger(__name__)
 
@@ -37,32 +34,10 @@ MAX_REQUEST = 64 * 1024  # a Postfix request is a few hundred bytes (certificate
 MAX_LINE = 512  # octets of an SMTP reply line, which the action becomes
 
 
-class PolicyListener:
+class PolicyListener(MtaListener):
     """One policy listener: its server and open connections."""
 
-    def __init__(self, edge: Edge, listener: Listener):
-        self.edge = edge
-        self.listener = listener
-        self.server: asyncio.base_events.Server | None = None
-        self.connections: set[asyncio.StreamWriter] = set()
-
-    async def start(self, *, reuse_port: bool = False) -> tuple[str, int]:
-        l = self.listener
-        if l.path:
-            _remove_stale_socket(l.path)
-            self.server = await asyncio.start_unix_server(self._serve, l.path, limit=MAX_REQUEST)
-            os.chmod(l.path, 0o660)
-            return l.path, 0
-        self.server = await asyncio.start_server(self._serve, l.host, l.port, reuse_address=True, reuse_port=reuse_port,
-                                                 limit=MAX_REQUEST)
-        sock = self.server.sockets[0].getsockname()
-        return sock[0], sock[1]
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        for writer in list(self.connections):
-            writer.close()
+    limit = MAX_REQUEST
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections.add(writer)

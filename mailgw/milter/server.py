@@ -33,12 +33,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import os
 import re
 import socket
-import stat
 import sys
-from pathlib import Path
 from typing import Any
 
 from kilter.protocol import (
@@ -72,6 +69,7 @@ from mailgw.message import replies
 from mailgw.message.model import Envelope, Message, new_id
 from mailgw.message.replies import SmtpReply
 from mailgw.milter.envelope import role_for, strip_brackets
+from mailgw.milter.listening import MtaListener
 from mailgw.smtp import checks, wire
 from mailgw.smtp.edge import Edge
 
@@ -103,36 +101,16 @@ _FIELD_START = re.compile(rb"(?m)^(?=[^ \t])")
 _SPACED_NAME = re.compile(rb"\A([^:]*?)[ \t]+:")  # "From :" that the parse stage writes "From:"
 
 
-class MilterListener:
+class MilterListener(MtaListener):
     """One milter listener: its server and its open MTA connections (closed at drain)."""
 
-    def __init__(self, edge: Edge, listener: Listener):
-        self.edge = edge
-        self.listener = listener
-        self.server: asyncio.base_events.Server | None = None
-        self.connections: set[asyncio.StreamWriter] = set()
+    limit = MAX_PACKET + 16
 
     async def start(self, *, reuse_port: bool = False) -> tuple[str, int]:
-        l = self.listener
         # A message is a dozen round trips with the MTA, each a turn of the event loop; while a
         # pipeline thread runs, the loop waits for the GIL up to the switch interval (5 ms).
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
-        if l.path:
-            _remove_stale_socket(l.path)
-            self.server = await asyncio.start_unix_server(self._serve, l.path, limit=MAX_PACKET + 16)
-            # The MTA's user (postfix) connects: group-writable, so an admin adds it to mailgw's group.
-            os.chmod(l.path, 0o660)
-            return l.path, 0
-        self.server = await asyncio.start_server(self._serve, l.host, l.port, reuse_address=True, reuse_port=reuse_port,
-                                                 limit=MAX_PACKET + 16)
-        sock = self.server.sockets[0].getsockname()
-        return sock[0], sock[1]
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        for writer in list(self.connections):
-            writer.close()
+        return await super().start(reuse_port=reuse_port)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections.add(writer)
@@ -189,18 +167,6 @@ def _size(message: Any) -> int:
     if isinstance(message, Negotiate):
         n += sum(len(" ".join(names)) + 8 for names in message.macros.values())
     return n
-
-
-def _remove_stale_socket(path: str) -> None:
-    """A socket file left by a previous run is removed; any other file there is an error of the settings."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return
-    if not stat.S_ISSOCK(mode):
-        raise OSError(f"{path} exists and is not a socket")
-    os.unlink(path)
 
 
 class Session:
