@@ -93,12 +93,13 @@ class Stack:
         self.rig, self.postfix, self.sink, self.mailgw, self.home, self.dns = rig, postfix, sink, mailgw, home, dns
         self.exchange_ids: list[str] = []  # every exchange mailgw made, as Postfix's clients and the sink saw them
 
-    def send(self, service: str, raw: bytes, mail_from: str, rcpts: list[str]) -> tuple[int, str]:
+    def send(self, service: str, raw: bytes, mail_from: str, rcpts: list[str],
+             mail_options: tuple[str, ...] = ()) -> tuple[int, str]:
         """One transaction through Postfix; (code, text) of the reply to DATA, or of the first refusal."""
         port = self.postfix.services[service]
         with smtplib.SMTP("127.0.0.1", port, timeout=60) as s:
             try:
-                s.sendmail(mail_from, rcpts, raw)
+                s.sendmail(mail_from, rcpts, raw, mail_options=list(mail_options))
             except smtplib.SMTPRecipientsRefused as e:
                 code, text = next(iter(e.recipients.values()))
                 return code, text.decode()
@@ -201,6 +202,15 @@ def test_official_document_to_gmail_refused_at_data_with_the_bilingual_text(stac
     lines = wire.reply_lines(rec["decision"]["reply"], utf8=False)
     assert text.split("\n") == [line[4:] for line in lines]
     assert "canhan@gmail.com" in text and text.isascii()
+
+
+def test_refusal_in_utf8_when_the_client_used_smtputf8(stack: Stack) -> None:
+    raw = message(subject="Fwd: Quyết định số 26/QĐ-UBND", sender=LEADER, to="canhan@gmail.com")
+    code, text = stack.send("relay-in", raw, LEADER, ["canhan@gmail.com"], mail_options=("SMTPUTF8",))
+    assert code == 550, text
+    rec = _audit_show(stack, _exchange_id(text))
+    assert text.split("\n") == [line[4:] for line in wire.reply_lines(rec["decision"]["reply"], utf8=True)]
+    assert "Văn bản hành chính" in text
 
 
 def test_secret_document_refused_with_nothing_kept(stack: Stack) -> None:
