@@ -121,15 +121,19 @@ class MilterClient:
                 return out
 
     async def transaction(self, mail_from: str, rcpts: list[str], raw: bytes, *, client: str = "127.0.0.1",
-                          helo: str = "mail.example", macros: dict[str, str] | None = None, connect: bool = True) -> Outcome:
-        """One SMTP transaction as Postfix hands it over; stops at the first final answer that is not continue."""
+                          helo: str = "mail.example", macros: dict[str, str] | None = None, connect: bool = True,
+                          esmtp_args: tuple[str, ...] = ()) -> Outcome:
+        """One SMTP transaction as Postfix hands it over; stops at the first final answer that is not continue.
+
+        ``esmtp_args``: the MAIL FROM parameters (``SMTPUTF8``, ``BODY=8BITMIME``), which Postfix passes with the sender.
+        """
         m = dict(macros or {})
         steps: list[tuple[Message, dict[str, str], Stage | None]] = []
         if connect:
             steps.append((Connect("client.example", ipaddress.ip_address(client), 40000),
                           {k: v for k, v in m.items() if k in ("j", "{daemon_name}", "{client_addr}")}, Stage.CONNECT))
             steps.append((Helo(helo), {}, Stage.HELO))
-        steps.append((EnvelopeFrom(f"<{mail_from}>".encode(), []), {"i": "4XYZ", **{k: v for k, v in m.items() if k == "{auth_authen}"}},
+        steps.append((EnvelopeFrom(f"<{mail_from}>".encode(), [a.encode() for a in esmtp_args]), {"i": "4XYZ", **{k: v for k, v in m.items() if k == "{auth_authen}"}},
                       Stage.ENVELOPE_FROM))
         for r in rcpts:
             steps.append((EnvelopeRecipient(f"<{r}>".encode(), []), {}, Stage.ENVELOPE_RECIPIENT))

@@ -5,16 +5,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import dns.flags
-import dns.message
-import dns.rcode
-import dns.rdataclass
-import dns.rdatatype
-import dns.rrset
 import pytest
 
 from mailgw.config.resolver import DnsResolver, DnsTemporaryError, FileResolver
 from mailgw.dkim import SigningKey, load_key, sign, txt_record, verify
+from tests.dns_server import start as dns_server_start
 
 DATA = Path(__file__).parent / "data" / "dkim"
 DOMAIN = "example.gov.vn"
@@ -54,53 +49,18 @@ def test_answers_file_errors_name_the_line(line, message):
         FileResolver.from_text("; first line\n" + line)
 
 
-class _DnsServer(asyncio.DatagramProtocol):
-    """A tiny authoritative server on 127.0.0.1: TXT answers, SERVFAIL, or silence (for timeouts)."""
-
-    def __init__(self, records: dict[str, list[list[bytes]]], servfail: set[str], silent: set[str]):
-        self.records, self.servfail, self.silent = records, servfail, silent
-        self.queries: list[str] = []
-
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def datagram_received(self, data, addr):
-        query = dns.message.from_wire(data)
-        name = query.question[0].name.to_text().lower()
-        self.queries.append(name)
-        if name in self.silent:
-            return
-        response = dns.message.make_response(query)
-        response.flags |= dns.flags.AA
-        if name in self.servfail:
-            response.set_rcode(dns.rcode.SERVFAIL)
-        elif name in self.records:
-            rrset = dns.rrset.from_text_list(name, 300, dns.rdataclass.IN, dns.rdatatype.TXT, [
-                " ".join('"' + s.decode() + '"' for s in strings) for strings in self.records[name]])
-            response.answer.append(rrset)
-        else:
-            response.set_rcode(dns.rcode.NXDOMAIN)
-        self.transport.sendto(response.to_wire(), addr)
-
-
 @pytest.fixture
 async def dns_server():
     ed = txt_record(DOMAIN, "ed", load_key(DATA / "keys" / "ed25519.pem"))
     rsa = txt_record(DOMAIN, "rsa", load_key(DATA / "keys" / "rsa2048.pem"))
-
-    def strings(record: str) -> list[bytes]:
-        return [s.encode() for s in record.split(' IN TXT "', 1)[1].rstrip('"').split('" "')]
-
-    server = _DnsServer(
-        records={f"ed._domainkey.{DOMAIN}.": [strings(ed)], f"rsa._domainkey.{DOMAIN}.": [strings(rsa)]},
+    server = await dns_server_start(
+        {f"ed._domainkey.{DOMAIN}.": [("TXT", ed.split(" IN TXT ", 1)[1])],
+         f"rsa._domainkey.{DOMAIN}.": [("TXT", rsa.split(" IN TXT ", 1)[1])]},
         servfail={"broken._domainkey.example.gov.vn."},
         silent={"slow._domainkey.example.gov.vn."},
     )
-    loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(lambda: server, local_addr=("127.0.0.1", 0))
-    server.port = transport.get_extra_info("sockname")[1]
     yield server
-    transport.close()
+    server.transport.close()
 
 
 async def test_dnspython_resolver_answers(dns_server):

@@ -26,7 +26,7 @@ import yaml
 from mailgw.config.resolver import FileResolver
 from mailgw.dkim import SigningKey, load_key, sign, txt_record, verify
 from tests.conftest import message, send
-from tests.test_dkim_dns import _DnsServer
+from tests.dns_server import start as dns_server_start
 from tests.test_dkim_opendkim import opendkim, opendkim_verify  # noqa: F401 - opendkim is a fixture
 
 KEY_DATA = Path(__file__).parent / "data" / "dkim" / "keys"
@@ -330,18 +330,12 @@ async def test_dns_timeout_is_temperror_not_fail(make_gateway, sink, tmp_path):
 @pytest.fixture
 async def dns_server():
     """A DNS server on 127.0.0.1 with the hanoi.gov.vn keys; one selector never answers."""
-    server = _DnsServer(
-        records={
-            f"{s}._domainkey.{REMOTE}.": [[p.encode() for p in _zone_line(REMOTE, s).split('"')[1::2]]]
-            for s in ("rsa", "ed")
-        },
-        servfail=set(),
+    server = await dns_server_start(
+        {f"{s}._domainkey.{REMOTE}.": [("TXT", _zone_line(REMOTE, s).split(" IN TXT ", 1)[1])] for s in ("rsa", "ed")},
         silent={f"slow._domainkey.{REMOTE}."},
     )
-    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: server, local_addr=("127.0.0.1", 0))
-    server.port = transport.get_extra_info("sockname")[1]
     yield server
-    transport.close()
+    server.transport.close()
 
 
 async def test_real_dns_lookups_from_the_pipeline_thread_pass_and_time_out(make_gateway, sink, tmp_path, dns_server):

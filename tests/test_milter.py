@@ -13,13 +13,16 @@ import re
 from pathlib import Path
 from typing import Any
 
+import aiosmtplib
 import pytest
 
 from mailgw.config.resolver import FileResolver
 from mailgw.config.settings import load
 from mailgw.config.yamlfile import ConfigError
 from mailgw.dkim import verify
-from tests.conftest import message
+from mailgw.message import replies
+from mailgw.smtp import wire
+from tests.conftest import LOGIN, PASSWORD, message, port
 from tests.milter_client import ChangeHeader, InsertHeader, MilterClient, Quarantine, apply, split
 from tests.test_dkim_pipeline import _dkim_settings, _zone_line
 
@@ -98,6 +101,23 @@ async def test_official_document_to_gmail_is_refused_with_the_bilingual_text_and
     assert lines[-1].endswith(f"[{rec['id']}]")
     assert rec["decision"]["rule"] == "official-to-unofficial" and rec["decision"]["reply"].startswith("550")
     assert _spooled(gw) == []
+
+
+async def test_replies_are_utf8_when_the_client_asked_for_smtputf8_and_ascii_otherwise(gw, client):
+    raw = message(subject="Fwd: Quyết định số 25/QĐ-UBND", sender=LEADER, to="canhan@gmail.com")
+    for args, utf8 in (((), False), (("BODY=8BITMIME", "SMTPUTF8"), True), (("BODY=8BITMIME",), False)):
+        out = await client.transaction(LEADER, ["canhan@gmail.com"], raw, esmtp_args=args, connect=not gw.records)
+        assert (out.stage, out.answer) == ("EndOfMessage", "ReplyCode")
+        reply = gw.records[-1]["decision"]["reply"]
+        assert out.reply.split("\r\n") == wire.reply_lines(reply, utf8=utf8)  # as the edge would answer
+        assert out.reply.isascii() is not utf8 and ("Văn bản hành chính" in out.reply) is utf8, out.reply
+    # The envelope's refusals too: a sender the login does not own, at MAIL FROM.
+    for args, utf8 in (((), False), (("SMTPUTF8",), True)):
+        out = await client.transaction(CLERK, [OTHER], message(), connect=False, macros={"{auth_authen}": LEADER},
+                                       esmtp_args=args)
+        assert (out.stage, out.answer) == ("EnvelopeFrom", "ReplyCode")
+        assert out.reply == wire.reply_lines(str(replies.SENDER_NOT_OWNED), utf8=utf8)[0]
+        assert out.reply.isascii() is not utf8
 
 
 async def test_secret_document_is_refused_with_nothing_kept(gw, client):
@@ -191,11 +211,16 @@ async def _ask(gw: Any, **attrs: str) -> str:
     return answer.decode().strip()
 
 
-async def test_policy_service_answers_with_the_edge_checks(gw, tmp_path):
-    directory = tmp_path / "directory.yaml"  # mailboxes of binhthuan.gov.vn are all listed: "recipient known"
+def _list_every_mailbox(gw: Any, tmp_path: Path) -> None:
+    """The directory lists every mailbox of binhthuan.gov.vn: a recipient not listed is unknown."""
+    directory = tmp_path / "directory.yaml"
     directory.write_text(directory.read_text(encoding="utf-8").replace(
         "official_suffixes:", "authoritative: [binhthuan.gov.vn]\nofficial_suffixes:", 1), encoding="utf-8")
     assert gw.reload()
+
+
+async def test_policy_service_answers_with_the_edge_checks(gw, tmp_path):
+    _list_every_mailbox(gw, tmp_path)
     assert await _ask(gw, sender=CLERK, recipient="canhan@gmail.com") == "action=DUNNO"  # relay: any recipient
     outside = await _ask(gw, client_address=OUTSIDE, sender="x@example.com", recipient="canhan@gmail.com")
     assert outside.startswith("action=550 5.7.1 ") and "Relaying denied" in outside
@@ -206,6 +231,64 @@ async def test_policy_service_answers_with_the_edge_checks(gw, tmp_path):
     assert await _ask(gw, policy_context="submission", sasl_username=CLERK, sender=CLERK, recipient="a@gmail.com") == \
         "action=DUNNO"
     assert (await _ask(gw, request="junk")).startswith("action=DEFER_IF_PERMIT")
+
+
+# One truth for the envelope: the SMTP edge, the milter and the policy service, same envelopes, same answers.
+# (what, role, login, MAIL FROM, RCPT TO): the edge takes the role from its listener (mx, or submission
+# after AUTH), the milter and the policy service from the MTA (an Internet client, or an authenticated one).
+ENVELOPES = [
+    ("relay denied", "mx", None, "someone@example.com", "canhan@gmail.com"),
+    ("sender not bound to the login", "submission", LOGIN, LEADER, OTHER),
+    ("unknown local recipient", "mx", None, "someone@example.com", f"nobody-here@{BT}"),
+    ("allowed", "mx", None, "someone@example.com", OTHER),
+    ("allowed, submission", "submission", LOGIN, LOGIN, "canhan@gmail.com"),
+]
+
+
+async def _edge_answer(gw: Any, client_tls: Any, role: str, login: str | None, sender: str, rcpt: str) -> str | None:
+    """The edge's refusal of MAIL or RCPT as ``CODE TEXT``, or None when RCPT is accepted."""
+    smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port(gw, role), start_tls=role == "submission",
+                           tls_context=client_tls)
+    await smtp.connect()
+    try:
+        if login:
+            await smtp.login(login, PASSWORD)
+        for command, arg in ((smtp.mail, sender), (smtp.rcpt, rcpt)):
+            try:
+                await command(arg)
+            except aiosmtplib.SMTPResponseException as e:
+                return f"{e.code} {e.message}"
+        return None
+    finally:
+        smtp.close()
+
+
+async def _milter_answer(gw: Any, login: str | None, sender: str, rcpt: str) -> str | None:
+    c = MilterClient()
+    await c.open(*gw.addresses["milter"])
+    try:
+        out = await c.transaction(sender, [rcpt], message(sender=sender, to=rcpt), client=OUTSIDE,
+                                  macros={"{auth_authen}": login} if login else None)
+    finally:
+        await c.close()
+    return out.reply if out.stage != "EndOfMessage" else None
+
+
+async def test_edge_milter_and_policy_service_give_the_same_answer_to_the_same_envelope(make_gateway, tmp_path, client_tls):
+    listeners = [{"name": "mx", "role": "mx", "listen": "127.0.0.1:0"},
+                 {"name": "submission", "role": "submission", "listen": "127.0.0.1:0"}] + _listeners()
+    gw = await make_gateway(listeners=listeners)
+    _list_every_mailbox(gw, tmp_path)
+    table = []
+    for what, role, login, sender, rcpt in ENVELOPES:
+        edge = await _edge_answer(gw, client_tls, role, login, sender, rcpt)
+        milter = await _milter_answer(gw, login, sender, rcpt)
+        policy = (await _ask(gw, client_address=OUTSIDE, sasl_username=login or "", sender=sender,
+                             recipient=rcpt)).removeprefix("action=")
+        table.append((what, edge, milter, None if policy == "DUNNO" else policy))
+    assert [(what, edge, edge) for what, edge, _, _ in table] == [(what, m, p) for what, _, m, p in table]
+    assert [edge[:9] if edge else None for _, edge, _, _ in table] == \
+        ["550 5.7.1", "553 5.7.1", "550 5.1.1", None, None]
 
 
 # --- settings ------------------------------------------------------------------

@@ -5,7 +5,9 @@ start, then each test is one SMTP transaction or two). Postfix has two
 ``smtpd`` services: one for mail from the Internet (``-o
 milter_macro_daemon_name=mx-in``, mailgw's role mx, with mailgw's policy
 service in its recipient restrictions) and one for the agencies' own servers
-(``relay-in``, role relay); both relay to tests/sink.py. The set-up is the
+(``relay-in``, role relay); both relay to tests/sink.py. A third service,
+``mx-slow``, is mx with Postfix's milter timeouts at 2 s, and mailgw's DNS
+is a server on 127.0.0.1 (tests/dns_server.py) that a test can make silent. The set-up is the
 bench's (bench/postfix_vs_mailgw.py: ``Rig`` and ``start_private_postfix``).
 
 Needs root (Postfix's master starts as root) and the Debian packages postfix
@@ -36,6 +38,8 @@ from mailgw.dkim import SigningKey, sign
 from mailgw.queue.spool import Spool
 from mailgw.smtp import wire
 from tests.conftest import message
+from tests.dns_server import DnsServer
+from tests.dns_server import start as dns_server_start
 from tests.sink import Sink
 from tests.test_dkim_opendkim import opendkim_verify
 from tests.test_dkim_pipeline import KEY_DATA, _public_records, _zone_line
@@ -46,6 +50,8 @@ CLERK = f"vanthu.sotttt@{BT}"
 OTHER = f"vanthu.snv@{BT}"
 LEADER = f"giamdoc.skhdt@{BT}"
 REMOTE = "hanoi.gov.vn"
+MILTER_TIMEOUT = 2  # seconds: Postfix's milter_command_timeout and milter_content_timeout on the service mx-slow
+DNS_TIMEOUT = 3  # seconds: mailgw's limit for one DNS lookup
 
 
 def _require(what: str) -> None:
@@ -82,16 +88,18 @@ class ThreadSink:
 
 
 class Stack:
-    def __init__(self, rig: Any, postfix: Any, sink: ThreadSink, mailgw: subprocess.Popen[bytes], home: Path):
-        self.rig, self.postfix, self.sink, self.mailgw, self.home = rig, postfix, sink, mailgw, home
+    def __init__(self, rig: Any, postfix: Any, sink: ThreadSink, mailgw: subprocess.Popen[bytes], home: Path,
+                 dns: DnsServer):
+        self.rig, self.postfix, self.sink, self.mailgw, self.home, self.dns = rig, postfix, sink, mailgw, home, dns
         self.exchange_ids: list[str] = []  # every exchange mailgw made, as Postfix's clients and the sink saw them
 
-    def send(self, service: str, raw: bytes, mail_from: str, rcpts: list[str]) -> tuple[int, str]:
+    def send(self, service: str, raw: bytes, mail_from: str, rcpts: list[str],
+             mail_options: tuple[str, ...] = ()) -> tuple[int, str]:
         """One transaction through Postfix; (code, text) of the reply to DATA, or of the first refusal."""
         port = self.postfix.services[service]
         with smtplib.SMTP("127.0.0.1", port, timeout=60) as s:
             try:
-                s.sendmail(mail_from, rcpts, raw)
+                s.sendmail(mail_from, rcpts, raw, mail_options=list(mail_options))
             except smtplib.SMTPRecipientsRefused as e:
                 code, text = next(iter(e.recipients.values()))
                 return code, text.decode()
@@ -110,10 +118,11 @@ def stack() -> Iterator[Stack]:
         _require("Postfix's master must start as root")
     if not shutil.which("postfix", path="/usr/sbin:/usr/bin") or not shutil.which("smtp-sink", path="/usr/sbin:/usr/bin"):
         _require("Postfix is not installed (Debian package postfix)")
-    from bench.postfix_vs_mailgw import Rig, free_port, start_private_postfix
+    from bench.postfix_vs_mailgw import Rig, free_port, start_private_postfix, wait_running
 
     rig = Rig()
     sink: ThreadSink | None = None
+    dns: DnsServer | None = None
     try:
         sink = ThreadSink()
         home = rig.dir / "mailgw"
@@ -123,8 +132,9 @@ def stack() -> Iterator[Stack]:
         (home / "keys").mkdir()
         shutil.copy(KEY_DATA / "rsa2048.pem", home / "keys" / "rsa.pem")
         (home / "keys" / "rsa.pem").chmod(0o600)
-        # Inbound DKIM: the remote province's key, as its DNS would publish it.
-        (home / "answers.zone").write_text(_zone_line(REMOTE, "rsa") + "\n")
+        # mailgw's DNS: a server on 127.0.0.1 with the remote province's DKIM key, as its DNS would publish it.
+        name, _, txt = _zone_line(REMOTE, "rsa").partition(" IN TXT ")
+        dns = sink._run(dns_server_start({name.lower(): [("TXT", txt)]}))
         milter_port, policy_port = free_port(), free_port()
         daemons = {"mx-in": "mx", "relay-in": "relay"}
         settings = {
@@ -136,41 +146,32 @@ def stack() -> Iterator[Stack]:
             ],
             "routes": {"local": f"smtp://127.0.0.1:{sink.sink.port}", "remote": f"smtp://127.0.0.1:{sink.sink.port}"},
             "dkim": [{"domain": BT, "selector": "rsa", "key": "keys/rsa.pem"}],
-            "dns": {"answers": "answers.zone"},
+            "dns": {"nameservers": ["127.0.0.1"], "port": dns.port, "timeout": f"{DNS_TIMEOUT}s"},
         }
         config = home / "gateway.yaml"
         config.write_text(yaml.safe_dump(settings, allow_unicode=True))
         env = dict(os.environ, PYTHONPATH=str(REPO))
         mailgw = rig.spawn([sys.executable, "-m", "mailgw", "serve", "--config", str(config)], log="mailgw.log",
                            cwd=str(home), env=env)
-        _wait_running(home / "spool", mailgw)
+        wait_running(home / "spool", mailgw)
         postfix = start_private_postfix(
             rig, sink.sink.port, f"inet:127.0.0.1:{milter_port}",
             services={"mx-in": "-o milter_macro_daemon_name=mx-in -o smtpd_recipient_restrictions=$mx_rcpt",
-                      "relay-in": "-o milter_macro_daemon_name=relay-in"},
+                      "relay-in": "-o milter_macro_daemon_name=relay-in",
+                      # Mail from the Internet, with a mailgw that must answer within MILTER_TIMEOUT.
+                      "mx-slow": "-o milter_macro_daemon_name=mx-in -o smtpd_recipient_restrictions=$mx_rcpt"
+                                 f" -o milter_command_timeout={MILTER_TIMEOUT}s -o milter_content_timeout={MILTER_TIMEOUT}s"},
             extra_main=(f"mx_rcpt = check_policy_service {{ inet:127.0.0.1:{policy_port}, policy_context=mx-in }},"
                         " permit_mynetworks, reject\n"
                         "milter_connect_timeout = 10s\n"),
         )
-        yield Stack(rig, postfix, sink, mailgw, home)
+        yield Stack(rig, postfix, sink, mailgw, home, dns)
     finally:
         if sink is not None:
+            if dns is not None:
+                sink.loop.call_soon_threadsafe(dns.transport.close)
             sink.close()
         rig.close()
-
-
-def _wait_running(spool: Path, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mailgw exited with status {proc.returncode}")
-        try:
-            if json.loads((spool / "status.json").read_text()).get("state") == "running":
-                return
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.05)
-    raise RuntimeError("mailgw did not start")
 
 
 def _exchange_id(text: str) -> str:
@@ -201,6 +202,15 @@ def test_official_document_to_gmail_refused_at_data_with_the_bilingual_text(stac
     lines = wire.reply_lines(rec["decision"]["reply"], utf8=False)
     assert text.split("\n") == [line[4:] for line in lines]
     assert "canhan@gmail.com" in text and text.isascii()
+
+
+def test_refusal_in_utf8_when_the_client_used_smtputf8(stack: Stack) -> None:
+    raw = message(subject="Fwd: Quyết định số 26/QĐ-UBND", sender=LEADER, to="canhan@gmail.com")
+    code, text = stack.send("relay-in", raw, LEADER, ["canhan@gmail.com"], mail_options=("SMTPUTF8",))
+    assert code == 550, text
+    rec = _audit_show(stack, _exchange_id(text))
+    assert text.split("\n") == [line[4:] for line in wire.reply_lines(rec["decision"]["reply"], utf8=True)]
+    assert "Văn bản hành chính" in text
 
 
 def test_secret_document_refused_with_nothing_kept(stack: Stack) -> None:
@@ -269,10 +279,45 @@ def test_foreign_recipient_refused_by_the_policy_service_before_data(stack: Stac
 
 
 def test_every_exchange_is_in_mailgw_exchange_log(stack: Stack) -> None:
-    assert len(stack.exchange_ids) >= 4, stack.exchange_ids  # the tests above ran first, in this order
+    # Its own exchanges, one refused at DATA and one delivered, then those of the tests before it, if any ran.
+    code, text = stack.send("relay-in", message(subject="[MẬT] Danh sách cán bộ", body="Mật.\r\n"), CLERK, [OTHER])
+    assert code == 550, text
+    refused = _exchange_id(text)
+    raw = message(subject="Giấy mời họp giao ban tuần", body="Kính mời dự họp giao ban số 12.\r\n")
+    code, text = stack.send("relay-in", raw, CLERK, [OTHER])
+    assert code == 250, text
+    delivered = _queued_ids(stack.sink.wait_for_subject(b"giao ban s\xe1\xbb\x91 12."))
     rows = _audit_search(stack)
-    assert set(stack.exchange_ids) <= {r["id"] for r in rows}
+    assert {refused, delivered, *stack.exchange_ids} <= {r["id"] for r in rows}
     assert {r["listener"] for r in rows} == {"milter"}
+
+
+def test_mailgw_slow_postfix_tempfails_then_delivers_once_mailgw_is_fast_again(stack: Stack) -> None:
+    slow = "cham.example"  # its DNS server does not answer: mailgw waits for the SPF and DMARC lookups
+    sender = f"vanphong@{slow}"
+    raw = message(subject="Thư khi DNS chậm", sender=sender, to=OTHER, body="Nội dung thư số 31 khi DNS chậm.\r\n")
+    marker = "thư số 31 khi DNS chậm".encode()
+    stack.dns.silent.add(slow)
+    try:
+        started = time.monotonic()
+        code, text = stack.send("mx-slow", raw, sender, [OTHER])
+        waited = time.monotonic() - started
+    finally:
+        stack.dns.silent.discard(slow)
+    # Postfix's own answer (milter_default_action = tempfail), not mailgw's: no exchange id in it.
+    assert (code, text) == (451, "4.7.1 Service unavailable - try again later"), (code, text)
+    assert MILTER_TIMEOUT <= waited < MILTER_TIMEOUT + DNS_TIMEOUT, waited
+    assert any(q == slow + "." or q.endswith("." + slow + ".") for q in stack.dns.queries)
+    postfix_log = (stack.postfix.etc.parent / "postfix.log").read_text(errors="replace")
+    assert re.search(r"warning: milter \S+: can't read SMFIC_BODYEOB reply packet header: Connection timed out\n"
+                     rf".*milter-reject: END-OF-MESSAGE .*: 4\.7\.1 Service unavailable.*from=<{sender}>", postfix_log), \
+        postfix_log[-3000:]
+    assert not [m for m in stack.postfix.postqueue_json() if m["sender"] == sender]  # nothing queued
+    # mailgw fast again (its DNS answers): the client's retry goes through, and only that copy arrives.
+    code, text = stack.send("mx-slow", raw, sender, [OTHER])
+    assert code == 250, text
+    stack.sink.wait_for_subject(marker)
+    assert sum(marker in m.data for m in stack.sink.sink.messages) == 1
 
 
 def test_mailgw_stopped_postfix_tempfails(stack: Stack) -> None:

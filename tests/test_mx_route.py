@@ -14,16 +14,12 @@ import logging
 from pathlib import Path
 from typing import AsyncIterator
 
-import dns.flags
-import dns.message
-import dns.rcode
-import dns.rdataclass
-import dns.rdatatype
-import dns.rrset
 import pytest
 
 from mailgw.config.resolver import DnsNameError, DnsResolver, DnsTemporaryError, FileResolver
 from tests.conftest import GatewayFactory, message, send
+from tests.dns_server import DnsServer
+from tests.dns_server import start as dns_server_start
 from tests.sink import Sink
 
 SENDER = "vanthu.sotttt@binhthuan.gov.vn"  # local: its DSNs go to the local route's sink
@@ -211,41 +207,10 @@ async def test_a_dns_failure_is_retried_and_delivered_once_dns_answers(make_gate
 # --- the real resolver, against a DNS server on 127.0.0.1 -------------------------------------
 
 
-class _DnsServer(asyncio.DatagramProtocol):
-    """Answers MX, A and AAAA from a table; NXDOMAIN for unknown names; SERVFAIL or silence on request."""
-
-    def __init__(self, records: dict[str, list[tuple[str, str]]], servfail: set[str] = frozenset(),
-                 silent: set[str] = frozenset()):
-        self.records, self.servfail, self.silent = records, servfail, silent
-        self.port = 0
-
-    def connection_made(self, transport):  # type: ignore[no-untyped-def]
-        self.transport = transport
-
-    def datagram_received(self, data, addr):  # type: ignore[no-untyped-def]
-        query = dns.message.from_wire(data)
-        question = query.question[0]
-        name = question.name.to_text().lower()
-        if name in self.silent:
-            return
-        response = dns.message.make_response(query)
-        response.flags |= dns.flags.AA
-        if name in self.servfail:
-            response.set_rcode(dns.rcode.SERVFAIL)
-        elif name not in self.records:
-            response.set_rcode(dns.rcode.NXDOMAIN)
-        else:
-            wanted = dns.rdatatype.to_text(question.rdtype)
-            values = [v for t, v in self.records[name] if t == wanted]
-            if values:
-                response.answer.append(dns.rrset.from_text_list(name, 300, dns.rdataclass.IN, wanted, values))
-        self.transport.sendto(response.to_wire(), addr)
-
-
 @pytest.fixture
-async def dns_server() -> AsyncIterator[_DnsServer]:
-    server = _DnsServer(
-        records={
+async def dns_server() -> AsyncIterator[DnsServer]:
+    server = await dns_server_start(
+        {
             "example.vn.": [("MX", "20 mx2.example.vn."), ("MX", "10 mx1.example.vn.")],
             "mx1.example.vn.": [("A", "127.0.0.2")],
             "mx2.example.vn.": [("A", "127.0.0.3"), ("AAAA", "::1")],
@@ -254,10 +219,8 @@ async def dns_server() -> AsyncIterator[_DnsServer]:
         },
         servfail={"broken.vn."}, silent={"slow.vn."},
     )
-    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: server, local_addr=("127.0.0.1", 0))
-    server.port = transport.get_extra_info("sockname")[1]
     yield server
-    transport.close()
+    server.transport.close()
 
 
 async def test_the_dnspython_resolver_answers_mx_and_addresses(dns_server):

@@ -3,7 +3,7 @@
 A lighter way in than the milter: Postfix asks, at each RCPT TO (and wherever
 ``check_policy_service`` is listed), whether the transaction may go on; mailgw
 answers from the envelope alone, with the checks and replies of its SMTP edge
-(mailgw.milter.envelope): relay only from trusted networks, the sender bound to
+(mailgw.smtp.checks): relay only from trusted networks, the sender bound to
 the login on submission, recipients local and known on mx. The message itself
 is never seen, so there is no classification, policy or exchange record here:
 that is the milter's work.
@@ -21,15 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 
 from mailgw import logsetup, metrics
-from mailgw.config.settings import Listener
 from mailgw.message.replies import SmtpReply
-from mailgw.milter import envelope as checks
-from mailgw.milter.server import _remove_stale_socket
-from mailgw.smtp import wire
-from mailgw.smtp.edge import Edge
+from mailgw.milter.envelope import role_for
+from mailgw.milter.listening import MtaListener
+from mailgw.smtp import checks, wire
 
 log = logging.getLogger(__name__)
 
@@ -37,32 +34,10 @@ MAX_REQUEST = 64 * 1024  # a Postfix request is a few hundred bytes (certificate
 MAX_LINE = 512  # octets of an SMTP reply line, which the action becomes
 
 
-class PolicyListener:
+class PolicyListener(MtaListener):
     """One policy listener: its server and open connections."""
 
-    def __init__(self, edge: Edge, listener: Listener):
-        self.edge = edge
-        self.listener = listener
-        self.server: asyncio.base_events.Server | None = None
-        self.connections: set[asyncio.StreamWriter] = set()
-
-    async def start(self, *, reuse_port: bool = False) -> tuple[str, int]:
-        l = self.listener
-        if l.path:
-            _remove_stale_socket(l.path)
-            self.server = await asyncio.start_unix_server(self._serve, l.path, limit=MAX_REQUEST)
-            os.chmod(l.path, 0o660)
-            return l.path, 0
-        self.server = await asyncio.start_server(self._serve, l.host, l.port, reuse_address=True, reuse_port=reuse_port,
-                                                 limit=MAX_REQUEST)
-        sock = self.server.sockets[0].getsockname()
-        return sock[0], sock[1]
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        for writer in list(self.connections):
-            writer.close()
+    limit = MAX_REQUEST
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections.add(writer)
@@ -106,14 +81,16 @@ class PolicyListener:
         ctx = self.edge.context()
         login = request.get("sasl_username", "").lower() or None
         client = request.get("client_address", "")
-        role = checks.role_for(self.listener, request.get("policy_context"), login, client)
+        role = role_for(self.listener, request.get("policy_context"), login, client)
         stage, arg = "MAIL", request.get("sender", "")
-        _, refusal = checks.sender_refusal(ctx, self.listener, role, client, login, arg)
+        # Postfix itself refuses a non-ASCII address that came without SMTPUTF8 (and does not say which it was).
+        _, refusal = checks.sender_refusal(ctx, self.listener, role, arg, client_ip=client, login=login, smtputf8=True)
         recipient = request.get("recipient", "")
         if refusal is None and recipient:
             stage, arg = "RCPT", recipient
             # Postfix asks once per recipient: the count of the ones before is its, not ours.
-            _, refusal = checks.recipient_refusal(ctx, role, recipient, int(request.get("recipient_count") or 0))
+            _, refusal = checks.recipient_refusal(ctx, role, recipient, count=int(request.get("recipient_count") or 0),
+                                                  smtputf8=True)
         if refusal is None:
             return "DUNNO"
         return self._refuse(refusal, stage, arg, role, request)

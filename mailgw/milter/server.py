@@ -14,8 +14,9 @@ texts) and answers:
   ``postqueue -j`` / ``mailq`` show it, ``postsuper -H`` releases it);
 - reject / defer: the reply, code, enhanced code, bilingual text and exchange
   id, as a (multi-line) *replycode*: the MTA refuses the DATA and keeps nothing;
-- the envelope checks of MAIL FROM and RCPT TO (mailgw.milter.envelope) at
-  those events, with the edge's replies.
+  in UTF-8 when the client's MAIL FROM had SMTPUTF8, else folded to US-ASCII;
+- the envelope checks of MAIL FROM and RCPT TO (mailgw.smtp.checks, the edge's
+  own) at those events, with the edge's replies.
 
 Nothing is spooled by mailgw: the MTA's queue holds the message. The reply
 that lets the MTA go on is sent only once the exchange record is kept (the
@@ -32,12 +33,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import os
 import re
 import socket
-import stat
 import sys
-from pathlib import Path
 from typing import Any
 
 from kilter.protocol import (
@@ -70,8 +68,9 @@ from mailgw.config.settings import Listener
 from mailgw.message import replies
 from mailgw.message.model import Envelope, Message, new_id
 from mailgw.message.replies import SmtpReply
-from mailgw.milter import envelope as checks
-from mailgw.smtp import wire
+from mailgw.milter.envelope import role_for, strip_brackets
+from mailgw.milter.listening import MtaListener
+from mailgw.smtp import checks, wire
 from mailgw.smtp.edge import Edge
 
 log = logging.getLogger(__name__)
@@ -102,36 +101,16 @@ _FIELD_START = re.compile(rb"(?m)^(?=[^ \t])")
 _SPACED_NAME = re.compile(rb"\A([^:]*?)[ \t]+:")  # "From :" that the parse stage writes "From:"
 
 
-class MilterListener:
+class MilterListener(MtaListener):
     """One milter listener: its server and its open MTA connections (closed at drain)."""
 
-    def __init__(self, edge: Edge, listener: Listener):
-        self.edge = edge
-        self.listener = listener
-        self.server: asyncio.base_events.Server | None = None
-        self.connections: set[asyncio.StreamWriter] = set()
+    limit = MAX_PACKET + 16
 
     async def start(self, *, reuse_port: bool = False) -> tuple[str, int]:
-        l = self.listener
         # A message is a dozen round trips with the MTA, each a turn of the event loop; while a
         # pipeline thread runs, the loop waits for the GIL up to the switch interval (5 ms).
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
-        if l.path:
-            _remove_stale_socket(l.path)
-            self.server = await asyncio.start_unix_server(self._serve, l.path, limit=MAX_PACKET + 16)
-            # The MTA's user (postfix) connects: group-writable, so an admin adds it to mailgw's group.
-            os.chmod(l.path, 0o660)
-            return l.path, 0
-        self.server = await asyncio.start_server(self._serve, l.host, l.port, reuse_address=True, reuse_port=reuse_port,
-                                                 limit=MAX_PACKET + 16)
-        sock = self.server.sockets[0].getsockname()
-        return sock[0], sock[1]
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        for writer in list(self.connections):
-            writer.close()
+        return await super().start(reuse_port=reuse_port)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections.add(writer)
@@ -188,18 +167,6 @@ def _size(message: Any) -> int:
     if isinstance(message, Negotiate):
         n += sum(len(" ".join(names)) + 8 for names in message.macros.values())
     return n
-
-
-def _remove_stale_socket(path: str) -> None:
-    """A socket file left by a previous run is removed; any other file there is an error of the settings."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return
-    if not stat.S_ISSOCK(mode):
-        raise OSError(f"{path} exists and is not a socket")
-    os.unlink(path)
 
 
 class Session:
@@ -292,18 +259,21 @@ class Session:
         m = self.macros
         self.login = (m.get("{auth_authen}") or "").lower() or None
         self.client_ip = m.get("{client_addr}") or self.client_ip
-        self.role = checks.role_for(self.listener, m.get("{daemon_name}"), self.login, self.client_ip)
+        self.role = role_for(self.listener, m.get("{daemon_name}"), self.login, self.client_ip)
         self.smtputf8 = any(a.upper() == b"SMTPUTF8" for a in arguments)
-        sender, refusal = checks.sender_refusal(ctx, self.listener, self.role, self.client_ip, self.login,
-                                                checks.strip_brackets(address))
-        if refusal is not None:
+        sender, refusal = checks.sender_refusal(ctx, self.listener, self.role, strip_brackets(address),
+                                                client_ip=self.client_ip, login=self.login, smtputf8=self.smtputf8)
+        if sender is None:
+            assert refusal is not None
             return [self._refusal("MAIL", refusal, address)]
         self.mail_from = sender
         return [Continue()]
 
     def _rcpt(self, address: str) -> list[Any]:
-        rcpt, refusal = checks.recipient_refusal(self.edge.context(), self.role, checks.strip_brackets(address), len(self.rcpts))
-        if refusal is not None:
+        rcpt, refusal = checks.recipient_refusal(self.edge.context(), self.role, strip_brackets(address),
+                                                 count=len(self.rcpts), smtputf8=self.smtputf8)
+        if rcpt is None:
+            assert refusal is not None
             return [self._refusal("RCPT", refusal, address)]
         self.rcpts.append(rcpt)
         return [Continue()]
@@ -314,7 +284,7 @@ class Session:
         logsetup.event(log, logging.INFO, "reject", stage=stage, listener=self.listener.name, role=self.role,
                        client=self.client_ip or None, helo=self.helo or None, auth=self.login,
                        **{"from": self.mail_from or None}, arg=arg[:200], reply=text, mta_id=self.macros.get("i"))
-        return reply_code(text)
+        return reply_code(text, utf8=self.smtputf8)
 
     def _add_body(self, chunk: bytes) -> None:
         self.size += len(chunk)
@@ -339,7 +309,7 @@ class Session:
             message = Message(new_id(), env, raw)
             reply = await self.edge.judge(message, ctx, mta_id=self.macros.get("i"))
             if reply[:1] != "2":
-                return [reply_code(reply)]
+                return [reply_code(reply, utf8=self.smtputf8)]
             return self._changes(message) + [Continue()]
         finally:
             self._reset()
@@ -365,10 +335,15 @@ class Session:
         return out
 
 
-def reply_code(reply: str) -> ReplyCode:
-    """A refusal as the milter's replycode: US-ASCII lines of at most 512 octets, CRLF between, ``%`` escaped."""
-    lines = wire.reply_lines(reply, utf8=False)
-    return ReplyCode("\r\n".join(lines).replace("%", "%%").encode("ascii"))
+def reply_code(reply: str, *, utf8: bool) -> ReplyCode:
+    """A refusal as the milter's replycode: lines of at most 512 octets, CRLF between, ``%`` escaped.
+
+    As the edge answers: in UTF-8 when the MTA's client asked for SMTPUTF8 (its
+    MAIL FROM's ESMTP parameters, which the MTA hands over with the sender),
+    else in US-ASCII, the Vietnamese folded (mailgw.smtp.wire).
+    """
+    lines = wire.reply_lines(reply, utf8=utf8)
+    return ReplyCode("\r\n".join(lines).replace("%", "%%").encode("utf-8"))
 
 
 def split_fields(section: bytes) -> list[bytes]:

@@ -30,7 +30,7 @@ from mailgw.message import addresses, replies
 from mailgw.message.model import Context, Envelope, Message, Verdict, new_id
 from mailgw.message.replies import SmtpReply
 from mailgw.queue.spool import Spool
-from mailgw.smtp import datastream, wire
+from mailgw.smtp import checks, datastream, wire
 from mailgw.smtp.penalty import AuthPenalty
 
 log = logging.getLogger(__name__)
@@ -297,17 +297,10 @@ class Handler:
 
     async def handle_MAIL(self, server: SmtpServer, session: SmtpSession, envelope: SmtpEnvelope, address: str, options: list[str]) -> str:
         ctx = self.edge.context()
-        if self.listener.role == "relay" and not self.listener.trusts(server.client_ip):
-            return str(replies.CLIENT_NOT_ALLOWED)
-        sender = addresses.sender(address)
+        sender, refusal = checks.sender_refusal(ctx, self.listener, self.listener.role, address, client_ip=server.client_ip,
+                                                login=session.auth_data, smtputf8=envelope.smtp_utf8)
         if sender is None:
-            return str(replies.BAD_SENDER_ADDRESS)
-        if not address.isascii() and not envelope.smtp_utf8:  # as the client wrote it (an A-label is ASCII)
-            return str(replies.UTF8_WITHOUT_SMTPUTF8)
-        if self.listener.role == "submission":
-            login = session.auth_data
-            if not sender or login is None or not ctx.directory.may_send_as(login, sender):
-                return str(replies.SENDER_NOT_OWNED)
+            return str(refusal)
         if self.edge.spool.free_bytes() < _min_free(ctx.settings):
             return str(replies.NO_STORAGE)
         # aiosmtpd tests mail_from for truth: keep "<>" for the null sender until DATA.
@@ -316,21 +309,10 @@ class Handler:
         return str(replies.OK_SENDER)
 
     async def handle_RCPT(self, server: SmtpServer, session: SmtpSession, envelope: SmtpEnvelope, address: str, options: list[str]) -> str:
-        ctx = self.edge.context()
-        if len(envelope.rcpt_tos) >= ctx.settings.limits.recipients:
-            return str(replies.TOO_MANY_RECIPIENTS)
-        rcpt = addresses.recipient(address)
-        if self.listener.role == "mx":
-            # Whatever the trick, mx delivers only to our own domains.
-            if rcpt is None or not ctx.directory.is_local(rcpt):
-                return str(replies.RELAY_DENIED)
-        elif rcpt is None:
-            return str(replies.BAD_ADDRESS)
-        if not address.isascii() and not envelope.smtp_utf8:
-            return str(replies.UTF8_WITHOUT_SMTPUTF8)
-        if ctx.directory.unknown_local(rcpt):
-            # Refused now, by us, rather than bounced later to a sender who may be forged (backscatter).
-            return str(replies.NO_SUCH_MAILBOX)
+        rcpt, refusal = checks.recipient_refusal(self.edge.context(), self.listener.role, address,
+                                                 count=len(envelope.rcpt_tos), smtputf8=envelope.smtp_utf8)
+        if rcpt is None:
+            return str(refusal)
         envelope.rcpt_tos.append(rcpt)
         envelope.rcpt_options.extend(options)
         return str(replies.OK_RECIPIENT)
