@@ -7,6 +7,7 @@ import inspect
 import io
 import json
 import multiprocessing
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -522,3 +523,41 @@ def test_sqlite_writers_take_turns_on_a_lock_file(log: AuditLog, url: str, monke
         real(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again once the writer lets go
     finally:
         os.close(fd)
+
+
+def test_the_writers_lock_made_by_root_stays_open_to_the_service_user() -> None:
+    """`mailgw queue release` run as root may make DB-writers.lock first: the service's user must still open it."""
+    import os
+    import stat
+    import tempfile
+
+    from mailgw.audit.log import _WritersLock
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a file for another user")
+    home = tempfile.TemporaryDirectory()  # pytest's tmp_path is root's alone (0700): not a service's directory
+    os.chmod(home.name, 0o755)
+    db = Path(home.name) / "audit.db"
+    db.write_bytes(b"")
+    os.chown(db, 65534, 65534)  # the service's user owns its database
+    lock = _WritersLock(str(db))
+    try:
+        made = os.stat(str(db) + "-writers.lock")
+        assert (made.st_uid, made.st_gid) == (65534, 65534)
+        assert stat.S_IMODE(made.st_mode) & 0o444 == 0o444  # holds nothing; flock needs only an open descriptor
+        pid = os.fork()
+        if pid == 0:  # the service's user opens and takes it
+            code = 1
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                other = _WritersLock(str(db))
+                with other:
+                    code = 0 if other._fd is not None else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        lock.close()
+        home.cleanup()

@@ -192,7 +192,12 @@ class _WritersLock:
         self._fd: int | None = None
         if path is not None:
             try:
-                self._fd = os.open(path + "-writers.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                # Empty, holds nothing: readable by all, so that a command run as root that makes it
+                # first does not shut the service's user out (flock needs only an open descriptor).
+                self._fd = os.open(path + "-writers.lock", os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                if os.geteuid() == 0 and os.path.exists(path):
+                    st = os.stat(path)
+                    os.fchown(self._fd, st.st_uid, st.st_gid)  # the database's owner owns its lock
             except OSError as e:  # a read-only directory: SQLite's own waiting still works
                 log.warning("exchange log: no writers' lock file next to %s (%s); writers wait on SQLite alone", path, e)
 
