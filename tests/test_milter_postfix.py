@@ -318,6 +318,17 @@ def test_mailgw_slow_postfix_tempfails_then_delivers_once_mailgw_is_fast_again(s
     assert code == 250, text
     stack.sink.wait_for_subject(marker)
     assert sum(marker in m.data for m in stack.sink.sink.messages) == 1
+    # mailgw finished the first attempt after Postfix had given up: its exchange log keeps that
+    # exchange as accepted and says, in its delivery history, that the MTA never queued it.
+    deadline = time.monotonic() + 30
+    while True:
+        mine = [r["id"] for r in _audit_search(stack) if r["mail_from"] == sender]
+        history = {x: _audit_show(stack, x).get("deliveries") or [] for x in mine}
+        if len(mine) == 2 and any(history.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)  # mailgw's writer is another process: nothing to wait on but the log itself
+    assert sorted([(d["recipient"], d["status"]) for d in h] for h in history.values()) == [[], [(OTHER, "abandoned")]], history
+    assert all("not queued by the MTA" in d["reply"] for h in history.values() for d in h)
 
 
 def test_mailgw_stopped_postfix_tempfails(stack: Stack) -> None:

@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 
 DELIVERY_STATUSES = ("sent", "deferred", "bounced", "expired",
                      # admin actions (mailgw.queue.admin): the attempt numbers the actions on the message
-                     "held", "released", "deleted", "requeued", "bounced-by-admin")
+                     "held", "released", "deleted", "requeued", "bounced-by-admin",
+                     # the milter's MTA closed the connection before mailgw's "continue" (mailgw.milter.server)
+                     "abandoned")
 CHECKPOINT_EVERY = 1000
 _ID_CHUNK = 500  # bound on bound parameters per IN (...) query
 

@@ -44,6 +44,7 @@ from starlette.routing import Route
 
 from mailgw.audit import query
 from mailgw.audit.access import log_access
+from mailgw.audit.log import DELIVERY_STATUSES
 from mailgw.audit.query import FILTER_NAMES, FilterError, Filters
 from mailgw.audit.record import RecordError
 from mailgw.audit.schema import ACCESS_CHAIN, Access, Exchange
@@ -75,7 +76,6 @@ VN = _vietnam()
 
 DECISIONS = ("accept", "reject", "quarantine", "defer")
 DECISION_VI = {"accept": "Chấp nhận", "reject": "Từ chối", "quarantine": "Cách ly", "defer": "Hoãn"}
-DELIVERY_STATUSES = ("sent", "deferred", "bounced", "held", "released", "deleted", "requeued", "bounced-by-admin")
 DIRECTION_VI = {"inbound": "Đến / Inbound", "outbound": "Đi / Outbound", "internal": "Nội bộ / Internal"}
 _TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
 _CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; "

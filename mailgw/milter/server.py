@@ -138,6 +138,12 @@ class MilterListener(MtaListener):
                     if isinstance(event, Close):
                         return
                     answers = await session.on(event, proto)
+                    accepted, session.accepted = session.accepted, None
+                    if accepted is not None and reader.at_eof():
+                        # The MTA gave up waiting (its milter timeout) and closed before our "continue":
+                        # it did not queue the message the exchange log has as accepted. Say so there.
+                        await self.edge.abandoned(*accepted, mta_id=session.macros.get("i"))
+                        return
                     if answers:
                         out = SimpleBuffer(sum(_size(a) for a in answers))
                         for answer in answers:
@@ -184,6 +190,7 @@ class Session:
 
     def _reset(self) -> None:
         """A new transaction (MAIL FROM, or after an abort or the end of a message)."""
+        self.accepted: tuple[str, list[str]] | None = None  # (id, recipients) the last answer lets the MTA go on with
         self.role = "mx"
         self.login: str | None = None
         self.mail_from = ""
@@ -297,6 +304,7 @@ class Session:
         if event.content:
             self._add_body(bytes(event.content))
         ctx = self.edge.context()
+        reply = ""
         try:
             if self.size > ctx.settings.limits.message_size:
                 return [self._refusal("DATA", replies.MESSAGE_TOO_BIG, f"{self.size} bytes")]
@@ -313,6 +321,8 @@ class Session:
             return self._changes(message) + [Continue()]
         finally:
             self._reset()
+            if reply[:1] == "2":  # until the answer is sent (MilterListener._serve)
+                self.accepted = (message.id, list(message.envelope.rcpts))
 
     def _changes(self, message: Message) -> list[Any]:
         """The milter actions that make the MTA's copy the message the pipeline made (and signed)."""

@@ -70,11 +70,13 @@ class Edge:
         *,
         on_queued: Callable[[str], None] = lambda msg_id: None,
         recorder: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+        on_event: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ):
         self.context = context
         self.spool = spool
         self.on_queued = on_queued
         self.recorder = recorder or _log_record
+        self.on_event = on_event  # delivery-history events of the milter's path (mailgw.milter.server)
         self.connections: collections.Counter[tuple[str, str]] = collections.Counter()
         self.auth_penalty = AuthPenalty(base=context().settings.limits.auth_penalty)
         self.sessions: set[SmtpServer] = set()
@@ -128,6 +130,27 @@ class Edge:
                 await self._notify_held(message, ctx)
         _log_exchange(message, reply, mta_id=mta_id)
         return reply
+
+    async def abandoned(self, msg_id: str, rcpts: list[str], *, mta_id: str | None = None) -> None:
+        """The milter's MTA closed before mailgw's answer: the accepted exchange was not queued there.
+
+        Postfix gives up on a milter after ``milter_content_timeout`` and applies its
+        ``milter_default_action`` (tempfail: the client sends again, a new exchange).
+        The record already says "accept"; each recipient gets an ``abandoned`` event in
+        the delivery history, so the log does not claim a message the MTA never took.
+        """
+        log.warning("exchange %s: the MTA%s closed the milter connection before mailgw's answer (its milter "
+                    "timeout?): not queued there", msg_id, f" (queue id {mta_id})" if mta_id else "")
+        if self.on_event is None:
+            return
+        reply = "the MTA closed the milter connection before mailgw's answer: not queued by the MTA"
+        now = time.time()
+        for rcpt in rcpts:
+            try:
+                await self.on_event({"id": msg_id, "rcpt": rcpt, "time": now, "status": "abandoned", "reply": reply,
+                                     "attempt": 0})
+            except Exception:
+                log.exception("exchange %s: abandoned event for <%s> not recorded", msg_id, rcpt)
 
     @staticmethod
     def _run_pipeline(message: Message, ctx: Context) -> Verdict:
