@@ -529,3 +529,65 @@ def test_a_one_part_body_decodes_to_the_bytes_it_was_read_from(size: int) -> Non
     for part in (message.parsed, parse_one_part(raw, email.policy.compat32)):
         assert part is not None
         assert decoded_payload(part) == body == part.get_payload(decode=True)
+
+
+def _base64_same(text: str) -> None:
+    """base64_payload answers what binascii.a2b_base64 answers (bytes or the error), the first time and the second."""
+    import binascii
+
+    from mailgw.message.parsed import base64_payload
+
+    part = email.message.Message()
+    try:
+        expected: Any = binascii.a2b_base64(text)
+    except ValueError as e:
+        expected = type(e)
+    for _ in range(2):
+        try:
+            got: Any = base64_payload(part, text)
+        except ValueError as e:
+            got = type(e)
+        assert got == expected
+
+
+@pytest.mark.parametrize("text", ["", "QUJD", "QUJD\r\nREVG\r\n", "QUI", "QQ==", "Q", "Q===", "!!QUJD", "QUJD ỗ", "\udcff"])
+def test_a_part_is_decoded_from_base64_as_binascii_decodes_it(text: str) -> None:
+    _base64_same(text)
+
+
+@_FUZZ
+@given(st.text(alphabet=st.sampled_from("QUJDab+/=\r\n !\u1ed9"), max_size=40))
+def test_generated_base64_is_decoded_as_binascii_decodes_it(text: str) -> None:
+    _base64_same(text)
+
+
+def test_a_part_whose_text_changed_is_decoded_again() -> None:
+    from mailgw.message.parsed import base64_payload
+
+    part = email.message.Message()
+    assert base64_payload(part, "QUJD") == b"ABC"
+    assert base64_payload(part, "REVG") == b"DEF"
+    with pytest.raises(ValueError):
+        base64_payload(part, "ỗ")
+    assert base64_payload(part, "REVG") == b"DEF"
+
+
+def test_classification_and_attachments_share_the_decoded_attachment() -> None:
+    """The PDF of a multipart message is decoded once for both readers, and both read the same bytes."""
+    import base64
+
+    from mailgw.classify.engine import classify
+
+    pdf = b"%PDF-1.4\n" + bytes(range(256)) * 40 + b"\n%%EOF\n"
+    raw = (b"From: a@b.gov.vn\r\nTo: c@d.gov.vn\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+           b"--b\r\nContent-Type: application/pdf; name=a.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+           + base64.encodebytes(pdf).replace(b"\n", b"\r\n") + b"--b--\r\n")
+    message = Message("x", Envelope("a@b.gov.vn", ["c@d.gov.vn"], "relay", "relay", "127.0.0.1"), raw)
+    classify(message.parsed)
+    leaf = message.parsed.get_payload()[1]
+    kept = leaf.__dict__["_mailgw_base64_bytes"]
+    assert kept[1] == pdf
+    facts = inspect_message(raw, AttachmentLimits(), message.parsed_if_any())
+    assert facts == inspect_message(raw, AttachmentLimits())  # parsed and decoded afresh: the same facts
+    assert leaf.__dict__["_mailgw_base64_bytes"] is kept  # not decoded a second time

@@ -51,7 +51,7 @@ from collections.abc import Iterator
 from mailgw.attachments import names as namefacts
 from mailgw.attachments.budget import Budget, OverLimit
 from mailgw.classify.vn import text as vtext
-from mailgw.message.parsed import decoded_payload, parse_one_part
+from mailgw.message.parsed import base64_payload, decoded_payload, parse_one_part
 
 MAX_HEADER = 8192  # characters of one Content-Type or Content-Disposition value that are parsed
 _FEED = 64 * 1024
@@ -472,7 +472,7 @@ def _decode(node: email.message.Message, cte: str, payload: object, rebuilt: boo
         try:
             if cte == "quoted-printable":
                 return binascii.a2b_qp(payload.encode("ascii", "surrogateescape"))
-            return binascii.a2b_base64(payload)
+            return base64_payload(node, payload)  # classification decoded it already
         except (ValueError, binascii.Error, UnicodeEncodeError):
             # Base64 without its padding, text that is not ASCII: as the email package
             # decodes the encoding named (its decoders are lenient, as clients are).
