@@ -591,3 +591,24 @@ def test_classification_and_attachments_share_the_decoded_attachment() -> None:
     facts = inspect_message(raw, AttachmentLimits(), message.parsed_if_any())
     assert facts == inspect_message(raw, AttachmentLimits())  # parsed and decoded afresh: the same facts
     assert leaf.__dict__["_mailgw_base64_bytes"] is kept  # not decoded a second time
+
+
+_BASE64_PATTERN = re.compile(r"[A-Za-z0-9+/\r\n\t ]*(?:=[\r\n\t ]*){0,2}")  # what mime._strict_base64 replaced
+
+
+def _strict_base64_by_pattern(payload: str) -> bool:
+    if _BASE64_PATTERN.fullmatch(payload) is None:
+        return False
+    return (len(payload) - sum(payload.count(c) for c in "\r\n\t ")) % 4 != 1
+
+
+@pytest.mark.parametrize("text", ["", "QUJD", "QUJD\r\n", "QQ==", "QQ=\r\n=\r\n", "QQ===", "Q=Q=", "=QQ", "Q", "QUJDR",
+                                  "QU JD\t", "QUJD\x0b", "QUJD\x0c", "QUJD\u1ed9", "QUJD\udcff", "QQ==\r\nQQ==", "-_"])
+def test_strict_base64_answers_as_the_pattern_does(text: str) -> None:
+    assert mime._strict_base64(text) == _strict_base64_by_pattern(text)
+
+
+@_FUZZ
+@given(st.text(alphabet=st.sampled_from("QUJDaz09+/=\r\n\t \x0b-_\u1ed9\udcff"), max_size=30))
+def test_generated_base64_is_judged_strict_as_the_pattern_judges_it(text: str) -> None:
+    assert mime._strict_base64(text) == _strict_base64_by_pattern(text)
