@@ -21,6 +21,7 @@ from aiosmtpd.smtp import SMTP
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mailgw.smtp import datastream
 from mailgw.smtp.datastream import ChunkedData
 
 SIZE_LIMIT = 3000
@@ -218,3 +219,12 @@ def test_random_streams_get_the_same_replies_and_message(servers: Servers, body:
         at += cut
     pieces.append(data[at:])
     assert_same(servers, [p for p in pieces if p], pause)
+
+
+@pytest.mark.parametrize("raw", [b"", b".", b"a", b"\r\n.", b"\r\n..", b"a\r\n.b\r\n" + b"QUJD\r\n" * 2000,
+                                 b"a.b\r\n" + b"QUJD\r\n" * 2000 + b"\r\n.x\r\n", b"a.b\r\n" + b"QUJD\r\n" * 2000,
+                                 b"x.\r\n.\r\n", b"\r\n.\r\n.\r\n"])
+def test_unstuffing_stops_searching_at_the_last_dot_and_removes_every_stuffing_dot(raw: bytes) -> None:
+    """_finish's bounded search unstuffs as the plain replace over the whole message does."""
+    expected = raw[1:] if raw.startswith(b".") else raw
+    assert datastream._finish([raw], 1 << 20) == (expected.replace(b"\r\n.", b"\r\n"), None)

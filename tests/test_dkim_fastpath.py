@@ -41,6 +41,22 @@ def test_a_base64_attachment_takes_the_fast_path():
     assert canon.parse_message(message) == dkimpy.rfc822_parse(message)
 
 
+def test_a_letter_with_a_base64_attachment_takes_the_fast_path():
+    """Single spaces in the letter, none in the attachment after it: the space searches stop at the letter."""
+    attachment = b"".join(b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo" * 2 + b"\r\n" for _ in range(3000))
+    body = b"--b\r\nContent-Type: text/plain\r\n\r\nK\xe1\xba\xbf ho\xe1\xba\xa1ch s\xe1\xbb\x91 25\r\n--b\r\n\r\n" + attachment
+    fast = _NoSlowPath(RELAXED.header_algorithm, RELAXED.body_algorithm)
+    assert canon.canonical_body(body, fast) == RELAXED.canonicalize_body(body)
+
+
+def test_space_runs_at_the_last_space_are_still_canonicalised():
+    for tail in (b"a  ", b"a \r\n", b"a  \r\n", b" \r\n", b"  ", b"a \r\nb", b"x\r\n \r\n\r\n"):
+        body = b"QUJD\r\n" * 50 + tail
+        assert canon.canonical_body(body, RELAXED) == RELAXED.canonicalize_body(body), tail
+        body = tail + b"QUJD\r\n" * 50
+        assert canon.canonical_body(body, RELAXED) == RELAXED.canonicalize_body(body), tail
+
+
 @_FUZZ
 @given(_joined(10).map(lambda tail: b"Subject: s\r\n" + tail))
 def test_parse_is_dkimpys_for_any_input(message: bytes) -> None:

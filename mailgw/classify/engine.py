@@ -43,7 +43,7 @@ from mailgw.classify import cues, docread
 from mailgw.classify.vn import docnumber, secrecy
 from mailgw.classify.vn import text as vtext
 from mailgw.classify.vn.classification import CATEGORIES, Classification, Evidence
-from mailgw.message.parsed import decoded_payload
+from mailgw.message.parsed import base64_payload, decoded_payload
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,8 +137,8 @@ class _Part:
             encoded = self.part.get_payload()
             if isinstance(encoded, str):
                 try:
-                    return binascii.a2b_base64(encoded.encode("ascii"))
-                except (binascii.Error, UnicodeEncodeError):
+                    return base64_payload(self.part, encoded)  # the attachment walker reads the same bytes
+                except (binascii.Error, ValueError):  # ValueError: text that is not ASCII
                     pass
         try:
             data = decoded_payload(self.part)

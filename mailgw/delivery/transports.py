@@ -403,9 +403,15 @@ def wire_data(data: bytes) -> bytes:
     change nothing, and they were the largest share of the delivery's own CPU.
     """
     crlf = data.count(b"\r\n")
-    if data.count(b"\r") == crlf == data.count(b"\n") and not data.startswith(b".") and b"\n." not in data:
+    if data.count(b"\r") == crlf == data.count(b"\n") and not data.startswith(b".") and not _has_line_dot(data):
         return data + (b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n")
     return PERIOD_REGEX.sub(b"..", normalize_message_line_endings(data)) + b".\r\n"
+
+
+def _has_line_dot(data: bytes) -> bool:
+    """``b"\\n." in data``, searched only up to the last dot (found from the end, in C): base64 holds none."""
+    last = data.rfind(b".")
+    return last > 0 and data.find(b"\n.", 0, last + 1) >= 0
 
 
 async def _data(client: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse:

@@ -107,7 +107,13 @@ def _finish(kept: list[bytes], line_limit: int) -> tuple[bytes, str | None]:
         return b"", LINE_TOO_LONG
     if raw.startswith(b"."):
         raw = raw[1:]
-    return raw.replace(b"\r\n.", b"\r\n"), None  # RFC 5321 4.5.2: drop each line's stuffing dot
+    # RFC 5321 4.5.2: drop each line's stuffing dot. A stuffed line's dot is at or before the
+    # last dot (found from the end, in C), so the search for one stops there, not at the end of
+    # a base64 attachment, which holds none.
+    last = raw.rfind(b".")
+    if last < 2 or raw.find(b"\r\n.", 0, last + 1) < 0:
+        return raw, None
+    return raw.replace(b"\r\n.", b"\r\n"), None
 
 
 if TYPE_CHECKING:
