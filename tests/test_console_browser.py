@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -123,14 +123,35 @@ def _arrive(driver: Any, url: str) -> None:
         "return document.readyState") == "complete")
 
 
+def _gone(element: Any) -> Callable[[Any], bool]:
+    """Whether ``element`` left the document (the next page replaced it).
+
+    Selenium's ``staleness_of`` knows only StaleElementReferenceException; Chromium
+    also reports a node of the old document as an inspector error, mid-navigation.
+    """
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    def check(_driver: Any) -> bool:
+        try:
+            element.is_enabled()
+            return False
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as e:
+            if "does not belong to the document" in str(e):
+                return True
+            raise
+
+    return check
+
+
 def _submit(driver: Any, button: str) -> None:
     """Click a form's button and wait for the page it posts to replace this one."""
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     old = driver.find_element("tag name", "html")
     driver.find_element("id", button).click()
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(old))
+    WebDriverWait(driver, 30).until(_gone(old))
     WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
