@@ -7,6 +7,7 @@ import re
 from typing import Any, Iterable, Sequence
 
 from mailgw.dkim.orgdomain import normalise
+from mailgw.message.parsed import header_end
 
 # RFC 8601 section 2.7.1 result values.
 PASS, FAIL, NEUTRAL, POLICY, TEMPERROR, PERMERROR = "pass", "fail", "neutral", "policy", "temperror", "permerror"
@@ -120,7 +121,7 @@ def strip_forged_authentication_results(raw: bytes, hostname: str) -> bytes:
     would make downstream filters trust a check we never made. The body and
     every other field are kept byte for byte.
     """
-    end = _header_end(raw)
+    end = header_end(raw)
     fields: list[list[bytes]] = []
     for line in raw[:end].splitlines(keepends=True):
         if line[:1] in (b" ", b"\t") and fields:
@@ -130,18 +131,6 @@ def strip_forged_authentication_results(raw: bytes, hostname: str) -> bytes:
     ours = hostname.strip().rstrip(".").lower()
     kept = [b"".join(f) for f in fields if _authserv_id(b"".join(f)) != ours]
     return b"".join(kept) + raw[end:]
-
-
-def _header_end(raw: bytes) -> int:
-    """Offset of the empty line that ends the header section (the whole message if there is none)."""
-    if raw.startswith((b"\r\n", b"\n")):
-        return 0
-    crlf = raw.find(b"\n\r\n")
-    # A "\n\n" only matters before it: a CRLF message is not searched to its end for one
-    # (the same offset as the earlier of the two, tests/test_fast_paths.py compares).
-    lf = raw.find(b"\n\n", 0, crlf + 1 if crlf >= 0 else len(raw))
-    ends = [i + 1 for i in (crlf, lf) if i >= 0]
-    return min(ends) if ends else len(raw)
 
 
 _TOKEN = re.compile(r"[^\s()<>@,;:\\\"/\[\]?=]+")

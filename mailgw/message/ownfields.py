@@ -14,6 +14,8 @@ import email.header
 import fnmatch
 from collections.abc import Iterable, Sequence
 
+from mailgw.message.parsed import header_end
+
 TAGS_FIELD = "X-Mailgw-Tags"
 OWN_FIELDS = frozenset({TAGS_FIELD.lower().encode("ascii")})
 
@@ -46,7 +48,7 @@ def strip_own_fields(raw: bytes) -> tuple[bytes, int]:
 
     The body and every other field are kept byte for byte.
     """
-    end = _header_end(raw)
+    end = header_end(raw)
     kept: list[bytes] = []
     removed = 0
     dropping = False
@@ -66,13 +68,3 @@ def strip_own_fields(raw: bytes) -> tuple[bytes, int]:
     return b"".join(kept) + raw[end:], removed
 
 
-def _header_end(raw: bytes) -> int:
-    """Offset of the empty line that ends the header section (the whole message if there is none)."""
-    if raw.startswith((b"\r\n", b"\n")):
-        return 0
-    crlf = raw.find(b"\n\r\n")
-    # A "\n\n" only matters before it: a CRLF message is not searched to its end for one
-    # (the same offset as the earlier of the two, tests/test_fast_paths.py compares).
-    lf = raw.find(b"\n\n", 0, crlf + 1 if crlf >= 0 else len(raw))
-    ends = [i + 1 for i in (crlf, lf) if i >= 0]
-    return min(ends) if ends else len(raw)

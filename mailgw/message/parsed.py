@@ -284,6 +284,18 @@ def base64_payload(part: email.message.Message, text: str) -> bytes:
 _BASE64_BYTES = "_mailgw_base64_bytes"  # (base64 text, its bytes): kept by base64_payload
 
 
+def header_end(raw: bytes) -> int:
+    """Offset of the empty line that ends the header section (the whole message if there is none)."""
+    if raw.startswith((b"\r\n", b"\n")):
+        return 0
+    crlf = raw.find(b"\n\r\n")
+    # A "\n\n" only matters before it: a CRLF message is not searched to its end for one
+    # (the same offset as the earlier of the two, tests/test_fast_paths.py compares).
+    lf = raw.find(b"\n\n", 0, crlf + 1 if crlf >= 0 else len(raw))
+    ends = [i + 1 for i in (crlf, lf) if i >= 0]
+    return min(ends) if ends else len(raw)
+
+
 def header_section(raw: bytes) -> bytes:
     """``raw`` up to and including its first empty line (all of it when there is none).
 
