@@ -144,16 +144,22 @@ async def gateway(make_gateway: GatewayFactory) -> Gateway:
     return await make_gateway()
 
 
+def keep_records(gw: Gateway) -> list[dict[str, Any]]:
+    """The decision records ``gw`` makes from now on, as the exchange log receives them."""
+    captured: list[dict[str, Any]] = []
+
+    async def keep(rec: dict[str, Any]) -> None:
+        captured.append(rec)
+
+    gw.edge.recorder = keep
+    return captured
+
+
 @pytest.fixture
 async def recording_gateway(make_gateway: GatewayFactory) -> Gateway:
     """A gateway whose decision records are kept in ``gw.records``, as the exchange log receives them."""
     g = await make_gateway()
-    g.records = []  # type: ignore[attr-defined]
-
-    async def keep(rec: dict[str, Any]) -> None:
-        g.records.append(rec)  # type: ignore[attr-defined]
-
-    g.edge.recorder = keep
+    g.records = keep_records(g)  # type: ignore[attr-defined]
     return g
 
 

@@ -29,7 +29,7 @@ from mailgw.config.resolver import FileResolver, run_blocking
 from mailgw.dkim import txt_record
 from mailgw.message.facts import ArcFacts
 from mailgw.senderauth.arc import verify, vouches
-from tests.conftest import send
+from tests.conftest import keep_records, send
 
 LOCAL_RCPT = "vanthu.snv@binhthuan.gov.vn"
 AUTHOR_DOMAIN = "hanoi.gov.vn"  # publishes p=reject; not local, not a partner
@@ -124,12 +124,7 @@ async def gw(make_gateway: Any, tmp_path: Path, keys: dict[str, rsa.RSAPrivateKe
     g = await make_gateway(dns={"answers": "answers.zone"},
                            dkim=[{"domain": "binhthuan.gov.vn", "selector": "arc", "key": "keys/seal.pem"}],
                            arc={"domain": "binhthuan.gov.vn"})
-    g.records = []
-
-    async def keep(record: dict[str, Any]) -> None:
-        g.records.append(record)
-
-    g.edge.recorder = keep
+    g.records = keep_records(g)
     return g
 
 

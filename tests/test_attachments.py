@@ -23,7 +23,7 @@ from mailgw.attachments import DANGEROUS, inspect_message
 from mailgw.attachments import names as namefacts
 from mailgw.config.settings import AttachmentLimits
 from tests import attachment_fixtures as fx
-from tests.conftest import send
+from tests.conftest import keep_records, send
 
 PE = fx.pe_exe()
 SENDER = "vanthu.sotttt@binhthuan.gov.vn"
@@ -720,12 +720,7 @@ def test_settings_attachments_errors_name_the_line(tmp_path, section, message):
 
 
 async def test_dangerous_attachments_are_refused_by_name_and_the_record_keeps_the_facts(gateway, sink, signed_pdf):
-    records: list[dict[str, Any]] = []
-
-    async def keep(rec: dict[str, Any]) -> None:
-        records.append(rec)
-
-    gateway.edge.recorder = keep
+    records = keep_records(gateway)
     raw = fx.mail(fx.attachment(PE, ctype="application/pdf", filename="baocao.pdf.exe"),
                   fx.attachment(fx.ooxml_word(macro_enabled=True, vba=fx.vba_project_bin()), filename="kehoach.docm"),
                   fx.attachment(fx.zipcrypto_zip([("a.exe", PE)]), filename="matkhau.zip"),

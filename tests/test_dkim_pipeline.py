@@ -25,7 +25,7 @@ import yaml
 
 from mailgw.config.resolver import FileResolver
 from mailgw.dkim import SigningKey, load_key, sign, txt_record, verify
-from tests.conftest import message, send
+from tests.conftest import keep_records, message, send
 from tests.dns_server import start as dns_server_start
 from tests.test_dkim_opendkim import opendkim, opendkim_verify  # noqa: F401 - opendkim is a fixture
 
@@ -78,17 +78,6 @@ def _public_records(*pairs: tuple[str, str]) -> dict[str, str]:
     return out
 
 
-def _records(gw: Any) -> list[dict[str, Any]]:
-    """The decision records the gateway makes from now on."""
-    captured: list[dict[str, Any]] = []
-
-    async def keep(record: dict[str, Any]) -> None:
-        captured.append(record)
-
-    gw.edge.recorder = keep
-    return captured
-
-
 def _header_fields(data: bytes, name: str) -> list[str]:
     headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(data)
     return [" ".join(str(v).split()) for v in headers.get_all(name) or []]
@@ -132,7 +121,7 @@ def _utf8_letter_with_attachment() -> bytes:
 @pytest.mark.parametrize("selectors", [("rsa",), ("ed",), ("rsa", "ed")], ids="+".join)
 async def test_outbound_mail_arrives_signed_and_verifies_with_opendkim_and_ours(make_gateway, sink, tmp_path, opendkim, selectors):  # noqa: F811
     gw = await make_gateway(dkim=_dkim_settings(tmp_path, *selectors))
-    records = _records(gw)
+    records = keep_records(gw)
     data = await _deliver(gw, sink, "relay", message(), SENDER, "friend@example.com")
 
     # The signatures come first, over everything else we send, our Received included.
@@ -181,14 +170,14 @@ async def test_a_subdomain_author_is_signed_with_the_parent_domain_key(make_gate
 async def test_no_key_for_the_author_domain_means_no_signature(make_gateway, sink, tmp_path):
     # Keys for another local domain only: mail from binhthuan.gov.vn goes out as it came.
     gw = await make_gateway(dkim=_dkim_settings(tmp_path, "ed", domain="stttt.binhthuan.gov.vn"))
-    records = _records(gw)
+    records = keep_records(gw)
     data = await _deliver(gw, sink, "relay", message(), SENDER, "friend@example.com")
     assert "dkim-signature" not in _field_names(data)
     assert records[0]["dkim"] is None
 
 
 async def test_without_a_dkim_section_nothing_is_signed(gateway, sink):
-    records = _records(gateway)
+    records = keep_records(gateway)
     data = await _deliver(gateway, sink, "relay", message(), SENDER, "friend@example.com")
     assert "dkim-signature" not in _field_names(data) and "authentication-results" not in _field_names(data)
     assert records[0]["dkim"] is None
@@ -214,7 +203,7 @@ async def test_a_signing_failure_gives_451_and_nothing_is_sent(make_gateway, sin
     # failure at signing time, which must never let the message out unsigned.
     monkeypatch.setattr("mailgw.dkim.keys.MIN_SIGNING_RSA_BITS", 256)
     gw = await make_gateway(dkim=_dkim_settings(tmp_path, "ed", "tiny"))
-    records = _records(gw)
+    records = keep_records(gw)
     with pytest.raises(aiosmtplib.SMTPDataError) as refused:
         await send(gw, "relay", message(), SENDER, ["friend@example.com"])
     assert refused.value.code == 451 and refused.value.message.startswith("4.3.0 ")
@@ -258,7 +247,7 @@ async def test_reload_reads_the_keys_again_and_keeps_them_when_a_key_is_bad(make
 
 async def test_inbound_signed_mail_gets_authentication_results_and_facts(make_gateway, sink, tmp_path):
     gw = await make_gateway(dns=_answers(tmp_path, _zone_line(REMOTE, "rsa"), _zone_line(REMOTE, "ed")))
-    records = _records(gw)
+    records = keep_records(gw)
     raw = _inbound()
     signed = sign(raw, [_signing_key("rsa", REMOTE), _signing_key("ed", REMOTE)]) + raw
     data = await _deliver(gw, sink, "mx", signed, f"vanphong@{REMOTE}", LOCAL_RCPT)
@@ -279,7 +268,7 @@ async def test_unsigned_mail_claiming_a_local_domain_on_mx_is_refused_5_7_26(mak
     # The shipped rule spoof-local-domain decides from these facts: the From
     # domain is local and no signature that passes is aligned with it.
     gw = await make_gateway(dns=_answers(tmp_path))
-    records = _records(gw)
+    records = keep_records(gw)
     with pytest.raises(aiosmtplib.SMTPDataError) as err:
         await send(gw, "mx", message(), SENDER, [LOCAL_RCPT])
     assert (err.value.code, err.value.message[:6]) == (550, "5.7.26")
@@ -319,7 +308,7 @@ async def test_forged_authentication_results_are_removed_on_relay_too(make_gatew
 
 async def test_dns_timeout_is_temperror_not_fail(make_gateway, sink, tmp_path):
     gw = await make_gateway(dns=_answers(tmp_path, f"ed._domainkey.{REMOTE}. TIMEOUT"))
-    records = _records(gw)
+    records = keep_records(gw)
     raw = _inbound()
     data = await _deliver(gw, sink, "mx", sign(raw, [_signing_key("ed", REMOTE)]) + raw, f"vanphong@{REMOTE}", LOCAL_RCPT)
     (results,) = _header_fields(data, "Authentication-Results")
@@ -342,7 +331,7 @@ async def test_real_dns_lookups_from_the_pipeline_thread_pass_and_time_out(make_
     # dnspython's asynchronous resolver, from the worker thread the pipeline
     # runs in, against a real DNS server; the silent name hits dns.timeout.
     gw = await make_gateway(dns={"nameservers": ["127.0.0.1"], "port": dns_server.port, "timeout": "300ms"})
-    records = _records(gw)
+    records = keep_records(gw)
     raw = _inbound()
     keys = [_signing_key("rsa", REMOTE), SigningKey(REMOTE, "slow", "ed25519-sha256", load_key(KEY_DATA / "ed25519.pem"))]
     started = time.monotonic()
@@ -357,7 +346,7 @@ async def test_real_dns_lookups_from_the_pipeline_thread_pass_and_time_out(make_
 
 async def test_tampered_body_fails(make_gateway, sink, tmp_path):
     gw = await make_gateway(dns=_answers(tmp_path, _zone_line(REMOTE, "rsa")))
-    records = _records(gw)
+    records = keep_records(gw)
     raw = _inbound()
     signed = sign(raw, [_signing_key("rsa", REMOTE)]) + raw
     tampered = signed.replace("Nội dung công văn.".encode(), "Nội dung đã bị sửa.".encode())
@@ -392,7 +381,7 @@ async def test_a_second_from_above_a_signed_one_is_refused(make_gateway, sink, t
 
 async def test_l_tag_with_appended_content_never_counts(make_gateway, sink, tmp_path):
     gw = await make_gateway(dns=_answers(tmp_path, _zone_line(REMOTE, "rsa")))
-    records = _records(gw)
+    records = keep_records(gw)
     raw = _inbound()
     pem = (KEY_DATA / "rsa2048.pem").read_bytes()
     signed = dkimpy.sign(raw, b"rsa", REMOTE.encode(), pem, canonicalize=(b"relaxed", b"relaxed"), length=True) + raw
@@ -406,7 +395,7 @@ async def test_l_tag_with_appended_content_never_counts(make_gateway, sink, tmp_
 
 async def test_expired_signature_and_short_key(make_gateway, sink, tmp_path):
     gw = await make_gateway(dns=_answers(tmp_path, _zone_line(REMOTE, "ed"), _zone_line(REMOTE, "short")))
-    records = _records(gw)
+    records = keep_records(gw)
     raw = _inbound()
     expired = sign(raw, [_signing_key("ed", REMOTE)], now=time.time() - 7200, expire_after=3600)
     short = dkimpy.sign(raw, b"short", REMOTE.encode(), (KEY_DATA / "rsa512.pem").read_bytes(), canonicalize=(b"relaxed", b"relaxed"))
@@ -439,7 +428,7 @@ async def test_the_stage_also_works_when_called_on_a_running_loop(make_gateway, 
 @pytest.mark.parametrize(("selector", "pinned"), [("mail", True), ("other", False), (None, False)], ids=["pinned", "other-selector", "unsigned"])
 async def test_partner_mail_without_its_pinned_signature_is_tagged(make_gateway, sink, tmp_path, selector, pinned):
     gw = await make_gateway(dns=_answers(tmp_path, _zone_line(PARTNER, "mail", "ed"), _zone_line(PARTNER, "other", "ed")))
-    records = _records(gw)
+    records = keep_records(gw)
     raw = _inbound(sender=f"vanphong@{PARTNER}")
     if selector:
         raw = sign(raw, [SigningKey.from_file(PARTNER, selector, KEY_DATA / "ed25519.pem")]) + raw
@@ -454,7 +443,7 @@ async def test_partner_mail_without_its_pinned_signature_is_tagged(make_gateway,
 async def test_partner_pin_unknown_on_dns_timeout_is_not_tagged(make_gateway, sink, tmp_path):
     # A refusal for a missing pinned signature must not follow from a DNS hiccup.
     gw = await make_gateway(dns=_answers(tmp_path, f"mail._domainkey.{PARTNER}. TIMEOUT"))
-    records = _records(gw)
+    records = keep_records(gw)
     raw = _inbound(sender=f"vanphong@{PARTNER}")
     raw = sign(raw, [SigningKey.from_file(PARTNER, "mail", KEY_DATA / "ed25519.pem")]) + raw
     await _deliver(gw, sink, "mx", raw, f"vanphong@{PARTNER}", LOCAL_RCPT)
@@ -544,7 +533,7 @@ def test_starting_with_a_bad_key_fails_with_file_and_line(tmp_path, ca, password
 
 async def test_our_domain_signed_but_its_key_lookup_times_out_is_deferred_not_refused(make_gateway, sink, tmp_path):
     gw = await make_gateway(dns=_answers(tmp_path, f"ed._domainkey.{LOCAL}. TIMEOUT"))
-    records = _records(gw)
+    records = keep_records(gw)
     raw = message(sender=SENDER, to=LOCAL_RCPT)
     signed = sign(raw, [_signing_key("ed", LOCAL)]) + raw
     with pytest.raises(aiosmtplib.SMTPDataError) as err:

@@ -20,7 +20,7 @@ from mailgw.config.resolver import FileResolver
 from mailgw.dkim import sign
 from mailgw.message.facts import DkimFacts, DkimSignature, SpfFacts
 from mailgw.senderauth.dmarc import discover, evaluate, parse
-from tests.conftest import message, send
+from tests.conftest import keep_records, message, send
 from tests.test_dkim_pipeline import _signing_key, _zone_line
 
 LOCAL_RCPT = "vanthu.snv@binhthuan.gov.vn"
@@ -119,16 +119,6 @@ async def gw(make_gateway: Any, tmp_path: Path) -> Any:
     return await make_gateway(dns={"answers": "answers.zone"})
 
 
-def _records(gw: Any) -> list[dict[str, Any]]:
-    captured: list[dict[str, Any]] = []
-
-    async def keep(record: dict[str, Any]) -> None:
-        captured.append(record)
-
-    gw.edge.recorder = keep
-    return captured
-
-
 def _auth_results(data: bytes) -> str:
     headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(data)
     (value,) = headers.get_all("Authentication-Results") or []
@@ -148,7 +138,7 @@ async def _delivered(gw: Any, sink: Any, raw: bytes, mail_from: str) -> bytes:
 
 
 async def test_pass_by_spf_alone(gw, sink):
-    records = _records(gw)
+    records = keep_records(gw)
     data = await _delivered(gw, sink, _letter(f"vanphong@{REJECTING}"), f"bounce@bounce.{REJECTING}")
     assert "spf=pass (127.0.0.1 is allowed) smtp.mailfrom=bounce@bounce.hanoi.gov.vn; arc=none; dmarc=pass (p=REJECT) header.from=hanoi.gov.vn" in _auth_results(data)
     dmarc = records[0]["dmarc"]
@@ -158,7 +148,7 @@ async def test_pass_by_spf_alone(gw, sink):
 
 async def test_pass_by_dkim_alone(gw, sink):
     # Sent through the attacker's (SPF-passing) server, but signed by the province: a forwarder, say.
-    records = _records(gw)
+    records = keep_records(gw)
     data = await _delivered(gw, sink, _letter(f"vanphong@{REJECTING}", signer=REJECTING), f"fwd@{ATTACKER}")
     results = _auth_results(data)
     assert "dkim=pass header.d=hanoi.gov.vn" in results and "spf=pass" in results and "dmarc=pass" in results
@@ -176,7 +166,7 @@ async def _refused(gw: Any, raw: bytes, mail_from: str, **kw: Any) -> aiosmtplib
 
 
 async def test_fail_with_p_reject_is_refused_with_the_bilingual_text(gw, sink):
-    records = _records(gw)
+    records = keep_records(gw)
     err = await _refused(gw, _letter(f"vanphong@{REJECTING}"), f"vanphong@{REJECTING}")  # SPF fail: not its server
     assert (err.code, err.message[:6]) == (550, "5.7.1 ")
     text = " ".join(err.message.split())
@@ -189,7 +179,7 @@ async def test_fail_with_p_reject_is_refused_with_the_bilingual_text(gw, sink):
 
 
 async def test_p_none_is_accepted_and_tagged(gw, sink):
-    records = _records(gw)
+    records = keep_records(gw)
     data = await _delivered(gw, sink, _letter(f"vanphong@{MONITORING}"), f"vanphong@{MONITORING}")
     assert "dmarc=fail (p=NONE dis=NONE) header.from=cantho.gov.vn" in _auth_results(data)
     assert "dmarc-fail" in records[0]["decision"]["tags"] and records[0]["decision"]["rule"] == "default"
@@ -197,7 +187,7 @@ async def test_p_none_is_accepted_and_tagged(gw, sink):
 
 
 async def test_p_quarantine_is_held(gw, sink):
-    records = _records(gw)
+    records = keep_records(gw)
     await send(gw, "mx", _letter(f"vanphong@{QUARANTINING}"), f"vanphong@{QUARANTINING}", [LOCAL_RCPT])
     (record,) = records
     assert (record["decision"]["decision"], record["decision"]["rule"]) == ("quarantine", "dmarc-quarantine")
@@ -205,7 +195,7 @@ async def test_p_quarantine_is_held(gw, sink):
 
 
 async def test_a_dns_timeout_on_the_aligned_spf_domain_defers_never_refuses(gw, sink):
-    records = _records(gw)
+    records = keep_records(gw)
     err = await _refused(gw, _letter(f"vanphong@{REJECTING}"), f"vanphong@slow.{REJECTING}")
     assert (err.code, err.message[:6]) == (451, "4.4.3 ")
     assert (records[0]["decision"]["rule"], records[0]["dmarc"]["result"], records[0]["spf"]["result"]) == (
@@ -220,7 +210,7 @@ async def test_a_dns_timeout_on_the_aligned_spf_domain_defers_never_refuses(gw, 
     (f"attacker@{REJECTING}.{ATTACKER}", None, None),  # a lookalike MAIL FROM under the attacker's domain
 ], ids=["mailfrom-attacker", "null-mailfrom-helo", "dkim-attacker", "mailfrom-victim", "mailfrom-lookalike"])
 async def test_espoofer_spoofs_of_a_domain_publishing_p_reject_are_refused(gw, sink, mail_from, signer, helo):
-    records = _records(gw)
+    records = keep_records(gw)
     raw = _letter(f"chutich@{REJECTING}", signer=signer)
     err = await _refused(gw, raw, mail_from, **({"local_hostname": helo} if helo else {}))
     assert (err.code, err.message[:6]) == (550, "5.7.1 ")
@@ -231,7 +221,7 @@ async def test_espoofer_spoofs_of_a_domain_publishing_p_reject_are_refused(gw, s
 
 async def test_our_own_domain_stays_with_the_stricter_rule(gw, sink):
     # An SPF pass for our domain does not help a forgery: spoof-local-domain wants an aligned DKIM signature.
-    records = _records(gw)
+    records = keep_records(gw)
     err = await _refused(gw, _letter("vanthu.sotttt@binhthuan.gov.vn"), f"attacker@{ATTACKER}")
     assert (err.code, err.message[:6]) == (550, "5.7.26")
     assert records[0]["decision"]["rule"] == "spoof-local-domain"

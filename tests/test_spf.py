@@ -7,14 +7,13 @@ publish (include chains, ``redirect=``, ``mx``, ``a/24``, ``exists`` with macros
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import aiosmtplib
 import pytest
 
 from mailgw.config.resolver import FileResolver
 from mailgw.senderauth.spf import check_host
-from tests.conftest import message, send
+from tests.conftest import keep_records, message, send
 
 LOCAL_RCPT = "vanthu.snv@binhthuan.gov.vn"
 REMOTE = "hanoi.gov.vn"
@@ -194,16 +193,6 @@ def _answers(tmp_path: Path, *lines: str) -> dict[str, str]:
     return {"answers": "answers.zone"}
 
 
-def _records(gw: Any) -> list[dict[str, Any]]:
-    captured: list[dict[str, Any]] = []
-
-    async def keep(record: dict[str, Any]) -> None:
-        captured.append(record)
-
-    gw.edge.recorder = keep
-    return captured
-
-
 def _auth_results(data: bytes) -> str:
     head = data.split(b"\r\n\r\n", 1)[0].decode()
     fields = [f for f in head.replace("\r\n\t", " ").split("\r\n") if f.lower().startswith("authentication-results:")]
@@ -234,7 +223,7 @@ SPF_ZONE = (
 ])
 async def test_mx_mail_from_is_checked_and_told_downstream(make_gateway, sink, tmp_path, domain, result, comment):
     gw = await make_gateway(dns=_answers(tmp_path, *SPF_ZONE))
-    records = _records(gw)
+    records = keep_records(gw)
     mail_from = f"vanphong@{domain}"
     await send(gw, "mx", message(sender=f"vanphong@{REMOTE}", to=LOCAL_RCPT), mail_from, [LOCAL_RCPT])
     await sink.wait_for(lambda: sink.to(LOCAL_RCPT))
@@ -246,7 +235,7 @@ async def test_mx_mail_from_is_checked_and_told_downstream(make_gateway, sink, t
 
 async def test_null_sender_checks_the_helo_name(make_gateway, sink, tmp_path):
     gw = await make_gateway(dns=_answers(tmp_path, *SPF_ZONE))
-    records = _records(gw)
+    records = keep_records(gw)
     async with aiosmtplib.SMTP(hostname="127.0.0.1", port=gw.addresses["mx"][1], start_tls=False,
                                local_hostname=f"mail.{REMOTE}") as client:
         await client.sendmail("", [LOCAL_RCPT], message(sender=f"mailer-daemon@{REMOTE}", to=LOCAL_RCPT))
@@ -257,7 +246,7 @@ async def test_null_sender_checks_the_helo_name(make_gateway, sink, tmp_path):
 
 async def test_relay_mail_is_not_checked(make_gateway, sink, tmp_path):
     gw = await make_gateway(dns=_answers(tmp_path, *SPF_ZONE))
-    records = _records(gw)
+    records = keep_records(gw)
     await send(gw, "relay", message(), "vanthu.sotttt@binhthuan.gov.vn", ["friend@example.com"])
     await sink.wait_for(lambda: sink.to("friend@example.com"))
     assert records[0]["spf"] is None and records[0]["dmarc"] is None
@@ -316,7 +305,7 @@ async def test_a_local_rule_can_test_the_spf_result(make_gateway, sink, tmp_path
         "    then:\n"
         "      tags: [spf-not-pass]\n")
     gw = await make_gateway(dns=_answers(tmp_path, *SPF_ZONE))
-    records = _records(gw)
+    records = keep_records(gw)
     for domain in (REMOTE, f"soft.{REMOTE}"):
         await send(gw, "mx", message(sender=f"vanphong@{REMOTE}", to=LOCAL_RCPT, subject=domain), f"vanphong@{domain}", [LOCAL_RCPT])
     assert [("spf-not-pass" in r["decision"]["tags"], r["spf"]["result"]) for r in records] == [(False, "pass"), (True, "softfail")]
