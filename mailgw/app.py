@@ -8,7 +8,7 @@ import os
 import signal
 from typing import Any, Callable
 
-from mailgw import metrics, policy, sdnotify
+from mailgw import metrics, policy, sdnotify, warmup
 from mailgw import status as published
 from mailgw.audit.writer import JOURNAL, AuditWriter
 from mailgw.config import resolver as dnsanswers
@@ -130,6 +130,9 @@ class Gateway:
         else:
             await asyncio.to_thread(self.audit.start)  # a worker: the supervisor logged the spooled records
         if self.mode != "deliver":
+            # What the first messages would otherwise wait for: imports on first use, the PDF readers.
+            spent = await asyncio.to_thread(warmup.warm_up, self._ctx)
+            log.debug("warmed up in %.0f ms", spent * 1000)
             await self._listen()
         if self.mode != "receive":
             if s.metrics_listen is not None:

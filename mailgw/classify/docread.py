@@ -143,6 +143,11 @@ def _pool() -> pdfworker.Pool:
         return _POOL
 
 
+def start_pdf_workers() -> int:
+    """Start the PDF reader's workers now rather than on the first PDF (mailgw.warmup); how many are ready."""
+    return _pool().start()
+
+
 def _pdf_in_worker(data: bytes, limits: ReadLimits) -> FirstPage | None:
     """Page one through PDFium; None when no worker can be had.
 

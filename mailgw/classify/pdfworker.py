@@ -209,6 +209,10 @@ class Pool:
                     self._running += 1
                     break
                 self._cond.wait()
+        return self._new_worker()
+
+    def _new_worker(self) -> _Worker | None:
+        """A new worker, counted as running already; None (and pypdf for a while) when it cannot start."""
         try:
             return _Worker(self.address_space)
         except (OSError, _Dead) as e:
@@ -218,6 +222,22 @@ class Pool:
                 self._no_start_until = time.monotonic() + _RETRY_START_AFTER
                 self._cond.notify()
             return None
+
+    def start(self) -> int:
+        """Start workers until ``size`` are running (at start-up, so no message waits for one); how many are idle."""
+        while self.available and self.owned():
+            with self._cond:
+                if self._running >= self.size or time.monotonic() < self._no_start_until:
+                    break
+                self._running += 1
+            worker = self._new_worker()
+            if worker is None:
+                break
+            with self._cond:
+                self._idle.append(worker)
+                self._cond.notify()
+        with self._cond:
+            return len(self._idle)
 
     def cpu_seconds(self) -> float:
         """CPU seconds the idle workers have used so far, as they last reported (benchmarks)."""
