@@ -991,7 +991,8 @@ def _profiling(rig: Rig, system: System, out: Path | None, case: str) -> Iterato
         return
     out.mkdir(parents=True, exist_ok=True)
     spies = [
-        subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--subprocesses", "--gil", "--rate", "250", "--format", "raw",
+        subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--subprocesses", "--gil", "--nonblocking", "--rate", "250",
+                          "--format", "raw",
                           "--output", str(out / f"{system.name}-{case}-{pid}.txt")],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for pid in system.roots

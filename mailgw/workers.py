@@ -92,6 +92,7 @@ class Supervisor:
         self.settings_path = settings_path
         self.count = workers
         self.gateway = Gateway(settings_path, mode="deliver")
+        self.gateway.freeze_gc = True  # only `mailgw serve` supervises (mailgw.app)
         self.gateway.workers = workers
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self._ready: set[int] = set()
