@@ -81,7 +81,7 @@ class Gateway:
     runs the spool recovery and delivery only. ``all`` is one process doing both.
     """
 
-    def __init__(self, settings_path: str, *, mode: str = "all", on_queued: Callable[[str], None] | None = None):
+    def __init__(self, settings_path: str, *, mode: str = "all", on_queued: Callable[[str, bool], None] | None = None):
         self.settings_path = settings_path
         self.mode = mode
         self._ctx, warnings = load_context(settings_path)

@@ -15,7 +15,7 @@ worker, and the durability rule is the same as with one process (the 250
 goes out only after the file and its directory are fsync-ed). Only the
 supervisor delivers, so each message is delivered by one process, exactly as
 with a single worker. A worker tells the supervisor the id of every message it
-queued through a pipe, one id per line; the supervisor's periodic spool scan
+queued through a pipe, one id per line (with `` !`` when it is urgent); the supervisor's periodic spool scan
 picks up anything a full pipe dropped, so a lost notice delays a message by at
 most ``queue.scan_interval`` and never loses it.
 
@@ -55,13 +55,13 @@ def die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def notifier(fd: int) -> Callable[[str], None]:
-    """The worker side: ``on_queued`` that writes the id to the supervisor's pipe, never blocking."""
+def notifier(fd: int) -> Callable[[str, bool], None]:
+    """The worker side: ``on_queued`` that writes the id (and ``!`` for an urgent one) to the supervisor's pipe, never blocking."""
     os.set_blocking(fd, False)
 
-    def notify(msg_id: str) -> None:
+    def notify(msg_id: str, urgent: bool) -> None:
         try:
-            os.write(fd, msg_id.encode("ascii") + b"\n")  # under PIPE_BUF: one atomic write
+            os.write(fd, msg_id.encode("ascii") + (URGENT_MARK if urgent else b"") + b"\n")  # under PIPE_BUF: one atomic write
         except BlockingIOError:
             pass  # the pipe is full: the supervisor's next spool scan finds the message
         except OSError as e:
@@ -70,6 +70,7 @@ def notifier(fd: int) -> Callable[[str], None]:
     return notify
 
 
+URGENT_MARK = b" !"  # after an id: HỎA TỐC or THƯỢNG KHẨN, delivered before the others
 READY = b"+ready"  # a worker's line on the pipe once its listeners are bound (ids never start with "+")
 
 
@@ -185,9 +186,10 @@ class Supervisor:
             if raw == READY:
                 self._worker_ready(index)
                 continue
-            msg_id = raw.decode("ascii", "replace")
+            urgent = raw.endswith(URGENT_MARK)
+            msg_id = raw[: -len(URGENT_MARK)].decode("ascii", "replace") if urgent else raw.decode("ascii", "replace")
             if msg_id and all(ch.isalnum() or ch in "-_" for ch in msg_id):
-                self.gateway.deliverer.notify(msg_id)
+                self.gateway.deliverer.notify(msg_id, urgent)
 
 
     def _worker_ready(self, index: int) -> None:

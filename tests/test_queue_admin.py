@@ -212,6 +212,37 @@ async def test_urgent_messages_go_first(make_gateway, sink):
     assert sorted(s.split("số ")[1].split()[0] for s in subjects[1:]) == ["11/STTTT-VP", "12/STTTT-VP", "13/STTTT-VP"]
 
 
+async def test_a_large_backlog_is_scheduled_without_sorting_it(make_gateway, monkeypatch):
+    """After an outage the queue may hold 100,000 messages, all due. Each wake-up of the scheduler (one
+    per message queued or delivered) used to sort all of them, and with more due than free slots read
+    each one's urgency from its spool file: delivery slowed as the backlog grew. Now the next due
+    message comes off a heap (urgent ones first), and an urgency the edge told is not read again."""
+    gw = await make_gateway(queue={"concurrency": 3, "scan_interval": "1h"})
+    deliverer = type(gw.deliverer)(gw.spool, gw.context)  # a second one, not running: driven by hand
+    started: list[str] = []
+
+    async def attempt(msg_id: str) -> None:  # a delivery that succeeds at once
+        started.append(msg_id)
+        deliverer._due.pop(msg_id, None)
+
+    monkeypatch.setattr(deliverer, "_attempt", attempt)
+    reads: list[Any] = []
+    monkeypatch.setattr(gw.spool, "read", lambda *a, **kw: reads.append(a))
+    backlog = 50_000
+    for n in range(backlog):  # as the edge and the workers' pipe tell it; every tenth thousand urgent
+        deliverer._set_due(f"B{n:06d}", 1000.0 + n, urgent=n % 10_000 == 9_999)
+    deliverer._last_scan = time.time()
+    deliverer._schedule()
+    assert sorted(deliverer._active) == ["B009999", "B019999", "B029999"]
+    # Only what was started left the heaps: the rest was not looked at.
+    assert sum(len(h) for h in deliverer._heaps) == backlog - 3
+    await asyncio.gather(*deliverer._active.values())
+    deliverer._schedule()
+    await asyncio.gather(*deliverer._active.values())
+    assert started == ["B009999", "B019999", "B029999", "B039999", "B049999", "B000000"]
+    assert deliverer._next_due() == 1001.0 and reads == []  # the longest waiting next; no spool file read
+
+
 async def test_flush_of_one_id_makes_only_that_one_due(make_gateway, sink):
     gw = await make_gateway(queue={"retry_min": "1h", "retry_max": "2h"})
     sink.data_reply = lambda rcpts: "451 4.3.0 later"

@@ -16,6 +16,7 @@ import asyncio
 import collections
 import email.header
 import functools
+import heapq
 import inspect
 import logging
 import re
@@ -61,11 +62,52 @@ class Deliverer:
         self._stopping = False
         self._last_scan = 0.0
         self._urgent: dict[str, bool] = {}  # queued message id -> HỎA TỐC or THƯỢNG KHẨN, once looked up
+        # (when, id) of every _due entry, urgent messages in the first heap: the next due is found in
+        # O(log n), not by sorting the whole queue on every wake-up (a backlog of 100,000 after an
+        # outage). An entry whose time is no longer the one in _due is stale and skipped.
+        self._heaps: tuple[list[tuple[float, str]], list[tuple[float, str]]] = ([], [])
 
-    def notify(self, msg_id: str) -> None:
-        """A message was just spooled: try it now."""
-        self._due[msg_id] = 0.0
+    def notify(self, msg_id: str, urgent: bool | None = None) -> None:
+        """A message was just spooled: try it now. ``urgent``: its urgency, when the caller knows it."""
+        self._set_due(msg_id, 0.0, urgent)
         self._wake.set()
+
+    def _set_due(self, msg_id: str, when: float, urgent: bool | None = None) -> None:
+        self._due[msg_id] = when
+        if urgent is None:
+            urgent = self._is_urgent(msg_id)  # read once from the spooled record, then remembered
+        self._urgent[msg_id] = urgent
+        heap = self._heaps[0 if urgent else 1]
+        heapq.heappush(heap, (when, msg_id))
+        if len(heap) > 2 * len(self._due) + 1024:  # mostly stale: rebuilt from _due
+            self._heaps = tuple(  # type: ignore[assignment]
+                [(t, m) for m, t in self._due.items() if self._urgent.get(m, False) is want] for want in (True, False)
+            )
+            for h in self._heaps:
+                heapq.heapify(h)
+
+    def _pop_due(self, heap: list[tuple[float, str]], now: float) -> str | None:
+        """The id of the heap's earliest message due by ``now`` and not running, taken off the heap; else None."""
+        while heap:
+            when, msg_id = heap[0]
+            if self._due.get(msg_id) != when or msg_id in self._active:
+                heapq.heappop(heap)  # stale, or running (_finished puts it back while it is queued)
+                continue
+            if when > now:
+                return None
+            heapq.heappop(heap)
+            return msg_id
+        return None
+
+    def _next_due(self) -> float | None:
+        """When the earliest message not running is due (stale entries on top are dropped)."""
+        times = []
+        for heap in self._heaps:
+            while heap and (self._due.get(heap[0][1]) != heap[0][0] or heap[0][1] in self._active):
+                heapq.heappop(heap)
+            if heap:
+                times.append(heap[0][0])
+        return min(times) if times else None
 
     def stop(self) -> None:
         """Start no new attempt; ``run`` returns once the running ones finish."""
@@ -103,16 +145,16 @@ class Deliverer:
         if flush or now - self._last_scan >= settings.queue.scan_interval:
             self._rescan(reload_all=flush)
             self._last_scan = now
-        due = sorted((when, msg_id) for msg_id, when in self._due.items() if when <= now and msg_id not in self._active)
         free = settings.queue.concurrency - len(self._active)
-        if len(due) > free:
-            # More due than delivery slots: urgent messages take the slots first, then the longest waiting.
-            due.sort(key=lambda item: (not self._is_urgent(item[1]), item[0]))
-        for _, msg_id in due[:max(0, free)]:
-            if msg_id not in self._active:
-                task = asyncio.get_running_loop().create_task(self._attempt(msg_id))
-                self._active[msg_id] = task
-                task.add_done_callback(functools.partial(self._finished, msg_id))
+        # Urgent messages take the free delivery slots first, then the longest waiting.
+        while free > 0:
+            msg_id = self._pop_due(self._heaps[0], now) or self._pop_due(self._heaps[1], now)
+            if msg_id is None:
+                break
+            task = asyncio.get_running_loop().create_task(self._attempt(msg_id))
+            self._active[msg_id] = task
+            task.add_done_callback(functools.partial(self._finished, msg_id))
+            free -= 1
 
     def _rescan(self, *, reload_all: bool) -> None:
         """Pick up messages spooled or released by someone else; forget held or deleted ones."""
@@ -124,7 +166,7 @@ class Deliverer:
             del self._urgent[msg_id]  # delivered, held or deleted
         for msg_id in present:
             if reload_all or msg_id not in self._due:
-                self._due[msg_id] = float(self.spool.load_state(msg_id).get("next_try", 0.0))
+                self._set_due(msg_id, float(self.spool.load_state(msg_id).get("next_try", 0.0)), self._urgent.get(msg_id))
 
     def _is_urgent(self, msg_id: str) -> bool:
         """From the urgency fact in the message's spooled record, read once per message."""
@@ -143,16 +185,18 @@ class Deliverer:
         if not task.cancelled() and task.exception() is not None:
             log.error("delivery of %s failed unexpectedly", msg_id, exc_info=task.exception())
             retry = self.context().settings.queue.retry_min
-            self._due[msg_id] = time.time() + retry
+            self._set_due(msg_id, time.time() + retry, self._urgent.get(msg_id))
+        elif msg_id in self._due:  # still queued: back on its heap (taken off while it ran)
+            self._set_due(msg_id, self._due[msg_id], self._urgent.get(msg_id))
         self._wake.set()
 
     async def _sleep(self) -> None:
         settings = self.context().settings
         now = time.time()
         waits = [settings.queue.scan_interval]
-        pending = [t for m, t in self._due.items() if m not in self._active]
-        if pending and len(self._active) < settings.queue.concurrency:
-            waits.append(max(0.0, min(pending) - now))
+        next_due = self._next_due()
+        if next_due is not None and len(self._active) < settings.queue.concurrency:
+            waits.append(max(0.0, next_due - now))
         try:
             await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, min(waits)))
         except asyncio.TimeoutError:
@@ -237,7 +281,7 @@ class Deliverer:
         # Try once more exactly when the lifetime ends, so the DSN is not late.
         state["next_try"] = min(now + delay, env["received_at"] + ctx.settings.queue.lifetime)
         await asyncio.to_thread(self.spool.save_state, msg_id, state)
-        self._due[msg_id] = state["next_try"]
+        self._set_due(msg_id, state["next_try"], urgent)
 
     async def _report(self, events: list[dict[str, Any]], env: dict[str, Any]) -> None:
         """Hand every outcome of an attempt to ``on_event`` at once (the log commits them together)."""
@@ -303,7 +347,7 @@ class Deliverer:
         state["dsn_pending"] = None
         await asyncio.to_thread(self.spool.save_state, msg_id, state)
         log.info("dsn id=%s for=%s to=<%s> rcpts=%d", pending["id"], msg_id, sender, len(failures))
-        self.notify(pending["id"])
+        self.notify(pending["id"], urgent=False)
 
 
 def _urgency(meta: dict[str, Any]) -> str:

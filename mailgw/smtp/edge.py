@@ -26,6 +26,7 @@ from mailgw import logsetup, metrics, pipeline
 from mailgw.audit import record
 from mailgw.config.settings import Listener
 from mailgw.delivery import dsn
+from mailgw.delivery.worker import URGENT
 from mailgw.message import addresses, replies
 from mailgw.message.model import Context, Envelope, Message, Verdict, new_id
 from mailgw.message.replies import SmtpReply
@@ -68,7 +69,7 @@ class Edge:
         context: Callable[[], Context],
         spool: Spool,
         *,
-        on_queued: Callable[[str], None] = lambda msg_id: None,
+        on_queued: Callable[[str, bool], None] = lambda msg_id, urgent: None,
         recorder: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
         on_event: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ):
@@ -181,7 +182,8 @@ class Edge:
         if held and verdict.notify_sender and message.envelope.mail_from:
             await self._notify_held(message, ctx)
         if not held:
-            self.on_queued(message.id)
+            found = message.facts.classification
+            self.on_queued(message.id, found is not None and found.urgency in URGENT)  # urgent goes first
         return verdict.reply
 
     def _decide_and_spool(self, message: Message, ctx: Context) -> tuple[Verdict, dict[str, Any] | None]:
@@ -217,7 +219,7 @@ class Edge:
         if not await self._keep(rec):
             log.error("notice %s: record not kept now; it is logged from the spool at the next start", notice_id)
         logsetup.event(log, logging.INFO, "notice", id=notice_id, held=message.id, to=message.envelope.mail_from)
-        self.on_queued(notice_id)
+        self.on_queued(notice_id, False)
 
     async def _refuse(self, message: Message, ctx: Context, refusal: SmtpReply, rule: str) -> str:
         """Record a refusal, then return its reply (a 451 instead if the record cannot be kept)."""
