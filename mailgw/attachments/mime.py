@@ -51,7 +51,7 @@ from collections.abc import Iterator
 from mailgw.attachments import names as namefacts
 from mailgw.attachments.budget import Budget, OverLimit
 from mailgw.classify.vn import text as vtext
-from mailgw.message.parsed import base64_payload, decoded_payload, parse_one_part
+from mailgw.message.parsed import base64_payload, decoded_payload, parse_multipart, parse_one_part
 
 MAX_HEADER = 8192  # characters of one Content-Type or Content-Disposition value that are parsed
 _FEED = 64 * 1024
@@ -242,6 +242,12 @@ class Walker:
                 raise OverLimit(f"more than {self.limits.max_parts} MIME parts") from None
             if copied is not None:
                 return copied
+        # A simple multipart (a letter and its attachments): cut at its delimiter lines, the
+        # same tree as the feed parser's (mailgw.message.parsed.complete_multipart); more
+        # parts than the limit go to the counting parse below, which stops at the limit.
+        fast = parse_multipart(self.raw, email.policy.compat32, max_parts=self.limits.max_parts)
+        if fast is not None:
+            return fast
         made = 0
         cap = self.limits.max_parts + 1  # the parser makes one probe instance first
 

@@ -13,7 +13,13 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from mailgw.message.facts import AuditModeHit, Facts
-from mailgw.message.parsed import ParsedOnce, complete_one_part, header_section, parse_header_section
+from mailgw.message.parsed import (
+    ParsedOnce,
+    complete_multipart,
+    complete_one_part,
+    header_section,
+    parse_header_section,
+)
 
 if TYPE_CHECKING:
     from mailgw.classify.engine import ClassifyLimits
@@ -123,8 +129,16 @@ class Message:
     @property
     def parsed(self) -> ParsedOnce:
         """The whole MIME tree, parsed on first use (stages that read the body share it)."""
-        if self._parsed is None and self._headers is not None and complete_one_part(self._headers, self.raw):
-            self._parsed = self._headers  # one part: the header section, already parsed, and the body as it is
+        if self._parsed is None:
+            # One part, or a simple multipart: the header section (parsed already, or now) and
+            # the body cut where the feed parser would cut it, without its line-by-line pass.
+            factory = self._part_factory()
+            head = self._headers
+            if head is None:
+                head = parse_header_section(header_section(self.raw), email.policy.default, factory)  # type: ignore[assignment]
+            assert head is not None
+            if complete_one_part(head, self.raw) or complete_multipart(head, self.raw, factory):
+                self._parsed = head
         if self._parsed is None:
             # Fed in 64 KiB slices: parsebytes holds the whole message as one text and
             # one list of lines at once (146 MiB at peak for a 20 MiB message, 35 this way).
