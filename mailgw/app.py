@@ -112,6 +112,7 @@ class Gateway:
         self.metrics: metrics.Server | None = None
         self.on_ready: Callable[[], None] | None = None  # a worker tells its supervisor it listens
         self.freeze_gc = False  # `mailgw serve`: start-up's objects leave the garbage collector's view
+        self._refreeze: asyncio.TimerHandle | None = None
 
     def context(self) -> Context:
         return self._ctx
@@ -138,6 +139,7 @@ class Gateway:
         if self.freeze_gc:
             # What start-up made (modules, settings, directory, policies: ~125,000 objects) lives as
             # long as the process: out of the collector's way, a full collection no longer walks it.
+            gc.collect()
             gc.freeze()
         if self.mode != "deliver":
             await self._listen()
@@ -278,7 +280,12 @@ class Gateway:
         for w in warnings:
             log.warning("%s", w)
         if self.freeze_gc:
-            gc.unfreeze()  # the context replaced below may be freed; the collector sees everything again
+            # The context replaced below may be freed: the collector sees everything again, and what is
+            # left once the messages under the old context are through is frozen again.
+            gc.unfreeze()
+            if self._refreeze is not None:
+                self._refreeze.cancel()
+            self._refreeze = asyncio.get_running_loop().call_later(REFREEZE_AFTER, _refreeze)
         self._ctx = ctx
         log.info("reloaded: %s", ctx.settings.effective())
         log.info("policies version %s: %d rules from %d files; directory version %s",
@@ -335,6 +342,14 @@ class Gateway:
         self.state = "stopped"
         self.publish()
         log.info("stopped")
+
+
+REFREEZE_AFTER = 60.0  # seconds after a reload: longer than a message stays between DATA and its reply
+
+
+def _refreeze() -> None:
+    gc.collect()
+    gc.freeze()
 
 
 def loop_time() -> float:

@@ -11,7 +11,7 @@ meanwhile: the first twenty sessions after a start waited up to half a second.
 :func:`warm_up` pays them at start-up: it runs the stages that read files
 (parse, classify, attachments) on a small built-in message carrying a one-page
 PDF, which imports what they import on first use, and starts the PDF reader's
-workers. It reads nothing from the network, writes nothing, and records
+workers (``PDF_READERS``; more start on demand, up to the pool's size). It reads nothing from the network, writes nothing, and records
 nothing; a failure is logged and the process serves as it would have
 (tests/test_warmup.py checks that messages after it import no module and start no worker).
 """
@@ -26,6 +26,10 @@ from mailgw.message.model import Context, Envelope, Message, new_id
 from mailgw.stages import attachments, classify, parse
 
 log = logging.getLogger(__name__)
+
+# PDF readers started per serving process (the pool's size on a 2-core machine; more start when
+# PDFs overlap): with one serving process per core, a large machine does not start dozens idle.
+PDF_READERS = 2
 
 
 def tiny_pdf() -> bytes:
@@ -77,7 +81,7 @@ def warm_up(ctx: Context) -> float:
         message = Message(new_id(), envelope, _message(ctx.settings.hostname))
         for stage in (parse.run, classify.run, attachments.run):
             stage(message, ctx)
-        docread.start_pdf_workers()
+        docread.start_pdf_workers(PDF_READERS)
     except Exception:  # never fatal: the first messages pay it, as before
         log.warning("warm-up failed; the first messages will pay for it", exc_info=True)
     return time.monotonic() - started

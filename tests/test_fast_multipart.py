@@ -223,7 +223,7 @@ def test_the_edge_cases_are_answered_or_left_as_intended() -> None:
         + b"--c--\r\n--b--\r\n",  # nested: no epilogue (then None), a preamble, a digest's part
         head + b"--b\r\nContent-Type: multipart/alternative; boundary=c\r\n\r\n--c\r\n" + part
         + b"--c--\r\nafter\r\n\r\n--b--\r\n",  # nested: an epilogue of lines
-        head + b"--b\r\n" + part.replace(b"x\r\n", b"x\n\ry\r") + b"--b--\r\n",  # other line ends inside a body
+        head + b"--b\r\n" + part.replace(b"x\r\n", b"x\ny\r\n") + b"--b--\r\n",  # a bare LF inside a body
     ]
     left = [
         head + b"--b\r\n" + part,  # no close delimiter
@@ -233,11 +233,67 @@ def test_the_edge_cases_are_answered_or_left_as_intended() -> None:
         head + b"--b\r\nContent-Type: text/plain\r\nx\r\n--b--\r\n",  # no empty line ends the part's headers
         head.replace(b"\r\n\r\n", b"\r\nContent-Transfer-Encoding: base64\r\n\r\n") + b"--b\r\n" + part + b"--b--\r\n",
         head.replace(b"\r\n", b"\n") + b"--b\n" + part + b"--b--\n",  # LF line ends in the header section
+        head + b"--b\r\n" + part.replace(b"x\r\n", b"x\n\ry\r") + b"--b--\r\n",  # a bare CR (the parse stage refuses it)
+        # A boundary holding a line break never matches a line (the parser reads one at a time),
+        # whether folded (kept by compat32) or RFC 2231-encoded: one text with defects, not parts.
+        head.replace(b"boundary=b", b'boundary="a\r\n b"') + b"--a\r\n b\r\n" + part + b"--a\r\n b--\r\n",
+        head.replace(b"boundary=b", b"boundary*=us-ascii''a%0D%0Ab") + b"--a\r\nb\r\n" + part + b"--a\r\nb--\r\n",
     ]
     for raw in answered:
         assert _same_as_the_feed_parser(raw), raw
     for raw in left:
         assert not _same_as_the_feed_parser(raw), raw
+
+
+class _CountingBytes(bytes):
+    """Bytes that count the searches made in them."""
+
+    finds = 0
+
+    def find(self, *args: Any) -> int:  # type: ignore[override]
+        type(self).finds += 1
+        return super().find(*args)
+
+
+def test_hostile_shapes_leave_the_fast_path_at_once() -> None:
+    """Shapes an attacker can send inside the size limit: each is read once, at C speed, and left
+    to the feed parser as soon as its reading could differ (found in review: a search from every
+    "--boundary" rather than every line start took 1.6 s of CPU for 10 MB of dashes, and two
+    million delimiter lines in a row were all collected before being refused: 2.2 s, 266 MB)."""
+    head = b"Content-Type: multipart/mixed; boundary=%s\r\n\r\n"
+    delimiters = head % b'""' + b"-" * 1_000_000 + b"\r\n"  # an empty boundary: every "--" looks like one
+    in_a_row = head % b"b" + b"--b\r\n" * 200_000 + b"--b--\r\n"
+    near_misses = head % b"b" + b"--b\r\n\r\n" + b"x--b" * 200_000 + b"\r\n--b--\r\n"
+    blanks = head % b"b" + b"--b" + b" " * 1_000_000 + b"x\r\n--b\r\n\r\ny\r\n--b--\r\n"
+    for raw in (delimiters, in_a_row):
+        assert parse_multipart(raw, email.policy.default) is None
+        assert _tree(_message(raw).parsed) == _tree(_feed(raw, email.policy.default, ParsedOnce))
+    for raw in (near_misses, blanks):  # simple after all: answered, as the parser reads them
+        assert _same_as_the_feed_parser(raw)
+    # The work does not grow with the near misses: only line starts are searched.
+    counted = _CountingBytes(near_misses)
+    assert parse_multipart(counted, email.policy.default) is not None and counted.finds < 10, counted.finds
+    many = head % b"b" + b"--b\r\n\r\nx\r\n" * 1_001 + b"--b--\r\n"
+    assert parse_multipart(many, email.policy.default, max_parts=1_000) is None
+    assert parse_multipart(many, email.policy.default, max_parts=1_002) is not None
+
+
+def test_a_folded_boundary_does_not_hide_a_part_from_the_attachment_walker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """compat32 keeps a folded boundary's line break, policy.default unfolds it: the walker, which
+    parses with compat32 when the two differ, must see what the feed parser sees (found in review:
+    an executable inside became invisible, where the parser's reading makes the message ambiguous)."""
+    exe = b"TVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAgAAAAA=="
+    raw = (b'From: a@b\r\nContent-Type: multipart/mixed; boundary="a\r\n b"\r\n\r\n'
+           b"--a\r\n b\r\nContent-Type: text/plain\r\n\r\n"
+           b"--a b\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+           b'--a b\r\nContent-Type: application/x-msdownload; name="x.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+           + exe + b"\r\n--a b--\r\n--a\r\n b--\r\n")
+    tree = _message(raw).parsed
+    facts = inspect_message(raw, AttachmentLimits(), tree)
+    with monkeypatch.context() as m:
+        m.setattr(mime, "parse_multipart", lambda *args, **kwargs: None)
+        assert facts == inspect_message(raw, AttachmentLimits(), tree)
+    assert facts["ambiguous"], facts
 
 
 def test_a_kept_body_decodes_to_the_bytes_it_was_read_from() -> None:

@@ -21,6 +21,7 @@ CHILD = r"""
 import asyncio, gc, json, sys
 from pathlib import Path
 import aiosmtplib
+from mailgw import app
 from mailgw.app import Gateway
 from mailgw.classify import docread
 
@@ -40,8 +41,15 @@ async def main():
         replies.append(reply)
     imported = sorted(set(sys.modules) - before)
     after = {"idle": len(pool._idle), "running": pool._running}
+    app.REFREEZE_AFTER = 0.05
     reloaded = gw.reload()
-    frozen = {"at_start": frozen_at_start, "after_reload": gc.get_freeze_count(), "reloaded": reloaded}
+    after_reload = gc.get_freeze_count()
+    for _ in range(500):  # the timer set by the reload freezes again
+        if gc.get_freeze_count():
+            break
+        await asyncio.sleep(0.01)
+    frozen = {"at_start": frozen_at_start, "after_reload": after_reload, "reloaded": reloaded,
+              "later": gc.get_freeze_count()}
     await gw.drain()
     print(json.dumps({"at_start": at_start, "after": after, "imported": imported, "replies": replies, "frozen": frozen}))
 
@@ -61,10 +69,13 @@ def test_first_messages_import_nothing_and_start_no_pdf_reader(tmp_path, sink, c
     seen = json.loads(done.stdout.decode().strip().splitlines()[-1])
     assert all(reply.startswith("2.0.0") or "queued" in reply for reply in seen["replies"]), seen["replies"]
     start = seen["at_start"]
-    assert start["available"] and start["idle"] == start["running"] == start["size"] >= 2, start
-    assert seen["after"] == {"idle": start["size"], "running": start["size"]}, seen["after"]
+    assert start["available"] and start["idle"] == start["running"] >= 2, start
+    assert seen["after"] == {"idle": start["idle"], "running": start["running"]}, seen["after"]
     assert seen["imported"] == [], seen["imported"]
     # What start-up made is out of the collector's view (a full collection walked ~125,000 objects),
     # and back in it after a reload, so the replaced settings can be freed.
     assert seen["frozen"]["at_start"] > 50_000, seen["frozen"]
     assert seen["frozen"]["reloaded"] and seen["frozen"]["after_reload"] == 0, seen["frozen"]
+    assert seen["frozen"]["later"] > 50_000, seen["frozen"]  # and frozen again once the old context is gone
+    # The warm-up starts two PDF readers per serving process, not the pool's size on a large machine.
+    assert start["idle"] == min(2, start["size"]), start

@@ -143,9 +143,9 @@ def _pool() -> pdfworker.Pool:
         return _POOL
 
 
-def start_pdf_workers() -> int:
-    """Start the PDF reader's workers now rather than on the first PDF (mailgw.warmup); how many are ready."""
-    return _pool().start()
+def start_pdf_workers(count: int | None = None) -> int:
+    """Start up to ``count`` of the PDF reader's workers now rather than on the first PDF (mailgw.warmup); how many are ready."""
+    return _pool().start(count)
 
 
 def _pdf_in_worker(data: bytes, limits: ReadLimits) -> FirstPage | None:

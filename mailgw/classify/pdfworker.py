@@ -223,11 +223,13 @@ class Pool:
                 self._cond.notify()
             return None
 
-    def start(self) -> int:
-        """Start workers until ``size`` are running (at start-up, so no message waits for one); how many are idle."""
+    def start(self, count: int | None = None) -> int:
+        """Start workers until ``count`` (at most ``size``) are running, at start-up so that no message waits
+        for one; how many are idle."""
+        want = self.size if count is None else min(count, self.size)
         while self.available and self.owned():
             with self._cond:
-                if self._running >= self.size or time.monotonic() < self._no_start_until:
+                if self._running >= want or time.monotonic() < self._no_start_until:
                     break
                 self._running += 1
             worker = self._new_worker()

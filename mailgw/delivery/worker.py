@@ -73,10 +73,10 @@ class Deliverer:
         self._wake.set()
 
     def _set_due(self, msg_id: str, when: float, urgent: bool | None = None) -> None:
-        self._due[msg_id] = when
         if urgent is None:
             urgent = self._is_urgent(msg_id)  # read once from the spooled record, then remembered
         self._urgent[msg_id] = urgent
+        self._due[msg_id] = when
         heap = self._heaps[0 if urgent else 1]
         heapq.heappush(heap, (when, msg_id))
         if len(heap) > 2 * len(self._due) + 1024:  # mostly stale: rebuilt from _due
@@ -175,7 +175,7 @@ class Deliverer:
             try:
                 entry, _ = self.spool.read(msg_id, with_data=False)
                 urgent = _urgency(entry.meta) in URGENT
-            except (OSError, SpoolError, ValueError):
+            except Exception:  # noqa: BLE001 - gone, unreadable, or a record of another shape
                 urgent = False  # the attempt itself deals with a message gone or unreadable
             self._urgent[msg_id] = urgent
         return urgent

@@ -222,9 +222,13 @@ def complete_multipart(head: email.message.Message, raw: bytes, factory: Any = N
     if (not section.endswith(b"\n\r\n") or head.__dict__.get("_payload") != "" or head.defects
             or head.get_content_maintype() != "multipart"):
         return False
+    # Lines end in CR, LF or CRLF for the parser; delimiter lines are found after LF, so a body
+    # with a bare CR (which the parse stage refuses anyway) goes to the parser.
+    if raw.count(b"\r", len(section)) != raw.count(b"\r\n", len(section)):
+        return False
     if factory is None:
         factory = head.policy.message_factory or email.message.Message
-    made = _fill_multipart(head, raw, len(section), len(raw), factory, [max_parts - 1], 0)
+    made = _fill_multipart(head, raw, len(section), len(raw), factory, [max_parts - 1, _PAYLOAD_BYTES_KEPT], 0)
     if made is None:
         return False
     head._payload, head.preamble, head.epilogue = made  # type: ignore[attr-defined]
@@ -242,6 +246,7 @@ def parse_multipart(raw: bytes, policy: email.policy.Policy, factory: Any = None
 
 
 _MAX_DEPTH = 8  # multiparts nested deeper go to the feed parser
+_BLANKS = re.compile(rb"[ \t]*")  # after a delimiter, before its line end
 
 
 def _fill_multipart(node: email.message.Message, raw: bytes, start: int, end: int, factory: Any,
@@ -260,42 +265,53 @@ def _fill_multipart(node: email.message.Message, raw: bytes, start: int, end: in
     parser notes as a defect, a missing close delimiter, two delimiter lines
     in a row (the parser drops the second), a part that is message/*, whose
     header section is not plain, or that is not ended by an empty line, more
-    parts than ``room``, nesting past _MAX_DEPTH.
+    parts than ``room[0]`` allows (``room[1]``: the bytes still to keep for decoded_payload), nesting past _MAX_DEPTH.
     """
     boundary = node.get_boundary()
     if boundary is None or depth > _MAX_DEPTH or (
             str(node.get("content-transfer-encoding", "8bit")).lower() not in ("7bit", "8bit", "binary")):
         return None
+    if "\r" in boundary or "\n" in boundary:
+        # The parser compares one line at a time: such a boundary (folded under compat32, or
+        # RFC 2231-encoded) never matches, and the message is one text with defects.
+        return None
     try:
         sep = ("--" + boundary).encode("ascii", "surrogateescape")
     except UnicodeEncodeError:  # no line of a bytes parse holds it
         return None
-    # The delimiter lines, in order, to the close delimiter: (line start, line end).
+    line_sep = b"\n" + sep
+    # The delimiter lines, in order, to the close delimiter: (line start, line end). Only line
+    # starts are searched (in C), each byte once, and the search stops as soon as the parser's
+    # reading would differ (two delimiter lines in a row) or the parts would be too many.
     delimiters: list[tuple[int, int]] = []
     closed = False
     at = start
+    i = start if raw.startswith(sep, start, end) else -1
     while not closed:
-        i = raw.find(sep, at, end)
         if i < 0:
-            return None  # no close delimiter (or no delimiter at all)
-        at = i + 1
-        if i > start and raw[i - 1] not in b"\r\n":
-            continue  # not at the start of a line
-        k = i + len(sep)
+            j = raw.find(line_sep, at, end)
+            if j < 0:
+                return None  # no close delimiter (or no delimiter at all)
+            i = j + 1
+        k = at = i + len(sep)
         closed = raw.startswith(b"--", k, end)
         if closed:
             k += 2
-        while k < end and raw[k] in b" \t":
-            k += 1
+        k = _BLANKS.match(raw, k, end).end()  # type: ignore[union-attr]
         if k < end:
             if raw[k] == 13:
                 k += 2 if raw.startswith(b"\n", k + 1, end) else 1
             elif raw[k] == 10:
                 k += 1
             else:
-                closed = False
+                closed, i = False, -1
                 continue  # "--boundary" and more: text
+        if delimiters and delimiters[-1][1] == i:
+            return None  # two delimiter lines in a row: the parser drops the second
         delimiters.append((i, k))
+        if len(delimiters) - 1 > room[0] + 1:
+            return None  # more parts than allowed: the counting parse says so
+        i = -1
     if len(delimiters) < 2:
         return None  # the close delimiter first: no part (a defect)
     preamble = None
@@ -337,8 +353,9 @@ def _fill_multipart(node: email.message.Message, raw: bytes, start: int, end: in
             stop = part_end - _eol_length(raw, body, part_end)
             text = raw[body:stop].decode("ascii", "surrogateescape")
             part._payload = text
-            if stop - body <= _PAYLOAD_BYTES_KEPT and str(part.get("content-transfer-encoding", "")).lower() not in _DECODED_CTE:
-                part.__dict__[_PAYLOAD_BYTES] = (text, raw[body:stop])  # for decoded_payload, as complete_one_part keeps it
+            if stop - body <= room[1] and str(part.get("content-transfer-encoding", "")).lower() not in _DECODED_CTE:
+                room[1] -= stop - body  # at most _PAYLOAD_BYTES_KEPT for the whole message, as complete_one_part
+                part.__dict__[_PAYLOAD_BYTES] = (text, raw[body:stop])  # for decoded_payload
         parts.append(part)
     close_end = delimiters[-1][1]
     return parts, preamble, raw[close_end:end].decode("ascii", "surrogateescape")
