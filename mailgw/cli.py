@@ -917,4 +917,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     from mailgw.audit import commands
 
     args.command_name = "report"
-    return _audit(args, lambda url: commands.report(url, args.period, args.out, sys.stderr, auditor=args.auditor))
+    names = _directory_names(args.config)
+    return _audit(args, lambda url: commands.report(url, args.period, args.out, sys.stderr, auditor=args.auditor,
+                                                    names=names))
+
+
+def _directory_names(config: str) -> dict[str, dict[str, str]] | None:
+    """Agency and unit names from the settings' directory, for the report; None (codes only) if it cannot be read."""
+    from mailgw.audit.report import names_of
+    from mailgw.config import settings
+    from mailgw.config.yamlfile import ConfigError
+    from mailgw.directory import model
+
+    try:
+        return names_of(model.load(settings.load(config).directory))
+    except (ConfigError, OSError) as e:
+        print(f"mailgw report: the directory cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+              "agencies are named by their codes", file=sys.stderr)
+        return None

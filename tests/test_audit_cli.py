@@ -274,6 +274,14 @@ def test_report_numbers_for_the_month(config: Path, capsys: Any, tmp_path: Path)
     assert data["chain_heads"]["gw1"]["seq"] == 9
     assert "<svg" in page and 'src="http' not in page and "<link" not in page  # one self-contained file
     assert "Tỷ lệ văn bản điện tử" in page and "Electronic share" in page
+    # The settings' directory names the agencies and categories, in the tables and in the charts
+    # (matplotlib draws text as paths and keeps each label beside them as a comment).
+    charts = re.findall(r"<svg.*?</svg>", page, re.S)
+    assert len(charts) == 3
+    labels = [set(re.findall(r"<!-- (.*?) -->", chart)) for chart in charts]
+    assert {"Sở Thông tin và Truyền thông", "Sở Nội vụ"} <= labels[0] and "sotttt" not in labels[0], labels[0]
+    assert "Kế hoạch" in labels[1] and "plan" not in labels[1], labels[1]  # the categories' chart
+    assert "Sở Nội vụ (snv)" in page
 
 
 def _legacy(month: list[dict[str, Any]], xid: str) -> dict[str, Any]:

@@ -172,8 +172,12 @@ def prune(url: str, before_date: str, out: TextIO, auditor: str | None = None) -
         engine.dispose()
 
 
-def report(url: str, period: str, out_path: str, err: TextIO = sys.stderr, auditor: str | None = None) -> int:
-    """`mailgw report --period YYYY-MM --out FILE.html`: the monthly compliance report."""
+def report(url: str, period: str, out_path: str, err: TextIO = sys.stderr, auditor: str | None = None,
+           names: Mapping[str, Mapping[str, str]] | None = None) -> int:
+    """`mailgw report --period YYYY-MM --out FILE.html`: the monthly compliance report.
+
+    ``names``: the directory's names of agencies and units (report.names_of), for the tables and charts.
+    """
     from mailgw.audit import report as reports  # matplotlib is heavy; only this command needs it
 
     try:
@@ -189,7 +193,7 @@ def report(url: str, period: str, out_path: str, err: TextIO = sys.stderr, audit
         except RecordError as e:
             print(f"mailgw report: {e}; no report written", file=err)
             return 1
-        html = reports.render(data)
+        html = reports.render(data, names)
         _replace(out_path, lambda fh: fh.write(html))
         print(f"report for {period} written to {out_path}", file=err)
         return 0

@@ -457,24 +457,39 @@ def _svg(fig: Any) -> str:
     return text[text.index("<svg"):]
 
 
-def _charts(data: dict[str, Any]) -> dict[str, str]:
+def names_of(directory: Any) -> dict[str, dict[str, str]]:
+    """The ``names`` render() takes, from a loaded directory (mailgw.directory.model.Directory)."""
+    return {"agencies": {a.code: a.name for a in directory.agencies},
+            "units": {f"{a.code}/{u.code}": u.name for a in directory.agencies for u in a.units}}
+
+
+def _charts(data: dict[str, Any], names: Mapping[str, Mapping[str, str]] | None) -> dict[str, str]:
     import matplotlib
 
     # Figures made directly (no pyplot) draw with the Agg-based SVG backend and touch no global
     # figure state; the fixed salt gives stable ids, so the same log gives the same file.
     with matplotlib.rc_context({"svg.hashsalt": "mailgw-report", "font.family": "DejaVu Sans"}):
-        return _draw(data)
+        return _draw(data, names)
 
 
-def _draw(data: dict[str, Any]) -> dict[str, str]:
+def _draw(data: dict[str, Any], names_given: Mapping[str, Mapping[str, str]] | None) -> dict[str, str]:
     from matplotlib.figure import Figure
+
+    from mailgw.classify.explain import CATEGORY_VI
+
+    # With the directory's names, the charts name agencies and categories in Vietnamese, as the tables do.
+    agency_names = (names_given or {}).get("agencies", {})
+    category_names: Mapping[str, str] = CATEGORY_VI if names_given is not None else {}
+
+    def agency(code: Any) -> str:
+        return agency_names.get(code, str(code)) if isinstance(code, str) else str(code)
 
     charts: dict[str, str] = {}
     agencies = data["agencies"][:20]
     if agencies:
         fig = Figure(figsize=(8, 0.35 * len(agencies) + 1.2))
         ax = fig.subplots()
-        names = [a["agency"] for a in agencies][::-1]
+        names = [agency(a["agency"]) for a in agencies][::-1]
         left = [0] * len(names)
         for d, colour in (("inbound", "#4477aa"), ("outbound", "#ee7733"), ("internal", "#228833")):
             vals = [a[d] for a in agencies][::-1]
@@ -487,7 +502,7 @@ def _draw(data: dict[str, Any]) -> dict[str, str]:
     if rows:
         fig = Figure(figsize=(8, 0.35 * len(rows) + 1.2))
         ax = fig.subplots()
-        names = [r["agency"] for r in rows][::-1]
+        names = [agency(r["agency"]) for r in rows][::-1]
         shares = [r["share"] * 100 for r in rows][::-1]
         ax.barh(names, shares, color=["#228833" if s >= BENCHMARK * 100 else "#cc3311" for s in shares])
         ax.axvline(BENCHMARK * 100, color="#111", linestyle="--", label="Chỉ tiêu 60 % / Benchmark 60 %")
@@ -499,7 +514,7 @@ def _draw(data: dict[str, Any]) -> dict[str, str]:
     if cats:
         fig = Figure(figsize=(8, 0.3 * len(cats) + 1.2))
         ax = fig.subplots()
-        ax.barh([c for c, _ in cats][::-1], [n for _, n in cats][::-1], color="#4477aa")
+        ax.barh([category_names.get(c, c) for c, _ in cats][::-1], [n for _, n in cats][::-1], color="#4477aa")
         ax.set_xlabel("Số trao đổi / Exchanges")
         charts["categories"] = _svg(fig)
     return charts
@@ -511,7 +526,7 @@ def render(data: dict[str, Any], names: Mapping[str, Mapping[str, str]] | None =
     ``names``: ``{"agencies": {code: name}, "units": {"agency/unit": name}}`` from the directory;
     given, the tables name agencies, units and categories (in Vietnamese) beside their codes.
     """
-    charts = _charts(data)
+    charts = _charts(data, names)
     agency_names = (names or {}).get("agencies", {})
     unit_names = (names or {}).get("units", {})
 

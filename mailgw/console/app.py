@@ -364,9 +364,7 @@ def create_app(settings_path: str, settings: Settings | None = None) -> Starlett
             {"scope": ",".join(s.account.scope)} if s.account.scope is not None else {})})
 
         def make() -> str:  # an auditor of some agencies gets their report: the exchanges it may see
-            d = console.directory
-            names = {"agencies": {a.code: a.name for a in d.agencies},
-                     "units": {f"{a.code}/{u.code}": u.name for a in d.agencies for u in a.units}}
+            names = reports.names_of(console.directory)
             return reports.render(reports.compute(console.engine, period, scope=s.account.scope), names)
         try:
             text = await run_in_threadpool(make)
