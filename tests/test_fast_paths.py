@@ -23,6 +23,7 @@ from mailgw.config.settings import AttachmentLimits
 from mailgw.message.model import Envelope, Message
 from mailgw.message.parsed import (
     ParsedOnce,
+    crlf_only,
     decoded_payload,
     header_section,
     parse_header_section,
@@ -636,3 +637,22 @@ def test_generated_header_ends_are_where_both_searches_put_them(raw: bytes) -> N
     from mailgw.message.parsed import header_end
 
     assert header_end(raw) == _header_end_by_both_searches(raw)
+
+
+def _crlf_by_counting(data: bytes) -> bool:
+    """The definition crlf_only replaced: every CR and every LF belongs to a CRLF."""
+    crlf = data.count(b"\r\n")
+    return data.count(b"\r") == crlf == data.count(b"\n")
+
+
+@_FUZZ
+@given(st.lists(st.sampled_from([b"a", b"\r", b"\n", b"\r\n", b"\r\n", b"\n\r", b"\r\r\n", b"."]), max_size=40))
+def test_crlf_only_answers_as_the_three_counts(pieces: list[bytes]) -> None:
+    data = b"".join(pieces)
+    assert crlf_only(data) == _crlf_by_counting(data), data
+
+
+def test_crlf_only_on_the_shapes_that_matter() -> None:
+    assert crlf_only(b"") and crlf_only(b"a\r\nb\r\n") and crlf_only(b"no line end")
+    for bare in (b"a\rb\r\n", b"a\nb\r\n", b"a\r\n\r", b"\na", b"a\n\r", b"\r\n.\n.\r\n"):
+        assert not crlf_only(bare), bare

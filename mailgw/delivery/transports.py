@@ -28,6 +28,7 @@ from mailgw.config.resolver import DnsNameError, DnsResolver, DnsTemporaryError,
 from mailgw.config.settings import QueueSettings, Route
 from mailgw.durable import replacing
 from mailgw.message.addresses import PLAIN_ADDRESS
+from mailgw.message.parsed import crlf_only
 
 # Postfix's smtp_mx_address_limit and smtp_mx_session_limit: a domain with a hundred
 # unreachable MX hosts must not hold a delivery worker for hours.
@@ -402,8 +403,7 @@ def wire_data(data: bytes) -> bytes:
     with a dot; for it the two regular-expression passes over the whole message
     change nothing, and they were the largest share of the delivery's own CPU.
     """
-    crlf = data.count(b"\r\n")
-    if data.count(b"\r") == crlf == data.count(b"\n") and not data.startswith(b".") and not _has_line_dot(data):
+    if crlf_only(data) and not data.startswith(b".") and not _has_line_dot(data):
         return data + (b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n")
     return PERIOD_REGEX.sub(b"..", normalize_message_line_endings(data)) + b".\r\n"
 

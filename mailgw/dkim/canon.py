@@ -15,6 +15,8 @@ import dkim as _dkimpy
 from dkim.canonicalization import CanonicalizationPolicy
 from dkim.canonicalization import Relaxed as _Relaxed
 
+from mailgw.message.parsed import crlf_only
+
 RSA_SHA256 = "rsa-sha256"
 ED25519_SHA256 = "ed25519-sha256"
 
@@ -33,7 +35,7 @@ def parse_message(message: bytes) -> tuple[list[list[bytes]], bytes]:
     of, only the header section needs it: the body is the rest, unchanged.
     """
     end = message.find(b"\r\n\r\n")
-    if end >= 0 and message.count(b"\n") == message.count(b"\r\n"):
+    if end >= 0 and crlf_only(message):
         headers, rest = _rfc822_parse(message[: end + 4])
         if rest == b"":  # the header section ended where we cut it
             return headers, message[end + 4:]

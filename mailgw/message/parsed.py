@@ -224,7 +224,7 @@ def complete_multipart(head: email.message.Message, raw: bytes, factory: Any = N
         return False
     # Lines end in CR, LF or CRLF for the parser; delimiter lines are found after LF, so a body
     # with a bare CR (which the parse stage refuses anyway) goes to the parser.
-    if raw.count(b"\r", len(section)) != raw.count(b"\r\n", len(section)):
+    if _BARE_CR.search(raw, len(section)) is not None:
         return False
     if factory is None:
         factory = head.policy.message_factory or email.message.Message
@@ -467,6 +467,21 @@ def base64_payload(part: email.message.Message, text: str) -> bytes:
 
 
 _BASE64_BYTES = "_mailgw_base64_bytes"  # (base64 text, its bytes): kept by base64_payload
+
+
+_BARE_CR = re.compile(rb"\r(?!\n)")
+
+
+def crlf_only(data: bytes) -> bool:
+    """Whether every line end in ``data`` is CRLF: no CR without an LF after it, no LF without a CR before it.
+
+    Three counts (CR, LF, CRLF) answered it, in C; counting the two-byte CRLF is the slow
+    one (0.15 ms for 200 KB, a single byte 0.05 ms), and a message was counted so four
+    times on its way (parse, DKIM, the MIME split, delivery). Without a bare CR every CR
+    starts a CRLF, so the CRLFs are as many as the CRs, and there is no bare LF exactly
+    when the LFs are as many too (tests/test_fast_paths.py compares with the counts).
+    """
+    return data.count(b"\r") == data.count(b"\n") and _BARE_CR.search(data) is None
 
 
 def header_end(raw: bytes) -> int:
