@@ -32,32 +32,38 @@ log = logging.getLogger(__name__)
 PDF_READERS = 2
 
 
-def tiny_pdf() -> bytes:
-    """A valid one-page PDF with a line of text, made here (its cross-reference offsets computed)."""
-    content = b"BT /F1 12 Tf 72 760 Td (KE HOACH) Tj ET"
-    objs = [
+def pdf_of(objects: list[bytes], header: bytes = b"%PDF-1.4\n") -> bytes:
+    """A PDF of ``objects`` (numbered from 1, the first the catalog), its cross-reference offsets computed."""
+    out = bytearray(header)
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def one_page_pdf(content: bytes, *, flate: bool = False) -> bytes:
+    """A valid one-page PDF whose page draws ``content`` (a content stream; Helvetica as F1)."""
+    import zlib
+
+    stream = zlib.compress(content, 9) if flate else content
+    return pdf_of([
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>",
+        b"<< /Length %d%s >>\nstream\n" % (len(stream), b" /Filter /FlateDecode" if flate else b"") + stream + b"\nendstream",
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, obj in enumerate(objs, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + obj + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
-    return bytes(out)
+    ])
 
 
 def _message(hostname: str) -> bytes:
     import base64
 
-    pdf = base64.encodebytes(tiny_pdf()).replace(b"\n", b"\r\n")
+    pdf = base64.encodebytes(one_page_pdf(b"BT /F1 12 Tf 72 760 Td (KE HOACH) Tj ET")).replace(b"\n", b"\r\n")
     return (
         b"From: <warm-up@" + hostname.encode() + b">\r\nTo: <warm-up@" + hostname.encode() + b">\r\n"
         b"Subject: =?utf-8?b?" + base64.b64encode("Kế hoạch".encode()) + b"?=\r\n"

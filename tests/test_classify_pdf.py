@@ -17,6 +17,7 @@ from mailgw.directory import model as directory
 from mailgw.message.model import Context, Envelope, Message
 from mailgw.message.parsed import header_section
 from mailgw.stages import classify as stage
+from mailgw.warmup import one_page_pdf
 from tests.data.classify.make_fixtures import make_pdf
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -26,24 +27,7 @@ PYPDF_ONLY = docread.ReadLimits(pdfium=False)
 
 def _pdf(content: bytes, *, flate: bool = False) -> bytes:
     """A one-page PDF with ``content`` as its content stream (Helvetica as F1), xref offsets right."""
-    stream = zlib.compress(content, 9) if flate else content
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>",
-        b"<< /Length %d%s >>\nstream\n" % (len(stream), b" /Filter /FlateDecode" if flate else b"") + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
+    return one_page_pdf(content, flate=flate)
 
 
 def _message(subject: str, body: str, attachments: list[tuple[str, bytes]]) -> EmailMessage:
