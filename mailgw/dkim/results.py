@@ -122,6 +122,8 @@ def strip_forged_authentication_results(raw: bytes, hostname: str) -> bytes:
     every other field are kept byte for byte.
     """
     end = header_end(raw)
+    if b"authentication-results" not in raw[:end].lower():
+        return raw  # none at all, the usual case: not rebuilt (a copy of the whole message)
     fields: list[list[bytes]] = []
     for line in raw[:end].splitlines(keepends=True):
         if line[:1] in (b" ", b"\t") and fields:
