@@ -18,6 +18,7 @@ nothing; a failure is logged and the process serves as it would have
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 
@@ -61,8 +62,6 @@ def one_page_pdf(content: bytes, *, flate: bool = False) -> bytes:
 
 
 def _message(hostname: str) -> bytes:
-    import base64
-
     pdf = base64.encodebytes(one_page_pdf(b"BT /F1 12 Tf 72 760 Td (KE HOACH) Tj ET")).replace(b"\n", b"\r\n")
     return (
         b"From: <warm-up@" + hostname.encode() + b">\r\nTo: <warm-up@" + hostname.encode() + b">\r\n"
