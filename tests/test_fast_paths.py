@@ -573,11 +573,22 @@ def test_a_part_whose_text_changed_is_decoded_again() -> None:
     assert base64_payload(part, "REVG") == b"DEF"
 
 
-def test_classification_and_attachments_share_the_decoded_attachment() -> None:
+def test_classification_and_attachments_share_the_decoded_attachment(monkeypatch: pytest.MonkeyPatch) -> None:
     """The PDF of a multipart message is decoded once for both readers, and both read the same bytes."""
     import base64
+    import binascii
 
     from mailgw.classify.engine import classify
+    from mailgw.message import parsed
+
+    decoded: list[int] = []
+    a2b = binascii.a2b_base64
+
+    def counted(text: Any) -> bytes:
+        decoded.append(len(text))
+        return a2b(text)
+
+    monkeypatch.setattr(parsed.binascii, "a2b_base64", counted)
 
     pdf = b"%PDF-1.4\n" + bytes(range(256)) * 40 + b"\n%%EOF\n"
     raw = (b"From: a@b.gov.vn\r\nTo: c@d.gov.vn\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
@@ -591,7 +602,13 @@ def test_classification_and_attachments_share_the_decoded_attachment() -> None:
     assert kept[1] == pdf
     facts = inspect_message(raw, AttachmentLimits(), message.parsed_if_any())
     assert facts == inspect_message(raw, AttachmentLimits())  # parsed and decoded afresh: the same facts
-    assert leaf.__dict__["_mailgw_base64_bytes"] is kept  # not decoded a second time
+    assert leaf.__dict__["_mailgw_base64_bytes"] is kept
+    # Once by classification; the walker reads a compat32 copy of the tree, which keeps the bytes
+    # (the facts parsed afresh above decoded it a second time, on purpose).
+    assert len(decoded) == 2
+    decoded.clear()
+    inspect_message(raw, AttachmentLimits(), message.parsed_if_any())
+    assert decoded == []  # not decoded again for the walker's copy
 
 
 _BASE64_PATTERN = re.compile(r"[A-Za-z0-9+/\r\n\t ]*(?:=[\r\n\t ]*){0,2}")  # what mime._strict_base64 replaced
@@ -656,3 +673,69 @@ def test_crlf_only_on_the_shapes_that_matter() -> None:
     assert crlf_only(b"") and crlf_only(b"a\r\nb\r\n") and crlf_only(b"no line end")
     for bare in (b"a\rb\r\n", b"a\nb\r\n", b"a\r\n\r", b"\na", b"a\n\r", b"\r\n.\n.\r\n"):
         assert not crlf_only(bare), bare
+
+
+_LINE_PIECES = st.sampled_from([b"a", b"\r", b"\n", b"\r\n", b"\r\n", b"X: y\r\n"])
+
+
+@_FUZZ
+@given(st.lists(_LINE_PIECES, max_size=12).map(b"".join), st.lists(st.lists(_LINE_PIECES, max_size=4).map(b"".join),
+                                                                      max_size=3))
+def test_the_remembered_count_answers_for_the_bytes_signed(raw: bytes, prepend: list[bytes]) -> None:
+    """Message.final_crlf_only never says CRLF when the bytes are not, and says it whenever each piece is CRLF."""
+    message = Message("T", Envelope("", [], "relay", "relay", "127.0.0.1"), raw)
+    assert message.crlf_only() == crlf_only(raw)
+    message.prepend[:] = prepend
+    final = message.final_crlf_only()
+    assert not final or crlf_only(message.final_bytes())
+    if all(crlf_only(piece) for piece in [raw, *prepend]):
+        assert final
+    message.sanitise(b"\n" + raw)  # a changed raw is counted afresh
+    assert not message.crlf_only() and not message.final_crlf_only()
+
+
+def test_a_message_is_counted_for_line_ends_once_on_its_way_to_the_signature(monkeypatch: pytest.MonkeyPatch,
+                                                                              tmp_path: Any) -> None:
+    """The parse stage's count of the whole message serves the DKIM signer too; the signature is the same either way."""
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    from mailgw import pipeline
+    from mailgw.app import load_context
+    from mailgw.dkim import canon, keygen, sign
+    from mailgw.message import model
+
+    root = Path(__file__).resolve().parent.parent
+    shutil.copy(root / "directory.yaml", tmp_path / "directory.yaml")
+    shutil.copytree(root / "policies", tmp_path / "policies")
+    (tmp_path / "gateway.yaml").write_text(yaml.safe_dump({
+        "hostname": "mailgw.example.gov.vn", "directory": "directory.yaml", "policies": "policies", "database": "sqlite:///audit.db", "spool": "spool",
+        "listeners": [{"name": "relay", "role": "relay", "listen": "127.0.0.1:2525", "trusted_networks": ["127.0.0.0/8"]}],
+        "routes": {"local": "smtp://127.0.0.1:2526", "remote": "smtp://127.0.0.1:2526"},
+        "dkim": [{"domain": "binhthuan.gov.vn", "selector": "s1",
+                  "key": str(keygen("binhthuan.gov.vn", "s1", "ed25519", tmp_path / "keys")[0])}],
+    }))
+    ctx, _ = load_context(str(tmp_path / "gateway.yaml"))
+    body = b"".join(b"Dong %d cua cong van\r\n" % i for i in range(2000))
+    raw = b"From: vanthu.sotttt@binhthuan.gov.vn\r\nTo: vanthu@hanoi.gov.vn\r\nSubject: Cong van\r\n\r\n" + body
+    counted: list[int] = []
+    real = crlf_only
+
+    def counting(data: bytes) -> bool:
+        counted.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(model, "crlf_only", counting)
+    monkeypatch.setattr(canon, "crlf_only", counting)
+    message = Message("T", Envelope("vanthu.sotttt@binhthuan.gov.vn", ["vanthu@hanoi.gov.vn"], "relay", "relay", "127.0.0.1"), raw)
+    for stage in pipeline.STAGES:
+        stage(message, ctx)
+    assert message.facts.dkim is not None and message.facts.dkim.signed
+    assert [n for n in counted if n >= len(body)] == [len(raw)]  # the parse stage's count, and no other
+    signed = message.prepend[0]
+    unsigned = b"".join(message.prepend[1:]) + raw
+    keys = ctx.signing_keys["binhthuan.gov.vn"]
+    now = float(re.search(rb"t=(\d+)", signed).group(1))  # type: ignore[union-attr]
+    assert sign(unsigned, keys, now=now) == sign(unsigned, keys, now=now, crlf=True) == signed

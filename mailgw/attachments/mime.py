@@ -51,7 +51,7 @@ from collections.abc import Iterator
 from mailgw.attachments import names as namefacts
 from mailgw.attachments.budget import Budget, OverLimit
 from mailgw.classify.vn import text as vtext
-from mailgw.message.parsed import base64_payload, decoded_payload, parse_multipart, parse_one_part
+from mailgw.message.parsed import base64_payload, decoded_payload, keep_payload_bytes, parse_multipart, parse_one_part
 
 MAX_HEADER = 8192  # characters of one Content-Type or Content-Disposition value that are parsed
 _FEED = 64 * 1024
@@ -187,6 +187,7 @@ def compat_copy(tree: email.message.Message, max_parts: int) -> email.message.Me
             dst._payload = children  # type: ignore[attr-defined]
         else:
             dst._payload = payload  # type: ignore[attr-defined]
+            keep_payload_bytes(src, dst)
         return dst
 
     try:

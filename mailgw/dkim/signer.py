@@ -37,18 +37,20 @@ class DkimSigningError(Exception):
     """The message cannot be signed; the caller must not send it unsigned (451)."""
 
 
-def sign(message: bytes, keys: Sequence[SigningKey], *, now: float | None = None, expire_after: int | None = None) -> bytes:
+def sign(message: bytes, keys: Sequence[SigningKey], *, now: float | None = None, expire_after: int | None = None,
+         crlf: bool | None = None) -> bytes:
     """The DKIM-Signature header fields (CRLF-terminated) to put on top of ``message``, one per key.
 
     ``message`` is the exact bytes that will be sent, CRLF line endings. All
     signatures are relaxed/relaxed, cover the whole body (no l=), and oversign
     the identity headers (``OVERSIGNED``). ``expire_after`` (seconds) adds an
-    x= tag, which bounds how long the message can be replayed.
+    x= tag, which bounds how long the message can be replayed. ``crlf``: whether
+    every line of ``message`` ends in CRLF, when the caller knows (canon.parse_message).
     """
     if not keys:
         raise DkimSigningError("no DKIM key to sign with")
     try:
-        headers, body = canon.parse_message(message)
+        headers, body = canon.parse_message(message, crlf)
     except canon.MessageFormatError as e:
         raise DkimSigningError(f"message header cannot be parsed: {e}") from e
     present = collections.Counter(name.lower() for name, _ in headers)

@@ -17,6 +17,7 @@ from mailgw.message.parsed import (
     ParsedOnce,
     complete_multipart,
     complete_one_part,
+    crlf_only,
     header_section,
     parse_header_section,
 )
@@ -113,6 +114,8 @@ class Message:
     _parsed: ParsedOnce | None = dataclasses.field(default=None, repr=False)
     # The parsed header values of both views and every MIME part, by (name, value): see ParsedOnce.
     _header_cache: dict[tuple[str, str], Any] = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
+    # (raw, crlf_only(raw)) for the raw it was counted on: see crlf_only.
+    _crlf: tuple[bytes, bool] | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     @property
     def headers(self) -> ParsedOnce:
@@ -176,6 +179,25 @@ class Message:
         self.raw = raw
         self._headers = None
         self._parsed = None
+
+    def crlf_only(self) -> bool:
+        """Whether every line of ``raw`` ends in CRLF (mailgw.message.parsed.crlf_only), counted once per ``raw``.
+
+        The parse stage refuses a message for which it is false; the DKIM signer
+        asks again of the bytes it signs (a 200 KB message takes 0.3 ms to count).
+        """
+        if self._crlf is None or self._crlf[0] is not self.raw:
+            self._crlf = (self.raw, crlf_only(self.raw))
+        return self._crlf[1]
+
+    def final_crlf_only(self) -> bool:
+        """``crlf_only(self.final_bytes())``, or False where only counting the joined bytes would say True.
+
+        The added header lines are counted apart from ``raw``; a piece ending in
+        a bare CR, which the next would complete, answers False (the signer then
+        reads the message the slow way, as if it had not been told).
+        """
+        return self.crlf_only() and crlf_only(b"".join(self.prepend))
 
     def final_bytes(self) -> bytes:
         """The bytes that will be queued and sent: added headers, then the message."""

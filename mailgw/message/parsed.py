@@ -469,6 +469,20 @@ def base64_payload(part: email.message.Message, text: str) -> bytes:
 _BASE64_BYTES = "_mailgw_base64_bytes"  # (base64 text, its bytes): kept by base64_payload
 
 
+def keep_payload_bytes(src: email.message.Message, dst: email.message.Message) -> None:
+    """Give ``dst``, a copy of ``src`` with the same payload text, the bytes kept with ``src``'s payload.
+
+    The attachment walker reads a compat32 copy of the tree classification read
+    (mailgw.attachments.mime.compat_copy): without them it decoded a 200 KB
+    PDF's base64 a second time. Each entry is still checked against the text
+    when it is read (base64_payload, decoded_payload).
+    """
+    for key in (_BASE64_BYTES, _PAYLOAD_BYTES):
+        known = src.__dict__.get(key)
+        if known is not None:
+            dst.__dict__[key] = known
+
+
 _BARE_CR = re.compile(rb"\r(?!\n)")
 
 

@@ -52,7 +52,7 @@ def run(message: Message, ctx: Context) -> None:
     if not keys or author is None or not ctx.directory.is_local(author):
         return
     try:
-        fields = sign(message.final_bytes(), keys)
+        fields = sign(message.final_bytes(), keys, crlf=message.final_crlf_only())
     except DkimSigningError as e:
         if isinstance(e.__cause__, MessageFormatError):
             raise Reject(dataclasses.replace(replies.BAD_HEADER, reason=f"DKIM signing: {e}")) from e

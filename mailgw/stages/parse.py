@@ -12,7 +12,6 @@ import re
 from mailgw.attachments.mime import overlong_mime_header
 from mailgw.message import replies
 from mailgw.message.model import Context, Message
-from mailgw.message.parsed import crlf_only
 from mailgw.message.replies import Reject
 
 # A header line: a field name (printable ASCII but ':') and a colon, or a
@@ -23,7 +22,11 @@ _SPACED_NAME = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.MULTILINE)
 
 
 def run(message: Message, ctx: Context) -> None:
-    if has_bare_line_ending(message.raw):
+    if not message.crlf_only():
+        # A CR not followed by LF, or an LF not preceded by CR. aiosmtpd splits DATA on CRLF
+        # only, so these arrive inside "lines"; a next hop that honours a bare LF would see a
+        # different message (and maybe a second one) than we checked. Counted in C, once per
+        # message (Message.crlf_only: the DKIM signer asks it again).
         raise Reject(replies.BARE_LINE_ENDING)
     if b"\x00" in message.raw:
         # RFC 5321 4.1.1.4 and RFC 5322 forbid it; readers stop at it or keep it, differently.
@@ -58,12 +61,3 @@ def run(message: Message, ctx: Context) -> None:
         raise Reject(replies.LOOP_DETECTED)
     message.facts.hops = hops
 
-
-def has_bare_line_ending(raw: bytes) -> bool:
-    """A CR not followed by LF, or an LF not preceded by CR.
-
-    aiosmtpd splits DATA on CRLF only, so these arrive inside "lines"; a next hop
-    that honours a bare LF would see a different message (and maybe a second
-    one) than we checked. Counted in C (mailgw.message.parsed.crlf_only).
-    """
-    return not crlf_only(raw)
