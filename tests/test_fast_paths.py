@@ -11,6 +11,7 @@ import email.feedparser
 import email.message
 import email.parser
 import email.policy
+import os
 import re
 from typing import Any
 
@@ -30,7 +31,7 @@ from mailgw.message.parsed import (
     parse_one_part,
 )
 
-_FUZZ = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+_FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 300)), deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _tree(msg: email.message.Message) -> Any:
@@ -474,6 +475,17 @@ def test_document_numbers_are_found_where_finditer_finds_them(text: str) -> None
 
 
 @_FUZZ
+@given(st.lists(st.one_of(_texts, _number_pieces, _numbers, st.sampled_from(["Số: /", "xSố /KH", "\nSo:  /2024/QĐ-UBND"])),
+                max_size=5).map("".join))
+def test_blank_numbers_are_found_where_the_word_boundary_pattern_finds_them(text: str) -> None:
+    plain = re.compile(docnumber._BLANK.pattern.replace("S(?<!\\w.)", "\\bS", 1))
+    assert plain.pattern != docnumber._BLANK.pattern
+    expected = plain.search(text)
+    found = docnumber._BLANK.search(text)
+    assert (found.span(), found.groupdict()) == (expected.span(), expected.groupdict()) if expected else found is None
+
+
+@_FUZZ
 @given(st.lists(st.sampled_from(["mat", "khan", "hoa toc", "hoa", " toc", "\n", "\r\n", "\r", "\x0b", "\u2028", "x", " "]),
                 max_size=12).map("".join))
 def test_marking_lines_are_the_lines_that_hold_a_mark(text: str) -> None:
@@ -562,6 +574,52 @@ def test_generated_base64_is_decoded_as_binascii_decodes_it(text: str) -> None:
     _base64_same(text)
 
 
+def _a2b_same(text: str | bytes) -> None:
+    """mailgw.message.parsed.a2b_base64 (pybase64 first) answers what binascii.a2b_base64 answers."""
+    import binascii
+
+    from mailgw.message.parsed import a2b_base64
+
+    def answer(decode: Any) -> Any:
+        try:
+            return decode(text)
+        except ValueError as e:  # binascii.Error is a ValueError
+            return type(e)
+
+    assert answer(a2b_base64) == answer(binascii.a2b_base64), text
+
+
+def test_the_simd_decoder_is_installed() -> None:
+    from mailgw.message import parsed
+
+    assert parsed._simd_b64decode is not None  # pybase64 is a dependency: without it, binascii decodes (slower)
+
+
+@pytest.mark.parametrize("text", ["QUJD=", "QQ==QUJD", "QQ===", "=QUJD", "QU JD", "QUJD\x00", "QUJD!", "QUJD-_", "QQ=\r\n=",
+                                  "QQ", "QUI=\r\nQUI=", b"QUJD\xff", "QUJD\u1ed9", b"", "\r\n", "Q" * 4 * 1000 + "QQ=="])
+def test_base64_is_decoded_by_the_simd_decoder_as_binascii_decodes_it(text: str | bytes) -> None:
+    _a2b_same(text)
+
+
+@_FUZZ
+@given(st.binary(max_size=300), st.integers(1, 80), st.sampled_from(["", "\r\n", "\n", " ", "\t"]),
+       st.lists(st.tuples(st.integers(0, 500), st.sampled_from(list("=!-_.\x00 \r\nA/+"))), max_size=4),
+       st.integers(0, 3))
+def test_generated_base64_is_decoded_by_the_simd_decoder_as_binascii_decodes_it(
+        data: bytes, width: int, newline: str, edits: list[tuple[int, str]], strip: int) -> None:
+    """Real base64 of random bytes, wrapped at random widths, then damaged: padding cut, characters put in."""
+    import base64
+
+    text = base64.b64encode(data).decode("ascii")
+    text = newline.join(text[i:i + width] for i in range(0, len(text), width)) + newline
+    text = text.rstrip("=\r\n \t")[:len(text) - strip] if strip else text
+    for at, char in edits:
+        at = min(at, len(text))
+        text = text[:at] + char + text[at:]
+    _a2b_same(text)
+    _a2b_same(text.encode("ascii"))
+
+
 def test_a_part_whose_text_changed_is_decoded_again() -> None:
     from mailgw.message.parsed import base64_payload
 
@@ -576,19 +634,18 @@ def test_a_part_whose_text_changed_is_decoded_again() -> None:
 def test_classification_and_attachments_share_the_decoded_attachment(monkeypatch: pytest.MonkeyPatch) -> None:
     """The PDF of a multipart message is decoded once for both readers, and both read the same bytes."""
     import base64
-    import binascii
 
     from mailgw.classify.engine import classify
     from mailgw.message import parsed
 
     decoded: list[int] = []
-    a2b = binascii.a2b_base64
+    a2b = parsed.a2b_base64
 
     def counted(text: Any) -> bytes:
         decoded.append(len(text))
         return a2b(text)
 
-    monkeypatch.setattr(parsed.binascii, "a2b_base64", counted)
+    monkeypatch.setattr(parsed, "a2b_base64", counted)
 
     pdf = b"%PDF-1.4\n" + bytes(range(256)) * 40 + b"\n%%EOF\n"
     raw = (b"From: a@b.gov.vn\r\nTo: c@d.gov.vn\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
@@ -696,7 +753,10 @@ def test_the_remembered_count_answers_for_the_bytes_signed(raw: bytes, prepend: 
 
 def test_a_message_is_counted_for_line_ends_once_on_its_way_to_the_signature(monkeypatch: pytest.MonkeyPatch,
                                                                               tmp_path: Any) -> None:
-    """The parse stage's count of the whole message serves the DKIM signer too; the signature is the same either way."""
+    """The parse stage's count of the whole message serves the DKIM signer too; the signature is the same either way.
+
+    So does its search for overlong MIME headers serve the attachment walker.
+    """
     import shutil
     from pathlib import Path
 
@@ -729,11 +789,24 @@ def test_a_message_is_counted_for_line_ends_once_on_its_way_to_the_signature(mon
 
     monkeypatch.setattr(model, "crlf_only", counting)
     monkeypatch.setattr(canon, "crlf_only", counting)
+    from mailgw.stages import attachments as attachments_stage
+    from mailgw.stages import parse as parse_stage
+
+    searched: list[int] = []
+    real_search = mime.overlong_mime_header
+
+    def searching(data: bytes) -> str | None:
+        searched.append(len(data))
+        return real_search(data)
+
+    for module in (parse_stage, attachments_stage, mime):
+        monkeypatch.setattr(module, "overlong_mime_header", searching)
     message = Message("T", Envelope("vanthu.sotttt@binhthuan.gov.vn", ["vanthu@hanoi.gov.vn"], "relay", "relay", "127.0.0.1"), raw)
     for stage in pipeline.STAGES:
         stage(message, ctx)
     assert message.facts.dkim is not None and message.facts.dkim.signed
     assert [n for n in counted if n >= len(body)] == [len(raw)]  # the parse stage's count, and no other
+    assert searched == [len(raw)]
     signed = message.prepend[0]
     unsigned = b"".join(message.prepend[1:]) + raw
     keys = ctx.signing_keys["binhthuan.gov.vn"]

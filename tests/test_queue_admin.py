@@ -65,6 +65,30 @@ async def history_until(gw: Gateway, msg_id: str, done: Callable[[list[dict[str,
     return events
 
 
+async def test_the_spool_file_the_gateway_writes_is_plain_json_read_alike_by_the_json_module(make_gateway) -> None:
+    """The metadata line (msgspec writes it) is the JSON the json module reads, Vietnamese in UTF-8; so is the state file."""
+    import os
+
+    gw = await make_gateway()
+    lookalike = "thongbao@binhthuan-gov.vn"
+    msg_id = _queued_id(await send(gw, "mx", message(subject="Thông báo khẩn", sender=lookalike, to=LOCAL),
+                                   lookalike, [LOCAL]))
+    path = os.path.join(gw.spool.path, "hold", msg_id)
+    with open(path, "rb") as f:
+        first = f.readline()
+        head = f.readline()
+    assert first == b"MAILGW1 %d\n" % (len(head) - 1)  # the metadata's length, then the metadata line
+    meta = json.loads(head)
+    entry, data = gw.spool.read(msg_id)
+    assert entry.meta == meta and meta["envelope"]["rcpts"] == [LOCAL]
+    assert meta["record"]["id"] == msg_id and "Thông báo khẩn".encode() in head  # UTF-8, not \u escapes
+    assert data.endswith(message(subject="Thông báo khẩn", sender=lookalike, to=LOCAL).split(b"\r\n\r\n", 1)[1])
+    gw.spool.save_state(msg_id, {"attempts": 2, "rcpts": {LOCAL: "deferred"}, "note": "Đợi"})
+    with open(os.path.join(gw.spool.path, "state", msg_id + ".json"), "rb") as f:
+        assert json.loads(f.read()) == gw.spool.load_state(msg_id) == {"attempts": 2, "rcpts": {LOCAL: "deferred"},
+                                                                      "note": "Đợi"}
+
+
 def attempts(gw: Gateway, msg_id: str) -> int:
     return int(gw.spool.load_state(msg_id).get("attempts", 0))
 

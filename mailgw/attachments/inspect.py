@@ -23,16 +23,17 @@ _MAX_REASONS = 5
 
 
 def inspect_message(raw: bytes, limits: AttachmentLimits | None = None,
-                    parsed: email.message.Message | None = None) -> dict[str, Any]:
+                    parsed: email.message.Message | None = None, *, headers_checked: bool = False) -> dict[str, Any]:
     """The attachment facts of the message ``raw``; never raises.
 
     ``parsed``: the feed parser's tree of ``raw`` if one is at hand (Message.parsed_if_any), read instead of a second parse.
+    ``headers_checked``: the caller knows ``mime.overlong_mime_header(raw)`` is None (Message.of_raw).
     """
     budget = Budget(limits or AttachmentLimits())
     files: list[dict[str, Any]] = []
     reasons: list[str] = []
     causes: list[str] = []  # of the message as a whole (limits, failures), in the order of ``reasons``
-    walker = mime.Walker(raw, budget, parsed)
+    walker = mime.Walker(raw, budget, parsed, headers_checked=headers_checked)
     try:
         for leaf in walker.leaves():
             sniffed = types.sniff(leaf.data)

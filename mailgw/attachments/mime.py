@@ -199,9 +199,14 @@ def compat_copy(tree: email.message.Message, max_parts: int) -> email.message.Me
 class Walker:
     """Walks one message; ``leaves()`` yields its leaf parts, ``ambiguities`` says what was unclear."""
 
-    def __init__(self, raw: bytes, budget: Budget, parsed: email.message.Message | None = None):
-        """``parsed``: the feed parser's tree of ``raw`` under another policy, if one is at hand (see compat_copy)."""
+    def __init__(self, raw: bytes, budget: Budget, parsed: email.message.Message | None = None, *,
+                 headers_checked: bool = False):
+        """``parsed``: the feed parser's tree of ``raw`` under another policy, if one is at hand (see compat_copy).
+
+        ``headers_checked``: overlong_mime_header(raw) is known to be None (the parse stage asked it).
+        """
         self.raw = raw
+        self.headers_checked = headers_checked
         self.budget = budget
         self.limits = budget.limits
         self.parsed = parsed
@@ -275,6 +280,8 @@ class Walker:
             raise OverLimit("MIME structure nested too deeply to parse") from None
 
     def _check_header_lengths(self) -> None:
+        if self.headers_checked:
+            return
         problem = overlong_mime_header(self.raw)
         if problem:
             raise OverLimit(problem)

@@ -10,7 +10,7 @@ import email.parser
 import email.policy
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from mailgw.message.facts import AuditModeHit, Facts
 from mailgw.message.parsed import (
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from mailgw.smtp.credentials import Credentials
     from mailgw.stages.dkim_sign import Keyring
 
+
+T = TypeVar("T")
 
 @dataclasses.dataclass
 class Envelope:
@@ -114,8 +116,9 @@ class Message:
     _parsed: ParsedOnce | None = dataclasses.field(default=None, repr=False)
     # The parsed header values of both views and every MIME part, by (name, value): see ParsedOnce.
     _header_cache: dict[tuple[str, str], Any] = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
-    # (raw, crlf_only(raw)) for the raw it was counted on: see crlf_only.
-    _crlf: tuple[bytes, bool] | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
+    # (raw, {check: its answer}) for the raw they were asked of: see of_raw.
+    _raw_checks: tuple[bytes, dict[Callable[[bytes], Any], Any]] | None = dataclasses.field(
+        default=None, init=False, repr=False, compare=False)
 
     @property
     def headers(self) -> ParsedOnce:
@@ -180,15 +183,25 @@ class Message:
         self._headers = None
         self._parsed = None
 
-    def crlf_only(self) -> bool:
-        """Whether every line of ``raw`` ends in CRLF (mailgw.message.parsed.crlf_only), counted once per ``raw``.
+    def of_raw(self, check: Callable[[bytes], T]) -> T:
+        """``check(self.raw)``, asked once per ``raw``: a check of the whole message two stages need.
 
-        The parse stage refuses a message for which it is false; the DKIM signer
-        asks again of the bytes it signs (a 200 KB message takes 0.3 ms to count).
+        The parse stage counts line ends and looks for overlong MIME headers; the
+        DKIM signer and the attachment walker ask the same of the same bytes (each
+        a pass over the whole message: 0.2-0.3 ms for 200 KB). A ``raw`` replaced
+        (``sanitise``) is asked afresh.
         """
-        if self._crlf is None or self._crlf[0] is not self.raw:
-            self._crlf = (self.raw, crlf_only(self.raw))
-        return self._crlf[1]
+        if self._raw_checks is None or self._raw_checks[0] is not self.raw:
+            self._raw_checks = (self.raw, {})
+        known = self._raw_checks[1]
+        if check not in known:
+            known[check] = check(self.raw)
+        answer: T = known[check]
+        return answer
+
+    def crlf_only(self) -> bool:
+        """Whether every line of ``raw`` ends in CRLF (mailgw.message.parsed.crlf_only), counted once per ``raw``."""
+        return self.of_raw(crlf_only)
 
     def final_crlf_only(self) -> bool:
         """``crlf_only(self.final_bytes())``, or False where only counting the joined bytes would say True.

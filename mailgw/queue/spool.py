@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import os
 import shutil
 import time
 from typing import Any, Iterator
+
+import msgspec
 
 from mailgw.durable import fsync_dir, replacing, unlink_if_present
 
@@ -56,6 +57,13 @@ def initial_state(env: dict[str, Any]) -> dict[str, Any]:
 
 
 SMALL = 256 * 1024  # bytes: a spool file read_if_small reads (on the event loop: 44 us for 200 KB, 107 via a thread)
+
+# Spool metadata and delivery state are JSON, written and read by msgspec: the same JSON
+# as the json module's, compact and in UTF-8 (the meta holds the decision record: about
+# 2 KB), in a fifth of its time; json.loads reads them alike (tests/test_spool.py).
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
 
 class SpoolError(Exception):
     """A message file cannot be read back."""
@@ -97,7 +105,7 @@ class Spool:
         final = os.path.join(self.path, where, msg_id)
         if os.path.exists(final) or os.path.exists(os.path.join(self.path, QUEUED if held else HELD, msg_id)):
             return  # already stored: put is idempotent (a DSN re-created after a crash)
-        head = json.dumps(meta, ensure_ascii=False, separators=(",", ":")).encode()
+        head = _encode(meta)
         with replacing(final, tmp=os.path.join(self.path, "tmp", msg_id)) as f:
             f.write(_MAGIC + str(len(head)).encode() + b"\n" + head + b"\n")
             f.write(data)
@@ -107,7 +115,7 @@ class Spool:
         _check_id(msg_id)
         final = os.path.join(self.path, "state", msg_id + ".json")
         with replacing(final, tmp=final + ".tmp") as f:
-            f.write(json.dumps(state, ensure_ascii=False).encode())
+            f.write(_encode(state))
 
     def remove(self, msg_id: str) -> None:
         """Forget a message whose every recipient is settled."""
@@ -159,8 +167,8 @@ class Spool:
                 raise SpoolError(f"{path}: not a mailgw spool file")
             try:
                 n = int(first[len(_MAGIC):-1])
-                meta = json.loads(f.read(n))
-            except ValueError as e:
+                meta = _decode(f.read(n))
+            except (ValueError, msgspec.DecodeError) as e:
                 raise SpoolError(f"{path}: bad metadata: {e}") from None
             if f.read(1) != b"\n":
                 raise SpoolError(f"{path}: bad metadata length")
@@ -170,12 +178,14 @@ class Spool:
 
     def load_state(self, msg_id: str) -> dict[str, Any]:
         try:
-            with open(os.path.join(self.path, "state", msg_id + ".json"), encoding="utf-8") as f:
-                state: dict[str, Any] = json.load(f)
-                return state
+            with open(os.path.join(self.path, "state", msg_id + ".json"), "rb") as f:
+                state = _decode(f.read())
+            if not isinstance(state, dict):
+                raise ValueError("not an object")
+            return state
         except FileNotFoundError:
             return {}
-        except ValueError:
+        except (ValueError, msgspec.DecodeError):
             log.error("spool: state of %s unreadable; delivery restarts from scratch", msg_id)
             return {}
 

@@ -158,7 +158,7 @@ class Edge:
         timings: list[pipeline.StageTime] = []
         verdict = pipeline.run(message, ctx, timings=timings)
         for t in timings:
-            metrics.STAGE_SECONDS.labels(t.stage).observe(t.ms / 1000)
+            metrics.stage_seconds(t.stage).observe(t.ms / 1000)
         return verdict
 
     async def _decide(self, message: Message, ctx: Context) -> str:
@@ -198,7 +198,7 @@ class Edge:
         envelope = message.envelope.to_json()
         envelope["rcpts"] = envelope["rcpts"] + [a for a in verdict.archive if a not in envelope["rcpts"]]
         meta = {"envelope": envelope, "record": record.build(message, ctx, verdict.reply).to_json()}
-        with metrics.STAGE_SECONDS.labels("spool").time():
+        with metrics.stage_seconds("spool").time():
             self.spool.put_sync(message.id, meta, message.final_bytes(), held=verdict.kind == "quarantine")
         return verdict, meta
 
@@ -238,7 +238,7 @@ class Edge:
 
     async def _keep(self, rec: dict[str, Any]) -> bool:
         try:
-            with metrics.STAGE_SECONDS.labels("record").time():
+            with metrics.stage_seconds("record").time():
                 await self.recorder(rec)
             return True
         except Exception:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from mailgw.attachments import inspect_message
+from mailgw.attachments.mime import overlong_mime_header
 from mailgw.config.settings import AttachmentLimits
 from mailgw.message.facts import AttachmentFacts
 from mailgw.message.model import Context, Message
@@ -18,5 +19,6 @@ from mailgw.message.model import Context, Message
 def run(message: Message, ctx: Context) -> None:
     limits = getattr(ctx.settings, "attachments", None) or AttachmentLimits()
     # Classification parsed the message already: its tree is read, not parsed again.
-    facts = inspect_message(message.raw, limits, message.parsed_if_any())
+    facts = inspect_message(message.raw, limits, message.parsed_if_any(),
+                            headers_checked=message.of_raw(overlong_mime_header) is None)
     message.facts.attachments = msgspec.convert(facts, AttachmentFacts)

@@ -48,7 +48,7 @@ def run(message: Message, ctx: Context) -> None:
         # Written as "From: x" for every reader, ours and theirs (relaxed DKIM
         # canonicalization deletes that white space too, so such signatures still verify).
         message.sanitise(_SPACED_NAME.sub(rb"\1:", section) + message.raw[len(section):])
-    overlong = overlong_mime_header(message.raw)
+    overlong = message.of_raw(overlong_mime_header)  # asked again by the attachment walker
     if overlong:
         # Before anything parses the MIME tree: the email package's parameter
         # parsing is quadratic in such a header's length.

@@ -289,7 +289,11 @@ def parse(text: str) -> DocNumber | None:
 
 
 # The office copy before numbering: "Số:      /KH-UBND", "Số:   /2024/QĐ-UBND".
-_BLANK = re.compile(r"\bS[ốoỐO]\s*(?::[ \t.…]*)?/\s*(?:(?P<year>(?:19|20)\d{2})\s*/\s*)?"
+# "S(?<!\w.)" is "\bS" (S is a word character: the boundary is no word character
+# before it) with the literal first, so the engine jumps from S to S instead of trying
+# every position of the body: 8 against 156 us for a 3,500-character letter
+# (tests/test_fast_paths.py holds it to the "\bS" pattern).
+_BLANK = re.compile(r"S(?<!\w.)[ốoỐO]\s*(?::[ \t.…]*)?/\s*(?:(?P<year>(?:19|20)\d{2})\s*/\s*)?"
                     r"(?P<sym>" + _SYM + r"(?:-" + _SYM + r"){0,3})(?!\w)")
 
 
