@@ -633,7 +633,8 @@ def start_mailgw(rig: Rig, key: Path, sink_port: int, *, name: str = "mailgw", d
         settings["workers"] = workers
     path = home / "gateway.yaml"
     path.write_text(yaml.safe_dump(settings, allow_unicode=True, sort_keys=False))
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # The repository first; what the caller put on PYTHONPATH after it (a sitecustomize that names threads, say).
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     proc = rig.spawn([sys.executable, "-m", "mailgw", "serve", "--config", str(path)], log=f"{name}.log", cwd=str(home), env=env)
     if milter:
         wait_running(home / "spool", proc, what=f"mailgw {name}")
@@ -984,7 +985,8 @@ def _profiling(rig: Rig, system: System, out: Path | None, case: str) -> Iterato
         return
     out.mkdir(parents=True, exist_ok=True)
     spies = [
-        subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--subprocesses", "--gil", "--nonblocking", "--rate", "250",
+        subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--subprocesses", "--gil", "--threads", "--nonblocking",
+                          "--rate", "250",
                           "--format", "raw",
                           "--output", str(out / f"{system.name}-{case}-{pid}.txt")],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

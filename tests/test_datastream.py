@@ -228,3 +228,24 @@ def test_unstuffing_stops_searching_at_the_last_dot_and_removes_every_stuffing_d
     """_finish's bounded search unstuffs as the plain replace over the whole message does."""
     expected = raw[1:] if raw.startswith(b".") else raw
     assert datastream._finish([raw], 1 << 20) == (expected.replace(b"\r\n.", b"\r\n"), None)
+
+
+def _long_by_split(data: bytes, line_limit: int) -> bool:
+    """The definition has_long_line replaced: split at every CRLF, measure each line."""
+    return max(map(len, data.split(b"\r\n"))) + 2 > line_limit
+
+
+@pytest.mark.parametrize("line_limit", [3, 4, 10, 1001])
+@pytest.mark.parametrize("data", [b"", b"a", b"\r\n", b"ab\r\ncd", b"abcdefgh", b"abcdefgh\r\n", b"\r\r\n\n",
+                                  b"a\rb\nc\r\n" * 3, b"x" * 998 + b"\r\n" + b"y" * 999, b"x" * 999 + b"\r\n",
+                                  b"QUJD" * 19 + b"\r\n" * 3000, (b"QUJD" * 19 + b"\r\n") * 2700 + b"z" * 1000])
+def test_a_long_line_is_found_as_the_split_finds_it(data: bytes, line_limit: int) -> None:
+    assert datastream.has_long_line(data, line_limit) == _long_by_split(data, line_limit)
+
+
+@settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from([b"a", b"bb", b"\r", b"\n", b"\r\n", b"\r\n", b"x" * 7, b"\r\r\n"]), max_size=60),
+       st.integers(min_value=2, max_value=16))
+def test_generated_long_lines_are_found_as_the_split_finds_them(pieces: list[bytes], line_limit: int) -> None:
+    data = b"".join(pieces)
+    assert datastream.has_long_line(data, line_limit) == _long_by_split(data, line_limit)
