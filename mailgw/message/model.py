@@ -143,7 +143,8 @@ class Message:
             if head is None:
                 head = parse_header_section(header_section(self.raw), email.policy.default, factory)  # type: ignore[assignment]
             assert head is not None
-            if complete_one_part(head, self.raw) or complete_multipart(head, self.raw, factory):
+            if complete_one_part(head, self.raw) or complete_multipart(head, self.raw, factory,
+                                                                       crlf=self._known(crlf_only) is True):
                 self._parsed = head
         if self._parsed is None:
             # Fed in 64 KiB slices: parsebytes holds the whole message as one text and
@@ -198,6 +199,12 @@ class Message:
             known[check] = check(self.raw)
         answer: T = known[check]
         return answer
+
+    def _known(self, check: Callable[[bytes], Any]) -> Any:
+        """What ``of_raw(check)`` answered for the present ``raw``, or None when it was not asked (never asks)."""
+        if self._raw_checks is None or self._raw_checks[0] is not self.raw:
+            return None
+        return self._raw_checks[1].get(check)
 
     def crlf_only(self) -> bool:
         """Whether every line of ``raw`` ends in CRLF (mailgw.message.parsed.crlf_only), counted once per ``raw``."""

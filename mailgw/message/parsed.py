@@ -199,7 +199,7 @@ def parse_one_part(raw: bytes, policy: email.policy.Policy) -> email.message.Mes
 
 
 def complete_multipart(head: email.message.Message, raw: bytes, factory: Any = None,
-                       max_parts: int = 1000) -> bool:
+                       max_parts: int = 1000, crlf: bool = False) -> bool:
     """Make ``head``, the header section of ``raw`` parsed alone, the tree the feed parser makes of all of ``raw`` when it is a simple multipart.
 
     The feed parser reads a multipart line by line through its buffer and
@@ -224,7 +224,8 @@ def complete_multipart(head: email.message.Message, raw: bytes, factory: Any = N
         return False
     # Lines end in CR, LF or CRLF for the parser; delimiter lines are found after LF, so a body
     # with a bare CR (which the parse stage refuses anyway) goes to the parser.
-    if _BARE_CR.search(raw, len(section)) is not None:
+    # ``crlf``: the caller knows crlf_only(raw) (Message.of_raw), so there is none to search for.
+    if not crlf and _BARE_CR.search(raw, len(section)) is not None:
         return False
     if factory is None:
         factory = head.policy.message_factory or email.message.Message
