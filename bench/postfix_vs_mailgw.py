@@ -49,6 +49,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -276,6 +277,27 @@ def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: f
     raise RuntimeError(f"{what or port}: no SMTP greeting on port {port} after {timeout:.0f} s")
 
 
+THREAD_NAMES = """\
+# Written by bench/postfix_vs_mailgw.py --thread-cpu: each Python thread's name becomes its OS name (15 bytes).
+import ctypes
+import threading
+
+try:
+    _prctl = ctypes.CDLL(None).prctl
+    _run = threading.Thread._bootstrap_inner
+
+    def _named(self):
+        try:
+            _prctl(15, self.name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+        except Exception:
+            pass
+        _run(self)
+
+    threading.Thread._bootstrap_inner = _named
+except Exception:
+    pass
+"""
+
 class Usage:
     """Samples a set of process trees in a thread: the peak of their summed RSS, and the CPU time they used.
 
@@ -283,18 +305,23 @@ class Usage:
     processes that come and go (Postfix's daemons) are counted while they live.
     """
 
-    def __init__(self, roots: list[int], period: float = 0.05):
+    def __init__(self, roots: list[int], period: float = 0.05, threads: bool = False):
         self.roots = roots
         self.period = period
+        self.threads = threads  # also each thread's CPU, from the first sample to the last (--thread-cpu)
         self.peak_kb = 0
         self._first: dict[int, tuple[int, int]] = {}
         self._last: dict[int, tuple[int, int]] = {}
+        self._tfirst: dict[tuple[int, int], int] = {}
+        self._tlast: dict[tuple[int, int], tuple[str, str, int]] = {}
         self._started = True
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> Usage:
         self._sample()
+        if self.threads:
+            self._tfirst = {key: ticks for key, (_, _, ticks) in self._thread_ticks().items()}
         self._started = False  # processes born after this point count from zero
         self._thread.start()
         return self
@@ -303,6 +330,51 @@ class Usage:
         self._stop.set()
         self._thread.join()
         self._sample()
+        if self.threads:
+            self._tlast = self._thread_ticks()
+
+    def _tree(self) -> set[int]:
+        kids = _children_map()
+        pids, todo = set(), list(self.roots)
+        while todo:
+            pid = todo.pop()
+            if pid in pids:
+                continue
+            pids.add(pid)
+            todo.extend(kids.get(pid, []))
+        return pids
+
+    def _thread_ticks(self) -> dict[tuple[int, int], tuple[str, str, int]]:
+        """(pid, tid) -> (the process's role, the thread's name, its user + system ticks so far)."""
+        out = {}
+        for pid in self._tree():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ")
+                tids = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            role = ("worker" if b"--worker" in cmd else "PDF reader" if b"pdfworker" in cmd
+                    else "supervisor" if pid in self.roots else cmd.split(b" ")[0].rsplit(b"/", 1)[-1].decode())
+            for tid in tids:
+                try:
+                    with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                        stat = f.read()
+                except OSError:
+                    continue
+                name = "main" if int(tid) == pid else stat[stat.index(b"(") + 1:stat.rindex(b")")].decode(errors="replace")
+                fields = stat[stat.rindex(b")") + 2:].split()
+                out[(pid, int(tid))] = (role, name, int(fields[11]) + int(fields[12]))
+        return out
+
+    def thread_seconds(self) -> dict[tuple[str, str], float]:
+        """CPU seconds by (process role, thread name), pool threads' numbers dropped ("asyncio_3" -> "asyncio_*")."""
+        hz = os.sysconf("SC_CLK_TCK")
+        by: dict[tuple[str, str], float] = {}
+        for key, (role, name, ticks) in self._tlast.items():
+            name = re.sub(r"_\d+$", "_*", name)
+            by[(role, name)] = by.get((role, name), 0.0) + (ticks - self._tfirst.get(key, 0)) / hz
+        return by
 
     def _sample(self) -> None:
         kids = _children_map()
@@ -917,12 +989,13 @@ class RunResult:
 
 
 def run_load(rig: Rig, sink: Sink, system: System, load: str, concurrency: int, count: int, timeout: float,
-             profile: Path | None = None) -> RunResult:
+             profile: Path | None = None, thread_cpu: bool = False) -> RunResult:
     base = sink.count()
     latencies: list[float] = []
     big: list[float] = []
     errors = 0
-    with Usage(system.roots) as usage, _profiling(rig, system, profile, f"{load}-c{concurrency}"):
+    threads = thread_cpu and system.name.startswith("mailgw")
+    with Usage(system.roots, threads=threads) as usage, _profiling(rig, system, profile, f"{load}-c{concurrency}"):
         if load == "smtp-source":
             ports = system.ports[:concurrency]  # one session cannot be split over two nodes
             per = _split(concurrency, len(ports))
@@ -967,6 +1040,12 @@ def run_load(rig: Rig, sink: Sink, system: System, load: str, concurrency: int, 
         time.sleep(0.3)  # anything beyond the count would be a duplicate: give it a moment to show
     received = sink.count() - base
     elapsed = (t1 or time.perf_counter()) - t0
+    if threads:
+        spent = usage.thread_seconds()
+        total = sum(spent.values()) or 1.0
+        parts = [f"{role} {name} {seconds * 1000 / max(1, received):.2f} ({100 * seconds / total:.0f} %)"
+                 for (role, name), seconds in sorted(spent.items(), key=lambda kv: -kv[1]) if seconds > 0]
+        print(f"bench: {system.name} {load} c={concurrency} CPU ms/msg by thread: " + ", ".join(parts), file=sys.stderr)
     lat = sorted(latencies)
     return RunResult(
         rate=min(received, count) / elapsed if elapsed > 0 else 0.0,
@@ -1182,6 +1261,8 @@ def main() -> int:
                         help="also Postfix with mailgw as its milter (against Postfix with OpenDKIM as its milter)")
     parser.add_argument("--no-mailgw", action="store_true", help="leave out mailgw as an SMTP hop (with --milter: the two milters only)")
     parser.add_argument("--profile", type=Path, help="record py-spy profiles of mailgw (collapsed stacks) into this directory")
+    parser.add_argument("--thread-cpu", action="store_true",
+                        help="print mailgw's CPU per message by process and thread (threads named through a sitecustomize.py)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, spools, configs)")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--kind", help=argparse.SUPPRESS)
@@ -1203,6 +1284,13 @@ def main() -> int:
         _PORTS.extend(range(args.ports_from, args.ports_from + 100))
     rig = Rig(keep=args.keep, base=args.dir)
     print(f"bench: directory {rig.dir}", file=sys.stderr)
+    if args.thread_cpu:
+        # Python does not name OS threads: a sitecustomize.py on the path of the processes the bench
+        # starts gives each Python thread its name, so /proc tells the threads apart.
+        names = rig.dir / "thread-names"
+        names.mkdir()
+        (names / "sitecustomize.py").write_text(THREAD_NAMES)
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(names)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
     # SIGTERM (a test's timeout, a CI cancel) unwinds through the finally below like Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
@@ -1294,7 +1382,7 @@ def _measure(rig: Rig, sink: Sink, systems: list[System], args: argparse.Namespa
             runs: dict[str, list[RunResult]] = {s.name: [] for s in systems}
             for _ in range(args.repeat):  # interleaved, so a busy moment of the machine hits both
                 for system in systems:
-                    r = run_load(rig, sink, system, load, conc, count, 30 + count / 5, args.profile)
+                    r = run_load(rig, sink, system, load, conc, count, 30 + count / 5, args.profile, args.thread_cpu)
                     runs[system.name].append(r)
                     ok &= r.complete
                     print(f"bench: {system.name:<18} {LOADS[load]:<30} c={conc:<3} {r.rate:7.0f} msg/s"
