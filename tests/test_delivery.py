@@ -210,3 +210,23 @@ async def test_small_and_large_messages_are_delivered_once_whichever_way_the_spo
     assert spool.read_if_small(big_id) is None
     assert spool.read_if_small(big_id, limit=len(large) * 2) == spool.read(big_id)
     assert spool.read_if_small(small_id) == spool.read(small_id)
+
+
+async def test_a_next_hop_reply_that_is_not_utf8_is_kept_and_each_recipient_gets_one_copy(gateway, sink):
+    """A 4xx for one recipient in a legacy 8-bit charset (TCVN3, Windows-1258): the state is still saved.
+
+    aiosmtplib decodes replies with surrogate escapes; JSON in UTF-8 cannot hold those, and
+    the state was never written: the recipient the hop accepted got a copy at every retry.
+    """
+    import asyncio
+
+    sink.rcpt_reply = lambda rcpt: b"450 4.2.0 H\xd8p th\xad \xf0\xe3y" if rcpt.startswith("full") else None
+    await send(gateway, "relay", message(), SENDER, ["ok@binhthuan.gov.vn", "full@binhthuan.gov.vn"])
+    await sink.wait_for(lambda: len(sink.messages) >= 1)
+    await asyncio.sleep(1.0)  # several retries at 200 ms
+    assert [r for m in sink.messages for r in m.rcpts] == ["ok@binhthuan.gov.vn"]  # once, not at every retry
+    (msg_id,) = gateway.spool.ids()
+    state = gateway.spool.load_state(msg_id)
+    assert state["rcpts"]["ok@binhthuan.gov.vn"]["status"] == "sent"
+    reply = state["rcpts"]["full@binhthuan.gov.vn"]["reply"]
+    assert "450 4.2.0 H\ufffdp th\ufffd" in reply  # the 8-bit bytes replaced, the rest as the hop said it

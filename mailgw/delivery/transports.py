@@ -43,6 +43,16 @@ class Result:
     reply: str  # the next hop's reply, or what went wrong, for the log and the DSN
     remote: str = ""  # who answered (host or path)
 
+    def __post_init__(self) -> None:
+        # aiosmtplib decodes a reply with surrogate escapes where it is not UTF-8 (a server
+        # answering in TCVN3 or Windows-1258): no UTF-8 JSON holds those, so the delivery
+        # state, the exchange log and the DSN could not be written, and the recipients
+        # the hop had accepted were sent the message again at every retry.
+        for name in ("reply", "remote"):
+            value = getattr(self, name)
+            if not value.isascii():
+                object.__setattr__(self, name, value.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+
 
 def sent(reply: str, remote: str) -> Result:
     return Result(True, False, reply, remote)
