@@ -596,7 +596,8 @@ def test_the_simd_decoder_is_installed() -> None:
 
 
 @pytest.mark.parametrize("text", ["QUJD=", "QQ==QUJD", "QQ===", "=QUJD", "QU JD", "QUJD\x00", "QUJD!", "QUJD-_", "QQ=\r\n=",
-                                  "QQ", "QUI=\r\nQUI=", b"QUJD\xff", "QUJD\u1ed9", b"", "\r\n", "Q" * 4 * 1000 + "QQ=="])
+                                  "QQ", "QUI=\r\nQUI=", b"QUJD\xff", "QUJD\u1ed9", b"", "\r\n", "Q" * 4 * 1000 + "QQ==",
+                                  bytearray(b"QUJD"), memoryview(b"QQ==QUJD")])
 def test_base64_is_decoded_by_the_simd_decoder_as_binascii_decodes_it(text: str | bytes) -> None:
     _a2b_same(text)
 

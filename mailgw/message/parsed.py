@@ -494,7 +494,7 @@ def a2b_base64(text: str | bytes) -> bytes:
     "=". Where it refuses the text (missing padding, non-ASCII text) binascii
     answers. tests/test_fast_paths.py compares the two on generated text.
     """
-    if _simd_b64decode is not None and _padding_last(text):
+    if _simd_b64decode is not None and isinstance(text, (str, bytes)) and _padding_last(text):
         try:
             data: bytes = _simd_b64decode(text)
             return data
