@@ -183,6 +183,7 @@ class Message:
         self.raw = raw
         self._headers = None
         self._parsed = None
+        self._raw_checks = None  # asked afresh of the new bytes (and the old ones not kept alive for it)
 
     def of_raw(self, check: Callable[[bytes], T]) -> T:
         """``check(self.raw)``, asked once per ``raw``: a check of the whole message two stages need.
