@@ -334,6 +334,7 @@ class Usage:
             self._tlast = self._thread_ticks()
 
     def _tree(self) -> set[int]:
+        """The roots and every process below them, now."""
         kids = _children_map()
         pids, todo = set(), list(self.roots)
         while todo:
@@ -377,16 +378,8 @@ class Usage:
         return by
 
     def _sample(self) -> None:
-        kids = _children_map()
-        pids, todo = set(), list(self.roots)
-        while todo:
-            pid = todo.pop()
-            if pid in pids:
-                continue
-            pids.add(pid)
-            todo.extend(kids.get(pid, []))
         total = 0
-        for pid in pids:
+        for pid in self._tree():
             rss, user, system = _rss_kb_and_ticks(pid)
             total += rss
             if user or system:
