@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+
 @dataclasses.dataclass
 class Envelope:
     """What the SMTP session told us about one message."""

@@ -60,7 +60,7 @@ SMALL = 256 * 1024  # bytes: a spool file read_if_small reads (on the event loop
 
 # Spool metadata and delivery state are JSON, written and read by msgspec: the same JSON
 # as the json module's, compact and in UTF-8 (the meta holds the decision record: about
-# 2 KB), in a fifth of its time; json.loads reads them alike (tests/test_spool.py).
+# 2 KB), in a fifth of its time; json.loads reads them alike (tests/test_queue_admin.py).
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 

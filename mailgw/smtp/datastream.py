@@ -78,7 +78,7 @@ async def read(reader: asyncio.StreamReader, size_limit: int | None, line_limit:
                 joined = b"".join(kept)
                 last = joined.rfind(b"\r\n", 0, size_limit)  # the end of the last line within the limit
                 start = last + 2 if last >= 0 else 0
-                if _too_long(joined[:start].split(b"\r\n"), line_limit):  # a line before the one that crossed
+                if has_long_line(joined[:start], line_limit):  # a line before the one that crossed
                     fault = LINE_TOO_LONG
                 kept, crossing = [], joined[start:]
         elif b"\r\n" not in crossing and len(crossing) <= line_limit + 1:
@@ -96,12 +96,10 @@ def _partial_end(tail: bytes) -> bool:
     return any(tail.endswith(END[:n]) for n in range(1, len(END)))
 
 
-def _too_long(lines: list[bytes], line_limit: int) -> bool:
-    return max(map(len, lines)) + 2 > line_limit
-
-
 def has_long_line(data: bytes, line_limit: int) -> bool:
-    """``_too_long(data.split(b"\r\n"), line_limit)``, without making the list of lines.
+    """Whether a line of ``data`` (split at CRLF) is longer than ``line_limit`` with its CRLF, as aiosmtpd counts.
+
+    The same as ``max(map(len, data.split(b"\r\n"))) + 2 > line_limit``, without the list of lines.
 
     From a line's start, the window of ``line_limit`` bytes holds the CRLF that
     ends the line exactly when the line fits (its text is at most
