@@ -484,3 +484,45 @@ async def test_an_overlong_mime_header_is_refused_before_anything_parses_it(gate
     # attachment stage would have judged the message ambiguous (5.7.1), seconds later.
     assert (err.value.code, err.value.message[:5]) == (550, "5.6.0")
     assert sink.messages == []
+
+
+# --- where the pipeline runs ---------------------------------------------------
+
+
+def _where_stages_run(monkeypatch) -> list[str]:
+    """Each message's pipeline notes whether it ran on the event loop's thread ("loop") or a worker thread."""
+    seen: list[str] = []
+
+    def where(message, ctx):
+        try:
+            asyncio.get_running_loop()
+            seen.append("loop")
+        except RuntimeError:
+            seen.append("thread")
+
+    monkeypatch.setattr(pipeline, "STAGES", (where,) + pipeline.STAGES)
+    return seen
+
+
+async def test_small_plain_outbound_text_is_decided_on_the_loop_and_the_rest_in_a_thread(gateway, sink, monkeypatch):
+    from tests import attachment_fixtures as fx
+
+    seen = _where_stages_run(monkeypatch)
+    outsider = "someone@example.com"
+    cases = [
+        ("relay", message(), "vanthu.sotttt@binhthuan.gov.vn", "loop"),
+        ("relay", message(extra_headers="X-Note: none\r\n"), "vanthu.sotttt@binhthuan.gov.vn", "loop"),
+        ("mx", message(sender=outsider), outsider, "thread"),  # DNS: SPF, DKIM, DMARC, ARC
+        ("relay", fx.mail(fx.text_part("một tệp đính kèm")), "vanthu.sotttt@binhthuan.gov.vn", "thread"),
+        ("relay", message(body="Kính gửi.\r\n" + ("x" * 78 + "\r\n") * 500), "vanthu.sotttt@binhthuan.gov.vn", "thread"),
+        ("relay", message(extra_headers="Content-Disposition: attachment; filename=a.txt\r\n"),
+         "vanthu.sotttt@binhthuan.gov.vn", "thread"),
+    ]
+    for listener, raw, sender, _ in cases:
+        await send(gateway, listener, raw, sender, [LOCAL])
+    assert seen == [where for *_, where in cases]
+    await sink.wait_for(lambda: len(sink.to(LOCAL)) == len(cases))
+    # Decided on the loop or not, each goes out once, stamped, with its own bytes after our fields.
+    got = sorted(m.data for m in sink.to(LOCAL))
+    assert all(m.startswith(b"Received: from ") for m in got)
+    assert sorted(next(m for m in got if m.endswith(raw)) for _, raw, _, _ in cases) == got

@@ -61,6 +61,38 @@ def fast_getaddr(arg: str, local_part_limit: int) -> tuple[str | None, str | Non
     return addr, arg[m.end():]
 
 
+# A message of at most this size that nothing in the pipeline waits for is decided on the event
+# loop's thread (decides_inline); 5 KB of text costs about 1.3 ms of CPU there.
+INLINE_MAX = 32 * 1024
+
+# A Content-Type field whose value is not text/plain or text/html (folded or not).
+_NOT_PLAIN_TEXT = re.compile(rb"content-type[ \t]*:[ \t]*+(?:\r\n[ \t]++)*+(?!text/(?:plain|html)(?![-\w/+.]))")
+
+
+def decides_inline(message: Message) -> bool:
+    """Whether the pipeline may run on the event loop's thread instead of a worker thread.
+
+    Only when nothing in it can wait, so the loop is never held by anything but
+    the CPU the message costs anyway (which the interpreter lock makes every
+    session of the process share, in a thread or not): not for the mx role (SPF,
+    DKIM, DMARC and ARC ask DNS), not above ``INLINE_MAX`` bytes, and only for a
+    single text/plain or text/html part with no Content-Disposition (no
+    attachment, so classification sends no document to the PDF reader's
+    processes). Anything else, and anything this cheap look at the raw header
+    section cannot tell, takes the worker thread, as every message did before.
+    The hand-off saved is measured in the README (Performance): CPU per message
+    and the latency of the reply to DATA at 1 and 20 sessions.
+    """
+    raw = message.raw
+    if message.envelope.role == "mx" or len(raw) > INLINE_MAX:
+        return False
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        return False
+    head = raw[:end + 2].lower()
+    return b"multipart" not in head and b"content-disposition" not in head and _NOT_PLAIN_TEXT.search(head) is None
+
+
 class Edge:
     """What every listener shares: the context in force, the spool, the recorder."""
 
@@ -166,7 +198,12 @@ class Edge:
         if self.spool.free_bytes() < _min_free(settings) + 2 * len(message.raw):
             return await self._refuse(message, ctx, replies.NO_STORAGE, "smtp")
         try:
-            verdict, meta = await asyncio.to_thread(self._decide_and_spool, message, ctx)
+            if decides_inline(message):
+                verdict, meta = self._verdict(message, ctx)  # here: nothing in it waits (see decides_inline)
+                if meta is not None:
+                    await asyncio.to_thread(self._spool, message, verdict, meta)
+            else:
+                verdict, meta = await asyncio.to_thread(self._decide_and_spool, message, ctx)
         except Exception:
             log.exception("exchange %s: not spooled", message.id)
             return await self._refuse(message, ctx, replies.TEMP_FAILURE, "error")
@@ -187,9 +224,15 @@ class Edge:
         return verdict.reply
 
     def _decide_and_spool(self, message: Message, ctx: Context) -> tuple[Verdict, dict[str, Any] | None]:
-        """The pipeline's verdict, then for mail that goes on (or is held) its record and the fsync-ed spool.
+        """``_verdict``, then ``_spool``: in a worker thread, one hand-off from the event loop for all of it."""
+        verdict, meta = self._verdict(message, ctx)
+        if meta is not None:
+            self._spool(message, verdict, meta)
+        return verdict, meta
 
-        Runs in a worker thread: one hand-off from the event loop for all of it.
+    def _verdict(self, message: Message, ctx: Context) -> tuple[Verdict, dict[str, Any] | None]:
+        """The pipeline's verdict, then for mail that goes on (or is held) its spool metadata with the record.
+
         The meta is None when the message is refused (reject or defer): nothing is spooled.
         """
         verdict = self._run_pipeline(message, ctx)
@@ -197,10 +240,12 @@ class Edge:
             return verdict, None
         envelope = message.envelope.to_json()
         envelope["rcpts"] = envelope["rcpts"] + [a for a in verdict.archive if a not in envelope["rcpts"]]
-        meta = {"envelope": envelope, "record": record.build(message, ctx, verdict.reply).to_json()}
+        return verdict, {"envelope": envelope, "record": record.build(message, ctx, verdict.reply).to_json()}
+
+    def _spool(self, message: Message, verdict: Verdict, meta: dict[str, Any]) -> None:
+        """The message and its meta in the spool, fsync-ed (blocking: never on the event loop)."""
         with metrics.stage_seconds("spool").time():
             self.spool.put_sync(message.id, meta, message.final_bytes(), held=verdict.kind == "quarantine")
-        return verdict, meta
 
     async def _notify_held(self, message: Message, ctx: Context) -> None:
         """Tell the sender their message is held (a rule's notify_sender); from <>, never bounced.
