@@ -95,7 +95,7 @@ class Gateway:
                                  retry=s.audit.retry)
         self.deliverer = Deliverer(self.spool, self.context, on_event=self.audit.on_delivery, recorder=self.audit.record)
         self.edge = Edge(self.context, self.spool, on_queued=on_queued or self.deliverer.notify, recorder=self.audit.record,
-                         on_event=self.audit.on_delivery)
+                         spooled_recorder=self.audit.record_spooled, on_event=self.audit.on_delivery)
         self.servers: dict[str, asyncio.base_events.Server] = {}
         self.mta_listeners: list[MilterListener | PolicyListener] = []  # milter and policy listeners (mailgw.milter)
         self.addresses: dict[str, tuple[str, int]] = {}  # listener name -> bound address

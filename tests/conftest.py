@@ -151,7 +151,7 @@ def keep_records(gw: Gateway) -> list[dict[str, Any]]:
     async def keep(rec: dict[str, Any]) -> None:
         captured.append(rec)
 
-    gw.edge.recorder = keep
+    gw.edge.recorder = gw.edge.spooled_recorder = keep
     return captured
 
 

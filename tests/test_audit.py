@@ -561,3 +561,17 @@ def test_the_writers_lock_made_by_root_stays_open_to_the_service_user() -> None:
     finally:
         lock.close()
         home.cleanup()
+
+
+def test_a_write_for_what_is_kept_elsewhere_is_committed_without_a_flush(log: AuditLog, url: str) -> None:
+    """``durable=False``: seen at once like any commit; on SQLite the writer's connection said NORMAL for it."""
+    log.write([_rec(1)], [], durable=False)
+    assert _count(log, Exchange) == 1  # committed: another connection reads it
+    if url.startswith("sqlite"):
+        assert log._raw is not None
+        assert log._raw.cursor().execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    log.write([_rec(2)], [])
+    if url.startswith("sqlite"):
+        assert log._raw.cursor().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+    log.write([_rec(3)], [], durable=False)  # PostgreSQL: SET LOCAL, this transaction only
+    assert _count(log, Exchange) == 3 and verify(url) == []

@@ -26,6 +26,7 @@ from sqlalchemy.exc import OperationalError
 
 from mailgw import pipeline
 from mailgw.app import Gateway
+from mailgw.audit.log import AuditLog
 from mailgw.audit.schema import Delivery, Exchange
 from mailgw.audit.store import open_engine
 from mailgw.audit.testing import PG_BASE_URLS, REQUIRE_PG
@@ -297,6 +298,53 @@ async def test_a_hung_database_does_not_hold_replies(make_gateway, sink, audit_u
     assert {_id(text_), _id(text2)} <= set(records) and len(records) == 3
     await gw.deliverer.run_until_empty()
     assert verify(audit_url) == []
+
+
+async def test_an_accepted_messages_record_waits_on_its_spool_file_not_on_a_flush(make_gateway, sink, audit_url, book,
+                                                                                 monkeypatch):
+    """Its spool file holds it durably: the commit is not flushed; refusals and outcomes are."""
+    commits: list[tuple[list[str], int, bool]] = []
+    write = AuditLog.write
+
+    def spy(self, records, events, *, durable=True):  # the real write, noted
+        commits.append(([r["id"] for r in records], len(events), durable))
+        return write(self, records, events, durable=durable)
+
+    monkeypatch.setattr(AuditLog, "write", spy)
+    gw = await make_gateway(database=audit_url)
+    sink.data_reply = lambda rcpts: "451 4.3.0 later"  # no outcome yet: the record's commit is alone
+    _, text_ = await send(gw, "relay", message(subject="Giấy mời họp"), SENDER, [LOCAL])
+    accepted = _id(text_)
+    assert accepted in book.records()  # in the log before the 250, for every reader
+    await _wait(lambda: any(n for _, n, _ in commits))
+    code, text_ = await _bare_lf(gw)
+    assert code == 550
+    rejected = _id(text_)
+    assert ([accepted], 0, False) in commits
+    assert ([rejected], 0, True) in commits
+    assert all(durable for _, n, durable in commits if n)  # every delivery outcome: flushed
+    await gw.drain()
+
+
+async def test_an_outcome_the_log_cannot_take_is_journaled_with_its_messages_record(make_gateway, sink, audit_url,
+                                                                                    book, tmp_path):
+    """The spool file that kept the record is removed after delivery: the journal keeps both instead."""
+    gw = await make_gateway(database=audit_url, audit={"timeout": "300ms", "retry": "200ms"})
+    sink.data_reply = lambda rcpts: "451 4.3.0 later"
+    _, text_ = await send(gw, "relay", message(subject="Báo cáo quý"), SENDER, [LOCAL])
+    xid = _id(text_)
+    await _wait(lambda: book.deliveries(xid) == [(LOCAL, "deferred", 1)])
+    journal = tmp_path / "spool" / "journal"
+    sink.data_reply = lambda rcpts: None
+    with _locked(audit_url):
+        gw.deliverer.notify(xid)
+        await _wait(lambda: gw.spool.locate(xid) is None)  # delivered and removed from the spool
+        names = {f.name for f in journal.glob("*.json")}
+        assert f"R-{xid}.json" in names and any(n.startswith("S-") for n in names)
+    await _wait(lambda: gw.audit.healthy and not list(journal.glob("*.json")))
+    assert xid in book.records() and book.deliveries(xid) == [(LOCAL, "deferred", 1), (LOCAL, "sent", 2)]
+    assert verify(audit_url) == []
+    await gw.drain()
 
 
 async def test_no_record_no_reply_but_451(make_gateway, sink, tmp_path):

@@ -142,7 +142,7 @@ async def gw(make_gateway: Any, tmp_path: Path) -> Any:
     async def keep(record: dict[str, Any]) -> None:
         g.records.append(record)
 
-    g.edge.recorder = keep
+    g.edge.recorder = g.edge.spooled_recorder = keep
     return g
 
 

@@ -50,7 +50,7 @@ async def gw(make_gateway, tmp_path):
     async def keep(rec: dict[str, Any]) -> None:
         g.records.append(rec)
 
-    g.edge.recorder = keep
+    g.edge.recorder = g.edge.spooled_recorder = keep
     return g
 
 

@@ -308,7 +308,7 @@ async def test_audit_mode_logs_what_it_would_do_and_changes_nothing(make_gateway
     async def keep(rec: dict[str, Any]) -> None:
         records.append(rec)
 
-    gw.edge.recorder = keep
+    gw.edge.recorder = gw.edge.spooled_recorder = keep
     raw = message(subject="Fwd: Quyết định số 25/QĐ-UBND", sender=f"nvan@{BT}", to="nvan.canhan@gmail.com")
     await send(gw, "relay", raw, f"nvan@{BT}", ["nvan.canhan@gmail.com"])
     await sink.wait_for(lambda: sink.to("nvan.canhan@gmail.com"))
@@ -351,7 +351,7 @@ rules:
     async def keep(rec: dict[str, Any]) -> None:
         records.append(rec)
 
-    gw.edge.recorder = keep
+    gw.edge.recorder = gw.edge.spooled_recorder = keep
     await send(gw, "relay", message(subject="Báo cáo số 210/BC-STTTT", sender=CLERK, to=OTHER_CLERK), CLERK, [OTHER_CLERK])
     d = records[-1]["decision"]
     assert (d["decision"], d["rule"], d["matched"], d["tags"]) == ("quarantine", "hold-reports", ["tag-first", "hold-reports"], ["first", "held"])

@@ -308,6 +308,8 @@ class _Statements:
         # which takes the database's write lock, so a plain read of the head is already serialised
         # with every other writer. PostgreSQL: the head row is locked.
         self.begin = None if self.postgresql else "BEGIN IMMEDIATE"
+        # SQLite in WAL mode: FULL flushes the write-ahead log at every commit, NORMAL only at checkpoints.
+        self.synchronous = {True: "PRAGMA synchronous=FULL", False: "PRAGMA synchronous=NORMAL"}
         lock = " FOR UPDATE" if self.postgresql else ""
         self.head = f"SELECT seq, hash FROM audit_head WHERE chain = {self.marks(1)}{lock}"
         self.new_head = f"INSERT INTO audit_head (chain, seq, hash) VALUES ({self.marks(3)}) ON CONFLICT DO NOTHING"
@@ -452,10 +454,16 @@ class AuditLog:
         return clean
 
     def write(self, records: Sequence[Mapping[str, Any]],
-              events: Sequence[DeliveryEvent | Mapping[str, Any]]) -> None:
+              events: Sequence[DeliveryEvent | Mapping[str, Any]], *, durable: bool = True) -> None:
         """``append`` and ``delivery`` in one durable transaction (one commit for a writer's whole batch).
 
         Returns once the transaction is committed. Records are chained before events.
+        ``durable=False`` commits without waiting for the disk (SQLite's ``synchronous=NORMAL``
+        in WAL mode, PostgreSQL's ``synchronous_commit=off``): the commit is seen by every
+        reader at once but a power cut may undo it, until the next durable commit of any
+        writer, which flushes the log's one write-ahead log with everything before it. Only
+        for what is kept durably elsewhere until then (mailgw.audit.writer: records of
+        spooled messages).
         """
         prepared: dict[str, _Prepared] = {}
         for r in records:
@@ -467,7 +475,7 @@ class AuditLog:
         with self._lock, self._file_lock:
             for attempt in range(3):
                 try:
-                    self._transaction(prepared, clean)
+                    self._transaction(prepared, clean, durable)
                     return
                 except IntegrityError:
                     # Another node logged the same exchange id at the same moment; the
@@ -483,7 +491,7 @@ class AuditLog:
             self._file_lock.close()
         self._engine.dispose()
 
-    def _transaction(self, prepared: dict[str, _Prepared], clean: Events) -> None:
+    def _transaction(self, prepared: dict[str, _Prepared], clean: Events, durable: bool = True) -> None:
         """One write transaction on the driver's cursor, committed before it returns.
 
         Driver errors come out as SQLAlchemy's (``IntegrityError``, ``OperationalError``, ...), as
@@ -496,7 +504,7 @@ class AuditLog:
             kept = self._raw is not None
             raw = self._raw = self._raw or self._engine.raw_connection()
             try:
-                self._write_tx(raw, prepared, clean)
+                self._write_tx(raw, prepared, clean, durable)
                 raw.commit()
                 return
             except sql.dbapi_error as e:
@@ -527,11 +535,15 @@ class AuditLog:
             self._raw.close()
             self._raw = None
 
-    def _write_tx(self, raw: PoolProxiedConnection, prepared: dict[str, _Prepared], clean: Events) -> None:
+    def _write_tx(self, raw: PoolProxiedConnection, prepared: dict[str, _Prepared], clean: Events,
+                  durable: bool = True) -> None:
         sql, node = self._sql, self._node
         cur = sql.cursor(raw)
         if sql.begin:
+            cur.execute(sql.synchronous[durable])  # SQLite: per connection, outside a transaction
             cur.execute(sql.begin)
+        elif not durable:
+            cur.execute("SET LOCAL synchronous_commit TO OFF")  # PostgreSQL: this transaction only
         # What is already logged (a replay after a crash, the spool's records at start-up) is skipped.
         existing: dict[str, str] = {}
         for ids in _chunks(list(prepared)):

@@ -258,6 +258,7 @@ class Deliverer:
             events.append({
                 "id": msg_id, "rcpt": rcpt, "time": now, "attempt": st["attempts"], "status": outcome,
                 "reply": result.reply, "remote": result.remote,
+                "record": entry.meta.get("record"),  # journaled with the outcome if the log cannot take it
             })
         # Reported before the state is saved: a crash in between repeats the attempt, never loses its outcome.
         await self._report(events, env)

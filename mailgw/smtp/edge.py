@@ -103,12 +103,15 @@ class Edge:
         *,
         on_queued: Callable[[str, bool], None] = lambda msg_id, urgent: None,
         recorder: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+        spooled_recorder: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
         on_event: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ):
         self.context = context
         self.spool = spool
         self.on_queued = on_queued
         self.recorder = recorder or _log_record
+        # For the record of a message just spooled (its file holds the record): AuditWriter.record_spooled.
+        self.spooled_recorder = spooled_recorder or self.recorder
         self.on_event = on_event  # delivery-history events of the milter's path (mailgw.milter.server)
         self.connections: collections.Counter[tuple[str, str]] = collections.Counter()
         self.auth_penalty = AuthPenalty(base=context().settings.limits.auth_penalty)
@@ -212,7 +215,7 @@ class Edge:
                 return _final(message, replies.TEMP_FAILURE)
             return verdict.reply
         held = verdict.kind == "quarantine"
-        if not await self._keep(meta["record"]):
+        if not await self._keep(meta["record"], spooled=True):
             # No record, no 250: take the message back; the client will send it again.
             await asyncio.to_thread(self.spool.remove, message.id)
             return _final(message, replies.TEMP_FAILURE)
@@ -281,10 +284,10 @@ class Edge:
             return False
         return await self._keep(rec)
 
-    async def _keep(self, rec: dict[str, Any]) -> bool:
+    async def _keep(self, rec: dict[str, Any], *, spooled: bool = False) -> bool:
         try:
             with metrics.stage_seconds("record").time():
-                await self.recorder(rec)
+                await (self.spooled_recorder if spooled else self.recorder)(rec)
             return True
         except Exception:
             log.exception("exchange %s: decision record not kept; the client gets 451", rec.get("id"))
