@@ -42,6 +42,36 @@ def replacing(final: str, *, tmp: str | None = None, mode: int = 0o600, sync_dir
         fsync_dir(os.path.dirname(final) or ".")
 
 
+@contextlib.contextmanager
+def creating(final: str, *, tmp: str, mode: int = 0o600) -> Iterator[BinaryIO]:
+    """A new file to write under a name nothing has yet; on a normal exit it is in place and durable.
+
+    Written in ``tmp``, renamed into place, and only then fsync-ed, the
+    directory after it: on a journalling file system (ext4, XFS) the file's
+    fsync commits the rename in the same journal transaction, and the
+    directory's fsync finds nothing left to write, where :func:`replacing`
+    pays for two commits (0.5 against 0.4 ms a 5 KB file, measured beside it
+    on this machine's ext4; README, Performance). Readers see the file whole
+    or not at all, as with :func:`replacing`; the price is a crash before this
+    returns, which may leave ``final`` short of its bytes (never acknowledged,
+    since this had not returned): its reader must check the length. Never for
+    a file that exists: an old file replaced this way could be lost to a crash.
+    """
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    renamed = False
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.replace(tmp, final)
+            renamed = True
+            os.fsync(f.fileno())
+        fsync_dir(os.path.dirname(final) or ".")
+    except BaseException:
+        unlink_if_present(final if renamed else tmp)
+        raise
+
+
 def fsync_dir(path: str) -> None:
     """Make a rename or unlink in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

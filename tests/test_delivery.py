@@ -230,3 +230,35 @@ async def test_a_next_hop_reply_that_is_not_utf8_is_kept_and_each_recipient_gets
     assert state["rcpts"]["ok@binhthuan.gov.vn"]["status"] == "sent"
     reply = state["rcpts"]["full@binhthuan.gov.vn"]["reply"]
     assert "450 4.2.0 H\ufffdp th\ufffd" in reply  # the 8-bit bytes replaced, the rest as the hop said it
+
+
+async def test_a_spool_file_a_crash_cut_short_is_set_aside_never_sent(make_gateway, sink, tmp_path, caplog):
+    """Spool files are renamed into place before their fsync (mailgw.durable.creating): one a crash
+    cut short had no 250; its length gives it away, and it goes to corrupt/, not to the next hop.
+    A file written before the length was kept (no ``bytes``) is still delivered."""
+    import json
+
+    sink.data_reply = lambda rcpts: "451 4.3.0 later"
+    gw = await make_gateway()
+    ids = []
+    for subject in ("cắt ngắn", "kiểu cũ"):
+        _, text = await send(gw, "relay", message(subject=subject), SENDER, ["a@example.com"])
+        ids.append(text.rsplit(" ", 1)[-1])
+    await gw.drain()
+    short, old = (tmp_path / "spool" / "queue" / i for i in ids)
+    raw = short.read_bytes()
+    short.write_bytes(raw[:-100])  # the last page never reached the disk
+    first, rest = old.read_bytes().split(b"\n", 1)
+    n = int(first.split()[1])
+    meta = json.loads(rest[:n])
+    assert meta.pop("bytes") == len(rest) - n - 1
+    head = json.dumps(meta).encode()
+    old.write_bytes(b"MAILGW1 %d\n" % len(head) + head + rest[n:])
+
+    sink.data_reply = lambda rcpts: None
+    gw2 = await make_gateway()
+    await sink.wait_for(lambda: len(sink.messages) == 1)
+    await gw2.deliverer.run_until_empty()
+    assert (tmp_path / "spool" / "corrupt" / ids[0]).exists() and gw2.spool.ids() == []
+    assert [m.data.endswith(message(subject="kiểu cũ")) for m in sink.messages] == [True]
+    assert any("cut short by a crash" in r.getMessage() for r in caplog.records)

@@ -13,11 +13,13 @@ Layout under the spool directory (Postfix's queue states, as files):
     flush     a marker the CLI touches to ask the delivery worker to rescan the spool now
 
 A message file is written once and never changed: a header line
-``MAILGW1 <n>``, then ``n`` bytes of JSON (envelope and decision record), a
-newline, then the message bytes. It is written in tmp/, fsync-ed, renamed into
-queue/ or hold/, and the directory is fsync-ed before ``put`` returns: only
-then may the client get its 250. Moving a file between queue/ and hold/ is one
-rename, so hold and release are atomic.
+``MAILGW1 <n>``, then ``n`` bytes of JSON (envelope, decision record and the
+number of message bytes), a newline, then the message bytes. It is written in
+tmp/, renamed into queue/ or hold/, fsync-ed, and the directory is fsync-ed
+before ``put`` returns: only then may the client get its 250 (one journal
+commit, mailgw.durable.creating). A file a crash cut short before that is
+found by its length and set aside in corrupt/, never delivered. Moving a file
+between queue/ and hold/ is one rename, so hold and release are atomic.
 """
 
 from __future__ import annotations
@@ -32,11 +34,12 @@ from typing import Any, Iterator
 
 import msgspec
 
-from mailgw.durable import fsync_dir, replacing, unlink_if_present
+from mailgw.durable import creating, fsync_dir, replacing, unlink_if_present
 
 log = logging.getLogger(__name__)
 
 _MAGIC = b"MAILGW1 "
+_BYTES = "bytes"  # in the metadata: how many message bytes follow it (files written before it have none)
 QUEUED, HELD = "queue", "hold"
 BOUNCE = "bounce"
 STATE_NAMES = {QUEUED: "queued", HELD: "held"}
@@ -105,8 +108,8 @@ class Spool:
         final = os.path.join(self.path, where, msg_id)
         if os.path.exists(final) or os.path.exists(os.path.join(self.path, QUEUED if held else HELD, msg_id)):
             return  # already stored: put is idempotent (a DSN re-created after a crash)
-        head = _encode(meta)
-        with replacing(final, tmp=os.path.join(self.path, "tmp", msg_id)) as f:
+        head = _encode({**meta, _BYTES: len(data)})  # the length, so a file a crash cut short is found
+        with creating(final, tmp=os.path.join(self.path, "tmp", msg_id)) as f:
             f.write(_MAGIC + str(len(head)).encode() + b"\n" + head + b"\n")
             f.write(data)
 
@@ -174,6 +177,11 @@ class Spool:
                 raise SpoolError(f"{path}: bad metadata length")
             data = f.read() if with_data else b""
             size = os.fstat(f.fileno()).st_size - f.tell() if not with_data else len(data)
+        expected = meta.get(_BYTES) if isinstance(meta, dict) else None
+        if expected is not None and size != expected:
+            # Renamed into place before its fsync (mailgw.durable.creating): the gateway stopped
+            # before the 250, so its client sends it again; this copy must not go out short.
+            raise SpoolError(f"{path}: {size} of its {expected} message bytes (cut short by a crash before its 250)")
         return Entry(msg_id, where, meta, self.load_state(msg_id), size), data
 
     def load_state(self, msg_id: str) -> dict[str, Any]:
