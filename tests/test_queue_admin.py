@@ -278,3 +278,21 @@ async def test_flush_of_one_id_makes_only_that_one_due(make_gateway, sink):
     assert flushed.returncode == 0 and f"{second}: flush done" in flushed.stdout, flushed.stderr
     await sink.wait_for(lambda: sink.to("y@example.com"))
     assert not sink.to("x@example.com") and gw.spool.locate(first) == "queue"
+
+
+def test_free_space_is_asked_of_the_kernel_at_most_every_ttl_and_counts_what_was_spooled(tmp_path, monkeypatch):
+    import shutil
+
+    from mailgw.queue import spool as spool_mod
+
+    asked = []
+    real = shutil.disk_usage
+    monkeypatch.setattr(spool_mod.shutil, "disk_usage", lambda p: asked.append(p) or real(p))
+    s = spool_mod.Spool(str(tmp_path / "spool"))
+    before = s.free_bytes()
+    s.put_sync("0000000000000ABC", {"envelope": {}, "record": {}}, b"x" * 1_000_000)
+    assert s.free_bytes() == before - 1_000_000  # not asked again, but this process's write counted
+    assert len(asked) == 1
+    time.sleep(spool_mod.FREE_SPACE_TTL)
+    s.free_bytes()
+    assert len(asked) == 2

@@ -59,6 +59,7 @@ def initial_state(env: dict[str, Any]) -> dict[str, Any]:
 
 
 
+FREE_SPACE_TTL = 0.1  # seconds: how long Spool.free_bytes trusts the kernel's last answer
 SMALL = 256 * 1024  # bytes: a spool file read_if_small reads (on the event loop: 44 us for 200 KB, 107 via a thread)
 
 # Spool metadata and delivery state are JSON, written and read by msgspec: the same JSON
@@ -92,6 +93,7 @@ class Spool:
 
     def __init__(self, path: str):
         self.path = path
+        self._free, self._free_at, self._written = 0, -FREE_SPACE_TTL, 0  # see free_bytes
         for sub in ("tmp", QUEUED, HELD, "corrupt", "state", BOUNCE):
             os.makedirs(os.path.join(path, sub), mode=0o700, exist_ok=True)
         os.chmod(path, 0o700)  # messages are the agencies' mail: readable by the gateway only
@@ -108,6 +110,7 @@ class Spool:
         final = os.path.join(self.path, where, msg_id)
         if os.path.exists(final) or os.path.exists(os.path.join(self.path, QUEUED if held else HELD, msg_id)):
             return  # already stored: put is idempotent (a DSN re-created after a crash)
+        self._written += len(data)
         head = _encode({**meta, _BYTES: len(data)})  # the length, so a file a crash cut short is found
         with creating(final, tmp=os.path.join(self.path, "tmp", msg_id)) as f:
             f.write(_MAGIC + str(len(head)).encode() + b"\n" + head + b"\n")
@@ -330,7 +333,16 @@ class Spool:
         return len(present)
 
     def free_bytes(self) -> int:
-        return shutil.disk_usage(self.path).free
+        """Free bytes on the spool's file system, less what this process spooled since it last asked.
+
+        The edge asks before MAIL and before DATA's reply, on the event loop: the kernel is asked at
+        most every ``FREE_SPACE_TTL`` seconds, since ``statvfs`` waits behind the file system's
+        journal while fsyncs run (0.2 ms at the 99th percentile here, 2.6 ms at worst).
+        """
+        now = time.monotonic()
+        if now - self._free_at >= FREE_SPACE_TTL:
+            self._free, self._free_at, self._written = shutil.disk_usage(self.path).free, now, 0
+        return self._free - self._written
 
     def _move(self, msg_id: str, src: str, dst: str) -> bool:
         _check_id(msg_id)
