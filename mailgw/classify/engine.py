@@ -323,7 +323,7 @@ def _read_body_and_attachments(msg: email.message.Message, state: _State) -> Non
     for index, part in enumerate(attachments, start=1):
         if part.content_type == "text/calendar" or (part.filename or "").lower().endswith(".ics"):
             _read_calendar(part, index, state)
-    if _settled(state):
+    if not attachments or _settled(state):
         return  # no first page can change the outcome: do not even decode the files
     started = time.thread_time()
     elsewhere = 0.0  # CPU spent in PDF reader workers, which this thread's clock does not see
