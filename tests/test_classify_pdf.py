@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import logging
+import os
 import pathlib
 import zlib
 from email.message import EmailMessage
@@ -189,6 +190,22 @@ def test_workers_are_reused_and_bounded() -> None:
     assert len(pids) == 1
     pool.close()
     assert pool._idle == []
+
+
+def test_a_document_goes_to_the_worker_in_one_write() -> None:
+    """The worker's stdin holds 1 MiB (not Linux's 64 KiB): a 200 KB PDF is written at once,
+    not in turns of the two processes waking each other."""
+    import fcntl
+
+    pool = pdfworker.Pool(1)
+    padding = b"".join(b"%% %s\n" % os.urandom(48).hex().encode() for _ in range(2000))  # comments
+    big = _pdf(padding + b"BT /F1 12 Tf 72 800 Td (MAT) Tj ET")
+    assert len(big) > 3 * 64 * 1024
+    reply = pool.read(big, 100, 1.0)
+    assert reply is not None and reply.status == pdfworker.OK and reply.text.strip() == "MAT"
+    (worker,) = pool._idle
+    assert fcntl.fcntl(worker.proc.stdin.fileno(), fcntl.F_GETPIPE_SZ) >= 1 << 20
+    pool.close()
 
 
 # --- the stage: known issuers from the directory; the header section parsed once ---------
