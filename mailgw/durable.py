@@ -1,10 +1,11 @@
-"""The one way the gateway replaces a file: durably and atomically.
+"""The one way the gateway replaces a file, and the one way it creates a spool file: durably and atomically.
 
 A reader sees the old file or the new one, never half of one, and once
 :func:`replacing` returns, the new file survives a power cut: its bytes are
-fsync-ed before the rename, and the directory after it. The spool, its
-delivery states, the exchange log's journal, Maildir delivery and the
-auditors' exports all write through it.
+fsync-ed before the rename, and the directory after it. The spool's delivery
+states, the exchange log's journal, Maildir delivery and the auditors' exports
+write through it. Spool message files, which are new names, never replaced,
+are made by :func:`creating`: one journal commit instead of two.
 """
 
 from __future__ import annotations
