@@ -165,7 +165,8 @@ class _Capture:
     def install(self, mp: pytest.MonkeyPatch) -> None:
         capture = self
 
-        def write(log: AuditLog, records: Sequence[Mapping[str, Any]], events: Sequence[Any]) -> None:
+        def write(log: AuditLog, records: Sequence[Mapping[str, Any]], events: Sequence[Any], *,
+                  durable: bool = True) -> None:
             capture.target.append((copy.deepcopy([dict(r) for r in records]), copy.deepcopy([dict(e) for e in events])))
             capture.loop.call_soon_threadsafe(capture.changed.set)
 
