@@ -298,6 +298,92 @@ except Exception:
     pass
 """
 
+REPLY_STEPS = """\
+# Written by bench/postfix_vs_mailgw.py --reply-steps: where each accepted message's reply to DATA waits.
+# Wraps the edge's steps (mailgw/smtp/edge.py); one line per message, written by the loop after its reply.
+import os
+import sys
+import time
+
+_DIR = os.environ.get("MAILGW_BENCH_REPLY_STEPS")
+if _DIR and "mailgw" in " ".join(sys.argv):
+    try:
+        from mailgw.queue import spool as _spool
+        from mailgw.smtp import edge as _edge
+
+        _now = time.perf_counter_ns
+        _marks = {}
+        _fd = os.open(os.path.join(_DIR, "steps.%d" % os.getpid()), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+        def _mark(msg_id, what):
+            _marks.setdefault(msg_id, {})[what] = _now()
+
+        def _wrap(cls, name, before, after, key):
+            inner = getattr(cls, name)
+
+            def wrapped(self, *args, **kw):
+                msg_id = key(self, *args)
+                _mark(msg_id, before)
+                try:
+                    return inner(self, *args, **kw)
+                finally:
+                    _mark(msg_id, after)
+
+            setattr(cls, name, wrapped)
+
+        def _wrap_async(cls, name, before, after, key):
+            inner = getattr(cls, name)
+
+            async def wrapped(self, *args, **kw):
+                msg_id = key(self, *args)
+                _mark(msg_id, before)
+                try:
+                    return await inner(self, *args, **kw)
+                finally:
+                    _mark(msg_id, after)
+
+            setattr(cls, name, wrapped)
+
+        _wrap(_edge.Edge, "_verdict", "v0", "v9", lambda self, message, *a: message.id)
+        _wrap(_spool.Spool, "put_sync", "s0", "s9", lambda self, msg_id, *a: msg_id)
+        _wrap_async(_edge.Edge, "_keep", "k0", "k9", lambda self, rec, *a: rec.get("id"))
+        _accept = _edge.Edge.accept
+
+        async def _accept_and_note(self, message, ctx):
+            _mark(message.id, "a0")
+            try:
+                return await _accept(self, message, ctx)
+            finally:
+                m = _marks.pop(message.id, {})
+                m["a9"] = _now()
+                if all(k in m for k in ("v0", "v9", "s0", "s9", "k0", "k9")):
+                    order = ("a0", "v0", "v9", "s0", "s9", "k0", "k9", "a9")
+                    os.write(_fd, (" ".join("%d" % (m[b] - m[a]) for a, b in zip(order, order[1:])) + "\\n").encode())
+
+        _edge.Edge.accept = _accept_and_note
+    except Exception as e:  # the bench goes on without the steps
+        print("reply-steps: not installed: %r" % (e,), file=sys.stderr)
+"""
+
+STEP_NAMES = ("to pipeline", "pipeline+record", "to spool", "spool write", "to log", "log commit", "to reply")
+
+
+def reply_steps(directory: Path, since: dict[str, int]) -> tuple[int, list[tuple[str, float, float]]]:
+    """The steps' p50 and p99 (ms) over the lines written since ``since`` (file -> offset, updated)."""
+    rows: list[list[float]] = []
+    for f in sorted(directory.glob("steps.*")):
+        with f.open("rb") as fh:
+            fh.seek(since.get(f.name, 0))
+            data = fh.read()
+            since[f.name] = fh.tell()
+        rows += [[int(x) / 1e9 for x in line.split()] for line in data.splitlines() if line.strip()]  # seconds
+    out = []
+    for i, name in enumerate(STEP_NAMES + ("end of DATA to reply",)):
+        values = sorted(sum(r) if i == len(STEP_NAMES) else r[i] for r in rows)
+        out.append((name, _pct(values, 50) or 0.0, _pct(values, 99) or 0.0))
+    return len(rows), out
+
+
 class Usage:
     """Samples a set of process trees in a thread: the peak of their summed RSS, and the CPU time they used.
 
@@ -982,7 +1068,7 @@ class RunResult:
 
 
 def run_load(rig: Rig, sink: Sink, system: System, load: str, concurrency: int, count: int, timeout: float,
-             profile: Path | None = None, thread_cpu: bool = False) -> RunResult:
+             profile: Path | None = None, thread_cpu: bool = False, steps: Path | None = None) -> RunResult:
     base = sink.count()
     latencies: list[float] = []
     big: list[float] = []
@@ -1039,6 +1125,10 @@ def run_load(rig: Rig, sink: Sink, system: System, load: str, concurrency: int, 
         parts = [f"{role} {name} {seconds * 1000 / max(1, received):.2f} ({100 * seconds / total:.0f} %)"
                  for (role, name), seconds in sorted(spent.items(), key=lambda kv: -kv[1]) if seconds > 0]
         print(f"bench: {system.name} {load} c={concurrency} CPU ms/msg by thread: " + ", ".join(parts), file=sys.stderr)
+    if steps is not None and system.name.startswith("mailgw"):
+        n, found = reply_steps(steps, _STEPS_READ)
+        print(f"bench: {system.name} {load} c={concurrency} reply to DATA by step, p50/p99 ms over {n} messages: "
+              + ", ".join(f"{name} {p50:.2f}/{p99:.2f}" for name, p50, p99 in found), file=sys.stderr)
     lat = sorted(latencies)
     return RunResult(
         rate=min(received, count) / elapsed if elapsed > 0 else 0.0,
@@ -1047,6 +1137,9 @@ def run_load(rig: Rig, sink: Sink, system: System, load: str, concurrency: int, 
         received=received, expected=count, errors=errors,
         big_ms=big[0] * 1000 if big else None, max_ms=lat[-1] * 1000 if lat else None,
     )
+
+
+_STEPS_READ: dict[str, int] = {}  # reply-steps files: how far each was read
 
 
 @contextlib.contextmanager
@@ -1256,6 +1349,8 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, help="record py-spy profiles of mailgw (collapsed stacks) into this directory")
     parser.add_argument("--thread-cpu", action="store_true",
                         help="print mailgw's CPU per message by process and thread (threads named through a sitecustomize.py)")
+    parser.add_argument("--reply-steps", action="store_true",
+                        help="print where mailgw's reply to DATA waits, step by step (p50/p99 of each, accepted mail)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, spools, configs)")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--kind", help=argparse.SUPPRESS)
@@ -1277,13 +1372,18 @@ def main() -> int:
         _PORTS.extend(range(args.ports_from, args.ports_from + 100))
     rig = Rig(keep=args.keep, base=args.dir)
     print(f"bench: directory {rig.dir}", file=sys.stderr)
-    if args.thread_cpu:
-        # Python does not name OS threads: a sitecustomize.py on the path of the processes the bench
-        # starts gives each Python thread its name, so /proc tells the threads apart.
-        names = rig.dir / "thread-names"
-        names.mkdir()
-        (names / "sitecustomize.py").write_text(THREAD_NAMES)
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(names)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    if args.thread_cpu or args.reply_steps:
+        # A sitecustomize.py on the path of the processes the bench starts. --thread-cpu: Python does
+        # not name OS threads; this gives each Python thread its name, so /proc tells the threads
+        # apart. --reply-steps: the edge's steps are timed (REPLY_STEPS).
+        site = rig.dir / "sitecustomize"
+        site.mkdir()
+        (site / "sitecustomize.py").write_text((THREAD_NAMES if args.thread_cpu else "")
+                                               + (REPLY_STEPS if args.reply_steps else ""))
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(site)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+        if args.reply_steps:
+            (rig.dir / "steps").mkdir()
+            os.environ["MAILGW_BENCH_REPLY_STEPS"] = str(rig.dir / "steps")
     # SIGTERM (a test's timeout, a CI cancel) unwinds through the finally below like Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
@@ -1375,7 +1475,8 @@ def _measure(rig: Rig, sink: Sink, systems: list[System], args: argparse.Namespa
             runs: dict[str, list[RunResult]] = {s.name: [] for s in systems}
             for _ in range(args.repeat):  # interleaved, so a busy moment of the machine hits both
                 for system in systems:
-                    r = run_load(rig, sink, system, load, conc, count, 30 + count / 5, args.profile, args.thread_cpu)
+                    r = run_load(rig, sink, system, load, conc, count, 30 + count / 5, args.profile, args.thread_cpu,
+                                 rig.dir / "steps" if args.reply_steps else None)
                     runs[system.name].append(r)
                     ok &= r.complete
                     print(f"bench: {system.name:<18} {LOADS[load]:<30} c={conc:<3} {r.rate:7.0f} msg/s"

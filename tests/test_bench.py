@@ -27,7 +27,8 @@ def test_quick_bench_prints_the_table() -> None:
     if not shutil.which("smtp-sink", path="/usr/sbin:/usr/bin") and not shutil.which("apt-get"):
         pytest.skip("Postfix is not installed and there is no apt-get to install it")
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick"], capture_output=True, text=True, timeout=240, cwd=SCRIPT.parent.parent
+        [sys.executable, str(SCRIPT), "--quick", "--reply-steps"], capture_output=True, text=True, timeout=240,
+        cwd=SCRIPT.parent.parent,
     )
     if proc.returncode == CANNOT_INSTALL:
         pytest.skip(proc.stderr.strip().splitlines()[-1])
@@ -55,6 +56,14 @@ def test_quick_bench_prints_the_table() -> None:
                 if not load.startswith("smtp-source"):  # the Python client measures end-of-DATA to 250
                     assert 0 < float(p50) <= float(p99), row
             assert len(ratios.split()) == 3 and all(float(r) > 0 for r in ratios.split()), row
+    # --reply-steps: for each of mailgw's cases, where the reply to DATA waited, the steps adding up to the whole
+    steps = re.findall(r"bench: mailgw (\S+) c=(\d) reply to DATA by step, p50/p99 ms over (\d+) messages: (.*)", proc.stderr)
+    assert sorted((load, c) for load, c, _, _ in steps) == sorted(
+        (load, c) for load in ("smtp-source", "text5k", "pdf200k") for c in "15"), proc.stderr[-3000:]
+    for _, _, n, found in steps:
+        p50s = {name: float(v.split("/")[0]) for name, v in re.findall(r"([a-zA-Z+ ]+?) (\S+/\S+)(?:, |$)", found)}
+        assert int(n) >= 9 and len(p50s) == 8, found
+        assert all(v >= 0 for v in p50s.values()) and p50s["spool write"] > 0 and p50s["log commit"] > 0, found
     # everything it started is gone, and so is its directory
     run_dir = re.search(r"bench: directory (\S+)", proc.stderr).group(1)
     assert not Path(run_dir).exists()
