@@ -526,3 +526,88 @@ async def test_small_plain_outbound_text_is_decided_on_the_loop_and_the_rest_in_
     got = sorted(m.data for m in sink.to(LOCAL))
     assert all(m.startswith(b"Received: from ") for m in got)
     assert sorted(next(m for m in got if m.endswith(raw)) for _, raw, _, _ in cases) == got
+
+
+def _text_plain_carrying(data: bytes, params: str = "") -> bytes:
+    """A single-part message labelled text/plain (no Content-Disposition, no multipart) whose
+    base64 body is ``data``: what decides_inline's look at the header section lets through."""
+    from tests import attachment_fixtures as fx
+
+    head = (f"From: vanthu.sotttt@binhthuan.gov.vn\r\nTo: {LOCAL}\r\nSubject: Gửi anh tài liệu\r\n"
+            f"Date: Sat, 21 Nov 2026 09:00:00 +0700\r\nMessage-ID: <{len(data)}.{params!r:.8}@test>\r\n"
+            f"MIME-Version: 1.0\r\nContent-Type: text/plain{params}\r\nContent-Transfer-Encoding: base64\r\n\r\n")
+    return head.encode("utf-8") + fx.b64(data)
+
+
+async def _loop_stalls(during):
+    """The longest time the event loop did not run a 5 ms ticker while ``during`` ran, in seconds."""
+    loop = asyncio.get_running_loop()
+    longest, last, stop = 0.0, loop.time(), False
+
+    async def tick():
+        nonlocal longest, last
+        while not stop:
+            await asyncio.sleep(0.005)
+            now = loop.time()
+            longest, last = max(longest, now - last), now
+
+    ticker = asyncio.ensure_future(tick())
+    try:
+        result = await during
+    finally:
+        stop = True
+        await ticker
+    return result, longest
+
+
+async def test_a_text_plain_label_on_a_pdf_keeps_the_pdf_reader_and_pyhanko_off_the_loop(make_gateway, sink,
+                                                                                          tmp_path, monkeypatch):
+    """decides_inline reads the header section only: a single part labelled text/plain may carry a PDF
+    (base64, with or without a ``name``). Classification then sends it to the PDF reader process
+    (a ``name`` makes it an attachment) and inspection validates its signature in a pyHanko thread
+    that it joins: waits that must never hold the event loop's thread (every session's replies)."""
+    from mailgw.attachments import pdf as pdf_facts
+    from mailgw.classify import pdfworker
+    from mailgw.smtp.edge import decides_inline
+    from mailgw.message.model import Envelope, Message
+    from tests import attachment_fixtures as fx
+
+    ca = fx.TestCA()
+    (tmp_path / "roots.pem").write_bytes(ca.ca_pem())
+    signed = await asyncio.to_thread(ca.sign_pdf, fx.pdf_plain("BAO CAO\nSo: 12/BC-STTTT"))  # pyHanko runs a loop
+    named, unnamed = _text_plain_carrying(signed, '; name="bao_cao.pdf"'), _text_plain_carrying(signed)
+    env = Envelope(mail_from="vanthu.sotttt@binhthuan.gov.vn", rcpts=[LOCAL], listener="relay", role="relay",
+                   client_ip="127.0.0.1")
+    assert all(len(raw) < 32 * 1024 for raw in (named, unnamed))  # small enough for the loop by size
+    # Text that is text stays on the loop whatever its transfer encoding; the PDFs do not.
+    text = "Kính gửi các đơn vị,\r\nXin mời dự họp.\r\n".encode()
+    assert decides_inline(Message("x", env, _text_plain_carrying(text, "; charset=utf-8")))
+    assert not decides_inline(Message("x", env, named)) and not decides_inline(Message("x", env, unnamed))
+
+    waits: list[tuple[str, bool]] = []
+
+    def on_loop() -> bool:
+        try:
+            asyncio.get_running_loop()
+            return True
+        except RuntimeError:
+            return False
+
+    read, trusted = pdfworker.Pool.read, pdf_facts._trusted
+
+    def spy_read(self, *a, **kw):  # the real PDF reader, noting the thread that waits for it
+        waits.append(("pdf reader", on_loop()))
+        return read(self, *a, **kw)
+
+    def spy_trusted(*a, **kw):  # the real validation, noting the thread that waits for it
+        waits.append(("pyhanko", on_loop()))
+        return trusted(*a, **kw)
+
+    monkeypatch.setattr(pdfworker.Pool, "read", spy_read)
+    monkeypatch.setattr(pdf_facts, "_trusted", spy_trusted)
+    gw = await make_gateway(attachments={"trust_store": "roots.pem"})
+    for raw in (named, unnamed):
+        _, stall = await _loop_stalls(send(gw, "relay", raw, "vanthu.sotttt@binhthuan.gov.vn", [LOCAL]))
+        print(f"longest event-loop stall while the message was decided: {stall * 1000:.0f} ms")
+    assert {w for w, _ in waits} == {"pdf reader", "pyhanko"}, waits
+    assert [w for w in waits if w[1]] == [], f"waited on the event loop's thread: {waits}"

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import collections
+import email.message
 import logging
 import re
 import ssl
@@ -23,6 +24,7 @@ from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from aiosmtpd.smtp import Session as SmtpSession
 
 from mailgw import logsetup, metrics, pipeline
+from mailgw.attachments.sniff import sniff
 from mailgw.audit import record
 from mailgw.config.settings import Listener
 from mailgw.delivery import dsn
@@ -90,7 +92,43 @@ def decides_inline(message: Message) -> bool:
     if end < 0:
         return False
     head = raw[:end + 2].lower()
-    return b"multipart" not in head and b"content-disposition" not in head and _NOT_PLAIN_TEXT.search(head) is None
+    if b"multipart" in head or b"content-disposition" in head or _NOT_PLAIN_TEXT.search(head) is not None:
+        return False
+    return _text_by_its_bytes(head, raw[end + 4:])
+
+
+# A Content-Transfer-Encoding field's value (folded or not), as the header section has it.
+_CTE_FIELD = re.compile(rb"content-transfer-encoding[ \t]*:[ \t]*+(?:\r\n[ \t]++)*+([^\r\n;(]*)")
+_CTE_NOISE = re.compile(rb"[\s_-]+")
+_TEXT_TYPES = ("text/plain", "text/html")
+
+
+def _text_by_its_bytes(head: bytes, body: bytes) -> bool:
+    """Whether the one part's bytes are text whichever way a reader decodes them, not only by its label.
+
+    A part labelled text/plain may carry a PDF (base64, with a ``name`` or not): the attachment
+    walker inspects what its bytes are (a signed PDF's signatures validated in a pyHanko thread
+    the pipeline joins), and classification sends a named one to the PDF reader's processes.
+    Decoded as the walker does (loose spellings of the encoding read as the one they name) and as
+    the email package does (classification's fallback); any other encoding is not decided here.
+    """
+    found = _CTE_FIELD.findall(head)
+    if len(found) > 1:
+        return False
+    cte = _CTE_NOISE.sub(b"", found[0]) if found else b""
+    candidates: list[object] = [body]
+    if cte == b"base64" or cte == b"quotedprintable":
+        lenient = email.message.Message()
+        lenient["Content-Transfer-Encoding"] = "base64" if cte == b"base64" else "quoted-printable"
+        lenient.set_payload(body.decode("ascii", "surrogateescape"))
+        candidates.append(lenient.get_payload(decode=True))
+        try:
+            candidates.append(binascii.a2b_base64(body) if cte == b"base64" else binascii.a2b_qp(body))
+        except (ValueError, binascii.Error):
+            pass  # readers fall back to the lenient decoder's bytes
+    elif cte not in (b"", b"7bit", b"8bit", b"binary"):
+        return False  # uuencode and the rest: not for this cheap look
+    return all(isinstance(data, bytes) and (not data or sniff(data).mime in _TEXT_TYPES) for data in candidates)
 
 
 class Edge:
