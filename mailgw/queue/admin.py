@@ -201,8 +201,13 @@ def record(url: str, node: str, journal_dir: str, action: str, entries: Sequence
     except Exception:  # the database is down or refuses: the journal keeps the events for the gateway
         # Without the log the count of earlier actions is unknown: the clock numbers them instead.
         stamp = int(time.time())
-        Journal(journal_dir).write([("delivery", ev) for ev in events(action, entries, by, reason,
-                                                                       {i: stamp for i in ids}, when)])
+        kept: list[tuple[str, dict[str, Any]]] = [("delivery", ev) for ev in events(action, entries, by, reason,
+                                                                                 {i: stamp for i in ids}, when)]
+        if action == "delete":
+            # The record of a message just accepted may be committed without a flush of its own
+            # (mailgw.audit.writer.record_spooled): its spool file, now deleted, was its durable copy.
+            kept += [("record", e.meta["record"]) for e in entries if isinstance(e.meta.get("record"), dict)]
+        Journal(journal_dir).write(kept)
         return f"the journal {journal_dir} (the exchange log is unavailable; the gateway replays it)"
 
 
