@@ -684,6 +684,13 @@ def cmd_queue_action(args: argparse.Namespace) -> int:
         spool.flush([e.id for e in chosen if e.id in queued])
         outcomes = [(e, e.id in queued) for e in chosen]
     else:
+        if action == "delete":
+            try:
+                admin.keep_records(admin.journal_dir(settings.spool), chosen)
+            except (OSError, ValueError, TypeError) as e:
+                print(f"mailgw queue delete: nothing deleted: the records of the messages could not be journaled "
+                      f"first: {e}", file=sys.stderr)
+                return 1
         outcomes = [(e, admin.perform(spool, action, e, by)) for e in chosen]
     done = []
     for entry, ok in outcomes:

@@ -568,8 +568,8 @@ async def test_a_text_plain_label_on_a_pdf_keeps_the_pdf_reader_and_pyhanko_off_
     that it joins: waits that must never hold the event loop's thread (every session's replies)."""
     from mailgw.attachments import pdf as pdf_facts
     from mailgw.classify import pdfworker
-    from mailgw.smtp.edge import decides_inline
     from mailgw.message.model import Envelope, Message
+    from mailgw.smtp.edge import decides_inline
     from tests import attachment_fixtures as fx
 
     ca = fx.TestCA()

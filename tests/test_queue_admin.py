@@ -193,6 +193,37 @@ async def test_hold_release_requeue_bounce_delete_on_several_ids_all_and_stdin(m
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
+async def test_a_delete_journals_the_messages_record_before_its_spool_file_goes(make_gateway, sink, tmp_path):
+    """The spool file may be the only copy of a just-accepted record on the disk (committed without a
+    flush): `queue delete` journals the record first; the gateway's replay skips it (the log has it)."""
+    gw = await make_gateway(audit={"retry": "1h"})  # no replay while the test looks at the journal
+    sink.data_reply = lambda rcpts: "451 4.3.0 later"
+    msg_id = _queued_id(await send(gw, "relay", message(subject="xóa ngay"), SENDER, ["x@example.com"]))
+    record = gw.spool.read(msg_id, with_data=False)[0].meta["record"]
+    journal = tmp_path / "spool" / "journal"
+    deleted = await mailgw(gw, "queue", "delete", msg_id)
+    assert deleted.returncode == 0, deleted.stderr
+    assert gw.spool.locate(msg_id) is None
+    assert json.loads((journal / f"R-{msg_id}.json").read_text(encoding="utf-8")) == {"record": record}
+
+    blocked = _queued_id(await send(gw, "relay", message(subject="không xóa được"), SENDER, ["y@example.com"]))
+    journal.rename(tmp_path / "journal.away")
+    journal.write_text("a file where the journal directory should be")  # it cannot take the record
+    try:
+        refused = await mailgw(gw, "queue", "delete", blocked)
+    finally:
+        journal.unlink()
+        (tmp_path / "journal.away").rename(journal)
+    assert refused.returncode == 1 and "nothing deleted" in refused.stderr, refused.stderr
+    assert gw.spool.locate(blocked) == "queue"
+    await gw.drain()
+    gw2 = await make_gateway(audit={"retry": "1h"})  # the start replays the journal: already logged, skipped
+    assert not list(journal.glob("*.json"))
+    assert [e["status"] for e in await history(gw2, msg_id)][-1] == "deleted"
+    verify = await mailgw(gw2, "audit", "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
 async def _normal_and_urgent(gw: Gateway) -> tuple[list[str], str]:
     """Three ordinary letters, then a HỎA TỐC one, all to an official address behind the sink."""
     normal = [_queued_id(await send(gw, "relay", message(subject=f"Công văn số {n}/STTTT-VP về việc báo cáo", to=MIC),

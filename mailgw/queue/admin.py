@@ -201,14 +201,25 @@ def record(url: str, node: str, journal_dir: str, action: str, entries: Sequence
     except Exception:  # the database is down or refuses: the journal keeps the events for the gateway
         # Without the log the count of earlier actions is unknown: the clock numbers them instead.
         stamp = int(time.time())
-        kept: list[tuple[str, dict[str, Any]]] = [("delivery", ev) for ev in events(action, entries, by, reason,
-                                                                                 {i: stamp for i in ids}, when)]
-        if action == "delete":
-            # The record of a message just accepted may be committed without a flush of its own
-            # (mailgw.audit.writer.record_spooled): its spool file, now deleted, was its durable copy.
-            kept += [("record", e.meta["record"]) for e in entries if isinstance(e.meta.get("record"), dict)]
-        Journal(journal_dir).write(kept)
+        Journal(journal_dir).write([("delivery", ev) for ev in events(action, entries, by, reason,
+                                                                       {i: stamp for i in ids}, when)])
         return f"the journal {journal_dir} (the exchange log is unavailable; the gateway replays it)"
+
+
+def keep_records(journal_dir: str, entries: Sequence[Entry]) -> None:
+    """Journal the decision records of messages about to be deleted, before their spool files go.
+
+    The record of a message just accepted may be committed without a flush of its own, its
+    spool file being its durable copy until its outcomes are committed durably
+    (mailgw.audit.writer.record_spooled); a delete removes that copy. The gateway's replay
+    skips records the log already has, so this costs one small file per deleted message.
+    Raises OSError when the journal cannot be written: then nothing may be deleted.
+    """
+    from mailgw.audit.writer import Journal
+
+    records = [("record", e.meta["record"]) for e in entries if isinstance(e.meta.get("record"), dict)]
+    if records:
+        Journal(journal_dir).write(records)
 
 
 def journal_dir(spool_path: str) -> str:
