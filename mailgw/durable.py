@@ -55,8 +55,12 @@ def creating(final: str, *, tmp: str, mode: int = 0o600) -> Iterator[BinaryIO]:
     on this machine's ext4; README, Performance). Readers see the file whole
     or not at all, as with :func:`replacing`; the price is a crash before this
     returns, which may leave ``final`` short of its bytes (never acknowledged,
-    since this had not returned): its reader must check the length. Never for
-    a file that exists: an old file replaced this way could be lost to a crash.
+    since this had not returned): its reader must check the length. That holds
+    where the file system writes a file's data before the metadata that points
+    at it (ext4's default ``data=ordered``, XFS, btrfs); with ext4's
+    ``data=writeback`` such a file could have its full length and other bytes.
+    Never for a file that exists: an old file replaced this way could be lost
+    to a crash.
     """
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     renamed = False
