@@ -29,6 +29,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import threading
 import time
 from typing import Any, Iterator
 
@@ -94,6 +95,7 @@ class Spool:
     def __init__(self, path: str):
         self.path = path
         self._free, self._free_at, self._written = 0, -FREE_SPACE_TTL, 0  # see free_bytes
+        self._free_lock = threading.Lock()  # put_sync counts in worker threads
         for sub in ("tmp", QUEUED, HELD, "corrupt", "state", BOUNCE):
             os.makedirs(os.path.join(path, sub), mode=0o700, exist_ok=True)
         os.chmod(path, 0o700)  # messages are the agencies' mail: readable by the gateway only
@@ -110,7 +112,8 @@ class Spool:
         final = os.path.join(self.path, where, msg_id)
         if os.path.exists(final) or os.path.exists(os.path.join(self.path, QUEUED if held else HELD, msg_id)):
             return  # already stored: put is idempotent (a DSN re-created after a crash)
-        self._written += len(data)
+        with self._free_lock:
+            self._written += len(data)
         head = _encode({**meta, _BYTES: len(data)})  # the length, so a file a crash cut short is found
         with creating(final, tmp=os.path.join(self.path, "tmp", msg_id)) as f:
             f.write(_MAGIC + str(len(head)).encode() + b"\n" + head + b"\n")
@@ -341,7 +344,9 @@ class Spool:
         """
         now = time.monotonic()
         if now - self._free_at >= FREE_SPACE_TTL:
-            self._free, self._free_at, self._written = shutil.disk_usage(self.path).free, now, 0
+            free = shutil.disk_usage(self.path).free
+            with self._free_lock:
+                self._free, self._free_at, self._written = free, now, 0
         return self._free - self._written
 
     def _move(self, msg_id: str, src: str, dst: str) -> bool:
