@@ -78,10 +78,11 @@ def decides_inline(message: Message) -> bool:
     the CPU the message costs anyway (which the interpreter lock makes every
     session of the process share, in a thread or not): not for the mx role (SPF,
     DKIM, DMARC and ARC ask DNS), not above ``INLINE_MAX`` bytes, and only for a
-    single text/plain or text/html part with no Content-Disposition (no
-    attachment, so classification sends no document to the PDF reader's
-    processes). Anything else, and anything this cheap look at the raw header
-    section cannot tell, takes the worker thread, as every message did before.
+    single text/plain or text/html part with no Content-Disposition whose bytes,
+    decoded, are text too (``_text_by_its_bytes``: no document for the PDF
+    reader's processes or a signature check's thread). Anything else, and
+    anything this cheap look at the raw bytes cannot tell, takes the worker
+    thread, as every message did before.
     The hand-off saved is measured in the README (Performance): CPU per message
     and the latency of the reply to DATA at 1 and 20 sessions.
     """
