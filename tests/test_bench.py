@@ -50,11 +50,14 @@ def test_quick_bench_prints_the_table() -> None:
             _, *systems, ratios = row.split("|")
             assert len(systems) == 4, row  # three anchors and mailgw
             for cell in systems:
-                rate, p50, p99, rss, cpu = cell.split()  # no LOST/DUP flag in front
+                rate, p50, p99, txn99, rss, cpu = cell.split()  # no LOST/DUP flag in front
                 # CPU is read in clock ticks (10 ms): the quick run's 10 messages of Postfix may round to 0.0.
                 assert float(rate) > 0 and float(rss) > 0 and float(cpu) >= 0, row
-                if not load.startswith("smtp-source"):  # the Python client measures end-of-DATA to 250
-                    assert 0 < float(p50) <= float(p99), row
+                if not load.startswith("smtp-source"):  # the Python client measures end-of-DATA to 250, and MAIL to it
+                    assert 0 < float(p50) <= float(p99) and float(txn99) > 0, row
+                    assert float(txn99) >= float(p50), row  # the transaction holds the end of DATA
+                else:
+                    assert p50 == p99 == txn99 == "-", row
             assert len(ratios.split()) == 3 and all(float(r) > 0 for r in ratios.split()), row
     # --reply-steps: for each of mailgw's cases, where the reply to DATA waited, the steps adding up to the whole
     steps = re.findall(r"bench: mailgw (\S+) c=(\d) reply to DATA by step, p50/p99 ms over (\d+) messages: (.*)", proc.stderr)
