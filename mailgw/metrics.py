@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 SESSIONS = Counter("mailgw_smtp_sessions", "SMTP connections accepted, by listener", ["listener"])
 REFUSALS = Counter("mailgw_smtp_refusals", "Commands refused before DATA (connect, HELO, MAIL, RCPT), by stage",
                    ["listener", "stage"])
+IN_FLOW_WAITS = Counter("mailgw_smtp_in_flow_waits", "MAIL commands that waited for a transaction to end "
+                        "(limits.in_flow), by how the wait ended", ["outcome"])
 DECISIONS = Counter("mailgw_decisions", "Exchanges decided, by decision and deciding rule", ["decision", "rule"])
 DELIVERIES = Counter("mailgw_deliveries", "Delivery attempt outcomes per recipient (sent, deferred, bounced, expired)",
                      ["status"])

@@ -117,6 +117,11 @@ class Limits:
     auth_penalty: float = 1.0  # seconds: the wait after one failed login, doubling per failure (at most 15 s)
     min_free_space: int = 0  # bytes; 0 means 1.5 x message_size, as Postfix does
     drain_timeout: float = 30.0  # SIGTERM: how long open sessions may finish
+    # While a serving process is deciding messages, at most this many of its sessions are in a
+    # transaction (MAIL to the reply to DATA); a further MAIL waits for one to end, at most
+    # in_flow_delay (then it goes on). 0: no limit. See mailgw.smtp.edge.Admission.
+    in_flow: int = 4
+    in_flow_delay: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -829,7 +834,9 @@ def _limits(c: Checker, data: YMap) -> Limits:
     for key in ("recipients", "commands", "connections_per_ip", "max_received", "header_lines"):
         if key in m:
             values[key] = _positive_int(c, m, key)
-    for key in ("idle_timeout", "drain_timeout", "auth_penalty", "data_deadline"):
+    if "in_flow" in m:
+        values["in_flow"] = _non_negative_int(c, m, "in_flow")
+    for key in ("idle_timeout", "drain_timeout", "auth_penalty", "data_deadline", "in_flow_delay"):
         if key in m:
             # No wait before the close (drain) or after a failed login (penalty) is a choice; a zero
             # idle or DATA timeout would drop every session.
@@ -878,6 +885,14 @@ def _size(c: Checker, m: YMap, key: str) -> int | None:
             unit = (mm.group(2) or "B").upper()[0]
             return int(mm.group(1)) * {"B": 1, "K": 1024, "M": 1024**2, "G": 1024**3}[unit]
     c.error(m, key, f"{key!r} must be a size like 10M (K, M, G are powers of 1024), not {value!r}")
+    return None
+
+
+def _non_negative_int(c: Checker, m: YMap, key: str) -> int | None:
+    value = m[key]
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    c.error(m, key, f"{key!r} must be a whole number, 0 or more, not {value!r}")
     return None
 
 

@@ -132,6 +132,65 @@ def _text_by_its_bytes(head: bytes, body: bytes) -> bool:
     return all(isinstance(data, bytes) and (not data or sniff(data).mime in _TEXT_TYPES) for data in candidates)
 
 
+class Admission:
+    """How many sessions of this process are in a transaction, and which MAIL commands wait for one to end.
+
+    Postfix's ``in_flow_delay`` in spirit: when messages arrive faster than the
+    process decides them, a new transaction waits at MAIL (before the client has
+    sent anything) instead of every message waiting longer after its end of DATA,
+    where the client holds a message it has sent and not yet seen taken. It only
+    holds while at least ``limit`` sessions are in a transaction *and* a message
+    is being decided, so sessions that are slow to send (a long upload) do not
+    hold the others back; nobody waits more than ``delay`` seconds (then goes
+    on, over the limit, as Postfix does); waiters go on in the order they came.
+    The README (Performance) has what it changes: end-of-DATA to 250 p99 at 20
+    sessions roughly halved, throughput and MAIL-to-250 unchanged.
+    """
+
+    def __init__(self, deciding: Callable[[], bool]):
+        self.deciding = deciding
+        self.limit = 0  # limits.in_flow, as the last MAIL found it (a reload may change it)
+        self.active = 0  # sessions between an admitted MAIL and the end of their transaction
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def _full(self) -> bool:
+        return bool(self.limit) and self.active >= self.limit and self.deciding()
+
+    async def enter(self, limit: int, delay: float) -> None:
+        """Wait (at most ``delay`` seconds) while the process is full, then count this transaction in."""
+        self.limit = limit
+        if not self._waiting and not self._full():
+            self.active += 1
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._waiting.append(fut)
+        try:
+            await asyncio.wait_for(fut, delay)
+        except asyncio.TimeoutError:
+            if not fut.done() or fut.cancelled():
+                metrics.IN_FLOW_WAITS.labels("timeout").inc()
+                self.active += 1  # over the limit: a MAIL waits no longer than that
+                return
+        except BaseException:  # the session went away while it waited
+            if fut.done() and not fut.cancelled():
+                self.leave()  # the slot it was given goes to the next
+            raise
+        metrics.IN_FLOW_WAITS.labels("admitted").inc()  # counted in by wake()
+
+    def leave(self) -> None:
+        """A transaction ended (its reply to DATA, RSET, a new EHLO, the connection gone)."""
+        self.active -= 1
+        self.wake()
+
+    def wake(self) -> None:
+        """Let waiters go, first come first, while the process is not full (also when a decision ends)."""
+        while self._waiting and not self._full():
+            fut = self._waiting.popleft()
+            if not fut.done():  # a waiter that timed out or whose client left is skipped
+                self.active += 1
+                fut.set_result(None)
+
+
 class Edge:
     """What every listener shares: the context in force, the spool, the recorder."""
 
@@ -156,6 +215,7 @@ class Edge:
         self.auth_penalty = AuthPenalty(base=context().settings.limits.auth_penalty)
         self.sessions: set[SmtpServer] = set()
         self.accepting: set[asyncio.Task[str]] = set()  # messages between end of data and reply (drain waits for them)
+        self.admission = Admission(lambda: bool(self.accepting))
 
     async def accept(self, message: Message, ctx: Context) -> str:
         """Run one message through the pipeline and return the reply for DATA.
@@ -169,8 +229,12 @@ class Edge:
         """
         task = asyncio.get_running_loop().create_task(self._accept(message, ctx))
         self.accepting.add(task)
-        task.add_done_callback(self.accepting.discard)
+        task.add_done_callback(self._accepted)
         return await asyncio.shield(task)
+
+    def _accepted(self, task: asyncio.Task[str]) -> None:
+        self.accepting.discard(task)
+        self.admission.wake()
 
     async def _accept(self, message: Message, ctx: Context) -> str:
         reply = await self._decide(message, ctx)
@@ -415,6 +479,10 @@ class Handler:
             return str(refusal)
         if self.edge.spool.free_bytes() < _min_free(ctx.settings):
             return str(replies.NO_STORAGE)
+        await self.edge.admission.enter(ctx.settings.limits.in_flow, ctx.settings.limits.in_flow_delay)  # may wait
+        server.in_transaction = True
+        if server.transport is None:  # the client left while it waited: connection_lost has been
+            server._end_transaction()
         # aiosmtpd tests mail_from for truth: keep "<>" for the null sender until DATA.
         envelope.mail_from = sender or "<>"
         envelope.mail_options.extend(options)
@@ -534,6 +602,8 @@ async def _initial_response(server: SmtpServer, text: str) -> bytes | None:
 class SmtpServer(datastream.ChunkedData, SMTP):
     """aiosmtpd's protocol with the limits a public MX needs and enhanced codes on every reply."""
 
+    in_transaction = False  # counted in Edge.admission, from MAIL's 250 to the end of the transaction
+
     def __init__(self, handler: Handler, edge: Edge, listener: Listener, tls_context: ssl.SSLContext | None):
         ctx = edge.context()
         limits = ctx.settings.limits
@@ -615,6 +685,7 @@ class SmtpServer(datastream.ChunkedData, SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         if self._refused:
             return
+        self._end_transaction()
         if self._counted:
             key = (self.listener.name, self.client_ip)
             self.edge.connections[key] -= 1
@@ -648,7 +719,13 @@ class SmtpServer(datastream.ChunkedData, SMTP):
     def _set_post_data_state(self) -> None:
         # The reply to DATA is pushed after the transaction is reset: remember whether it was SMTPUTF8.
         self._data_reply_utf8 = bool(self.envelope is not None and self.envelope.smtp_utf8)
+        self._end_transaction()  # aiosmtpd comes here at every end: DATA's reply, RSET, HELO/EHLO
         super()._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd's, untyped
+
+    def _end_transaction(self) -> None:
+        if self.in_transaction:
+            self.in_transaction = False
+            self.edge.admission.leave()
 
     def close_after_reply(self) -> None:
         self._closing = True

@@ -1,0 +1,160 @@
+"""limits.in_flow: while a process is deciding messages, a new transaction waits at MAIL, not after DATA.
+
+Real sessions over real sockets against the gateway. A message is held in its
+decision by holding the exchange log's answer for it (a slow database, which
+is what the wait is for too); nothing is timed: the tests look at who got a
+reply, and at the admission's own counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from mailgw import metrics
+from tests.conftest import message, port
+from tests.dialog import Dialog
+from tests.test_queue_admin import until
+
+SENDER = "vanthu.sotttt@binhthuan.gov.vn"
+RCPT = "vanthu.snv@binhthuan.gov.vn"
+
+
+def hold_records(gw: Any) -> tuple[asyncio.Event, asyncio.Event]:
+    """(entered, release): the next spooled message's record waits for ``release``; ``entered`` is set when one does."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    keep = gw.edge.spooled_recorder
+
+    async def held(rec: dict[str, Any]) -> None:
+        entered.set()
+        await release.wait()
+        await keep(rec)
+
+    gw.edge.spooled_recorder = held
+    return entered, release
+
+
+async def session(gw: Any) -> Dialog:
+    d = await Dialog.open(port(gw, "relay"))
+    assert (await d.reply())[0] == 220
+    assert (await d.cmd("EHLO client.test"))[0] == 250
+    return d
+
+
+async def start_message(d: Dialog, subject: str) -> asyncio.Task[tuple[int, str]]:
+    """MAIL, RCPT, DATA and the message; the task is the reply to its end of data."""
+    assert (await d.cmd(f"MAIL FROM:<{SENDER}>"))[0] == 250
+    assert (await d.cmd(f"RCPT TO:<{RCPT}>"))[0] == 250
+    assert (await d.cmd("DATA"))[0] == 354
+    d.send(message(subject=subject) + b".\r\n")
+    return asyncio.create_task(d.reply())
+
+
+def waits(outcome: str) -> float:
+    return metrics.IN_FLOW_WAITS.labels(outcome)._value.get()
+
+
+async def test_a_full_process_holds_mail_until_a_transaction_ends_then_lets_all_waiters_go(make_gateway, sink):
+    gw = await make_gateway(limits={"in_flow": 1, "in_flow_delay": "60s"})
+    entered, release = hold_records(gw)
+    admitted = waits("admitted")
+    a = await session(gw)
+    a_reply = await start_message(a, "Thư thứ nhất")
+    await entered.wait()  # A is being decided, and A is the one transaction allowed
+    b, c = await session(gw), await session(gw)
+    b.send(f"MAIL FROM:<{SENDER}>\r\n".encode())
+    await until(lambda: len(gw.edge.admission._waiting) == 1)
+    c.send(f"MAIL FROM:<{SENDER}>\r\n".encode())
+    await until(lambda: len(gw.edge.admission._waiting) == 2)
+    assert not a_reply.done()
+
+    release.set()
+    assert (await a_reply)[0] == 250
+    assert (await b.reply())[0] == 250  # A's end let both go: nothing is being decided any more
+    assert (await c.reply())[0] == 250
+    assert waits("admitted") - admitted == 2
+    for d, subject in ((b, "Thư thứ hai"), (c, "Thư thứ ba")):
+        assert (await d.cmd(f"RCPT TO:<{RCPT}>"))[0] == 250
+        assert (await d.cmd("DATA"))[0] == 354
+        assert (await d.cmd(message(subject=subject) + b".\r\n"))[0] == 250
+    for d in (a, b, c):
+        assert (await d.cmd("QUIT"))[0] == 221
+        await d.close()
+    await sink.wait_for(lambda: len(sink.to(RCPT)) == 3)
+    await until(lambda: gw.edge.admission.active == 0)
+
+
+async def test_a_mail_waits_no_longer_than_in_flow_delay(make_gateway, sink):
+    gw = await make_gateway(limits={"in_flow": 1, "in_flow_delay": "200ms"})
+    entered, release = hold_records(gw)
+    timeouts = waits("timeout")
+    a = await session(gw)
+    a_reply = await start_message(a, "Thư đang chờ ghi nhật ký")
+    await entered.wait()
+    b = await session(gw)
+    assert (await b.cmd(f"MAIL FROM:<{SENDER}>"))[0] == 250  # after the delay, over the limit
+    assert waits("timeout") - timeouts == 1
+    assert not a_reply.done() and gw.edge.admission.active == 2
+    release.set()
+    assert (await a_reply)[0] == 250
+    assert gw.edge.admission.active == 1  # A's transaction ended with its reply
+    assert (await b.cmd("RSET"))[0] == 250
+    assert gw.edge.admission.active == 0  # and B's with RSET
+    for d in (a, b):
+        assert (await d.cmd("QUIT"))[0] == 221
+        await d.close()
+    await until(lambda: gw.edge.admission.active == 0)
+
+
+async def test_a_client_that_leaves_while_it_waits_takes_no_place(make_gateway, sink):
+    gw = await make_gateway(limits={"in_flow": 1, "in_flow_delay": "60s"})
+    entered, release = hold_records(gw)
+    a = await session(gw)
+    a_reply = await start_message(a, "Thư giữ chỗ")
+    await entered.wait()
+    b = await session(gw)
+    b.send(f"MAIL FROM:<{SENDER}>\r\n".encode())
+    await until(lambda: len(gw.edge.admission._waiting) == 1)
+    await b.close()  # gone while it waits
+    await until(lambda: len(gw.edge.sessions) == 1)
+    release.set()
+    assert (await a_reply)[0] == 250
+    assert (await a.cmd("QUIT"))[0] == 221
+    await a.close()
+    await until(lambda: gw.edge.admission.active == 0)
+    c = await session(gw)
+    assert (await c.cmd(f"MAIL FROM:<{SENDER}>"))[0] == 250  # nothing left counted for B
+    assert gw.edge.admission.active == 1
+    assert (await c.cmd("QUIT"))[0] == 221
+    await c.close()
+    await until(lambda: gw.edge.admission.active == 0)
+
+
+async def test_open_transactions_alone_hold_nobody_back(make_gateway, sink):
+    """Clients slow to send (a long upload) fill the limit, but with nothing being decided a MAIL goes on at once."""
+    gw = await make_gateway(limits={"in_flow": 1, "in_flow_delay": "60s"})
+    a = await session(gw)
+    assert (await a.cmd(f"MAIL FROM:<{SENDER}>"))[0] == 250
+    assert (await a.cmd(f"RCPT TO:<{RCPT}>"))[0] == 250
+    assert (await a.cmd("DATA"))[0] == 354
+    a.send(b"Subject: dang gui\r\n\r\nphan dau")  # the rest has not come yet
+    b = await session(gw)
+    assert (await b.cmd(f"MAIL FROM:<{SENDER}>"))[0] == 250
+    assert gw.edge.admission.active == 2 and not gw.edge.admission._waiting
+    for d in (a, b):
+        await d.close()
+    await until(lambda: gw.edge.admission.active == 0)
+
+
+async def test_in_flow_zero_never_holds(make_gateway, sink):
+    gw = await make_gateway(limits={"in_flow": 0})
+    entered, release = hold_records(gw)
+    a = await session(gw)
+    a_reply = await start_message(a, "Thư không giới hạn")
+    await entered.wait()
+    b = await session(gw)
+    assert (await b.cmd(f"MAIL FROM:<{SENDER}>"))[0] == 250
+    release.set()
+    assert (await a_reply)[0] == 250
+    for d in (a, b):
+        await d.close()
