@@ -748,6 +748,9 @@ def _wait_path(path: Path, proc: subprocess.Popen[bytes], what: str, timeout: fl
 # --- mailgw ----------------------------------------------------------------------
 
 
+EXTRA_LIMITS: dict[str, Any] = {}  # --limit KEY=VALUE: more of mailgw's limits: settings
+
+
 def start_mailgw(rig: Rig, key: Path, sink_port: int, *, name: str = "mailgw", database: str = "sqlite:///audit.db",
                  workers: int | None = None, milter: bool = False) -> System:
     """``mailgw serve`` with its own directory, port and spool, relaying to the sink.
@@ -779,7 +782,7 @@ def start_mailgw(rig: Rig, key: Path, sink_port: int, *, name: str = "mailgw", d
         "dkim": [{"domain": DOMAIN, "selector": SELECTOR, "key": str(key)}],
         # One client sends everything, over sessions that stay open for the whole run (Postfix has
         # no per-session command cap): raise the abuse limits that would cut them short.
-        "limits": {"connections_per_ip": 200, "commands": 1_000_000, "message_size": "30M"},
+        "limits": {"connections_per_ip": 200, "commands": 1_000_000, "message_size": "30M", **EXTRA_LIMITS},
     }
     if workers:
         settings["workers"] = workers
@@ -1341,6 +1344,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tiny load (10 messages per case, 1 and 5 sessions)")
     parser.add_argument("--two-nodes", action="store_true", help="also run two mailgw nodes (own ports, own spool) and report their combined throughput")
+    parser.add_argument("--limit", action="append", default=[], metavar="KEY=VALUE",
+                        help="one of mailgw's limits: settings for this run (say in_flow=0), as YAML reads VALUE")
     parser.add_argument("--workers", type=int,
                         help="mailgw serving processes (its 'workers:' setting; default: the setting's default, auto: one per core)")
     parser.add_argument("--anchors", nargs="*", choices=list(ANCHORS), default=list(ANCHORS),
@@ -1374,6 +1379,13 @@ def main() -> int:
     if args.client:
         client_main(args)
         return 0
+    import yaml
+
+    for item in args.limit:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--limit {item!r}: KEY=VALUE")
+        EXTRA_LIMITS[key] = yaml.safe_load(value)
 
     try:
         ensure_packages()
@@ -1425,7 +1437,8 @@ def _bench(rig: Rig, args: argparse.Namespace) -> int:
             name = "mailgw" if len(args.mailgw_keys) == 1 else f"mailgw-{algorithm}"
             systems.append(start_mailgw(rig, keys[algorithm], sink_port, name=name, workers=workers))
         notes.append(f"mailgw: workers={args.workers or auto}, signing with "
-                     f"{' and '.join(args.mailgw_keys)}, audit database SQLite, spool fsync-ed")
+                     f"{' and '.join(args.mailgw_keys)}, audit database SQLite, spool fsync-ed"
+                     + "".join(f", limits.{k}={v}" for k, v in EXTRA_LIMITS.items()))
     if args.milter:
         systems.append(start_postfix_mailgw_milter(rig, keys[args.mailgw_keys[0]], sink_port, workers=workers))
         notes.append(f"Postfix+mailgw-milter: a second private Postfix, mailgw its milter (workers={args.workers or auto}, "

@@ -1,4 +1,4 @@
-"""limits.in_flow: while a process is deciding messages, a new transaction waits at MAIL, not after DATA.
+"""limits.in_flow (off by default): while a process is deciding messages, a new transaction waits at MAIL, not after DATA.
 
 Real sessions over real sockets against the gateway. A message is held in its
 decision by holding the exchange log's answer for it (a slow database, which
@@ -54,7 +54,7 @@ def waits(outcome: str) -> float:
     return metrics.IN_FLOW_WAITS.labels(outcome)._value.get()
 
 
-async def test_a_full_process_holds_mail_until_a_transaction_ends_then_lets_all_waiters_go(make_gateway, sink):
+async def test_a_full_process_holds_mail_until_a_transaction_ends_one_place_per_end(make_gateway, sink):
     gw = await make_gateway(limits={"in_flow": 1, "in_flow_delay": "60s"})
     entered, release = hold_records(gw)
     admitted = waits("admitted")
@@ -70,13 +70,16 @@ async def test_a_full_process_holds_mail_until_a_transaction_ends_then_lets_all_
 
     release.set()
     assert (await a_reply)[0] == 250
-    assert (await b.reply())[0] == 250  # A's end let both go: nothing is being decided any more
-    assert (await c.reply())[0] == 250
+    assert (await b.reply())[0] == 250  # A's end gave its place to the first waiter, and to it only
+    assert len(gw.edge.admission._waiting) == 1 and gw.edge.admission.active == 1
+    assert (await b.cmd(f"RCPT TO:<{RCPT}>"))[0] == 250
+    assert (await b.cmd("DATA"))[0] == 354
+    assert (await b.cmd(message(subject="Thư thứ hai") + b".\r\n"))[0] == 250
+    assert (await c.reply())[0] == 250  # then B's end to C
     assert waits("admitted") - admitted == 2
-    for d, subject in ((b, "Thư thứ hai"), (c, "Thư thứ ba")):
-        assert (await d.cmd(f"RCPT TO:<{RCPT}>"))[0] == 250
-        assert (await d.cmd("DATA"))[0] == 354
-        assert (await d.cmd(message(subject=subject) + b".\r\n"))[0] == 250
+    assert (await c.cmd(f"RCPT TO:<{RCPT}>"))[0] == 250
+    assert (await c.cmd("DATA"))[0] == 354
+    assert (await c.cmd(message(subject="Thư thứ ba") + b".\r\n"))[0] == 250
     for d in (a, b, c):
         assert (await d.cmd("QUIT"))[0] == 221
         await d.close()
@@ -147,7 +150,7 @@ async def test_open_transactions_alone_hold_nobody_back(make_gateway, sink):
 
 
 async def test_in_flow_zero_never_holds(make_gateway, sink):
-    gw = await make_gateway(limits={"in_flow": 0})
+    gw = await make_gateway()  # limits.in_flow is 0 unless set
     entered, release = hold_records(gw)
     a = await session(gw)
     a_reply = await start_message(a, "Thư không giới hạn")
