@@ -97,6 +97,7 @@ async def test_a_mail_waits_no_longer_than_in_flow_delay(make_gateway, sink):
     b = await session(gw)
     assert (await b.cmd(f"MAIL FROM:<{SENDER}>"))[0] == 250  # after the delay, over the limit
     assert waits("timeout") - timeouts == 1
+    assert not gw.edge.admission._waiting  # no dead waiter left to hold a later MAIL
     assert not a_reply.done() and gw.edge.admission.active == 2
     release.set()
     assert (await a_reply)[0] == 250
@@ -120,6 +121,7 @@ async def test_a_client_that_leaves_while_it_waits_takes_no_place(make_gateway, 
     await until(lambda: len(gw.edge.admission._waiting) == 1)
     await b.close()  # gone while it waits
     await until(lambda: len(gw.edge.sessions) == 1)
+    await until(lambda: not gw.edge.admission._waiting)  # its wait is forgotten, not left in the queue
     release.set()
     assert (await a_reply)[0] == 250
     assert (await a.cmd("QUIT"))[0] == 221

@@ -839,7 +839,8 @@ def _limits(c: Checker, data: YMap) -> Limits:
         values["in_flow"] = _non_negative_int(c, m, "in_flow")
     for key in ("idle_timeout", "drain_timeout", "auth_penalty", "data_deadline", "in_flow_delay"):
         if key in m:
-            # No wait before the close (drain) or after a failed login (penalty) is a choice; a zero
+            # No wait before the close (drain), after a failed login (penalty) or at a full MAIL
+            # (in_flow_delay) is a choice; a zero
             # idle or DATA timeout would drop every session.
             values[key] = _duration(c, m, key, positive=key in ("idle_timeout", "data_deadline"))
     return Limits(**{k: v for k, v in values.items() if v is not None})

@@ -156,7 +156,7 @@ class Admission:
         self.deciding = deciding
         self.limit = 0  # limits.in_flow, as the last MAIL found it (a reload may change it)
         self.active = 0  # sessions between an admitted MAIL and the end of their transaction
-        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._waiting: collections.deque[asyncio.Future[bool]] = collections.deque()
 
     def _full(self) -> bool:
         return bool(self.limit) and self.active >= self.limit and self.deciding()
@@ -164,23 +164,41 @@ class Admission:
     async def enter(self, limit: int, delay: float) -> None:
         """Wait (at most ``delay`` seconds) while the process is full, then count this transaction in."""
         self.limit = limit
-        if not self._waiting and not self._full():
+        while self._waiting and self._waiting[0].done():
+            self._waiting.popleft()
+        if not limit or (not self._waiting and not self._full()):
             self.active += 1
             return
-        fut = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bool] = loop.create_future()  # True: given a place by leave(); False: waited long enough
         self._waiting.append(fut)
+        timer = loop.call_later(delay, self._expire, fut)
         try:
-            await asyncio.wait_for(fut, delay)
-        except asyncio.TimeoutError:
-            if not fut.done() or fut.cancelled():
-                metrics.IN_FLOW_WAITS.labels("timeout").inc()
-                self.active += 1  # over the limit: a MAIL waits no longer than that
-                return
-        except BaseException:  # the session went away while it waited
-            if fut.done() and not fut.cancelled():
-                self.leave()  # the slot it was given goes to the next
+            placed = await fut  # not wait_for: in 3.11 it may swallow the session's cancellation
+        except BaseException:  # the session went away (or is cancelled) while it waited
+            timer.cancel()
+            if fut.done() and not fut.cancelled() and fut.result():
+                self.leave()  # the place it was just given goes to the next
+            else:
+                self._forget(fut)
             raise
-        metrics.IN_FLOW_WAITS.labels("admitted").inc()  # counted in by leave()
+        timer.cancel()
+        if placed:
+            metrics.IN_FLOW_WAITS.labels("admitted").inc()  # counted in by leave()
+            return
+        metrics.IN_FLOW_WAITS.labels("timeout").inc()
+        self.active += 1  # over the limit: a MAIL waits no longer than that
+
+    def _expire(self, fut: asyncio.Future[bool]) -> None:
+        if not fut.done():
+            fut.set_result(False)
+        self._forget(fut)
+
+    def _forget(self, fut: asyncio.Future[bool]) -> None:
+        try:
+            self._waiting.remove(fut)
+        except ValueError:
+            pass  # leave() took it already
 
     def leave(self) -> None:
         """A transaction ended (its reply to DATA, RSET, a new EHLO, the connection gone): its place goes to the first waiter."""
@@ -189,7 +207,7 @@ class Admission:
             fut = self._waiting.popleft()
             if not fut.done():  # a waiter that timed out or whose client left is skipped
                 self.active += 1
-                fut.set_result(None)
+                fut.set_result(True)
                 return
 
 
