@@ -840,8 +840,7 @@ def _limits(c: Checker, data: YMap) -> Limits:
     for key in ("idle_timeout", "drain_timeout", "auth_penalty", "data_deadline", "in_flow_delay"):
         if key in m:
             # No wait before the close (drain), after a failed login (penalty) or at a full MAIL
-            # (in_flow_delay) is a choice; a zero
-            # idle or DATA timeout would drop every session.
+            # (in_flow_delay) is a choice; a zero idle or DATA timeout would drop every session.
             values[key] = _duration(c, m, key, positive=key in ("idle_timeout", "data_deadline"))
     return Limits(**{k: v for k, v in values.items() if v is not None})
 
