@@ -27,7 +27,9 @@ def test_quick_bench_prints_the_table() -> None:
     if not shutil.which("smtp-sink", path="/usr/sbin:/usr/bin") and not shutil.which("apt-get"):
         pytest.skip("Postfix is not installed and there is no apt-get to install it")
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--reply-steps"], capture_output=True, text=True, timeout=240,
+        # --limit: mailgw with limits.in_flow on, so its MAIL waits are run through real worker processes too.
+        [sys.executable, str(SCRIPT), "--quick", "--reply-steps", "--limit", "in_flow=2"], capture_output=True, text=True,
+        timeout=240,
         cwd=SCRIPT.parent.parent,
     )
     if proc.returncode == CANNOT_INSTALL:
@@ -35,6 +37,7 @@ def test_quick_bench_prints_the_table() -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert "Every message arrived at the sink exactly once." in out
+    assert re.search(r"^mailgw: workers=.*, limits\.in_flow=2$", out, re.M), out
     for anchor in ("Postfix+OpenDKIM RSA: signed (DKIM-Signature d=binhthuan.gov.vn, a=rsa-sha256)",
                    "Postfix+OpenDKIM Ed25519: signed (DKIM-Signature d=binhthuan.gov.vn, a=ed25519-sha256)",
                    "Postfix alone: NOT signed", "mailgw: signed (DKIM-Signature d=binhthuan.gov.vn, a=ed25519-sha256)"):
