@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from mailgw import metrics
+from mailgw.smtp.edge import Admission
 from tests.conftest import message, port
 from tests.dialog import Dialog
 from tests.test_queue_admin import until
@@ -163,3 +166,23 @@ async def test_in_flow_zero_never_holds(make_gateway, sink):
     assert (await a_reply)[0] == 250
     for d in (a, b):
         await d.close()
+
+
+async def test_a_waiter_cancelled_just_after_it_was_given_a_place_passes_the_place_on():
+    """The session goes away in the same turn of the loop as its place comes (Python 3.11's wait_for would
+    swallow that cancellation and send a 250 to a closed session): the place goes to the next waiter."""
+    admission = Admission(lambda: True)  # a message is always being decided
+    await admission.enter(1, 60.0)
+    first = asyncio.create_task(admission.enter(1, 60.0))
+    second = asyncio.create_task(admission.enter(1, 60.0))
+    for _ in range(100):
+        if len(admission._waiting) == 2:
+            break
+        await asyncio.sleep(0)  # one turn of the loop: both tasks reach their wait
+    assert len(admission._waiting) == 2
+    admission.leave()  # the place goes to the first waiter ...
+    first.cancel()  # ... whose session is cancelled before it runs again
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(first, 10)  # the bound only turns a regression into a failure, not a hang
+    await asyncio.wait_for(second, 10)  # the place went on to the second
+    assert admission.active == 1 and not admission._waiting
