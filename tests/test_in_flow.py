@@ -53,17 +53,23 @@ async def start_message(d: Dialog, subject: str) -> asyncio.Task[tuple[int, str]
     return asyncio.create_task(d.reply())
 
 
+async def one_held(gw: Any) -> tuple[Dialog, asyncio.Task[tuple[int, str]], asyncio.Event]:
+    """Session A with a message being decided (its record held), A's reply to come, and what releases it."""
+    entered, release = hold_records(gw)
+    a = await session(gw)
+    a_reply = await start_message(a, "Thư đang chờ ghi nhật ký")
+    await entered.wait()
+    return a, a_reply, release
+
+
 def waits(outcome: str) -> float:
     return metrics.IN_FLOW_WAITS.labels(outcome)._value.get()
 
 
 async def test_a_full_process_holds_mail_until_a_transaction_ends_one_place_per_end(make_gateway, sink):
     gw = await make_gateway(limits={"in_flow": 1, "in_flow_delay": "60s"})
-    entered, release = hold_records(gw)
     admitted = waits("admitted")
-    a = await session(gw)
-    a_reply = await start_message(a, "Thư thứ nhất")
-    await entered.wait()  # A is being decided, and A is the one transaction allowed
+    a, a_reply, release = await one_held(gw)  # A is being decided, and A is the one transaction allowed
     b, c = await session(gw), await session(gw)
     b.send(f"MAIL FROM:<{SENDER}>\r\n".encode())
     await until(lambda: len(gw.edge.admission._waiting) == 1)
@@ -92,11 +98,8 @@ async def test_a_full_process_holds_mail_until_a_transaction_ends_one_place_per_
 
 async def test_a_mail_waits_no_longer_than_in_flow_delay(make_gateway, sink):
     gw = await make_gateway(limits={"in_flow": 1, "in_flow_delay": "200ms"})
-    entered, release = hold_records(gw)
     timeouts = waits("timeout")
-    a = await session(gw)
-    a_reply = await start_message(a, "Thư đang chờ ghi nhật ký")
-    await entered.wait()
+    a, a_reply, release = await one_held(gw)
     b = await session(gw)
     assert (await b.cmd(f"MAIL FROM:<{SENDER}>"))[0] == 250  # after the delay, over the limit
     assert waits("timeout") - timeouts == 1
@@ -115,10 +118,7 @@ async def test_a_mail_waits_no_longer_than_in_flow_delay(make_gateway, sink):
 
 async def test_a_client_that_leaves_while_it_waits_takes_no_place(make_gateway, sink):
     gw = await make_gateway(limits={"in_flow": 1, "in_flow_delay": "60s"})
-    entered, release = hold_records(gw)
-    a = await session(gw)
-    a_reply = await start_message(a, "Thư giữ chỗ")
-    await entered.wait()
+    a, a_reply, release = await one_held(gw)
     b = await session(gw)
     b.send(f"MAIL FROM:<{SENDER}>\r\n".encode())
     await until(lambda: len(gw.edge.admission._waiting) == 1)
@@ -156,10 +156,7 @@ async def test_open_transactions_alone_hold_nobody_back(make_gateway, sink):
 
 async def test_in_flow_zero_never_holds(make_gateway, sink):
     gw = await make_gateway()  # limits.in_flow is 0 unless set
-    entered, release = hold_records(gw)
-    a = await session(gw)
-    a_reply = await start_message(a, "Thư không giới hạn")
-    await entered.wait()
+    a, a_reply, release = await one_held(gw)
     b = await session(gw)
     assert (await b.cmd(f"MAIL FROM:<{SENDER}>"))[0] == 250
     release.set()
