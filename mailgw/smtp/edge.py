@@ -497,7 +497,7 @@ class Handler:
             return str(replies.NO_STORAGE)
         await self.edge.admission.enter(ctx.settings.limits.in_flow, ctx.settings.limits.in_flow_delay)  # may wait
         server.in_transaction = True
-        if server.transport is None:  # the client left while it waited: connection_lost has been
+        if server.transport is None:  # the client left while it waited: connection_lost has run, so give it back here
             server._end_transaction()
         # aiosmtpd tests mail_from for truth: keep "<>" for the null sender until DATA.
         envelope.mail_from = sender or "<>"
