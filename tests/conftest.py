@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import ssl
+import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
@@ -161,6 +162,14 @@ async def recording_gateway(make_gateway: GatewayFactory) -> Gateway:
     g = await make_gateway()
     g.records = keep_records(g)  # type: ignore[attr-defined]
     return g
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Wait for a state that no event announces (a queue emptied, a count dropped), checked every 20 ms."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
 
 
 def port(gw: Gateway, listener: str) -> int:

@@ -12,12 +12,11 @@ import asyncio
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
-from mailgw import metrics
 from mailgw.smtp.edge import Admission
-from tests.conftest import message, port
+from tests.conftest import message, port, until
 from tests.dialog import Dialog
-from tests.test_queue_admin import until
 
 SENDER = "vanthu.sotttt@binhthuan.gov.vn"
 RCPT = "vanthu.snv@binhthuan.gov.vn"
@@ -63,7 +62,7 @@ async def one_held(gw: Any) -> tuple[Dialog, asyncio.Task[tuple[int, str]], asyn
 
 
 def waits(outcome: str) -> float:
-    return metrics.IN_FLOW_WAITS.labels(outcome)._value.get()
+    return REGISTRY.get_sample_value("mailgw_smtp_in_flow_waits_total", {"outcome": outcome}) or 0.0
 
 
 async def test_a_full_process_holds_mail_until_a_transaction_ends_one_place_per_end(make_gateway, sink):

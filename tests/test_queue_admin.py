@@ -15,7 +15,7 @@ import time
 from typing import Any, Callable
 
 from mailgw.app import Gateway
-from tests.conftest import REPO, message, send
+from tests.conftest import REPO, message, send, until
 
 SENDER = "vanthu.sotttt@binhthuan.gov.vn"
 OTHER = "vanthu.snv@binhthuan.gov.vn"
@@ -35,13 +35,6 @@ async def mailgw(gw: Gateway, *args: str, stdin: str | None = None) -> subproces
                               capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
                               timeout=60)
     return await asyncio.to_thread(run)
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 def _queued_id(reply: Any) -> str:
