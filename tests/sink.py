@@ -24,6 +24,7 @@ class Sink:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
         self.messages: list[Received] = []
+        self.mail_reply: Callable[[str], str | None] = lambda sender: None
         self.rcpt_reply: Callable[[str], str | None] = lambda rcpt: None
         self.data_reply: Callable[[list[str]], str | None] = lambda rcpts: None
         self.server: asyncio.base_events.Server | None = None
@@ -32,6 +33,8 @@ class Sink:
         self.smtputf8 = True  # offer SMTPUTF8 (set before start)
         self.tls_context: ssl.SSLContext | None = None  # offer STARTTLS (set before start)
         self.tls_sessions = 0  # transactions that arrived over TLS
+        # Offer PIPELINING (RFC 2920): aiosmtpd reads commands sent together one by one, as they come.
+        self.pipelining = False
         self.sessions: list[SMTP] = []
 
     async def start(self) -> None:
@@ -55,6 +58,20 @@ class Sink:
                 s.transport.close()
         self.sessions.clear()
         await asyncio.sleep(0)
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001
+        session.host_name = hostname  # the hook's job (aiosmtpd)
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, options):  # noqa: ANN001
+        reply = self.mail_reply(address)
+        if reply:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, options):  # noqa: ANN001
         reply = self.rcpt_reply(address)

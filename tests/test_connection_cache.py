@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiosmtpd.smtp import SMTP
 
 from mailgw.delivery import transports
 from tests.conftest import message, send
 from tests.sink import Sink
 
+# Each test with a next hop that offers PIPELINING (MAIL, RCPT and DATA sent together) and one that does not.
+pytestmark = pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelining"])
+
 
 class CountingSink(Sink):
     """The recording sink, counting the sessions it was opened and the QUITs it got."""
 
-    def __init__(self) -> None:
+    def __init__(self, pipelining: bool) -> None:
         super().__init__()
+        self.pipelining = pipelining
         self.sessions: list[SMTP] = []
         self.quits = 0
 
@@ -49,8 +54,8 @@ async def _relay(gw, n: int, tag: str) -> None:
         await gw.deliverer.run_until_empty()
 
 
-async def test_one_session_carries_consecutive_messages_and_is_closed_at_drain(make_gateway):
-    sink = CountingSink()
+async def test_one_session_carries_consecutive_messages_and_is_closed_at_drain(make_gateway, pipelining):
+    sink = CountingSink(pipelining)
     await sink.start()
     try:
         gw = await make_gateway(routes={"local": f"smtp://127.0.0.1:{sink.port}", "remote": f"smtp://127.0.0.1:{sink.port}"})
@@ -64,8 +69,8 @@ async def test_one_session_carries_consecutive_messages_and_is_closed_at_drain(m
         await sink.stop()
 
 
-async def test_a_session_closed_by_the_next_hop_is_replaced_without_a_failure(make_gateway):
-    sink = CountingSink()
+async def test_a_session_closed_by_the_next_hop_is_replaced_without_a_failure(make_gateway, pipelining):
+    sink = CountingSink(pipelining)
     await sink.start()
     try:
         gw = await make_gateway(routes={"local": f"smtp://127.0.0.1:{sink.port}", "remote": f"smtp://127.0.0.1:{sink.port}"})
@@ -84,8 +89,8 @@ async def test_a_session_closed_by_the_next_hop_is_replaced_without_a_failure(ma
         await sink.stop()
 
 
-async def test_sessions_wait_at_most_the_idle_limit(make_gateway, monkeypatch):
-    sink = CountingSink()
+async def test_sessions_wait_at_most_the_idle_limit(make_gateway, monkeypatch, pipelining):
+    sink = CountingSink(pipelining)
     await sink.start()
     try:
         gw = await make_gateway(routes={"local": f"smtp://127.0.0.1:{sink.port}", "remote": f"smtp://127.0.0.1:{sink.port}"})
@@ -100,8 +105,8 @@ async def test_sessions_wait_at_most_the_idle_limit(make_gateway, monkeypatch):
         await sink.stop()
 
 
-async def test_a_session_whose_transaction_did_not_end_is_not_reused(make_gateway):
-    sink = CountingSink()
+async def test_a_session_whose_transaction_did_not_end_is_not_reused(make_gateway, pipelining):
+    sink = CountingSink(pipelining)
     await sink.start()
     try:
         gw = await make_gateway(
@@ -119,8 +124,8 @@ async def test_a_session_whose_transaction_did_not_end_is_not_reused(make_gatewa
         await sink.stop()
 
 
-async def test_a_session_the_next_hop_dropped_mid_transaction_is_closed_not_kept(make_gateway):
-    sink = CountingSink()
+async def test_a_session_the_next_hop_dropped_mid_transaction_is_closed_not_kept(make_gateway, pipelining):
+    sink = CountingSink(pipelining)
     await sink.start()
     try:
         gw = await make_gateway(
