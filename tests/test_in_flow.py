@@ -182,3 +182,31 @@ async def test_a_waiter_cancelled_just_after_it_was_given_a_place_passes_the_pla
         await asyncio.wait_for(first, 10)  # the bound only turns a regression into a failure, not a hang
     await asyncio.wait_for(second, 10)  # the place went on to the second
     assert admission.active == 1 and not admission._waiting
+
+
+async def test_a_transaction_whose_decision_failed_gives_its_place_back(make_gateway, sink, monkeypatch):
+    """An error of ours while deciding (the DATA hook raises): the client gets a 451 and the
+    transaction ends there, so its place goes to the next MAIL and the session can send again."""
+    gw = await make_gateway(limits={"in_flow": 1, "in_flow_delay": "60s"})
+    accept = gw.edge.accept
+    failures = [RuntimeError("a bug of ours")]
+
+    async def failing_once(msg: Any, ctx: Any) -> str:
+        if failures:
+            raise failures.pop()
+        return await accept(msg, ctx)
+
+    monkeypatch.setattr(gw.edge, "accept", failing_once)
+    a = await session(gw)
+    code, text = await (await start_message(a, "Lỗi của cổng"))
+    assert code == 451 and "bug" not in text
+    assert gw.edge.admission.active == 0  # the place was given back
+    entered, release = hold_records(gw)
+    b = await session(gw)
+    b_reply = await start_message(b, "Thư sau")  # admitted at once: no MAIL is held
+    await entered.wait()
+    release.set()
+    assert (await b_reply)[0] == 250
+    assert (await a.cmd(f"MAIL FROM:<{SENDER}>"))[0] == 250  # A's transaction ended too: not a nested MAIL
+    for d in (a, b):
+        await d.close()

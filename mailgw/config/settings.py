@@ -842,7 +842,13 @@ def _limits(c: Checker, data: YMap) -> Limits:
             # No wait before the close (drain), after a failed login (penalty) or at a full MAIL
             # (in_flow_delay) is a choice; a zero idle or DATA timeout would drop every session.
             values[key] = _duration(c, m, key, positive=key in ("idle_timeout", "data_deadline"))
-    return Limits(**{k: v for k, v in values.items() if v is not None})
+    out = Limits(**{k: v for k, v in values.items() if v is not None})
+    if out.in_flow and out.in_flow_delay >= out.idle_timeout:
+        # The session's idle timer runs while its MAIL waits: it would be closed by its own server.
+        c.error(m, "in_flow_delay" if "in_flow_delay" in m else "idle_timeout",
+                f"in_flow_delay ({out.in_flow_delay:g} s) must be shorter than idle_timeout ({out.idle_timeout:g} s): "
+                "a MAIL waiting that long would be timed out by the gateway itself")
+    return out
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")

@@ -191,6 +191,10 @@ class ChunkedData(_SMTP):
             self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd's, untyped
             return
         self.envelope.content = self.envelope.original_content = content
-        status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd's, untyped
+        try:
+            status = await self._call_handler_hook("DATA")
+        finally:
+            # A hook that failed still ends the transaction: the client gets its reply to
+            # DATA from handle_exception, and a MAIL after it must not be "nested".
+            self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd's, untyped
         await self.push("250 OK" if status is MISSING else status)
