@@ -91,8 +91,9 @@ class Gateway:
         self.spool = Spool(s.spool)
         # The exchange log: every decision before its reply, every delivery outcome (docs/auditors.md).
         # Each process of a node (mailgw.workers) has its own writer; the log serialises them.
+        # The serving processes leave the copies of SQLite's write-ahead log to the supervisor (AuditLog._checkpoint).
         self.audit = AuditWriter(s.database, s.node, os.path.join(s.spool, JOURNAL), timeout=s.audit.timeout,
-                                 retry=s.audit.retry)
+                                 retry=s.audit.retry, checkpoints=mode != "receive")
         self.deliverer = Deliverer(self.spool, self.context, on_event=self.audit.on_delivery, recorder=self.audit.record)
         self.edge = Edge(self.context, self.spool, on_queued=on_queued or self.deliverer.notify, recorder=self.audit.record,
                          spooled_recorder=self.audit.record_spooled, on_event=self.audit.on_delivery)

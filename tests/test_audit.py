@@ -7,6 +7,7 @@ import inspect
 import io
 import json
 import multiprocessing
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy import delete, func, select, update
 
 from mailgw.audit import chain as ch
 from mailgw.audit import commands
+from mailgw.audit import log as audit_log
 from mailgw.audit.log import AuditLog, DeliveryEvent
 from mailgw.audit.query import Filters
 from mailgw.audit.query import search as query_search
@@ -561,6 +563,36 @@ def test_the_writers_lock_made_by_root_stays_open_to_the_service_user() -> None:
     finally:
         lock.close()
         home.cleanup()
+
+
+def test_sqlite_writers_leave_checkpoints_to_the_one_that_does_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite copies the write-ahead log into the database in the commit that takes it past
+    1,000 pages, holding every writer of the gateway. A serving process's writer leaves that
+    to its supervisor's (``checkpoints=False``), which copies after its own writes."""
+    url = f"sqlite:///{tmp_path}/audit.db"
+    db, wal = tmp_path / "audit.db", tmp_path / "audit.db-wal"
+    worker = AuditLog.open(url, "gw1", checkpoints=False)
+    supervisor = AuditLog.open(url, "gw1")
+    monkeypatch.setattr(audit_log, "WAL_CHECKPOINT_SECONDS", 3600.0)
+    try:
+        empty = db.stat().st_size
+        for i in range(0, 800, 25):
+            worker.write([_rec(j) for j in range(i, i + 25)], [])
+        assert wal.stat().st_size > 1000 * 4096  # past SQLite's own point
+        assert db.stat().st_size == empty  # nothing copied by the worker's commits
+        supervisor.write([_rec(800)], [])
+        assert db.stat().st_size == empty  # nor by the supervisor's before its time
+        monkeypatch.setattr(audit_log, "WAL_CHECKPOINT_SECONDS", 0.0)
+        supervisor.write([_rec(801)], [])
+        assert db.stat().st_size > empty + 800 * 1000  # copied, after the write
+        worker.write([_rec(802)], [])  # the log starts over: the copy was whole
+        with sqlite3.connect(db) as conn:
+            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0 and frames < 100, frames
+        assert _count(supervisor, Exchange) == 803 and verify(url) == []
+    finally:
+        worker.close()
+        supervisor.close()
 
 
 def test_a_write_for_what_is_kept_elsewhere_is_committed_without_a_flush(log: AuditLog, url: str) -> None:

@@ -326,6 +326,41 @@ async def test_an_accepted_messages_record_waits_on_its_spool_file_not_on_a_flus
     await gw.drain()
 
 
+async def test_outcomes_wait_for_company_but_a_record_never_waits(make_gateway, sink, audit_url, book, monkeypatch):
+    """Delivery outcomes (no reply waits on them) linger for others, so the log's disk is flushed
+    and its writers' lock taken less often; a record that comes meanwhile is committed at once
+    and takes them along."""
+    commits: list[tuple[list[str], int, bool]] = []
+    write = AuditLog.write
+
+    def spy(self, records, events, *, durable=True):  # the real write, noted
+        commits.append(([r["id"] for r in records], len(events), durable))
+        return write(self, records, events, durable=durable)
+
+    monkeypatch.setattr(AuditLog, "write", spy)
+    gw = await make_gateway(database=audit_url)
+    gw.audit.linger = 30.0  # an outcome alone would wait half a minute
+    reported = asyncio.Event()
+    keep = gw.deliverer.on_event
+
+    async def noted(event: dict[str, Any]) -> None:
+        reported.set()
+        await keep(event)  # hands the outcome to the writer before it waits
+
+    gw.deliverer.on_event = noted
+    _, first = await send(gw, "relay", message(subject="Công văn thứ nhất"), SENDER, [LOCAL])
+    await asyncio.wait_for(reported.wait(), 10)  # delivered: its outcome is with the writer
+    _, second = await asyncio.wait_for(send(gw, "relay", message(subject="Công văn thứ hai"), SENDER, [LOCAL]), 10)
+    x1, x2 = _id(first), _id(second)
+    assert ([x2], 1, True) in commits  # the record took the first outcome along, and flushed it
+    assert not any(n and not ids for ids, n, _ in commits)  # no outcome committed on its own
+    assert book.deliveries(x1) == [(LOCAL, "sent", 1)]
+    gw.audit.linger = 0.0
+    await send(gw, "relay", message(subject="Công văn thứ ba"), SENDER, [LOCAL])  # wakes the second's outcome
+    await gw.drain()
+    assert verify(audit_url) == []
+
+
 async def test_an_outcome_the_log_cannot_take_is_journaled_with_its_messages_record(make_gateway, sink, audit_url,
                                                                                     book, tmp_path):
     """The spool file that kept the record is removed after delivery: the journal keeps both instead."""

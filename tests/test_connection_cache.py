@@ -21,6 +21,7 @@ class CountingSink(Sink):
     def __init__(self, pipelining: bool) -> None:
         super().__init__()
         self.pipelining = pipelining
+        self.leave_at_second_mail = False
         self.sessions: list[SMTP] = []
         self.quits = 0
 
@@ -31,6 +32,14 @@ class CountingSink(Sink):
             async def smtp_QUIT(self, arg: str) -> None:
                 sink.quits += 1
                 await super().smtp_QUIT(arg)
+
+            async def smtp_MAIL(self, arg: str) -> None:
+                self.transactions = getattr(self, "transactions", 0) + 1
+                if sink.leave_at_second_mail and self.transactions == 2:  # a next hop that restarts between two
+                    await self.push("421 4.3.2 shutting down")
+                    self.transport.close()
+                    return
+                await super().smtp_MAIL(arg)
 
             async def smtp_RCPT(self, arg: str) -> None:
                 if "drop" in arg:  # the next hop goes away in the middle of a transaction
@@ -83,6 +92,25 @@ async def test_a_session_closed_by_the_next_hop_is_replaced_without_a_failure(ma
         await _relay(gw, 1, "c")
         assert [m.rcpts for m in sink.messages] == [["b0@hanoi.gov.vn"], ["c0@hanoi.gov.vn"]]
         assert [e["status"] for e in events] == ["sent", "sent"]  # no deferral on the way
+        assert len(sink.sessions) == 2
+    finally:
+        await gw.drain()
+        await sink.stop()
+
+
+async def test_a_kept_session_whose_hop_refuses_the_next_mail_is_replaced_without_a_failure(make_gateway, pipelining):
+    """The kept session still looks open, but the hop answers the next MAIL with 421 and leaves:
+    nothing was accepted on it, so a new session carries the message (no deferral)."""
+    sink = CountingSink(pipelining)
+    sink.leave_at_second_mail = True
+    await sink.start()
+    try:
+        gw = await make_gateway(routes={"local": f"smtp://127.0.0.1:{sink.port}", "remote": f"smtp://127.0.0.1:{sink.port}"})
+        events: list[dict] = []
+        gw.deliverer.on_event = events.append
+        await _relay(gw, 2, "k")
+        assert [m.rcpts for m in sink.messages] == [["k0@hanoi.gov.vn"], ["k1@hanoi.gov.vn"]]
+        assert [e["status"] for e in events] == ["sent", "sent"]
         assert len(sink.sessions) == 2
     finally:
         await gw.drain()

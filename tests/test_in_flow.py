@@ -66,7 +66,7 @@ def waits(outcome: str) -> float:
 
 
 async def test_a_full_process_holds_mail_until_a_transaction_ends_one_place_per_end(make_gateway, sink):
-    gw = await make_gateway(limits={"in_flow": 1, "in_flow_delay": "60s"})
+    gw = await make_gateway(limits={"in_flow": 1, "in_flow_delay": "60s", "idle_timeout": "120s"})
     admitted = waits("admitted")
     a, a_reply, release = await one_held(gw)  # A is being decided, and A is the one transaction allowed
     b, c = await session(gw), await session(gw)
@@ -116,7 +116,7 @@ async def test_a_mail_waits_no_longer_than_in_flow_delay(make_gateway, sink):
 
 
 async def test_a_client_that_leaves_while_it_waits_takes_no_place(make_gateway, sink):
-    gw = await make_gateway(limits={"in_flow": 1, "in_flow_delay": "60s"})
+    gw = await make_gateway(limits={"in_flow": 1, "in_flow_delay": "60s", "idle_timeout": "120s"})
     a, a_reply, release = await one_held(gw)
     b = await session(gw)
     b.send(f"MAIL FROM:<{SENDER}>\r\n".encode())
@@ -139,7 +139,7 @@ async def test_a_client_that_leaves_while_it_waits_takes_no_place(make_gateway, 
 
 async def test_open_transactions_alone_hold_nobody_back(make_gateway, sink):
     """Clients slow to send (a long upload) fill the limit, but with nothing being decided a MAIL goes on at once."""
-    gw = await make_gateway(limits={"in_flow": 1, "in_flow_delay": "60s"})
+    gw = await make_gateway(limits={"in_flow": 1, "in_flow_delay": "60s", "idle_timeout": "120s"})
     a = await session(gw)
     assert (await a.cmd(f"MAIL FROM:<{SENDER}>"))[0] == 250
     assert (await a.cmd(f"RCPT TO:<{RCPT}>"))[0] == 250
@@ -187,7 +187,7 @@ async def test_a_waiter_cancelled_just_after_it_was_given_a_place_passes_the_pla
 async def test_a_transaction_whose_decision_failed_gives_its_place_back(make_gateway, sink, monkeypatch):
     """An error of ours while deciding (the DATA hook raises): the client gets a 451 and the
     transaction ends there, so its place goes to the next MAIL and the session can send again."""
-    gw = await make_gateway(limits={"in_flow": 1, "in_flow_delay": "60s"})
+    gw = await make_gateway(limits={"in_flow": 1, "in_flow_delay": "60s", "idle_timeout": "120s"})
     accept = gw.edge.accept
     failures = [RuntimeError("a bug of ours")]
 

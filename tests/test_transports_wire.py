@@ -12,7 +12,6 @@ import ssl
 
 import pytest
 import trustme
-from aiosmtplib import SMTPResponseException
 from aiosmtplib.email import quote_address
 from aiosmtplib.protocol import PERIOD_REGEX, SMTPProtocol, normalize_message_line_endings
 from hypothesis import given, settings
@@ -79,10 +78,21 @@ def test_the_null_sender_is_an_empty_path() -> None:
     assert transports._path("") == "<>" == quote_address("")
 
 
-async def test_delivery_over_starttls_sends_ehlo_again_and_uses_the_extensions() -> None:
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelining"])
+async def test_delivery_over_starttls_sends_ehlo_again_and_uses_the_extensions(pipelining: bool, monkeypatch) -> None:
     """After STARTTLS the client must greet again (RFC 3207 4.2) before it reads the extensions it
-    needs: SIZE, 8BITMIME and SMTPUTF8 for an internationalised address."""
+    needs: SIZE, 8BITMIME and SMTPUTF8 for an internationalised address; with PIPELINING, the
+    replies are read from the TLS layer's transport."""
+    pipelined = []
+    real = transports._pipelined
+
+    async def counted(*args, **kwargs):  # noqa: ANN002, ANN003
+        pipelined.append(args[1])
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(transports, "_pipelined", counted)
     sink = Sink()
+    sink.pipelining = pipelining
     sink.tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     trustme.CA().issue_cert("sink.test").configure_cert(sink.tls_context)
     await sink.start()
@@ -96,6 +106,7 @@ async def test_delivery_over_starttls_sends_ehlo_again_and_uses_the_extensions()
         assert got.mail_from == "nguyễn@ví-dụ.vn"
         assert {"SMTPUTF8", "BODY=8BITMIME", f"SIZE={len(data)}"} <= set(got.mail_options)
         assert got.data == normalize_message_line_endings(data)  # dots unstuffed by the sink: the text arrives as sent
+        assert len(pipelined) == pipelining
     finally:
         await sink.stop()
         await transports.connection_cache().close()
@@ -142,21 +153,28 @@ def aiosmtplib_replies(stream: list[bytes]) -> list[object]:
 
 
 def our_replies(stream: list[bytes], chunk: int) -> list[object]:
-    """``transports._parse_reply`` on the same replies, all in one buffer, arriving ``chunk`` bytes at a time."""
+    """``transports.ReplyParser`` on the same replies, one stream arriving ``chunk`` bytes at a time."""
     data = b"".join(stream)
-    buffer = bytearray()
+    parser = transports.ReplyParser()
     out: list[object] = []
     for i in range(0, len(data) or 1, chunk):
-        buffer += data[i:i + chunk]
-        try:
-            while (r := transports._parse_reply(buffer)) is not None:
-                out.append((r.code, r.message))
-        except SMTPResponseException as e:
+        out += [(r.code, r.message) for r in parser.feed(data[i:i + chunk])]
+        if (e := parser.error) is not None:
             out.append((type(e).__name__, e.code, e.message))
             return out
-    if buffer:
+    if len(out) < len(stream):
         out.append(None)  # a reply still incomplete
     return out
+
+
+def test_a_reply_sent_a_byte_at_a_time_is_read_in_linear_time() -> None:
+    """32 KiB of continuation lines, one byte per read: each byte is looked at once (a hostile
+    next hop must not make the delivery loop quadratic); the reply is aiosmtplib's."""
+    reply = b"250-x\r\n" * 4000 + b"250 done\r\n"
+    parser = transports.ReplyParser()
+    got = [r for i in range(len(reply)) for r in parser.feed(reply[i:i + 1])]
+    assert [(r.code, r.message) for r in got] == aiosmtplib_replies([reply])
+    assert len(parser._buffer) == 0 and parser._size == 0
 
 
 _LINES = st.sampled_from([b"250", b"250 ", b"250 OK", b"354 go ahead", b"550 5.1.1 no such user", b"25O oops",
@@ -233,6 +251,51 @@ async def test_mail_rcpt_and_data_go_in_one_write_and_their_replies_come_back_to
         assert results["x@d.vn"].reply == "RCPT TO: 550 5.1.1 no such user"
         assert hop.received.split(b"\r\n")[:3] == [b"MAIL FROM:<a@b.vn>", b"RCPT TO:<c@d.vn>", b"RCPT TO:<x@d.vn>"]
         assert hop.received.endswith(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+    finally:
+        await transports.connection_cache().close()
+        await hop.stop()
+
+
+class DribblingHop(ScriptedHop):
+    """Answers MAIL with a reply that never ends: a continuation line now and then (a tarpit)."""
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(b"220 hop.test ESMTP\r\n")
+            await reader.readline()
+            writer.write(b"250-hop.test\r\n250 PIPELINING\r\n")
+            await reader.readuntil(b"DATA\r\n")
+            while not writer.is_closing():
+                writer.write(b"250-still thinking\r\n")
+                await asyncio.sleep(0.05)  # the hop's pace, well inside the client's timeout
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_a_reply_that_never_ends_times_out_as_a_whole() -> None:
+    hop = DribblingHop([])
+    await hop.start()
+    try:
+        results = await asyncio.wait_for(
+            transports.deliver(Route("smtp", "127.0.0.1", hop.port), "a@b.vn", ["c@d.vn"], b"x\r\n", hostname="gw.test",
+                               timeouts=QueueSettings(command_timeout=0.3)), 10)
+        result = results["c@d.vn"]
+        assert not result.ok and not result.permanent and result.reply.endswith("timed out"), result
+    finally:
+        await transports.connection_cache().close()
+        await hop.stop()
+
+
+async def test_garbage_for_a_reply_ends_the_session_and_nothing_after_it_is_paired() -> None:
+    """A line that is no reply, then a good one: the good one must not become MAIL's reply."""
+    hop = ScriptedHop([b"garbage line\r\n", b"550 5.1.1 the RCPT's reply\r\n", b"354 go\r\n"])
+    await hop.start()
+    try:
+        results = await asyncio.wait_for(_deliver(hop.port, ["c@d.vn"]), 10)
+        result = results["c@d.vn"]
+        assert not result.ok and not result.permanent and "Malformed SMTP response line" in result.reply, result
     finally:
         await transports.connection_cache().close()
         await hop.stop()

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 import unicodedata
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -45,6 +46,11 @@ DELIVERY_STATUSES = ("sent", "deferred", "bounced", "expired",
                      # the milter's MTA closed the connection before mailgw's "continue" (mailgw.milter.server)
                      "abandoned")
 CHECKPOINT_EVERY = 1000
+WAL_CHECKPOINT_SECONDS = 1.0
+"""SQLite: how often a writer that checkpoints copies the write-ahead log into the database."""
+WAL_SAFETY_PAGES = 10000
+"""SQLite: the write-ahead log's size (pages) at which any writer's commit checkpoints, as SQLite
+does at 1,000 by default: only reached when no writer that checkpoints has written for a while."""
 _ID_CHUNK = 500  # bound on bound parameters per IN (...) query
 
 
@@ -192,6 +198,7 @@ class _WritersLock:
 
     def __init__(self, path: str | None):
         self._fd: int | None = None
+        self.path = path  # the database's, None for a lock that does nothing
         if path is not None:
             try:
                 # Empty, holds nothing: readable by all, so that a command run as root that makes it
@@ -217,12 +224,17 @@ class _WritersLock:
             self._fd = None
 
 
-def _writers_lock(engine: Engine) -> _WritersLock:
-    """The writers' lock of a SQLite file database; a lock that does nothing for other databases."""
+def _sqlite_file(engine: Engine) -> str | None:
+    """The absolute path of a SQLite file database; None for an in-memory one or another database."""
     database = engine.url.database if engine.dialect.name == "sqlite" else None
     if not database or database == ":memory:" or database.startswith("file:"):
-        return _WritersLock(None)
-    return _WritersLock(os.path.abspath(database))
+        return None
+    return os.path.abspath(database)
+
+
+def _writers_lock(engine: Engine) -> _WritersLock:
+    """The writers' lock of a SQLite file database; a lock that does nothing for other databases."""
+    return _WritersLock(_sqlite_file(engine))
 
 
 def lock_head(conn: Connection, chain: str) -> tuple[int, str]:
@@ -411,7 +423,8 @@ class _Statements:
 class AuditLog:
     """The exchange log as the gateway sees it: append records, append delivery events. Thread-safe."""
 
-    def __init__(self, engine: Engine, node: str, checkpoint_every: int = CHECKPOINT_EVERY):
+    def __init__(self, engine: Engine, node: str, checkpoint_every: int = CHECKPOINT_EVERY, *,
+                 checkpoints: bool = True):
         if not node or node == ACCESS_CHAIN:
             raise ValueError(f"bad node name {node!r}")
         self._engine = engine
@@ -422,13 +435,20 @@ class AuditLog:
         # (head row lock), and on SQLite this avoids busy waits between our own threads.
         self._lock = threading.Lock()
         self._file_lock = _writers_lock(engine)
+        # SQLite file database: who copies the write-ahead log into the database (_checkpoint).
+        self._checkpoints = checkpoints and _sqlite_file(engine) is not None
+        self._checkpointed = time.monotonic()
         # The pooled connection the writes use, kept between them (under _lock).
         self._raw: PoolProxiedConnection | None = None
 
     @classmethod
-    def open(cls, url: str, node: str, checkpoint_every: int = CHECKPOINT_EVERY) -> AuditLog:
-        """Open (creating or migrating the schema if needed) the log at ``url`` for writer ``node``."""
-        return cls(open_engine(url), node, checkpoint_every)
+    def open(cls, url: str, node: str, checkpoint_every: int = CHECKPOINT_EVERY, *, checkpoints: bool = True) -> AuditLog:
+        """Open (creating or migrating the schema if needed) the log at ``url`` for writer ``node``.
+
+        ``checkpoints``: on SQLite, this writer copies the write-ahead log into the database
+        (see ``_checkpoint``); a gateway's serving processes leave it to their supervisor.
+        """
+        return cls(open_engine(url), node, checkpoint_every, checkpoints=checkpoints)
 
     @property
     def engine(self) -> Engine:
@@ -472,16 +492,42 @@ class AuditLog:
         clean = self._clean_events(events)
         if not prepared and not clean:
             return
-        with self._lock, self._file_lock:
-            for attempt in range(3):
-                try:
-                    self._transaction(prepared, clean, durable)
-                    return
-                except IntegrityError:
-                    # Another node logged the same exchange id at the same moment; the
-                    # retry sees it and skips it.
-                    if attempt == 2:
-                        raise
+        with self._lock:
+            with self._file_lock:
+                for attempt in range(3):
+                    try:
+                        self._transaction(prepared, clean, durable)
+                        break
+                    except IntegrityError:
+                        # Another node logged the same exchange id at the same moment; the
+                        # retry sees it and skips it.
+                        if attempt == 2:
+                            raise
+            if self._checkpoints and time.monotonic() - self._checkpointed >= WAL_CHECKPOINT_SECONDS:
+                self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Copy SQLite's write-ahead log into the database, mostly outside the writers' lock.
+
+        SQLite does it in the commit that takes the log past 1,000 pages, and our writers'
+        lock then holds every other writer for the whole copy and its two flushes (20-30 ms
+        under load, in the tail of every reply waiting on a record). Here the writers'
+        connections leave it (``wal_autocheckpoint`` at WAL_SAFETY_PAGES), and the
+        supervisor's writer copies once a second: first without the lock (PASSIVE: the
+        others go on writing), then what they wrote meanwhile with the lock, so the copy is
+        complete and the next writer starts the log over from its beginning, as before.
+        """
+        self._checkpointed = time.monotonic()
+        raw = self._raw
+        if raw is None:
+            return
+        try:
+            cur = self._sql.cursor(raw)
+            cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            with self._file_lock:
+                cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except self._sql.dbapi_error as e:  # the next write finds a broken connection and says so
+            log.warning("exchange log: checkpoint failed: %s", e)
 
     def close(self) -> None:
         with self._lock:
@@ -503,6 +549,9 @@ class AuditLog:
         for retry_dropped in (True, False):
             kept = self._raw is not None
             raw = self._raw = self._raw or self._engine.raw_connection()
+            if not kept and self._file_lock.path is not None:
+                # SQLite file: copies of the write-ahead log are _checkpoint's, outside the commits.
+                self._sql.cursor(raw).execute(f"PRAGMA wal_autocheckpoint={WAL_SAFETY_PAGES}")
             try:
                 self._write_tx(raw, prepared, clean, durable)
                 raw.commit()

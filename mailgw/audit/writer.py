@@ -158,11 +158,17 @@ class AuditWriter:
     """Seconds between attempts to reach the database again and replay the journal."""
     batch = 500
     """Most records committed in one transaction."""
+    linger = 0.02
+    """Seconds delivery outcomes wait for more before their commit. No reply waits on them, and
+    each of their commits flushes the disk while it holds every writer of the log (on SQLite the
+    writers' lock): fewer of them leave the lock to the records that replies wait on. A record
+    that comes meanwhile is committed at once, and the outcomes with it."""
 
     def __init__(self, url: str, node: str, journal_dir: str, *, timeout: float | None = None,
-                 retry: float | None = None):
+                 retry: float | None = None, checkpoints: bool = True):
         self.url = url
         self.node = node
+        self.checkpoints = checkpoints  # SQLite: this process's writer copies the write-ahead log (AuditLog._checkpoint)
         if timeout is not None:
             self.timeout = timeout
         if retry is not None:
@@ -295,6 +301,16 @@ class AuditWriter:
                 jobs.append(self._jobs.get_nowait())
             except queue.Empty:
                 break
+        if self.linger > 0 and all(j is not _STOP and j.kind == "delivery" for j in jobs):
+            until = time.monotonic() + self.linger
+            while len(jobs) < self.batch and (left := until - time.monotonic()) > 0:
+                try:
+                    job = self._jobs.get(timeout=left)
+                except queue.Empty:
+                    break
+                jobs.append(job)
+                if job is _STOP or job.kind != "delivery":
+                    break
         stop = jobs[-1] is _STOP
         work = [j for j in jobs if j is not _STOP]
         # Records and delivery outcomes waiting together share one transaction: their rows cost
@@ -366,7 +382,7 @@ class AuditWriter:
         self._next_replay = time.monotonic() + self.retry
         try:
             if self._log is None:
-                self._log = AuditLog.open(self.url, self.node)
+                self._log = AuditLog.open(self.url, self.node, checkpoints=self.checkpoints)
             replayed = self._replay_journal()
         except Exception as e:
             if self._healthy or self._log is None:

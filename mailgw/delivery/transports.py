@@ -358,14 +358,13 @@ class _Replies(asyncio.Protocol):
     commands sent together would be lost. For one transaction the transport gives
     its data to this protocol instead; the end of the connection and flow control
     go on to aiosmtplib's, which gets the transport back after the transaction.
-    A reply is parsed as aiosmtplib parses it (tests/test_transports_wire.py
-    compares the two on random input).
+    Replies are parsed as aiosmtplib parses one (``ReplyParser``).
     """
 
     def __init__(self, owner: asyncio.BaseProtocol, transport: asyncio.BaseTransport):
         self._owner = owner
         self._transport = transport
-        self._buffer = bytearray()
+        self._parser = ReplyParser()
         self._replies: collections.deque[SMTPResponse] = collections.deque()
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -376,33 +375,31 @@ class _Replies(asyncio.Protocol):
             self._transport.set_protocol(self._owner)
 
     async def next(self, timeout: float | None) -> SMTPResponse:
-        """The next reply; SMTPReadTimeoutError after ``timeout`` seconds without one."""
-        while not self._replies:
-            if self._error is not None:
-                raise self._error
+        """The next reply; SMTPReadTimeoutError when it has not come whole within ``timeout`` seconds."""
+        if not self._replies and self._error is None:
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
             timer = loop.call_later(timeout, _expire, waiter) if timeout is not None else None
             try:
-                await waiter
+                await waiter  # woken only by a whole reply, an error or the end of the connection
             finally:
                 self._waiter = None
                 if timer is not None:
                     timer.cancel()
-        return self._replies.popleft()
+        if self._replies:
+            return self._replies.popleft()
+        assert self._error is not None
+        raise self._error
 
     def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        try:
-            while (reply := _parse_reply(self._buffer)) is not None:
-                self._replies.append(reply)
-            if len(self._buffer) > MAX_RESPONSE_LENGTH:
-                raise aiosmtplib.SMTPResponseException(-1, "Response too long")
-        except aiosmtplib.SMTPResponseException as e:
-            self._buffer.clear()
-            self._fail(e)
-            return
-        self._wake()
+        if self._error is not None:
+            return  # out of step: nothing after an error is taken for a reply
+        replies = self._parser.feed(data)
+        if replies:
+            self._replies.extend(replies)
+            self._wake()
+        if self._parser.error is not None:
+            self._fail(self._parser.error)
 
     def eof_received(self) -> bool | None:
         self._fail(aiosmtplib.SMTPServerDisconnected("Unexpected EOF received"))
@@ -433,36 +430,60 @@ def _expire(waiter: asyncio.Future[None]) -> None:
         waiter.set_exception(aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response"))
 
 
-def _parse_reply(buffer: bytearray) -> SMTPResponse | None:
-    """The first whole reply in ``buffer``, taken out of it; None while it is incomplete.
+class ReplyParser:
+    """SMTP replies from a stream that may hold several, each byte looked at once.
 
-    aiosmtplib's ``SMTPProtocol._read_response_from_buffer``, for a buffer that may hold
-    several replies: the same codes, texts and errors.
+    The codes, texts and errors of aiosmtplib's ``SMTPProtocol._read_response_from_buffer``
+    for one reply (tests/test_transports_wire.py compares them on random streams cut at
+    random points): a line over MAX_LINE_LENGTH or a reply over MAX_RESPONSE_LENGTH is
+    "Response too long", a line without a numeric code "Malformed SMTP response line".
     """
-    offset = 0
-    code = -1
-    message = bytearray()
-    while True:
-        end = buffer.find(b"\n", offset)
-        if end == -1:
-            return None
-        line = bytes(buffer[offset:end + 1])
-        if len(line) > MAX_LINE_LENGTH:
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()  # from the start of the line being read
+        self._message = bytearray()  # the reply's text so far
+        self._size = 0  # bytes of the reply's lines already read
+        self.error: aiosmtplib.SMTPResponseException | None = None  # the stream is not SMTP: nothing more is read
+
+    def feed(self, data: bytes) -> list[SMTPResponse]:
+        """The replies ``data`` completes, in order, up to an error (then in ``error``)."""
+        out: list[SMTPResponse] = []
+        if self.error is None:
+            try:
+                self._feed(data, out)
+            except aiosmtplib.SMTPResponseException as e:
+                self.error = e
+                self._buffer.clear()
+        return out
+
+    def _feed(self, data: bytes, out: list[SMTPResponse]) -> None:
+        buffer = self._buffer
+        searched = len(buffer)  # the line's start holds no line end: search the new bytes only
+        buffer += data
+        start = 0
+        while (end := buffer.find(b"\n", searched)) != -1:
+            line = bytes(buffer[start:end + 1])
+            start = searched = end + 1
+            if len(line) > MAX_LINE_LENGTH:
+                raise aiosmtplib.SMTPResponseException(-1, "Response too long")
+            try:
+                code = int(line[:3])
+            except ValueError:
+                raise aiosmtplib.SMTPResponseException(
+                    -1, f"Malformed SMTP response line: {line.decode('utf-8', errors='ignore')}") from None
+            self._size += len(line)
+            if self._size > MAX_RESPONSE_LENGTH:
+                raise aiosmtplib.SMTPResponseException(-1, "Response too long")
+            if self._message:
+                self._message += b"\n"
+            self._message += line[4:].strip(b" \t\r\n")
+            if line[3:4] != b"-":
+                out.append(SMTPResponse(code, bytes(self._message).decode("utf-8", "surrogateescape")))
+                self._message = bytearray()
+                self._size = 0
+        del buffer[:start]
+        if self._size + len(buffer) > MAX_RESPONSE_LENGTH:
             raise aiosmtplib.SMTPResponseException(-1, "Response too long")
-        try:
-            code = int(line[:3])
-        except ValueError:
-            raise aiosmtplib.SMTPResponseException(
-                -1, f"Malformed SMTP response line: {line.decode('utf-8', errors='ignore')}") from None
-        offset += len(line)
-        if offset > MAX_RESPONSE_LENGTH:
-            raise aiosmtplib.SMTPResponseException(-1, "Response too long")
-        if message:
-            message += b"\n"
-        message += line[4:].strip(b" \t\r\n")
-        if line[3:4] != b"-":
-            del buffer[:offset]
-            return SMTPResponse(code, bytes(message).decode("utf-8", "surrogateescape"))
 
 
 class ConnectionCache:
