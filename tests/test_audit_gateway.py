@@ -300,17 +300,23 @@ async def test_a_hung_database_does_not_hold_replies(make_gateway, sink, audit_u
     assert verify(audit_url) == []
 
 
-async def test_an_accepted_messages_record_waits_on_its_spool_file_not_on_a_flush(make_gateway, sink, audit_url, book,
-                                                                                 monkeypatch):
-    """Its spool file holds it durably: the commit is not flushed; refusals and outcomes are."""
+def _noted_commits(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], int, bool]]:
+    """Every exchange-log write from now on, as (record ids, number of outcomes, durable); the writes are real."""
     commits: list[tuple[list[str], int, bool]] = []
     write = AuditLog.write
 
-    def spy(self, records, events, *, durable=True):  # the real write, noted
+    def spy(self, records, events, *, durable=True):  # noqa: ANN001
         commits.append(([r["id"] for r in records], len(events), durable))
         return write(self, records, events, durable=durable)
 
     monkeypatch.setattr(AuditLog, "write", spy)
+    return commits
+
+
+async def test_an_accepted_messages_record_waits_on_its_spool_file_not_on_a_flush(make_gateway, sink, audit_url, book,
+                                                                                 monkeypatch):
+    """Its spool file holds it durably: the commit is not flushed; refusals and outcomes are."""
+    commits = _noted_commits(monkeypatch)
     gw = await make_gateway(database=audit_url)
     sink.data_reply = lambda rcpts: "451 4.3.0 later"  # no outcome yet: the record's commit is alone
     _, text_ = await send(gw, "relay", message(subject="Giấy mời họp"), SENDER, [LOCAL])
@@ -330,14 +336,7 @@ async def test_outcomes_wait_for_company_but_a_record_never_waits(make_gateway, 
     """Delivery outcomes (no reply waits on them) linger for others, so the log's disk is flushed
     and its writers' lock taken less often; a record that comes meanwhile is committed at once
     and takes them along."""
-    commits: list[tuple[list[str], int, bool]] = []
-    write = AuditLog.write
-
-    def spy(self, records, events, *, durable=True):  # the real write, noted
-        commits.append(([r["id"] for r in records], len(events), durable))
-        return write(self, records, events, durable=durable)
-
-    monkeypatch.setattr(AuditLog, "write", spy)
+    commits = _noted_commits(monkeypatch)
     gw = await make_gateway(database=audit_url)
     gw.audit.linger = 30.0  # an outcome alone would wait half a minute
     reported = asyncio.Event()

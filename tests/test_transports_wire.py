@@ -27,6 +27,19 @@ def aiosmtplib_wire(data: bytes) -> bytes:
     return PERIOD_REGEX.sub(b"..", normalize_message_line_endings(data)) + b".\r\n"
 
 
+def count_pipelined(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The MAIL command of every transaction sent with PIPELINING from now on (the real path runs)."""
+    pipelined: list[bytes] = []
+    real = transports._pipelined
+
+    async def counted(*args, **kwargs):  # noqa: ANN002, ANN003
+        pipelined.append(args[1])
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(transports, "_pipelined", counted)
+    return pipelined
+
+
 @pytest.mark.parametrize("data", [
     b"", b"\r\n", b"a", b"a\r\n", b".", b".\r\n", b"a\r\n.b\r\n", b"a\nb\r\n", b"a\rb\r\n", b"a\r\n\r", b"\n", b"\r",
     b"Subject: x\r\n\r\n" + b"line\r\n" * 100,
@@ -83,14 +96,7 @@ async def test_delivery_over_starttls_sends_ehlo_again_and_uses_the_extensions(p
     """After STARTTLS the client must greet again (RFC 3207 4.2) before it reads the extensions it
     needs: SIZE, 8BITMIME and SMTPUTF8 for an internationalised address; with PIPELINING, the
     replies are read from the TLS layer's transport."""
-    pipelined = []
-    real = transports._pipelined
-
-    async def counted(*args, **kwargs):  # noqa: ANN002, ANN003
-        pipelined.append(args[1])
-        return await real(*args, **kwargs)
-
-    monkeypatch.setattr(transports, "_pipelined", counted)
+    pipelined = count_pipelined(monkeypatch)
     sink = Sink()
     sink.pipelining = pipelining
     sink.tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -328,14 +334,7 @@ async def test_a_hop_that_takes_data_with_no_recipient_gets_no_message() -> None
 async def test_pipelined_results_are_those_of_one_command_at_a_time(script: str, monkeypatch) -> None:
     """The same next hop (aiosmtpd), with and without PIPELINING offered: the same results, and
     on both the same message arrives."""
-    pipelined = []
-
-    async def counted(*args, **kwargs):  # noqa: ANN002, ANN003
-        pipelined.append(args[1])
-        return await real(*args, **kwargs)
-
-    real = transports._pipelined
-    monkeypatch.setattr(transports, "_pipelined", counted)
+    pipelined = count_pipelined(monkeypatch)
     outcomes = []
     for pipelining in (False, True):
         sink = Sink()
