@@ -55,7 +55,9 @@ class Notifications:
                 return
             self.messages.put(dict(line.split("=", 1) for line in data.split("\n") if "=" in line))
 
-    async def wait_for(self, key: str, timeout: float = 30.0) -> dict[str, str]:
+    async def wait_for(self, key: str, timeout: float = 60.0) -> dict[str, str]:
+        # A safety bound, not a measure: a supervisor and two workers start in 5-10 s alone, but once
+        # took over 30 s for READY in a full parallel run of the suite on a 2-core machine.
         async def first() -> dict[str, str]:
             while True:
                 msg = await asyncio.to_thread(self.messages.get, True, timeout)
