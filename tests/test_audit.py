@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import inspect
 import io
@@ -22,6 +23,8 @@ from mailgw.audit.query import Filters
 from mailgw.audit.query import search as query_search
 from mailgw.audit.schema import Access, Checkpoint, Delivery, Exchange, Head, Recipient
 from mailgw.audit.verify import verify
+from mailgw.audit.writer import AuditWriter
+from tests.conftest import until
 from tests.made_records import like
 
 
@@ -590,6 +593,27 @@ def test_sqlite_writers_leave_checkpoints_to_the_one_that_does_them(tmp_path: Pa
             busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         assert busy == 0 and frames < 100, frames
         assert _count(supervisor, Exchange) == 803 and verify(url) == []
+    finally:
+        worker.close()
+        supervisor.close()
+
+
+async def test_an_idle_supervisors_writer_still_checkpoints(tmp_path: Path) -> None:
+    """Mail that is only refused or held leaves the supervisor nothing to write: its writer
+    thread copies the serving processes' write-ahead log when it wakes, idle, once a second."""
+    url = f"sqlite:///{tmp_path}/audit.db"
+    db = tmp_path / "audit.db"
+    supervisor = AuditWriter(url, "gw1", str(tmp_path / "journal"), checkpoints=True)
+    supervisor.start()
+    worker = AuditLog.open(url, "gw1", checkpoints=False)
+    records = await asyncio.to_thread(lambda: [_rec(j) for j in range(400)])  # made by the pipeline (its own loop)
+    try:
+        empty = db.stat().st_size
+        for i in range(0, 400, 25):
+            worker.write(records[i:i + 25], [])
+        assert db.stat().st_size == empty
+        await until(lambda: db.stat().st_size > empty + 400 * 1000)  # copied by the idle writer
+        assert _count(worker, Exchange) == 400 and verify(url) == []
     finally:
         worker.close()
         supervisor.close()

@@ -224,17 +224,12 @@ class _WritersLock:
             self._fd = None
 
 
-def _sqlite_file(engine: Engine) -> str | None:
-    """The absolute path of a SQLite file database; None for an in-memory one or another database."""
-    database = engine.url.database if engine.dialect.name == "sqlite" else None
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    return os.path.abspath(database)
-
-
 def _writers_lock(engine: Engine) -> _WritersLock:
     """The writers' lock of a SQLite file database; a lock that does nothing for other databases."""
-    return _WritersLock(_sqlite_file(engine))
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return _WritersLock(None)
+    return _WritersLock(os.path.abspath(database))
 
 
 def lock_head(conn: Connection, chain: str) -> tuple[int, str]:
@@ -436,7 +431,7 @@ class AuditLog:
         self._lock = threading.Lock()
         self._file_lock = _writers_lock(engine)
         # SQLite file database: who copies the write-ahead log into the database (_checkpoint).
-        self._checkpoints = checkpoints and _sqlite_file(engine) is not None
+        self._checkpoints = checkpoints and self._file_lock.path is not None
         self._checkpointed = time.monotonic()
         # The pooled connection the writes use, kept between them (under _lock).
         self._raw: PoolProxiedConnection | None = None
@@ -503,8 +498,16 @@ class AuditLog:
                         # retry sees it and skips it.
                         if attempt == 2:
                             raise
-            if self._checkpoints and time.monotonic() - self._checkpointed >= WAL_CHECKPOINT_SECONDS:
-                self._checkpoint()
+            self._checkpoint_if_due()
+
+    def checkpoint_if_due(self) -> None:
+        """``_checkpoint`` if this writer checkpoints and WAL_CHECKPOINT_SECONDS have passed (an idle writer's turn)."""
+        with self._lock:
+            self._checkpoint_if_due()
+
+    def _checkpoint_if_due(self) -> None:
+        if self._checkpoints and time.monotonic() - self._checkpointed >= WAL_CHECKPOINT_SECONDS:
+            self._checkpoint()
 
     def _checkpoint(self) -> None:
         """Copy SQLite's write-ahead log into the database, mostly outside the writers' lock.
@@ -513,16 +516,14 @@ class AuditLog:
         lock then holds every other writer for the whole copy and its two flushes (20-30 ms
         under load, in the tail of every reply waiting on a record). Here the writers'
         connections leave it (``wal_autocheckpoint`` at WAL_SAFETY_PAGES), and the
-        supervisor's writer copies once a second: first without the lock (PASSIVE: the
-        others go on writing), then what they wrote meanwhile with the lock, so the copy is
-        complete and the next writer starts the log over from its beginning, as before.
+        supervisor's writer copies once a second, after its writes or while it is idle:
+        first without the lock (PASSIVE: the others go on writing), then what they wrote
+        meanwhile with the lock, so the copy is complete and the next writer starts the log
+        over from its beginning, as before.
         """
         self._checkpointed = time.monotonic()
-        raw = self._raw
-        if raw is None:
-            return
         try:
-            cur = self._sql.cursor(raw)
+            cur = self._sql.cursor(self._connection())
             cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             with self._file_lock:
                 cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
@@ -548,10 +549,7 @@ class AuditLog:
         sql = self._sql
         for retry_dropped in (True, False):
             kept = self._raw is not None
-            raw = self._raw = self._raw or self._engine.raw_connection()
-            if not kept and self._file_lock.path is not None:
-                # SQLite file: copies of the write-ahead log are _checkpoint's, outside the commits.
-                self._sql.cursor(raw).execute(f"PRAGMA wal_autocheckpoint={WAL_SAFETY_PAGES}")
+            raw = self._connection()
             try:
                 self._write_tx(raw, prepared, clean, durable)
                 raw.commit()
@@ -570,6 +568,15 @@ class AuditLog:
             except BaseException:
                 self._rollback()
                 raise
+
+    def _connection(self) -> PoolProxiedConnection:
+        """The connection the writes use (under _lock), opened when there is none."""
+        if self._raw is None:
+            self._raw = self._engine.raw_connection()
+            if self._file_lock.path is not None:
+                # SQLite file: copies of the write-ahead log are _checkpoint's, outside the commits.
+                self._sql.cursor(self._raw).execute(f"PRAGMA wal_autocheckpoint={WAL_SAFETY_PAGES}")
+        return self._raw
 
     def _rollback(self) -> None:
         assert self._raw is not None

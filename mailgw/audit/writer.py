@@ -56,7 +56,7 @@ import threading
 import time
 from typing import Any, Iterable, Mapping
 
-from mailgw.audit.log import AuditLog
+from mailgw.audit.log import WAL_CHECKPOINT_SECONDS, AuditLog
 from mailgw.durable import fsync_dir, replacing, unlink_if_present
 
 log = logging.getLogger(__name__)
@@ -293,7 +293,10 @@ class AuditWriter:
         try:
             job = self._jobs.get(timeout=self._wait())
         except queue.Empty:
-            self._connect()
+            if time.monotonic() >= self._next_replay:
+                self._connect()
+            elif self._healthy and self._log is not None:
+                self._log.checkpoint_if_due()  # the serving processes may be writing while this one is idle
             return False
         jobs = [job]
         while len(jobs) < self.batch and jobs[-1] is not _STOP:
@@ -329,8 +332,12 @@ class AuditWriter:
 
     def _wait(self) -> float:
         """Seconds until the journal is looked at again (every ``retry``: another process of the
-        node may have written to it), or the database tried again when it is unavailable."""
-        return max(0.01, self._next_replay - time.monotonic())
+        node may have written to it), or the database tried again when it is unavailable; for a
+        writer that checkpoints, at most WAL_CHECKPOINT_SECONDS."""
+        wait = self._next_replay - time.monotonic()
+        if self.checkpoints:
+            wait = min(wait, WAL_CHECKPOINT_SECONDS)
+        return max(0.01, wait)
 
     def _commit(self, jobs: list[_Job]) -> None:
         if self._healthy and self._log is not None:

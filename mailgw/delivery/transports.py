@@ -303,7 +303,7 @@ async def _pipelined(client: aiosmtplib.SMTP, mail: bytes, rcpt_commands: list[b
     replies = _Replies(protocol, transport)
     wire = cast(asyncio.Transport, transport)
     timeout = client.timeout
-    step = "MAIL FROM"
+    mail_answered = False
     results: dict[str, Result] = {}
     accepted: list[str] = []
     try:
@@ -314,14 +314,13 @@ async def _pipelined(client: aiosmtplib.SMTP, mail: bytes, rcpt_commands: list[b
             if reused:
                 return None
             return {r: _from_code(reply.code, f"MAIL FROM: {reply.code} {reply.message}", remote) for r in rcpts}, False
-        step = "RCPT TO"
+        mail_answered = True
         for rcpt in rcpts:
             reply = await replies.next(timeout)
             if reply.code in (250, 251):
                 accepted.append(rcpt)
             else:
                 results[rcpt] = _from_code(reply.code, f"RCPT TO: {reply.code} {reply.message}", remote)
-        step = "DATA"
         reply = await replies.next(timeout)
         if not accepted:
             if reply.code == 354:
@@ -339,7 +338,7 @@ async def _pipelined(client: aiosmtplib.SMTP, mail: bytes, rcpt_commands: list[b
         return results, True
     except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as e:
         client.close()  # as aiosmtplib does: a session out of step is never used again
-        if reused and step == "MAIL FROM":
+        if reused and not mail_answered:
             return None
         # A reply missing after DATA: the next hop may or may not have the message. Retrying
         # may duplicate it, which is allowed; losing it is not.
