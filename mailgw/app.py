@@ -12,6 +12,7 @@ from typing import Any, Callable
 from mailgw import metrics, policy, sdnotify, warmup
 from mailgw import status as published
 from mailgw.audit.writer import JOURNAL, AuditWriter
+from mailgw.balance import Balancer, Listening
 from mailgw.config import resolver as dnsanswers
 from mailgw.config import settings
 from mailgw.config.settings import MTA_ROLES
@@ -97,7 +98,8 @@ class Gateway:
         self.deliverer = Deliverer(self.spool, self.context, on_event=self.audit.on_delivery, recorder=self.audit.record)
         self.edge = Edge(self.context, self.spool, on_queued=on_queued or self.deliverer.notify, recorder=self.audit.record,
                          spooled_recorder=self.audit.record_spooled, on_event=self.audit.on_delivery)
-        self.servers: dict[str, asyncio.base_events.Server] = {}
+        self.servers: dict[str, asyncio.base_events.Server | Listening] = {}
+        self.balancer: Balancer | None = None  # a worker of several: new sessions spread evenly (mailgw.balance)
         self.mta_listeners: list[MilterListener | PolicyListener] = []  # milter and policy listeners (mailgw.milter)
         self.addresses: dict[str, tuple[str, int]] = {}  # listener name -> bound address
         self._delivery: asyncio.Task[None] | None = None
@@ -238,13 +240,24 @@ class Gateway:
             def factory(l: Any = listener, c: Any = context) -> SmtpServer:
                 return SmtpServer(Handler(self.edge, l), self.edge, l, c)
 
-            server = await loop.create_server(
-                factory, listener.host, listener.port, reuse_address=True, reuse_port=self.mode == "receive"
-            )
+            server: asyncio.base_events.Server | Listening
+            if self.balancer is not None:
+                server = Listening(listener.name, listener.host, listener.port, self.balancer)
+                self.balancer.listener(listener.name, lambda conn, f=factory: loop.connect_accepted_socket(f, conn))
+                server.start()
+            else:
+                server = await loop.create_server(
+                    factory, listener.host, listener.port, reuse_address=True, reuse_port=self.mode == "receive"
+                )
             self.servers[listener.name] = server
             sock = server.sockets[0].getsockname()
             self.addresses[listener.name] = (sock[0], sock[1])
             log.info("listener %s (%s) on %s:%d%s", listener.name, listener.role, sock[0], sock[1], " with STARTTLS" if context else "")
+        if self.balancer is not None:
+            edge = self.edge
+            self.balancer.sessions = lambda: len(edge.sessions)
+            edge.sessions_changed = self.balancer.refresh
+            self.balancer.start()
 
     def reload(self) -> bool:
         """Load the files again; keep the running set if anything is wrong (SIGHUP).
@@ -314,6 +327,8 @@ class Gateway:
             self.notifier.stopping()
         self.state = "stopping"
         self.publish()
+        if self.balancer is not None:
+            self.balancer.stop()
         for server in self.servers.values():
             server.close()
         deadline = loop_time() + self._ctx.settings.limits.drain_timeout

@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     # Set by the supervisor for its workers (settings 'workers' above 1; mailgw.workers), never by hand.
     s.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
     s.add_argument("--notify-fd", type=int, help=argparse.SUPPRESS)
+    s.add_argument("--balance", help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("status", parents=[common], help="what the running gateway runs, its queue and exchange log")
@@ -214,6 +215,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         async def run() -> None:
             gateway = Gateway(args.config, mode="receive", on_queued=on_queued)
             gateway.freeze_gc = True
+            if args.balance:
+                from mailgw.balance import Balancer
+
+                gateway.balancer = Balancer.from_spec(args.balance)
             if args.notify_fd is not None:
                 gateway.on_ready = workers.ready_sender(args.notify_fd)
             await gateway.serve_forever()

@@ -9,7 +9,9 @@ One Python process runs its pipeline on one core at a time (the GIL). With
       +- mailgw serve --worker N
 
 The workers share the listening ports through SO_REUSEPORT (the kernel spreads
-new connections over them) and the spool directory: ids are unique
+new connections over them; a worker with more SMTP sessions than another passes
+a new connection to the least busy one before it greets the client:
+mailgw.balance) and the spool directory: ids are unique
 (milliseconds and 40 random bits), so each message file is written by one
 worker, and the durability rule is the same as with one process (the 250
 goes out only after the file and its directory are fsync-ed). Only the
@@ -33,7 +35,7 @@ import signal
 import sys
 from typing import Callable
 
-from mailgw import metrics, sdnotify
+from mailgw import balance, metrics, sdnotify
 from mailgw.app import Gateway
 
 log = logging.getLogger(__name__)
@@ -96,6 +98,7 @@ class Supervisor:
         self.gateway.freeze_gc = True  # only `mailgw serve` supervises (mailgw.app)
         self.gateway.workers = workers
         self.procs: dict[int, asyncio.subprocess.Process] = {}
+        self.plan = balance.Plan(workers)  # new sessions spread evenly over the workers (mailgw.balance)
         self._ready: set[int] = set()
         self._stopping = False
         self._stop = asyncio.Event()
@@ -114,6 +117,7 @@ class Supervisor:
         for task in watchers:
             task.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
+        self.plan.close()
 
     def reload(self) -> None:
         self.gateway.reload()
@@ -147,8 +151,8 @@ class Supervisor:
             try:
                 proc = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "mailgw", "serve", "--config", self.settings_path,
-                    "--worker", str(index), "--notify-fd", str(write_fd),
-                    pass_fds=(write_fd,), stdin=asyncio.subprocess.DEVNULL,
+                    "--worker", str(index), "--notify-fd", str(write_fd), "--balance", self.plan.spec(index),
+                    pass_fds=(write_fd, *self.plan.fds()), stdin=asyncio.subprocess.DEVNULL,
                 )
             finally:
                 os.close(write_fd)
@@ -163,6 +167,7 @@ class Supervisor:
                 self._read_ids(read_fd, buffer, index, final=True)
                 os.close(read_fd)
                 metrics.worker_died(proc.pid)
+                self.plan.gone(index)
             if self._stopping:
                 return
             log.error("worker %d (pid %d) exited with status %s; starting it again", index, proc.pid, status)

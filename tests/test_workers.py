@@ -121,7 +121,8 @@ async def test_two_workers_share_the_port_and_each_message_is_delivered_once(tmp
     path, relay = _config(tmp_path, sink, ca, password_hash)
     proc = await _start(path, relay)
     try:
-        # 20 sessions held open: the kernel spreads them over both workers (all on one: 1 in 500,000).
+        # 20 sessions held open, one after the other: 10 on each worker (mailgw.balance). The
+        # kernel's hash alone splits them evenly one time in six, 13 to 7 or worse one time in four.
         held = []
         for _ in range(20):
             c = aiosmtplib.SMTP(hostname="127.0.0.1", port=relay, start_tls=False, timeout=10)
@@ -129,7 +130,7 @@ async def test_two_workers_share_the_port_and_each_message_is_delivered_once(tmp
             held.append(c)
         workers = _workers(proc.pid)
         spread = {i: _established(pid, relay) for i, pid in workers.items()}
-        assert sum(spread.values()) == 20 and all(spread.values()), spread
+        assert spread == {1: 10, 2: 10}, spread
         for i, c in enumerate(held):
             await c.sendmail(SENDER, [f"h{i}@binhthuan.gov.vn"], message(subject=f"share-{100 + i:04d}"))
             await c.quit()
@@ -159,6 +160,18 @@ async def test_a_worker_that_dies_is_started_again(tmp_path, sink, ca, password_
     try:
         before = _workers(proc.pid)
         os.kill(before[1], signal.SIGKILL)
+        while "zombie" not in _state(before[1]):  # dead (what was in its listening socket's queue went with it)
+            await asyncio.sleep(0.01)
+        # Sessions that come meanwhile are served: none is passed to the dead worker and lost
+        # (one passed before the supervisor saw it die waits for the worker started in its place).
+        meanwhile = []
+        for i in range(4):
+            c = aiosmtplib.SMTP(hostname="127.0.0.1", port=relay, start_tls=False, timeout=30)
+            await c.connect()
+            meanwhile.append(c)
+        for i, c in enumerate(meanwhile):
+            await c.sendmail(SENDER, [f"m{i}@binhthuan.gov.vn"], message(subject=f"again-{900 + i:04d}"))
+            await c.quit()
         for _ in range(200):
             now = _workers(proc.pid)
             if now.get(1) not in (None, before[1]) and _listening(now[1], relay):
@@ -167,7 +180,7 @@ async def test_a_worker_that_dies_is_started_again(tmp_path, sink, ca, password_
         else:
             raise AssertionError("worker 1 was not started again")
         assert now[2] == before[2]  # the other worker kept serving
-        acked = await _send_many(relay, "again", 30)
+        acked = await _send_many(relay, "again", 30) | set(range(900, 904))
         await sink.wait_for(lambda: set(_delivered(sink, "again")) >= acked, timeout=30)
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -211,6 +211,10 @@ class Admission:
                 return
 
 
+def _nothing() -> None:
+    return None
+
+
 class Edge:
     """What every listener shares: the context in force, the spool, the recorder."""
 
@@ -234,6 +238,7 @@ class Edge:
         self.connections: collections.Counter[tuple[str, str]] = collections.Counter()
         self.auth_penalty = AuthPenalty(base=context().settings.limits.auth_penalty)
         self.sessions: set[SmtpServer] = set()
+        self.sessions_changed: Callable[[], None] = _nothing  # a session began or ended (mailgw.balance)
         self.accepting: set[asyncio.Task[str]] = set()  # messages between end of data and reply (drain waits for them)
         self.admission = Admission(lambda: bool(self.accepting))
 
@@ -685,6 +690,7 @@ class SmtpServer(datastream.ChunkedData, SMTP):
             self._counted = True
             metrics.SESSIONS.labels(self.listener.name).inc()
             self.edge.sessions.add(self)
+            self.edge.sessions_changed()
         super().connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -709,6 +715,7 @@ class SmtpServer(datastream.ChunkedData, SMTP):
                 del self.edge.connections[key]
             self._counted = False
             self.edge.sessions.discard(self)
+            self.edge.sessions_changed()
         super().connection_lost(error)
 
     async def push(self, status: Any) -> None:

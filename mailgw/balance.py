@@ -1,0 +1,382 @@
+"""Sessions spread evenly over the serving processes (``workers: N``, mailgw.workers).
+
+The workers share each SMTP port through SO_REUSEPORT, and the kernel picks a
+worker for every new connection from a hash of its addresses. Over many short
+sessions that evens out; over a few long ones it does not. A mail server that
+keeps 5 sessions open to the gateway lands them 4 to 1 or 5 to 0 on two
+workers about one time in three, and 20 sessions land 12 to 8 or worse as
+often as not. For as long as those sessions stay open one worker's core does
+most of the work while the other idles: on the Postfix bench (5 KB, 5
+sessions) a 0:5 run gave 302 messages a second and a p99 of 24.8 ms, a 2:3 run
+424 and 16.7 ms (README, Performance). Postfix gives each session a process of
+its own, and the kernel's scheduler shares the cores among them.
+
+So each worker still accepts on its own socket, but one that holds more
+sessions than the least busy other worker passes the new connection to that
+worker before a byte is sent, as Postfix's master hands a listening socket's
+next connection to an idle ``smtpd``. The connection's file descriptor goes over a
+private UNIX socket pair the supervisor made (SCM_RIGHTS), with the listener's
+name; the other worker serves it as if it had accepted it itself, and the
+client sees nothing but its greeting. Sessions are never moved once they have
+begun, and a worker never passes on a connection it was given.
+
+Who holds how many sessions is on a **board** in shared memory (a ``memfd``
+the supervisor made): a row of 64-bit cells per worker. Each cell has one
+writer, so no lock is needed; a value read while it changes is only a hint.
+
+- ``open[k]``, written by worker k: its SMTP sessions, and connections it is starting;
+- ``taking[k]``, written by worker k (and by the supervisor once k has died): 1 while k
+  takes connections;
+- ``sent[s][k]``, written by worker s: connections it passed to worker k, ever;
+- ``taken[s][k]``, written by worker k: of those, the ones it has received.
+
+Worker k's load is ``open[k]`` plus what was passed to it and is not taken
+yet, so a burst of connections that arrive together is spread too, not sent
+all to the worker that looked least busy before it began.
+
+If passing fails (that worker's queue is full, it has just died), the worker
+that accepted serves the connection itself: a connection is never dropped
+for balancing's sake. Connections queued for a worker that dies wait for the
+worker started in its place (the supervisor keeps the socket pair); a worker
+that stops closes what was queued for it, as the kernel does with a closed
+listener's queue, and clients try again.
+
+The milter and policy listeners are spread by the kernel alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import mmap
+import os
+import socket
+import struct
+from typing import Any, Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+BACKLOG = 100  # as asyncio's create_server
+_CELL = struct.Struct("q")
+_NAME_MAX = 256  # a listener's name and the sender's index, in one datagram
+
+
+class Board:
+    """Shared counts of the workers' sessions (see the module's docstring); worker indexes from 0."""
+
+    def __init__(self, fd: int, workers: int):
+        self.workers = workers
+        self._map = mmap.mmap(fd, self.size(workers))
+
+    @staticmethod
+    def size(workers: int) -> int:
+        return _CELL.size * (2 * workers + 2 * workers * workers)
+
+    @classmethod
+    def create(cls, workers: int) -> tuple[Board, int]:
+        """A new board, zeroed, and its file descriptor (close-on-exec: passed to a worker explicitly)."""
+        fd = os.memfd_create("mailgw-board", os.MFD_CLOEXEC)
+        os.ftruncate(fd, cls.size(workers))
+        return cls(fd, workers), fd
+
+    def _at(self, cell: int) -> int:
+        return int(_CELL.unpack_from(self._map, cell * _CELL.size)[0])
+
+    def _put(self, cell: int, value: int) -> None:
+        _CELL.pack_into(self._map, cell * _CELL.size, value)
+
+    def _sent(self, s: int, k: int) -> int:
+        return 2 * self.workers + s * self.workers + k
+
+    def _taken(self, s: int, k: int) -> int:
+        return 2 * self.workers + self.workers * self.workers + s * self.workers + k
+
+    def set_open(self, k: int, count: int) -> None:
+        self._put(k, count)
+
+    def set_taking(self, k: int, taking: bool) -> None:
+        self._put(self.workers + k, 1 if taking else 0)
+
+    def taking(self, k: int) -> bool:
+        return self._at(self.workers + k) == 1
+
+    def load(self, k: int) -> int:
+        """Worker k's sessions, and the connections passed to it that it has not received yet."""
+        n = self.workers
+        waiting = sum(self._at(self._sent(s, k)) - self._at(self._taken(s, k)) for s in range(n) if s != k)
+        return self._at(k) + max(0, waiting)
+
+    def add_sent(self, s: int, k: int, delta: int) -> None:
+        self._put(self._sent(s, k), self._at(self._sent(s, k)) + delta)
+
+    def add_taken(self, s: int, k: int) -> None:
+        self._put(self._taken(s, k), self._at(self._taken(s, k)) + 1)
+
+    def gone(self, k: int) -> None:
+        """The supervisor's: worker k died; its sessions went with it, and it takes nothing until it listens again."""
+        self.set_taking(k, False)
+        self.set_open(k, 0)
+
+    def close(self) -> None:
+        self._map.close()
+
+
+class Plan:
+    """The supervisor's side: the board and one socket pair per worker (its inbox), for the whole run.
+
+    A worker started again gets the same inbox, and with it any connection passed
+    to the worker it replaces.
+    """
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.board, self._board_fd = Board.create(workers)
+        # [0]: the worker's end (it receives), [1]: every other worker's end (they send)
+        self._pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(workers)]
+
+    def fds(self) -> tuple[int, ...]:
+        """What a worker inherits (pass_fds)."""
+        return (self._board_fd, *(p[0].fileno() for p in self._pairs), *(p[1].fileno() for p in self._pairs))
+
+    def spec(self, index: int) -> str:
+        """The ``--balance`` argument for worker ``index`` (from 1, as ``--worker``)."""
+        inboxes = ",".join(str(p[0].fileno()) for p in self._pairs)
+        outboxes = ",".join(str(p[1].fileno()) for p in self._pairs)
+        return f"{self._board_fd}:{index - 1}:{inboxes}:{outboxes}"
+
+    def gone(self, index: int) -> None:
+        self.board.gone(index - 1)
+
+    def balancer(self, index: int) -> Balancer:
+        """Worker ``index``'s side in this process (tests; a worker builds its own from ``spec``)."""
+        me = index - 1
+        return Balancer(self.board, me, self._pairs[me][0], {k: p[1] for k, p in enumerate(self._pairs) if k != me})
+
+    def close(self) -> None:
+        for a, b in self._pairs:
+            a.close()
+            b.close()
+        self.board.close()
+        os.close(self._board_fd)
+
+
+Serve = Callable[[socket.socket], Awaitable[Any]]
+
+
+class Balancer:
+    """A worker's side: where each new connection is served, and the connections other workers pass to it."""
+
+    def __init__(self, board: Board, me: int, inbox: socket.socket, outboxes: dict[int, socket.socket]):
+        """Worker ``me`` (from 0) of ``board``: ``inbox`` receives what the others pass to it, ``outboxes[k]`` reach worker k."""
+        self.board = board
+        self.me = me
+        self._inbox = inbox
+        self._outboxes = outboxes
+        for sock in (inbox, *outboxes.values()):
+            sock.setblocking(False)
+        self._serve: dict[str, Serve] = {}
+        self._starts: set[asyncio.Task[None]] = set()
+        self.starting = 0  # connections being started here (not yet sessions)
+        self.sessions: Callable[[], int] = lambda: 0
+        self.passed = 0  # connections this worker passed on (for the log at the end)
+        self.received = 0
+
+    @classmethod
+    def from_spec(cls, spec: str) -> Balancer:
+        """A worker's, from ``Plan.spec``'s text (the descriptors inherited from the supervisor)."""
+        board_fd, me_text, inboxes, outboxes = spec.split(":")
+        me = int(me_text)
+        ins = [int(fd) for fd in inboxes.split(",")]
+        outs = [int(fd) for fd in outboxes.split(",")]
+        board = Board(int(board_fd), len(ins))
+        os.close(int(board_fd))  # the mapping stays
+        for k, fd in enumerate(ins):  # the other workers' inboxes are theirs to read
+            if k != me:
+                os.close(fd)
+        os.close(outs[me])
+        return cls(board, me, socket.socket(fileno=ins[me]), {k: socket.socket(fileno=fd) for k, fd in enumerate(outs) if k != me})
+
+    # --- set-up, by the gateway --------------------------------------------------------------
+
+    def listener(self, name: str, serve: Serve) -> None:
+        """Connections of listener ``name`` are started by ``serve`` (here or in the worker they are passed to)."""
+        self._serve[name] = serve
+
+    def start(self) -> None:
+        """Take connections: from the other workers, and (through ``pick``) from the kernel."""
+        asyncio.get_running_loop().add_reader(self._inbox.fileno(), self._receive)
+        self.refresh()
+        self.board.set_taking(self.me, True)
+
+    def stop(self) -> None:
+        """Take no more (drain): connections queued here are closed, as in a closed listener's queue."""
+        self.board.set_taking(self.me, False)
+        asyncio.get_running_loop().remove_reader(self._inbox.fileno())
+        while True:
+            try:
+                _, fds, _, _ = socket.recv_fds(self._inbox, _NAME_MAX, 1, socket.MSG_CMSG_CLOEXEC)
+            except OSError:  # BlockingIOError: nothing queued
+                break
+            for fd in fds:
+                os.close(fd)
+        if self.passed or self.received:
+            log.info("balance: %d connection(s) passed to other workers, %d received from them", self.passed,
+                     self.received)
+
+    def refresh(self) -> None:
+        """Publish this worker's session count (called when a session begins or ends)."""
+        self.board.set_open(self.me, self.sessions() + self.starting)
+
+    # --- a new connection -------------------------------------------------------------------
+
+    def dispatch(self, name: str, conn: socket.socket) -> None:
+        """Serve ``conn`` (just accepted on listener ``name``) here, or pass it to a less busy worker."""
+        k = self.pick()
+        if k is not None and self._pass(k, name, conn):
+            conn.close()
+            return
+        self._serve_here(name, conn)
+
+    def pick(self) -> int | None:
+        """The worker to pass a new connection to: one with fewer sessions than this one, the least busy."""
+        board = self.board
+        best, target = board.load(self.me), None
+        for k in self._outboxes:
+            if board.taking(k):
+                load = board.load(k)
+                if load < best:
+                    best, target = load, k
+        return target
+
+    def _pass(self, k: int, name: str, conn: socket.socket) -> bool:
+        self.board.add_sent(self.me, k, 1)  # before the send: the receiver's count never runs ahead of it
+        try:
+            socket.send_fds(self._outboxes[k], [f"{self.me} {name}".encode()], [conn.fileno()])
+        except OSError as e:  # full (that worker is behind) or gone: serve it here
+            self.board.add_sent(self.me, k, -1)
+            if not isinstance(e, BlockingIOError):
+                log.warning("balance: cannot pass a connection to worker %d (%s); served here", k + 1, e)
+            return False
+        self.passed += 1
+        return True
+
+    def _receive(self) -> None:
+        for _ in range(BACKLOG):
+            try:
+                data, fds, _, _ = socket.recv_fds(self._inbox, _NAME_MAX, 1, socket.MSG_CMSG_CLOEXEC)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.error("balance: reading passed connections failed: %s", e)
+                return
+            sender, _, name = data.decode("utf-8", "replace").partition(" ")
+            for extra in fds[1:]:
+                os.close(extra)
+            conn = socket.socket(fileno=fds[0]) if fds else None
+            if conn is not None and name not in self._serve:  # never: the workers run the same settings
+                log.error("balance: a connection passed for unknown listener %r closed", name)
+                conn.close()
+                conn = None
+            if conn is not None:
+                self.received += 1
+                self._serve_here(name, conn)  # counted here before it stops counting as on its way
+            if sender.isdigit() and int(sender) < self.board.workers and int(sender) != self.me:
+                self.board.add_taken(int(sender), self.me)
+
+    def _serve_here(self, name: str, conn: socket.socket) -> None:
+        self.starting += 1
+        self.refresh()
+        task = asyncio.get_running_loop().create_task(self._start(name, conn))
+        self._starts.add(task)
+        task.add_done_callback(self._starts.discard)
+
+    async def _start(self, name: str, conn: socket.socket) -> None:
+        try:
+            await self._serve[name](conn)
+        except OSError as e:  # the client left already
+            log.debug("listener %s: connection not started: %s", name, e)
+            conn.close()
+        finally:
+            self.starting -= 1
+            self.refresh()
+
+
+class Listening:
+    """One TCP listener whose connections go through a Balancer: the parts of asyncio's Server the gateway uses."""
+
+    def __init__(self, name: str, host: str, port: int, balancer: Balancer):
+        self.name = name
+        self.balancer = balancer
+        self.sockets = _bind(host, port)
+        self._serving = False
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sock in self.sockets:
+            loop.add_reader(sock.fileno(), self._accept, sock)
+        self._serving = True
+
+    def is_serving(self) -> bool:
+        return self._serving
+
+    def close(self) -> None:
+        if self._serving:
+            loop = asyncio.get_running_loop()
+            for sock in self.sockets:
+                loop.remove_reader(sock.fileno())
+            self._serving = False
+        for sock in self.sockets:
+            sock.close()
+
+    async def wait_closed(self) -> None:
+        return None  # as asyncio's Server of Python 3.11 once closed: the sessions are the gateway's to wait for
+
+    def _accept(self, sock: socket.socket) -> None:
+        for _ in range(BACKLOG):
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # As asyncio does: out of descriptors or memory, stop accepting for a second.
+                    log.error("listener %s: cannot accept (%s); trying again in 1 s", self.name, e)
+                    loop = asyncio.get_running_loop()
+                    loop.remove_reader(sock.fileno())
+                    loop.call_later(1.0, self._resume, sock)
+                    return
+                raise
+            self.balancer.dispatch(self.name, conn)
+
+    def _resume(self, sock: socket.socket) -> None:
+        if self._serving:
+            asyncio.get_running_loop().add_reader(sock.fileno(), self._accept, sock)
+
+
+def _bind(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets for ``host``:``port`` sharing the port with the other workers, as asyncio's create_server makes them."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    seen = set()
+    try:
+        for family, kind, proto, _, address in infos:
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
