@@ -243,7 +243,8 @@ class Gateway:
             server: asyncio.base_events.Server | Listening
             if self.balancer is not None:
                 server = Listening(listener.name, listener.host, listener.port, self.balancer)
-                self.balancer.listener(listener.name, lambda conn, f=factory: loop.connect_accepted_socket(f, conn))
+                self.balancer.listener(listener.name, lambda conn, f=factory: loop.connect_accepted_socket(f, conn),
+                                       repr(listener))
                 server.start()
             else:
                 server = await loop.create_server(

@@ -27,6 +27,9 @@ writer, so no lock is needed; a value read while it changes is only a hint.
 - ``open[k]``, written by worker k: its SMTP sessions, and connections it is starting;
 - ``taking[k]``, written by worker k (and by the supervisor once k has died): 1 while k
   takes connections;
+- ``listeners[k]``, written by worker k: a digest of its listeners' settings. Connections
+  are passed only between workers whose listeners are the same (a worker started again
+  after a reload reads the settings file as it is now, and listeners change only at a restart);
 - ``sent[s][k]``, written by worker s: connections it passed to worker k, ever;
 - ``taken[s][k]``, written by worker k: of those, the ones it has received.
 
@@ -34,20 +37,22 @@ Worker k's load is ``open[k]`` plus what was passed to it and is not taken
 yet, so a burst of connections that arrive together is spread too, not sent
 all to the worker that looked least busy before it began.
 
-If passing fails (that worker's queue is full, it has just died), the worker
-that accepted serves the connection itself: a connection is never dropped
-for balancing's sake. Connections queued for a worker that dies wait for the
-worker started in its place (the supervisor keeps the socket pair); a worker
-that stops closes what was queued for it, as the kernel does with a closed
-listener's queue, and clients try again.
+If passing fails (that worker's queue is full), the worker that accepted
+serves the connection itself. Connections still queued for a worker that
+stops, or dies, are closed (by the worker as it drains, or by the supervisor
+when it sees the worker gone), as the kernel closes what waits in a closed
+listener's queue; their clients have not been greeted and try again. The
+supervisor keeps the socket pair for the worker started in its place.
 
 The milter and policy listeners are spread by the kernel alone.
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
 import errno
+import hashlib
 import logging
 import mmap
 import os
@@ -71,7 +76,7 @@ class Board:
 
     @staticmethod
     def size(workers: int) -> int:
-        return _CELL.size * (2 * workers + 2 * workers * workers)
+        return _CELL.size * (3 * workers + 2 * workers * workers)
 
     @classmethod
     def create(cls, workers: int) -> tuple[Board, int]:
@@ -87,10 +92,10 @@ class Board:
         _CELL.pack_into(self._map, cell * _CELL.size, value)
 
     def _sent(self, s: int, k: int) -> int:
-        return 2 * self.workers + s * self.workers + k
+        return 3 * self.workers + s * self.workers + k
 
     def _taken(self, s: int, k: int) -> int:
-        return 2 * self.workers + self.workers * self.workers + s * self.workers + k
+        return 3 * self.workers + self.workers * self.workers + s * self.workers + k
 
     def set_open(self, k: int, count: int) -> None:
         self._put(k, count)
@@ -100,6 +105,12 @@ class Board:
 
     def taking(self, k: int) -> bool:
         return self._at(self.workers + k) == 1
+
+    def set_listeners(self, k: int, digest: int) -> None:
+        self._put(2 * self.workers + k, digest)
+
+    def listeners(self, k: int) -> int:
+        return self._at(2 * self.workers + k)
 
     def load(self, k: int) -> int:
         """Worker k's sessions, and the connections passed to it that it has not received yet."""
@@ -114,9 +125,13 @@ class Board:
         self._put(self._taken(s, k), self._at(self._taken(s, k)) + 1)
 
     def gone(self, k: int) -> None:
-        """The supervisor's: worker k died; its sessions went with it, and it takes nothing until it listens again."""
+        """The supervisor's, once worker k has died and what was queued for it is closed: its
+        sessions went with it, nothing is on its way to it, and it takes nothing until it listens again."""
         self.set_taking(k, False)
         self.set_open(k, 0)
+        for s in range(self.workers):
+            if s != k:
+                self._put(self._taken(s, k), self._at(self._sent(s, k)))
 
     def close(self) -> None:
         self._map.close()
@@ -146,6 +161,11 @@ class Plan:
         return f"{self._board_fd}:{index - 1}:{inboxes}:{outboxes}"
 
     def gone(self, index: int) -> None:
+        """Worker ``index`` has exited: close the connections queued for it (never greeted), then clear its row."""
+        closed = len(discard_queued(self._pairs[index - 1][0]))
+        if closed:
+            log.warning("balance: %d connection(s) passed to worker %d as it died closed; their clients try again",
+                        closed, index)
         self.board.gone(index - 1)
 
     def balancer(self, index: int) -> Balancer:
@@ -176,6 +196,9 @@ class Balancer:
         for sock in (inbox, *outboxes.values()):
             sock.setblocking(False)
         self._serve: dict[str, Serve] = {}
+        self._keys: list[str] = []
+        self._digest = -1  # of this worker's listeners, once it takes connections
+        self._stopped = False
         self._starts: set[asyncio.Task[None]] = set()
         self.starting = 0  # connections being started here (not yet sessions)
         self.sessions: Callable[[], int] = lambda: 0
@@ -195,34 +218,49 @@ class Balancer:
             if k != me:
                 os.close(fd)
         os.close(outs[me])
+        for fd in (ins[me], *(fd for k, fd in enumerate(outs) if k != me)):
+            os.set_inheritable(fd, False)  # pass_fds made them inheritable: no child of the worker gets them
         return cls(board, me, socket.socket(fileno=ins[me]), {k: socket.socket(fileno=fd) for k, fd in enumerate(outs) if k != me})
 
     # --- set-up, by the gateway --------------------------------------------------------------
 
-    def listener(self, name: str, serve: Serve) -> None:
-        """Connections of listener ``name`` are started by ``serve`` (here or in the worker they are passed to)."""
+    def listener(self, name: str, serve: Serve, settings: str = "") -> None:
+        """Connections of listener ``name`` are started by ``serve`` (here or in the worker they are passed to).
+
+        ``settings``: the listener's settings as text; connections go only to workers whose listeners are the same.
+        """
         self._serve[name] = serve
+        self._keys.append(f"{name}\0{settings}")
 
     def start(self) -> None:
         """Take connections: from the other workers, and (through ``pick``) from the kernel."""
         asyncio.get_running_loop().add_reader(self._inbox.fileno(), self._receive)
+        digest = hashlib.sha256("\n".join(sorted(self._keys)).encode()).digest()
+        self._digest = int.from_bytes(digest[:7], "big")
+        self.board.set_listeners(self.me, self._digest)
         self.refresh()
         self.board.set_taking(self.me, True)
 
     def stop(self) -> None:
         """Take no more (drain): connections queued here are closed, as in a closed listener's queue."""
+        self._stopped = True
         self.board.set_taking(self.me, False)
         asyncio.get_running_loop().remove_reader(self._inbox.fileno())
-        while True:
-            try:
-                _, fds, _, _ = socket.recv_fds(self._inbox, _NAME_MAX, 1, socket.MSG_CMSG_CLOEXEC)
-            except OSError:  # BlockingIOError: nothing queued
-                break
-            for fd in fds:
-                os.close(fd)
+        for sender in discard_queued(self._inbox):
+            if sender != self.me and 0 <= sender < self.board.workers:
+                self.board.add_taken(sender, self.me)
         if self.passed or self.received:
             log.info("balance: %d connection(s) passed to other workers, %d received from them", self.passed,
                      self.received)
+
+    def out_of_files(self) -> None:
+        """This worker cannot accept (out of descriptors): take nothing from the others for a second."""
+        self.board.set_taking(self.me, False)
+        asyncio.get_running_loop().call_later(1.0, self._take_again)
+
+    def _take_again(self) -> None:
+        if not self._stopped:
+            self.board.set_taking(self.me, True)
 
     def refresh(self) -> None:
         """Publish this worker's session count (called when a session begins or ends)."""
@@ -243,7 +281,7 @@ class Balancer:
         board = self.board
         best, target = board.load(self.me), None
         for k in self._outboxes:
-            if board.taking(k):
+            if board.taking(k) and board.listeners(k) == self._digest:
                 load = board.load(k)
                 if load < best:
                     best, target = load, k
@@ -264,13 +302,15 @@ class Balancer:
     def _receive(self) -> None:
         for _ in range(BACKLOG):
             try:
-                data, fds, _, _ = socket.recv_fds(self._inbox, _NAME_MAX, 1, socket.MSG_CMSG_CLOEXEC)
+                data, fds, flags, _ = _recv_fd(self._inbox, 0)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
                 log.error("balance: reading passed connections failed: %s", e)
                 return
             sender, _, name = data.decode("utf-8", "replace").partition(" ")
+            if flags & socket.MSG_CTRUNC:  # the kernel could not give us the descriptor: that client was cut off
+                log.error("balance: a connection passed by worker %s was lost: out of file descriptors", sender)
             for extra in fds[1:]:
                 os.close(extra)
             conn = socket.socket(fileno=fds[0]) if fds else None
@@ -344,6 +384,7 @@ class Listening:
                 if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     # As asyncio does: out of descriptors or memory, stop accepting for a second.
                     log.error("listener %s: cannot accept (%s); trying again in 1 s", self.name, e)
+                    self.balancer.out_of_files()
                     loop = asyncio.get_running_loop()
                     loop.remove_reader(sock.fileno())
                     loop.call_later(1.0, self._resume, sock)
@@ -366,17 +407,53 @@ def _bind(host: str, port: int) -> list[socket.socket]:
             if (family, address) in seen:
                 continue
             seen.add((family, address))
-            sock = socket.socket(family, kind, proto)
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:  # that family is not on this machine (IPv6 turned off): as asyncio, the others serve
+                continue
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(address)
+            try:
+                sock.bind(address)
+            except OSError as e:
+                raise OSError(e.errno, f"error while attempting to bind on address {address!r}: {e.strerror}") from None
             sock.listen(BACKLOG)
             sock.setblocking(False)
     except OSError:
         for sock in sockets:
             sock.close()
         raise
+    if not sockets:
+        raise OSError(f"no socket could be made for {host}:{port}")
     return sockets
+
+
+def _recv_fd(inbox: socket.socket, flags: int) -> tuple[bytes, list[int], int, object]:
+    """One passed connection: (datagram, descriptors, message flags, address), the descriptors close-on-exec.
+
+    Python 3.11's ``socket.recv_fds`` drops its ``flags`` (MSG_CMSG_CLOEXEC, MSG_DONTWAIT): this is it with them.
+    """
+    fds = array.array("i")
+    data, ancillary, msg_flags, address = inbox.recvmsg(_NAME_MAX, socket.CMSG_LEN(fds.itemsize),
+                                                         flags | socket.MSG_CMSG_CLOEXEC)
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+    return data, list(fds), msg_flags, address
+
+
+def discard_queued(inbox: socket.socket) -> list[int]:
+    """Close the connections waiting in ``inbox`` (never greeted); the index of the worker that passed each."""
+    senders: list[int] = []
+    while True:
+        try:
+            data, fds, _, _ = _recv_fd(inbox, socket.MSG_DONTWAIT)
+        except OSError:  # BlockingIOError: nothing queued
+            return senders
+        for fd in fds:
+            os.close(fd)
+        sender = data.split(b" ", 1)[0]
+        senders.append(int(sender) if sender.isdigit() else -1)

@@ -9,6 +9,7 @@ a gateway's real worker processes.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from typing import Callable
 
@@ -20,11 +21,11 @@ from mailgw.balance import Listening, Plan
 class Worker:
     """A Balancer and the connections it serves (a session is a connection it holds open)."""
 
-    def __init__(self, plan: Plan, index: int, rig: Rig):
+    def __init__(self, plan: Plan, index: int, rig: Rig, settings: str = "relay 127.0.0.1:25"):
         self.balancer = plan.balancer(index)
         self.held: list[socket.socket] = []
         self.balancer.sessions = lambda: len(self.held)
-        self.balancer.listener("relay", self.serve)
+        self.balancer.listener("relay", self.serve, settings)
         self._rig = rig
 
     async def serve(self, conn: socket.socket) -> None:
@@ -36,11 +37,11 @@ class Worker:
 class Rig:
     """``workers`` Balancers; every connection arrives at worker 1, as if the kernel's hash sent them all there."""
 
-    def __init__(self, workers: int, done: Callable[[Rig], bool] = lambda rig: False):
+    def __init__(self, workers: int, done: Callable[[Rig], bool] = lambda rig: False, settings: tuple[str, ...] = ()):
         self.plan = Plan(workers)
         self.done = asyncio.Event()
         self._done = done
-        self.workers = [Worker(self.plan, i, self) for i in range(1, workers + 1)]
+        self.workers = [Worker(self.plan, i, self, *settings[i - 1:i]) for i in range(1, workers + 1)]
         for w in self.workers:
             w.balancer.start()
         self.listening = Listening("relay", "127.0.0.1", 0, self.workers[0].balancer)
@@ -65,16 +66,20 @@ class Rig:
             c.close()
         self.plan.close()
 
-    async def connect(self, n: int) -> list[bytes]:
-        """``n`` client connections at once, then each one's greeting (which worker served it)."""
-        loop = asyncio.get_running_loop()
+    def open(self, n: int) -> list[socket.socket]:
+        """``n`` client connections, not waiting for anything."""
         new = []
         for _ in range(n):
             c = socket.create_connection(("127.0.0.1", self.port))
             c.setblocking(False)
             new.append(c)
         self.clients += new
-        return [await asyncio.wait_for(loop.sock_recv(c, 100), 10) for c in new]
+        return new
+
+    async def connect(self, n: int) -> list[bytes]:
+        """``n`` client connections at once, then each one's greeting (which worker served it)."""
+        loop = asyncio.get_running_loop()
+        return [await asyncio.wait_for(loop.sock_recv(c, 100), 10) for c in self.open(n)]
 
 
 async def test_connections_that_all_arrive_at_one_worker_are_spread_evenly():
@@ -85,6 +90,8 @@ async def test_connections_that_all_arrive_at_one_worker_are_spread_evenly():
         assert sorted(greetings) == [b"220 worker %d\r\n" % i for i in (1, 1, 1, 2, 2, 2, 3, 3, 3)]
         balancers = [w.balancer for w in rig.workers]
         assert (balancers[0].passed, balancers[1].received, balancers[2].received) == (6, 3, 3)
+        # A connection received from another worker is not inherited by the worker's children (PDF readers).
+        assert not any(os.get_inheritable(conn.fileno()) for w in rig.workers[1:] for conn in w.held)
         # Nothing is on its way any more: the loads are the sessions held.
         assert [rig.plan.board.load(k) for k in range(3)] == [3, 3, 3]
     finally:
@@ -149,6 +156,37 @@ async def test_a_worker_behind_on_its_queue_gets_what_fits_and_the_rest_is_serve
         rig.close()
 
 
+async def test_connections_go_only_to_workers_with_the_same_listeners():
+    rig = Rig(2, settings=("relay 127.0.0.1:25", "relay 127.0.0.1:2525"))  # worker 2 started after a change
+    try:
+        assert await rig.connect(4) == [b"220 worker 1\r\n"] * 4
+    finally:
+        rig.close()
+
+
+@pytest.mark.parametrize("how", ["the worker stops", "the worker dies"])
+async def test_connections_queued_for_a_worker_that_stops_or_dies_are_closed_and_not_counted(how):
+    rig = Rig(2, done=lambda rig: rig.workers[0].balancer.passed == 1 and len(rig.workers[0].held) == 1)
+    inbox = rig.plan._pairs[1][0]
+    loop = asyncio.get_running_loop()
+    loop.remove_reader(inbox.fileno())  # worker 2 is busy: what is passed to it waits
+    try:
+        first, second = rig.open(2)
+        await asyncio.wait_for(rig.done.wait(), 10)
+        assert rig.plan.board.load(1) == 1  # on its way
+        if how == "the worker stops":
+            loop.add_reader(inbox.fileno(), lambda: None)  # stop() takes it off
+            rig.workers[1].balancer.stop()
+        else:
+            rig.plan.gone(2)  # the supervisor, once the worker has exited
+        assert await asyncio.wait_for(loop.sock_recv(first, 100), 10) == b"220 worker 1\r\n"
+        assert await asyncio.wait_for(loop.sock_recv(second, 100), 10) == b""  # closed, never greeted
+        assert rig.plan.board.load(1) == 0 and not rig.plan.board.taking(1)
+        assert await rig.connect(1) == [b"220 worker 1\r\n"]  # nothing more goes to it
+    finally:
+        rig.close()
+
+
 @pytest.mark.parametrize("workers", [2, 5])
 def test_the_board_counts_what_is_on_its_way(workers):
     plan = Plan(workers)
@@ -163,6 +201,8 @@ def test_the_board_counts_what_is_on_its_way(workers):
         board.set_taking(1, True)
         assert board.taking(1) and not board.taking(0)
         plan.gone(2)
-        assert not board.taking(1) and board.load(1) == 1  # its sessions went with it; one still on its way
+        assert not board.taking(1) and board.load(1) == 0  # its sessions went with it, and what was on its way
+        board.set_listeners(0, 12345)
+        assert board.listeners(0) == 12345 and board.listeners(1) == 0
     finally:
         plan.close()
