@@ -140,8 +140,7 @@ class Board:
 class Plan:
     """The supervisor's side: the board and one socket pair per worker (its inbox), for the whole run.
 
-    A worker started again gets the same inbox, and with it any connection passed
-    to the worker it replaces.
+    A worker started again gets the same inbox, emptied when the worker it replaces exited (``gone``).
     """
 
     def __init__(self, workers: int):
@@ -162,7 +161,7 @@ class Plan:
 
     def gone(self, index: int) -> None:
         """Worker ``index`` has exited: close the connections queued for it (never greeted), then clear its row."""
-        closed = len(discard_queued(self._pairs[index - 1][0]))
+        closed = len(_discard_queued(self._pairs[index - 1][0]))
         if closed:
             log.warning("balance: %d connection(s) passed to worker %d as it died closed; their clients try again",
                         closed, index)
@@ -246,9 +245,8 @@ class Balancer:
         self._stopped = True
         self.board.set_taking(self.me, False)
         asyncio.get_running_loop().remove_reader(self._inbox.fileno())
-        for sender in discard_queued(self._inbox):
-            if sender != self.me and 0 <= sender < self.board.workers:
-                self.board.add_taken(sender, self.me)
+        for sender in _discard_queued(self._inbox):
+            self._taken_from(sender)
         if self.passed or self.received:
             log.info("balance: %d connection(s) passed to other workers, %d received from them", self.passed,
                      self.received)
@@ -290,7 +288,7 @@ class Balancer:
     def _pass(self, k: int, name: str, conn: socket.socket) -> bool:
         self.board.add_sent(self.me, k, 1)  # before the send: the receiver's count never runs ahead of it
         try:
-            socket.send_fds(self._outboxes[k], [f"{self.me} {name}".encode()], [conn.fileno()])
+            socket.send_fds(self._outboxes[k], [f"{self.me} {name}".encode()], [conn.fileno()])  # read by _label
         except OSError as e:  # full (that worker is behind) or gone: serve it here
             self.board.add_sent(self.me, k, -1)
             if not isinstance(e, BlockingIOError):
@@ -302,15 +300,15 @@ class Balancer:
     def _receive(self) -> None:
         for _ in range(BACKLOG):
             try:
-                data, fds, flags, _ = _recv_fd(self._inbox, 0)
+                data, fds, flags = _recv_fd(self._inbox, 0)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
                 log.error("balance: reading passed connections failed: %s", e)
                 return
-            sender, _, name = data.decode("utf-8", "replace").partition(" ")
+            sender, name = _label(data)
             if flags & socket.MSG_CTRUNC:  # the kernel could not give us the descriptor: that client was cut off
-                log.error("balance: a connection passed by worker %s was lost: out of file descriptors", sender)
+                log.error("balance: a connection passed by worker %d was lost: out of file descriptors", sender + 1)
             for extra in fds[1:]:
                 os.close(extra)
             conn = socket.socket(fileno=fds[0]) if fds else None
@@ -321,8 +319,12 @@ class Balancer:
             if conn is not None:
                 self.received += 1
                 self._serve_here(name, conn)  # counted here before it stops counting as on its way
-            if sender.isdigit() and int(sender) < self.board.workers and int(sender) != self.me:
-                self.board.add_taken(int(sender), self.me)
+            self._taken_from(sender)
+
+    def _taken_from(self, sender: int) -> None:
+        """A connection worker ``sender`` passed here is no longer on its way (served or closed)."""
+        if 0 <= sender < self.board.workers and sender != self.me:
+            self.board.add_taken(sender, self.me)
 
     def _serve_here(self, name: str, conn: socket.socket) -> None:
         self.starting += 1
@@ -389,7 +391,8 @@ class Listening:
                     loop.remove_reader(sock.fileno())
                     loop.call_later(1.0, self._resume, sock)
                     return
-                raise
+                log.error("listener %s: cannot accept: %s", self.name, e)
+                return
             self.balancer.dispatch(self.name, conn)
 
     def _resume(self, sock: socket.socket) -> None:
@@ -431,29 +434,34 @@ def _bind(host: str, port: int) -> list[socket.socket]:
     return sockets
 
 
-def _recv_fd(inbox: socket.socket, flags: int) -> tuple[bytes, list[int], int, object]:
-    """One passed connection: (datagram, descriptors, message flags, address), the descriptors close-on-exec.
+def _recv_fd(inbox: socket.socket, flags: int) -> tuple[bytes, list[int], int]:
+    """One passed connection: (datagram, descriptors, message flags), the descriptors close-on-exec.
 
     Python 3.11's ``socket.recv_fds`` drops its ``flags`` (MSG_CMSG_CLOEXEC, MSG_DONTWAIT): this is it with them.
     """
     fds = array.array("i")
-    data, ancillary, msg_flags, address = inbox.recvmsg(_NAME_MAX, socket.CMSG_LEN(fds.itemsize),
+    data, ancillary, msg_flags, _ = inbox.recvmsg(_NAME_MAX, socket.CMSG_LEN(fds.itemsize),
                                                          flags | socket.MSG_CMSG_CLOEXEC)
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
-    return data, list(fds), msg_flags, address
+    return data, list(fds), msg_flags
 
 
-def discard_queued(inbox: socket.socket) -> list[int]:
+def _label(data: bytes) -> tuple[int, str]:
+    """A passed connection's datagram: the index of the worker that passed it (-1 if unreadable) and its listener."""
+    sender, _, name = data.decode("utf-8", "replace").partition(" ")
+    return (int(sender) if sender.isdigit() else -1), name
+
+
+def _discard_queued(inbox: socket.socket) -> list[int]:
     """Close the connections waiting in ``inbox`` (never greeted); the index of the worker that passed each."""
     senders: list[int] = []
     while True:
         try:
-            data, fds, _, _ = _recv_fd(inbox, socket.MSG_DONTWAIT)
+            data, fds, _ = _recv_fd(inbox, socket.MSG_DONTWAIT)
         except OSError:  # BlockingIOError: nothing queued
             return senders
         for fd in fds:
             os.close(fd)
-        sender = data.split(b" ", 1)[0]
-        senders.append(int(sender) if sender.isdigit() else -1)
+        senders.append(_label(data)[0])
